@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite: Python (SQLite + PostgreSQL + Redis, real browser) and the JS client kit.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+
+# Start local PostgreSQL / Redis if this machine has them installed but stopped.
+if command -v pg_ctlcluster >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 2>/dev/null; then
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+fi
+if command -v redis-server >/dev/null 2>&1 && ! redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; then
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no || true
+fi
+
+PYTHONPATH=src:tests $BIN/python -m pytest "$@"
+rc=$?
+if [ -d clients/js/test ] && command -v node >/dev/null 2>&1; then
+  (cd clients/js && node --test test/) || rc=1
+fi
+exit $rc

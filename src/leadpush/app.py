@@ -1,0 +1,139 @@
+"""The FastAPI application: routers, the error envelope, and the background roles it hosts."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from leadpush import __version__
+from leadpush.config import Settings
+from leadpush.context import AppContext
+from leadpush.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+HTTP_CODES = {
+    400: ("bad_request", "请求格式错误"),
+    401: ("unauthorized", "请先登录"),
+    403: ("forbidden", "没有权限执行此操作"),
+    404: ("not_found", "请求的资源不存在"),
+    405: ("method_not_allowed", "不支持该请求方法"),
+    413: ("payload_too_large", "请求体过大"),
+    415: ("unsupported_media_type", "请使用 application/json"),
+    429: ("too_many_requests", "请求过于频繁，请稍后再试"),
+}
+
+
+def error_response(status: int, code: str, message: str, data: Any = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"success": False, "message": message, "code": code, "data": data})
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message, exc.details)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return error_response(400, "invalid_json", "请求体不是合法的 JSON")
+        details = [
+            {
+                "field": _field_path(tuple(e.get("loc", ()))),
+                "message": str(e.get("msg", "")).removeprefix("Value error, "),
+            }
+            for e in errors
+        ]
+        first = details[0] if details else {"field": "body", "message": "参数错误"}
+        return error_response(422, "validation_error", f"参数错误：{first['field']} {first['message']}", details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code, message = HTTP_CODES.get(exc.status_code, ("http_error", str(exc.detail)))
+        return error_response(exc.status_code, code, message)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", "服务器内部错误，请稍后重试")
+
+
+class BodySizeLimit:
+    """Refuse request bodies over the limit before they are read into memory (413)."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await error_response(413, "payload_too_large", f"请求体不能超过 {self.max_bytes} 字节")(
+                scope, receive, send
+            )
+            return
+        seen = 0
+
+        async def limited_receive() -> dict[str, Any]:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise ApiError(413, "payload_too_large", f"请求体不能超过 {self.max_bytes} 字节")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozenset({"api"})) -> FastAPI:
+    ctx = ctx or AppContext.from_settings(Settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from leadpush.runtime import Runtime
+
+        runtime = Runtime(ctx, roles)
+        app.state.runtime = runtime
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title="leadpush",
+        version=__version__,
+        description="线索分配与通知服务 (lead assignment and notification backend)",
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=ctx.settings.max_body_bytes)
+
+    from leadpush.assignment.views import router as assignment_router
+    from leadpush.leads.views import router as leads_router
+    from leadpush.notify.views import router as notify_router
+    from leadpush.users.views import router as users_router
+
+    app.include_router(users_router)
+    app.include_router(leads_router)
+    app.include_router(assignment_router)
+    app.include_router(notify_router)
+    return app

@@ -1,0 +1,110 @@
+"""The user-facing ownership actions: assign one, assign a batch, claim, release.
+
+Each checks who may do what, then hands the work to `change_owner`, the one path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from leadpush.assignment.service import ChangeResult, ItemFailure, Move, change_owner, raise_failure
+from leadpush.context import AppContext
+from leadpush.errors import ApiError, forbidden
+from leadpush.leads.models import Customer
+from leadpush.leads.service import get_assignee, get_visible, users_by_id
+from leadpush.permissions import can_see, check_can_assign, check_can_release
+from leadpush.users.models import User
+
+
+def assign_one(
+    ctx: AppContext,
+    session: Session,
+    actor: User,
+    customer_id: int,
+    assignee_id: int,
+    via: str,
+    expected_version: int | None = None,
+) -> ChangeResult:
+    if actor.role == "sales":
+        raise forbidden("销售人员不能分配线索，请从公海领取")
+    customer, owner = get_visible(session, actor, customer_id)
+    target = get_assignee(session, assignee_id)
+    check_can_assign(actor, owner, target)
+    if expected_version is not None and expected_version != customer.version:
+        raise ApiError(409, "version_conflict", "线索已被他人修改，请刷新后重试")
+    result = change_owner(ctx, session, actor=actor, moves=[Move(customer, target, expected_version)], via=via)
+    if result.failed:
+        raise_failure(result.failed[0])
+    return result
+
+
+@dataclass
+class BatchInput:
+    customer_ids: list[int]
+    assignee_id: int
+
+
+def check_batch(ctx: AppContext, ids: list[int]) -> list[int]:
+    if not ids:
+        raise ApiError(422, "batch_empty", "customerIds 不能为空")
+    if len(ids) > ctx.settings.max_batch:
+        raise ApiError(422, "batch_too_large", f"一次最多分配 {ctx.settings.max_batch} 条线索")
+    return list(dict.fromkeys(ids))
+
+
+def assign_batch(ctx: AppContext, session: Session, actor: User, batch: BatchInput, *, from_pool: bool) -> ChangeResult:
+    """Assign many leads to one person; what cannot be done is reported per item, the rest is done."""
+    if actor.role == "sales":
+        raise forbidden("销售人员不能分配线索，请从公海领取")
+    ids = check_batch(ctx, batch.customer_ids)
+    target = get_assignee(session, batch.assignee_id)
+    if actor.role == "manager" and target.id != actor.id and (actor.team is None or actor.team != target.team):
+        raise forbidden("只能分配给本团队成员")
+    customers = {c.id: c for c in session.scalars(select(Customer).where(Customer.id.in_(ids)))}
+    owners = users_by_id(session, {c.owner_id for c in customers.values()})
+    moves: list[Move] = []
+    failed: list[ItemFailure] = []
+    for cid in ids:
+        customer = customers.get(cid)
+        owner = owners.get(customer.owner_id) if customer and customer.owner_id else None
+        if customer is None or not can_see(actor, customer, owner):
+            failed.append(ItemFailure(cid, "customer_not_found", "线索不存在"))
+            continue
+        if from_pool and customer.owner_id is not None:
+            failed.append(ItemFailure(cid, "not_in_pool", "线索不在公海中"))
+            continue
+        try:
+            check_can_assign(actor, owner, target)
+        except ApiError as exc:
+            failed.append(ItemFailure(cid, "forbidden", exc.message))
+            continue
+        moves.append(Move(customer, target))
+    result = change_owner(
+        ctx, session, actor=actor, moves=moves, via="public_pool" if from_pool else "batch", digest=True
+    )
+    result.failed = failed + result.failed
+    return result
+
+
+def claim(ctx: AppContext, session: Session, actor: User, customer_id: int) -> ChangeResult:
+    customer, _ = get_visible(session, actor, customer_id)
+    if customer.owner_id == actor.id:
+        return ChangeResult(batch_id=None, unchanged=[customer])
+    if customer.owner_id is not None:
+        raise ApiError(409, "not_in_pool", "该线索已被领取")
+    result = change_owner(ctx, session, actor=actor, moves=[Move(customer, actor)], via="claim")
+    if result.failed:
+        raise_failure(result.failed[0])
+    return result
+
+
+def release(ctx: AppContext, session: Session, actor: User, customer_id: int, reason: str | None) -> ChangeResult:
+    customer, owner = get_visible(session, actor, customer_id)
+    check_can_release(actor, owner)
+    result = change_owner(ctx, session, actor=actor, moves=[Move(customer, None)], via="release", reason=reason)
+    if result.failed:
+        raise_failure(result.failed[0])
+    return result

@@ -1,0 +1,58 @@
+"""API shapes of assignments."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import Field
+
+from leadpush.leads.schemas import CustomerOut
+from leadpush.schemas import CamelModel, RequestModel
+
+
+class AssignBody(RequestModel):
+    assigned_to: int = Field(description="接收线索的用户 id")
+    version: int | None = Field(default=None, description="乐观锁：页面上看到的线索版本号，可选")
+
+
+class BatchAssignBody(RequestModel):
+    customer_ids: list[int] = Field(description="线索 id 列表，最多 1000 个")
+    assigned_to: int
+
+
+class ReleaseBody(RequestModel):
+    reason: str | None = Field(default=None, max_length=200)
+
+
+class AssignedCustomer(CustomerOut):
+    notification_data: dict[str, Any] | None = None
+
+
+class ItemFailureOut(CamelModel):
+    customer_id: int
+    code: str
+    message: str
+
+
+class BatchResult(CamelModel):
+    batch_id: str | None
+    customers: list[CustomerOut]
+    unchanged: list[int]
+    failed: list[ItemFailureOut]
+    notification_data: list[dict[str, Any]]
+
+
+class AssignmentOut(CamelModel):
+    id: int
+    customer_id: int
+    from_user_id: int | None
+    from_user_name: str | None = None
+    to_user_id: int | None
+    to_user_name: str | None = None
+    actor_id: int | None
+    actor_name: str | None = None
+    via: str
+    batch_id: str | None
+    reason: str | None
+    created_at: datetime

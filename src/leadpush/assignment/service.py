@@ -1,0 +1,281 @@
+"""The one ownership-change path: owner, history and notifications in the caller's transaction.
+
+Every way a lead changes hands (web, mini program, batch, public pool, claim, release, automatic
+transfer) ends in `change_owner`. It never commits: the caller's `Database.write()` block does, so a
+rolled-back change leaves no owner change, no history row and no notification.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+
+from leadpush.assignment.models import VIAS, Assignment
+from leadpush.context import AppContext
+from leadpush.errors import ApiError
+from leadpush.leads.models import Customer
+from leadpush.notify.ledger import NewNotification, write_notifications
+from leadpush.notify.models import Notification
+from leadpush.users.models import User
+
+CLOSED_STATUSES = ("won", "lost", "invalid")
+DIGEST_PREVIEW = 20
+
+
+@dataclass
+class Move:
+    customer: Customer
+    to_user: User | None
+    expected_version: int | None = None
+
+
+@dataclass
+class ItemFailure:
+    customer_id: int
+    code: str
+    message: str
+
+
+@dataclass
+class ChangeResult:
+    batch_id: str | None
+    changed: list[Customer] = field(default_factory=list)
+    unchanged: list[Customer] = field(default_factory=list)
+    failed: list[ItemFailure] = field(default_factory=list)
+    notifications: list[Notification] = field(default_factory=list)
+
+
+FAILURE_STATUS = {
+    "version_conflict": 409,
+    "user_inactive": 409,
+    "at_capacity": 409,
+    "not_in_pool": 409,
+    "not_owned": 409,
+    "forbidden": 403,
+    "customer_not_found": 404,
+}
+
+
+def raise_failure(failure: ItemFailure) -> None:
+    raise ApiError(FAILURE_STATUS.get(failure.code, 409), failure.code, failure.message)
+
+
+def open_lead_count(session: Session, user_id: int) -> int:
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Customer)
+            .where(Customer.owner_id == user_id, Customer.status.not_in(CLOSED_STATUSES))
+        )
+        or 0
+    )
+
+
+def change_owner(
+    ctx: AppContext,
+    session: Session,
+    *,
+    actor: User | None,
+    moves: list[Move],
+    via: str,
+    digest: bool = False,
+    batch_id: str | None = None,
+    reason: str | None = None,
+    now: datetime | None = None,
+) -> ChangeResult:
+    """Move each lead to its new owner (None = the public pool) and notify who must hear of it.
+
+    Each move is a conditional update on the lead's version: a lead changed meanwhile by someone else
+    is reported as `version_conflict` and left alone. Moving a lead to its current owner changes and
+    notifies nothing. With `digest`, each recipient gets one notification for the whole batch.
+    """
+    assert via in VIAS, via
+    now = now or ctx.clock.now()
+    if digest and batch_id is None:
+        batch_id = uuid.uuid4().hex
+    result = ChangeResult(batch_id=batch_id)
+    capacity_used: dict[int, int] = {}
+    previous: dict[int, int | None] = {}
+
+    for move in moves:
+        customer, target = move.customer, move.to_user
+        target_id = target.id if target else None
+        if customer.owner_id == target_id:
+            result.unchanged.append(customer)
+            continue
+        if target is not None:
+            if not target.active:
+                result.failed.append(ItemFailure(customer.id, "user_inactive", f"{target.name} 已停用，不能接收线索"))
+                continue
+            if target.capacity is not None:
+                if target.id not in capacity_used:
+                    capacity_used[target.id] = open_lead_count(session, target.id)
+                if capacity_used[target.id] >= target.capacity:
+                    result.failed.append(
+                        ItemFailure(customer.id, "at_capacity", f"{target.name} 的线索已达上限 {target.capacity} 条")
+                    )
+                    continue
+        expected = move.expected_version if move.expected_version is not None else customer.version
+        updated = session.execute(
+            update(Customer)
+            .where(Customer.id == customer.id, Customer.version == expected)
+            .values(
+                owner_id=target_id,
+                version=Customer.version + 1,
+                assigned_at=now if target is not None else None,
+                updated_at=now,
+                transfer_due_at=None,
+                transfer_warned_for=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if updated.rowcount != 1:
+            result.failed.append(ItemFailure(customer.id, "version_conflict", "线索已被他人修改，请刷新后重试"))
+            continue
+        if target is not None and target.capacity is not None:
+            capacity_used[target.id] += 1
+        previous[customer.id] = customer.owner_id
+        for attr, value in (
+            ("owner_id", target_id),
+            ("version", expected + 1),
+            ("assigned_at", now if target is not None else None),
+            ("updated_at", now),
+            ("transfer_due_at", None),
+            ("transfer_warned_for", None),
+        ):
+            set_committed_value(customer, attr, value)
+        session.add(
+            Assignment(
+                customer_id=customer.id,
+                from_user_id=previous[customer.id],
+                to_user_id=target_id,
+                actor_id=actor.id if actor else None,
+                via=via,
+                batch_id=batch_id,
+                reason=reason,
+                created_at=now,
+            )
+        )
+        result.changed.append(customer)
+
+    if result.changed:
+        # Deadlines depend on rules; imported here to keep the dependency one-way at import time.
+        from leadpush.transfer.deadlines import refresh_deadlines
+
+        refresh_deadlines(session, result.changed, now)
+        items = _notifications_for(ctx, session, result, previous, actor, via, digest, reason, now)
+        result.notifications = write_notifications(session, ctx.settings, ctx.signals, items, now)
+    return result
+
+
+def _fields(ctx: AppContext, customer: Customer, now: datetime) -> dict[str, object]:
+    return {
+        "customerId": customer.id,
+        "customerName": customer.name,
+        "customerPhone": customer.phone,
+        "source": customer.source,
+        "assignTime": now.astimezone(ctx.settings.tz).isoformat(timespec="seconds"),
+    }
+
+
+def _notifications_for(
+    ctx: AppContext,
+    session: Session,
+    result: ChangeResult,
+    previous: dict[int, int | None],
+    actor: User | None,
+    via: str,
+    digest: bool,
+    reason: str | None,
+    now: datetime,
+) -> list[NewNotification]:
+    gained: dict[int, list[Customer]] = defaultdict(list)
+    lost: dict[int, list[Customer]] = defaultdict(list)
+    for c in result.changed:
+        if c.owner_id is not None:
+            gained[c.owner_id].append(c)
+        before = previous[c.id]
+        if before is not None and before != (actor.id if actor else None):
+            lost[before].append(c)
+    ids = set(gained) | set(lost)
+    users = {u.id: u for u in session.scalars(select(User).where(User.id.in_(ids)))} if ids else {}
+    actor_id = actor.id if actor else None
+    actor_name = actor.name if actor else "系统"
+    common = {"via": via, "actorId": actor_id, "actorName": actor_name, "batchId": result.batch_id}
+    items: list[NewNotification] = []
+
+    for rid, leads in gained.items():
+        if digest and len(leads) > 1:
+            items.append(
+                NewNotification(
+                    recipient=users[rid],
+                    kind="customers_assigned",
+                    title=f"您有 {len(leads)} 条新线索",
+                    body=f"{actor_name} 分配给您 {len(leads)} 条线索",
+                    payload={
+                        **common,
+                        "count": len(leads),
+                        "customerIds": [c.id for c in leads],
+                        "customers": [_fields(ctx, c, now) for c in leads[:DIGEST_PREVIEW]],
+                        "assignTime": now.astimezone(ctx.settings.tz).isoformat(timespec="seconds"),
+                    },
+                    dedupe_key=f"customers_assigned:{result.batch_id}:{rid}",
+                    actor_id=actor_id,
+                )
+            )
+            continue
+        for c in leads:
+            items.append(
+                NewNotification(
+                    recipient=users[rid],
+                    kind="customer_assigned",
+                    title=f"您有一条新线索：{c.name}",
+                    body=f"{actor_name} 将线索「{c.name}」分配给您" + (f"（来源：{c.source}）" if c.source else ""),
+                    payload={**common, **_fields(ctx, c, now), "fromUserId": previous[c.id]},
+                    dedupe_key=f"customer_assigned:{c.id}:v{c.version}",
+                    actor_id=actor_id,
+                )
+            )
+
+    why = reason or {"auto_transfer": "超时未跟进，自动流转", "release": "已被释放回公海"}.get(
+        via, f"{actor_name} 重新分配"
+    )
+    for rid, leads in lost.items():
+        if digest and len(leads) > 1:
+            items.append(
+                NewNotification(
+                    recipient=users[rid],
+                    kind="customers_recycled",
+                    title=f"您有 {len(leads)} 条线索已被收回",
+                    body=why,
+                    payload={**common, "count": len(leads), "customerIds": [c.id for c in leads], "reason": why},
+                    dedupe_key=f"customers_recycled:{result.batch_id}:{rid}",
+                    actor_id=actor_id,
+                )
+            )
+            continue
+        for c in leads:
+            items.append(
+                NewNotification(
+                    recipient=users[rid],
+                    kind="customer_recycled",
+                    title=f"线索「{c.name}」已被收回",
+                    body=why,
+                    payload={
+                        **common,
+                        "customerId": c.id,
+                        "customerName": c.name,
+                        "toUserId": c.owner_id,
+                        "reason": why,
+                    },
+                    dedupe_key=f"customer_recycled:{c.id}:v{c.version}",
+                    actor_id=actor_id,
+                )
+            )
+    return items

@@ -1,0 +1,143 @@
+"""HTTP routes for every ownership change: the four assignment endpoints, claim and release."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from leadpush.assignment import flows
+from leadpush.assignment.models import Assignment
+from leadpush.assignment.schemas import (
+    AssignBody,
+    AssignedCustomer,
+    AssignmentOut,
+    BatchAssignBody,
+    BatchResult,
+    ItemFailureOut,
+    ReleaseBody,
+)
+from leadpush.assignment.service import ChangeResult
+from leadpush.context import AppContext
+from leadpush.deps import Ctx, CurrentUser
+from leadpush.leads.schemas import CustomerOut
+from leadpush.leads.service import customers_out, get_visible, users_by_id
+from leadpush.notify.legacy import notification_data
+from leadpush.schemas import Envelope
+
+router = APIRouter(prefix="/api/customers", tags=["assignment"])
+
+
+def single_out(ctx: AppContext, session: Session, result: ChangeResult) -> AssignedCustomer:
+    customer = (result.changed or result.unchanged)[0]
+    data = notification_data(ctx, session, result.notifications)
+    out = customers_out(session, [customer])[0]
+    return AssignedCustomer(**out.model_dump(), notification_data=data[0] if data else None)
+
+
+def batch_out(ctx: AppContext, session: Session, result: ChangeResult) -> BatchResult:
+    return BatchResult(
+        batch_id=result.batch_id,
+        customers=customers_out(session, result.changed),
+        unchanged=[c.id for c in result.unchanged],
+        failed=[ItemFailureOut(customer_id=f.customer_id, code=f.code, message=f.message) for f in result.failed],
+        notification_data=notification_data(ctx, session, result.notifications),
+    )
+
+
+def _assign(ctx: AppContext, user: CurrentUser, customer_id: int, body: AssignBody, via: str) -> Envelope:
+    with ctx.db.write() as session:
+        result = flows.assign_one(ctx, session, user, customer_id, body.assigned_to, via, body.version)
+        out = single_out(ctx, session, result)
+    return Envelope(message="分配成功" if result.changed else "线索已属于该用户，无需分配", data=out)
+
+
+@router.patch("/{customer_id:int}/assign", response_model=Envelope[AssignedCustomer])
+def assign_web(customer_id: int, body: AssignBody, ctx: Ctx, user: CurrentUser) -> Envelope:
+    """Assign one lead (web console)."""
+    return _assign(ctx, user, customer_id, body, "web")
+
+
+@router.patch("/miniprogram/{customer_id:int}/assign", response_model=Envelope[AssignedCustomer])
+def assign_miniprogram(customer_id: int, body: AssignBody, ctx: Ctx, user: CurrentUser) -> Envelope:
+    """Assign one lead (WeChat mini program)."""
+    return _assign(ctx, user, customer_id, body, "miniprogram")
+
+
+def _batch_message(result: ChangeResult) -> str:
+    return f"已分配 {len(result.changed)} 条，未变化 {len(result.unchanged)} 条，失败 {len(result.failed)} 条"
+
+
+@router.post("/batch-assign", response_model=Envelope[BatchResult])
+def batch_assign(body: BatchAssignBody, ctx: Ctx, user: CurrentUser) -> Envelope:
+    """Assign many leads to one salesperson; one digest notification per recipient."""
+    with ctx.db.write() as session:
+        result = flows.assign_batch(
+            ctx, session, user, flows.BatchInput(body.customer_ids, body.assigned_to), from_pool=False
+        )
+        out = batch_out(ctx, session, result)
+    return Envelope(message=_batch_message(result), data=out)
+
+
+@router.post("/public-pool/assign", response_model=Envelope[BatchResult])
+def public_pool_assign(body: BatchAssignBody, ctx: Ctx, user: CurrentUser) -> Envelope:
+    """Hand leads out of the public pool (公海) to one salesperson."""
+    with ctx.db.write() as session:
+        result = flows.assign_batch(
+            ctx, session, user, flows.BatchInput(body.customer_ids, body.assigned_to), from_pool=True
+        )
+        out = batch_out(ctx, session, result)
+    return Envelope(message=_batch_message(result), data=out)
+
+
+@router.post("/{customer_id:int}/claim", response_model=Envelope[CustomerOut])
+def claim(customer_id: int, ctx: Ctx, user: CurrentUser) -> Envelope:
+    """A salesperson claims a lead from the public pool."""
+    with ctx.db.write() as session:
+        result = flows.claim(ctx, session, user, customer_id)
+        out = customers_out(session, result.changed or result.unchanged)[0]
+    return Envelope(message="领取成功" if result.changed else "该线索已在您名下", data=out)
+
+
+@router.post("/{customer_id:int}/release", response_model=Envelope[CustomerOut])
+def release(customer_id: int, ctx: Ctx, user: CurrentUser, body: ReleaseBody | None = None) -> Envelope:
+    """Return a lead to the public pool."""
+    with ctx.db.write() as session:
+        result = flows.release(ctx, session, user, customer_id, body.reason if body else None)
+        out = customers_out(session, result.changed)[0]
+    return Envelope(message="已释放到公海", data=out)
+
+
+@router.get("/{customer_id:int}/assignments", response_model=Envelope[list[AssignmentOut]])
+def history(customer_id: int, ctx: Ctx, user: CurrentUser) -> Envelope:
+    """Every ownership change of one lead, newest first."""
+    with ctx.db.read() as session:
+        get_visible(session, user, customer_id)
+        rows = session.scalars(
+            select(Assignment).where(Assignment.customer_id == customer_id).order_by(Assignment.id.desc())
+        ).all()
+        names = users_by_id(
+            session, {r.from_user_id for r in rows} | {r.to_user_id for r in rows} | {r.actor_id for r in rows}
+        )
+
+        def name(uid: int | None) -> str | None:
+            return names[uid].name if uid in names else None
+
+        out = [
+            AssignmentOut(
+                id=r.id,
+                customer_id=r.customer_id,
+                from_user_id=r.from_user_id,
+                from_user_name=name(r.from_user_id),
+                to_user_id=r.to_user_id,
+                to_user_name=name(r.to_user_id),
+                actor_id=r.actor_id,
+                actor_name=name(r.actor_id),
+                via=r.via,
+                batch_id=r.batch_id,
+                reason=r.reason,
+                created_at=r.created_at,
+            )
+            for r in rows
+        ]
+    return Envelope(data=out)

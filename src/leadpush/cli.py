@@ -1,0 +1,143 @@
+"""The `leadpush` command: serve, manage users, run transfers, apply migrations, fake WeChat."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Annotated
+
+import typer
+
+from leadpush.config import Settings
+
+app = typer.Typer(help="leadpush：线索分配与通知服务", no_args_is_help=True, add_completion=False)
+user_app = typer.Typer(help="用户管理", no_args_is_help=True)
+db_app = typer.Typer(help="数据库迁移", no_args_is_help=True)
+transfer_app = typer.Typer(help="自动流转", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+app.add_typer(db_app, name="db")
+app.add_typer(transfer_app, name="transfer")
+
+ALL_ROLES = ("api", "worker", "scheduler")
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def _prepare_database(settings: Settings) -> None:
+    from leadpush.migrate import upgrade
+
+    upgrade(settings.database_url)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="监听地址")] = None,
+    port: Annotated[int | None, typer.Option(help="监听端口")] = None,
+    role: Annotated[
+        list[str] | None, typer.Option(help="只运行指定角色：api / worker / scheduler（可重复）；默认全部")
+    ] = None,
+    migrate: Annotated[bool, typer.Option(help="启动前执行数据库迁移")] = True,
+) -> None:
+    """启动服务（默认在一个进程内运行 api、worker、scheduler 三个角色）。"""
+    import uvicorn
+
+    from leadpush.app import create_app
+    from leadpush.context import AppContext
+
+    settings = _settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    roles = frozenset(role or ALL_ROLES)
+    unknown = roles - set(ALL_ROLES)
+    if unknown:
+        raise typer.BadParameter(f"未知角色：{', '.join(sorted(unknown))}")
+    if migrate:
+        _prepare_database(settings)
+    ctx = AppContext.from_settings(settings)
+    application = create_app(ctx, roles=roles)
+    if "api" not in roles:
+        # Worker and scheduler still answer /healthz and /metrics, on the given port.
+        pass
+    uvicorn.run(
+        application,
+        host=host or settings.host,
+        port=port if port is not None else settings.port,
+        log_level=settings.log_level.lower(),
+        ws_ping_interval=20,
+        ws_ping_timeout=20,
+    )
+
+
+@user_app.command("create")
+def user_create(
+    name: Annotated[str, typer.Option(help="姓名")],
+    role: Annotated[str, typer.Option(help="admin / manager / sales")],
+    team: Annotated[str | None, typer.Option(help="团队")] = None,
+    wechat_openid: Annotated[str | None, typer.Option(help="小程序 openid")] = None,
+    wecom_userid: Annotated[str | None, typer.Option(help="企业微信 userid")] = None,
+    capacity: Annotated[int | None, typer.Option(help="最多持有的线索数")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="以 JSON 输出 id 与 token")] = False,
+) -> None:
+    """创建用户并生成 API 令牌（令牌只显示一次）。"""
+    from leadpush.db import Database
+    from leadpush.errors import ApiError
+    from leadpush.users.service import create_user
+
+    settings = _settings()
+    _prepare_database(settings)
+    db = Database(settings.database_url)
+    try:
+        with db.write() as session:
+            user, token = create_user(
+                session,
+                name=name,
+                role=role,
+                team=team,
+                wechat_openid=wechat_openid,
+                wecom_userid=wecom_userid,
+                capacity=capacity,
+            )
+            user_id = user.id
+    except ApiError as exc:
+        typer.echo(f"错误：{exc.message}", err=True)
+        raise typer.Exit(2) from exc
+    finally:
+        db.dispose()
+    if as_json:
+        typer.echo(json.dumps({"id": user_id, "name": name, "role": role, "team": team, "token": token}))
+    else:
+        typer.echo(f"已创建用户 {name}（id={user_id}，角色={role}）\n令牌：{token}\n请妥善保存，令牌不会再次显示。")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """把数据库升级到最新结构。"""
+    _prepare_database(_settings())
+    typer.echo("数据库已是最新结构")
+
+
+@transfer_app.command("run")
+def transfer_run(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="只列出将要流转的线索，不做修改")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="以 JSON 输出结果")] = False,
+) -> None:
+    """立即执行一次自动流转（手动触发）。"""
+    from leadpush.transfer.cli import run_once
+
+    run_once(_settings(), dry_run=dry_run, as_json=as_json)
+
+
+@app.command("fake-wechat")
+def fake_wechat(
+    host: Annotated[str, typer.Option(help="监听地址")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="监听端口")] = 9100,
+) -> None:
+    """启动模拟的微信 / 企业微信接口服务器（用于测试、演示和压测）。"""
+    from leadpush.fakewechat.server import run
+
+    run(host=host, port=port)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,79 @@
+"""The one settings object: every knob is a LEADPUSH_* environment variable."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from zoneinfo import ZoneInfo
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LEADPUSH_", extra="ignore")
+
+    database_url: str = "sqlite:///./leadpush.db"
+    redis_url: str | None = None
+    timezone: str = "Asia/Shanghai"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+    # Console links (WeCom textcards point here); no trailing slash.
+    public_url: str = "http://127.0.0.1:8000"
+
+    # WeChat mini program (subscribe messages). Channel is off unless appid+secret+template are set.
+    wechat_appid: str | None = None
+    wechat_secret: str | None = None
+    wechat_template_id: str | None = None
+    wechat_api_base: str = "https://api.weixin.qq.com"
+    wechat_page: str = "pages/customer/detail?id={customerId}"
+    wechat_miniprogram_state: str = "formal"
+    # JSON object: template key -> notification field (customerName, customerPhone, source, assignTime, ...)
+    wechat_field_map: str = (
+        '{"thing1": "customerName", "phone_number2": "customerPhone", "thing3": "source", "time4": "assignTime"}'
+    )
+    wechat_mask_phone: bool = False
+
+    # WeCom (企业微信) app messages. Off unless corpid+secret+agentid are set.
+    wecom_corpid: str | None = None
+    wecom_secret: str | None = None
+    wecom_agentid: int | None = None
+    wecom_api_base: str = "https://qyapi.weixin.qq.com"
+
+    # Outbound webhook channel (optional). Off unless a URL is set.
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+
+    # Delivery engine.
+    delivery_max_attempts: int = Field(default=8, ge=1, le=50)
+    delivery_backoff_base: float = Field(default=2.0, gt=0)
+    delivery_backoff_max: float = Field(default=600.0, gt=0)
+    delivery_lease_seconds: float = Field(default=60.0, gt=0)
+    delivery_poll_interval: float = Field(default=2.0, gt=0)
+    delivery_batch_size: int = Field(default=100, ge=1, le=1000)
+    delivery_concurrency: int = Field(default=16, ge=1, le=256)
+    send_timeout: float = Field(default=10.0, gt=0)
+
+    # Limits.
+    max_batch: int = 1000
+    max_body_bytes: int = 2_000_000
+
+    @cached_property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def wechat_enabled(self) -> bool:
+        return bool(self.wechat_appid and self.wechat_secret and self.wechat_template_id)
+
+    @property
+    def wecom_enabled(self) -> bool:
+        return bool(self.wecom_corpid and self.wecom_secret and self.wecom_agentid is not None)
+
+    @property
+    def webhook_enabled(self) -> bool:
+        return bool(self.webhook_url)

@@ -1,0 +1,22 @@
+"""What a running leadpush holds: settings, database, clock and wake-up signals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from leadpush.clock import Clock, SystemClock
+from leadpush.config import Settings
+from leadpush.db import Database
+from leadpush.notify.signals import Signals
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    db: Database
+    clock: Clock = field(default_factory=SystemClock)
+    signals: Signals = field(default_factory=Signals)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, clock: Clock | None = None) -> AppContext:
+        return cls(settings=settings, db=Database(settings.database_url), clock=clock or SystemClock())

@@ -1,0 +1,120 @@
+"""API shapes of leads and follow-ups."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from pydantic import Field, field_validator
+
+from leadpush.leads.models import STATUSES
+from leadpush.schemas import CamelModel, RequestModel
+
+PHONE_RE = re.compile(r"^\+?[0-9]{3,20}$")
+CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def clean_text(value: str, field: str, max_len: int, required: bool = True) -> str:
+    value = CONTROL_RE.sub("", value).strip()
+    if required and not value:
+        raise ValueError(f"{field}不能为空")
+    if len(value) > max_len:
+        raise ValueError(f"{field}不能超过 {max_len} 个字符")
+    return value
+
+
+def check_status(value: str | None) -> str | None:
+    if value is not None and value not in STATUSES:
+        raise ValueError(f"状态必须是 {' / '.join(STATUSES)} 之一")
+    return value
+
+
+class CustomerCreate(RequestModel):
+    name: str = Field(description="客户姓名")
+    phone: str = Field(description="手机号或电话，可含空格、-、括号")
+    source: str = ""
+    status: str = "new"
+    note: str = ""
+    assigned_to: int | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return clean_text(v, "客户姓名", 100)
+
+    @field_validator("phone")
+    @classmethod
+    def _phone(cls, v: str) -> str:
+        cleaned = re.sub(r"[\s\-()（）]", "", v)
+        if not PHONE_RE.match(cleaned):
+            raise ValueError("电话号码格式不正确")
+        return cleaned
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        return clean_text(v, "来源", 100, required=False)
+
+    @field_validator("note")
+    @classmethod
+    def _note(cls, v: str) -> str:
+        return clean_text(v, "备注", 2000, required=False)
+
+    @field_validator("status")
+    @classmethod
+    def _status(cls, v: str) -> str:
+        return check_status(v) or "new"
+
+
+class CustomerOut(CamelModel):
+    id: int
+    name: str
+    phone: str
+    source: str
+    status: str
+    note: str
+    owner_id: int | None
+    owner_name: str | None = None
+    in_pool: bool
+    assigned_at: datetime | None
+    last_follow_up_at: datetime | None
+    transfer_due_at: datetime | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class CustomerPage(CamelModel):
+    items: list[CustomerOut]
+    total: int
+    page: int
+    page_size: int
+
+
+class CustomerList(CamelModel):
+    customers: list[CustomerOut]
+
+
+class FollowUpCreate(RequestModel):
+    content: str
+    status: str | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _content(cls, v: str) -> str:
+        return clean_text(v, "跟进内容", 2000)
+
+    @field_validator("status")
+    @classmethod
+    def _status(cls, v: str | None) -> str | None:
+        return check_status(v)
+
+
+class FollowUpOut(CamelModel):
+    id: int
+    customer_id: int
+    user_id: int
+    user_name: str | None = None
+    content: str
+    status: str | None
+    created_at: datetime

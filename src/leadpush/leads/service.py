@@ -1,0 +1,196 @@
+"""Leads: create, find, list and follow up, always within what the caller may see."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+
+from leadpush.assignment.service import Move, change_owner, raise_failure
+from leadpush.context import AppContext
+from leadpush.errors import ApiError, not_found
+from leadpush.leads.models import Customer, FollowUp
+from leadpush.leads.schemas import CustomerCreate, CustomerOut, FollowUpOut
+from leadpush.permissions import can_see, check_can_assign, same_team, visible_filter
+from leadpush.users.models import User
+
+
+def users_by_id(session: Session, ids: set[int | None]) -> dict[int, User]:
+    wanted = {i for i in ids if i is not None}
+    if not wanted:
+        return {}
+    return {u.id: u for u in session.scalars(select(User).where(User.id.in_(wanted)))}
+
+
+def customers_out(session: Session, customers: Sequence[Customer]) -> list[CustomerOut]:
+    owners = users_by_id(session, {c.owner_id for c in customers})
+    return [
+        CustomerOut.model_validate(
+            {
+                **{k: getattr(c, k) for k in CustomerOut.model_fields if hasattr(c, k)},
+                "owner_name": owners[c.owner_id].name if c.owner_id in owners else None,
+                "in_pool": c.owner_id is None,
+            }
+        )
+        for c in customers
+    ]
+
+
+def get_visible(session: Session, actor: User, customer_id: int) -> tuple[Customer, User | None]:
+    customer = session.get(Customer, customer_id)
+    if customer is None:
+        raise not_found("customer")
+    owner = session.get(User, customer.owner_id) if customer.owner_id else None
+    if not can_see(actor, customer, owner):
+        raise not_found("customer")
+    return customer, owner
+
+
+def get_assignee(session: Session, user_id: int) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise ApiError(404, "user_not_found", f"用户 {user_id} 不存在")
+    return user
+
+
+def check_can_create_for(actor: User, target: User) -> None:
+    if actor.role == "sales":
+        if target.id != actor.id:
+            raise ApiError(403, "forbidden", "销售人员只能把新线索分配给自己")
+        return
+    check_can_assign(actor, None, target)
+
+
+def create_customers(ctx: AppContext, session: Session, actor: User, items: list[CustomerCreate]) -> list[Customer]:
+    """Insert leads (in the pool unless assignedTo is given); assigned ones go through change_owner."""
+    if not items:
+        raise ApiError(422, "batch_empty", "线索列表不能为空")
+    if len(items) > ctx.settings.max_batch:
+        raise ApiError(422, "batch_too_large", f"一次最多创建 {ctx.settings.max_batch} 条线索")
+    targets = users_by_id(session, {i.assigned_to for i in items})
+    for item in items:
+        if item.assigned_to is not None:
+            if item.assigned_to not in targets:
+                raise ApiError(404, "user_not_found", f"用户 {item.assigned_to} 不存在")
+            check_can_create_for(actor, targets[item.assigned_to])
+    now = ctx.clock.now()
+    customers = [
+        Customer(
+            name=i.name,
+            phone=i.phone,
+            source=i.source,
+            status=i.status,
+            note=i.note,
+            owner_id=None,
+            created_by=actor.id,
+            version=1,
+            created_at=now,
+            updated_at=now,
+        )
+        for i in items
+    ]
+    session.add_all(customers)
+    session.flush()
+    moves = [Move(c, targets[i.assigned_to]) for c, i in zip(customers, items, strict=True) if i.assigned_to]
+    if moves:
+        result = change_owner(
+            ctx, session, actor=actor, moves=moves, via="web" if len(items) == 1 else "batch", digest=len(items) > 1
+        )
+        if result.failed:
+            raise_failure(result.failed[0])
+    return customers
+
+
+@dataclass
+class CustomerFilters:
+    owner: str | None = None
+    in_pool: bool | None = None
+    status: str | None = None
+    source: str | None = None
+    keyword: str | None = None
+
+
+def list_customers(
+    session: Session, actor: User, filters: CustomerFilters, page: int, page_size: int
+) -> tuple[list[Customer], int]:
+    query = select(Customer).where(visible_filter(actor))
+    if filters.owner:
+        if filters.owner == "me":
+            query = query.where(Customer.owner_id == actor.id)
+        elif filters.owner.isdigit():
+            query = query.where(Customer.owner_id == int(filters.owner))
+        else:
+            raise ApiError(422, "invalid_filter", "owner 只能是用户 id 或 me")
+    if filters.in_pool is not None:
+        query = query.where(Customer.owner_id.is_(None) if filters.in_pool else Customer.owner_id.is_not(None))
+    if filters.status:
+        query = query.where(Customer.status == filters.status)
+    if filters.source:
+        query = query.where(Customer.source == filters.source)
+    if filters.keyword:
+        like = "%" + filters.keyword.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(or_(Customer.name.like(like, escape="\\"), Customer.phone.like(like, escape="\\")))
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(query.order_by(Customer.id.desc()).offset((page - 1) * page_size).limit(page_size))
+    return list(rows), total
+
+
+def check_can_follow_up(actor: User, customer: Customer, owner: User | None) -> None:
+    if customer.owner_id == actor.id or actor.role == "admin":
+        return
+    if actor.role == "manager" and owner is not None and same_team(actor, owner):
+        return
+    raise ApiError(403, "not_owner", "只能跟进自己名下的线索")
+
+
+def add_follow_up(
+    ctx: AppContext, session: Session, actor: User, customer_id: int, content: str, status: str | None
+) -> FollowUp:
+    customer, owner = get_visible(session, actor, customer_id)
+    check_can_follow_up(actor, customer, owner)
+    now: datetime = ctx.clock.now()
+    values: dict[str, object] = {"last_follow_up_at": now, "updated_at": now, "version": customer.version + 1}
+    if status:
+        values["status"] = status
+    session.execute(
+        update(Customer).where(Customer.id == customer.id).values(**values).execution_options(synchronize_session=False)
+    )
+    for key, value in values.items():
+        set_committed_value(customer, key, value)
+    follow_up = FollowUp(customer_id=customer.id, user_id=actor.id, content=content, status=status, created_at=now)
+    session.add(follow_up)
+    from leadpush.transfer.deadlines import refresh_deadlines
+
+    refresh_deadlines(session, [customer], now)
+    session.flush()
+    return follow_up
+
+
+def follow_ups_out(session: Session, rows: Sequence[FollowUp]) -> list[FollowUpOut]:
+    names = users_by_id(session, {r.user_id for r in rows})
+    return [
+        FollowUpOut.model_validate(
+            {
+                "id": r.id,
+                "customer_id": r.customer_id,
+                "user_id": r.user_id,
+                "user_name": names[r.user_id].name if r.user_id in names else None,
+                "content": r.content,
+                "status": r.status,
+                "created_at": r.created_at,
+            }
+        )
+        for r in rows
+    ]
+
+
+def list_follow_ups(session: Session, actor: User, customer_id: int) -> list[FollowUpOut]:
+    get_visible(session, actor, customer_id)
+    rows = session.scalars(
+        select(FollowUp).where(FollowUp.customer_id == customer_id).order_by(FollowUp.id.desc())
+    ).all()
+    return follow_ups_out(session, rows)

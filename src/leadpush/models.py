@@ -1,0 +1,24 @@
+"""Every table, imported in one place for Alembic and create_all."""
+
+from leadpush.assignment.models import Assignment
+from leadpush.db import Base
+from leadpush.leads.models import Customer, FollowUp
+from leadpush.notify.models import Delivery, KeyValue, Notification, WechatSubscription
+from leadpush.transfer.models import Lease, TransferRule, TransferRun
+from leadpush.users.models import ApiToken, User
+
+__all__ = [
+    "ApiToken",
+    "Assignment",
+    "Base",
+    "Customer",
+    "Delivery",
+    "FollowUp",
+    "KeyValue",
+    "Lease",
+    "Notification",
+    "TransferRule",
+    "TransferRun",
+    "User",
+    "WechatSubscription",
+]

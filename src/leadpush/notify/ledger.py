@@ -1,0 +1,99 @@
+"""Writing notifications and their per-channel delivery rows inside the caller's transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from leadpush.config import Settings
+from leadpush.db import after_commit
+from leadpush.notify.models import Delivery, Notification
+from leadpush.notify.policy import plan_deliveries
+from leadpush.notify.signals import Signals
+from leadpush.users.models import User
+
+
+@dataclass
+class NewNotification:
+    recipient: User
+    kind: str
+    title: str
+    body: str
+    payload: dict[str, Any]
+    dedupe_key: str
+    actor_id: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def lock_recipients(session: Session, recipient_ids: set[int]) -> None:
+    """On PostgreSQL, serialise notification inserts per recipient until commit.
+
+    Ids come from a sequence, so two transactions could commit a recipient's ids out of order and a
+    client resuming `after=<id>` would skip one. Holding a per-recipient transaction lock while
+    inserting makes each recipient's ids rise in commit order. Locks are taken in id order (no deadlock).
+    SQLite needs nothing: its writers are already serialised.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    for rid in sorted(recipient_ids):
+        session.execute(text("SELECT pg_advisory_xact_lock(7301, :rid)"), {"rid": rid})
+
+
+def write_notifications(
+    session: Session, settings: Settings, signals: Signals, items: list[NewNotification], now: datetime
+) -> list[Notification]:
+    """Insert notifications (skipping dedupe keys already present) and one delivery per channel."""
+    if not items:
+        return []
+    keys = [i.dedupe_key for i in items]
+    existing = set(session.scalars(select(Notification.dedupe_key).where(Notification.dedupe_key.in_(keys))))
+    fresh = [i for i in items if i.dedupe_key not in existing]
+    lock_recipients(session, {i.recipient.id for i in fresh})
+    created: list[Notification] = []
+    for item in fresh:
+        note = Notification(
+            recipient_id=item.recipient.id,
+            kind=item.kind,
+            title=item.title,
+            body=item.body,
+            payload=item.payload,
+            dedupe_key=item.dedupe_key,
+            created_at=now,
+        )
+        session.add(note)
+        created.append(note)
+    session.flush()
+    for item, note in zip(fresh, created, strict=True):
+        for plan in plan_deliveries(settings, item.kind, item.recipient, item.actor_id):
+            session.add(
+                Delivery(
+                    notification_id=note.id,
+                    recipient_id=note.recipient_id,
+                    channel=plan.channel,
+                    status=plan.status,
+                    policy=plan.reason,
+                    next_attempt_at=now if plan.status == "pending" else None,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+    session.flush()
+    recipients = {n.recipient_id for n in created}
+    if recipients:
+        after_commit(session, lambda: signals.notifications_committed(recipients))
+    return created
+
+
+def unread_count(session: Session, user_id: int) -> int:
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Notification)
+            .where(Notification.recipient_id == user_id, Notification.read_at.is_(None))
+        )
+        or 0
+    )

@@ -1,0 +1,35 @@
+"""API shapes of notifications and deliveries."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import Field
+
+from leadpush.schemas import CamelModel, RequestModel
+
+
+class NotificationOut(CamelModel):
+    id: int
+    type: str
+    title: str
+    body: str
+    data: dict[str, Any]
+    created_at: datetime
+    read_at: datetime | None
+    delivered_at: datetime | None
+
+
+class NotificationPage(CamelModel):
+    items: list[NotificationOut]
+    last_id: int = Field(description="下次轮询时作为 after 传入")
+    unread: int
+
+
+class MarkReadBody(RequestModel):
+    ids: list[int] | None = Field(default=None, max_length=1000, description="不传则全部标为已读")
+
+
+class UnreadOut(CamelModel):
+    unread: int

@@ -1,0 +1,53 @@
+"""Who may see and move which lead: sales their own and the pool, managers their team, admins all."""
+
+from __future__ import annotations
+
+from sqlalchemy import ColumnElement, or_, select, true
+
+from leadpush.errors import ApiError, forbidden
+from leadpush.leads.models import Customer
+from leadpush.users.models import User
+
+
+def same_team(a: User, b: User) -> bool:
+    return a.team is not None and a.team == b.team
+
+
+def visible_filter(actor: User) -> ColumnElement[bool]:
+    """SQL condition for the leads `actor` may see."""
+    if actor.role == "admin":
+        return true()
+    if actor.role == "manager":
+        team_ids = (
+            select(User.id).where(User.team == actor.team) if actor.team else select(User.id).where(User.id == actor.id)
+        )
+        return or_(Customer.owner_id.is_(None), Customer.owner_id.in_(team_ids))
+    return or_(Customer.owner_id.is_(None), Customer.owner_id == actor.id)
+
+
+def can_see(actor: User, customer: Customer, owner: User | None) -> bool:
+    if actor.role == "admin" or customer.owner_id is None or customer.owner_id == actor.id:
+        return True
+    return actor.role == "manager" and owner is not None and same_team(actor, owner)
+
+
+def check_can_assign(actor: User, current_owner: User | None, target: User | None) -> None:
+    """Managers move leads within their team (pool included); admins anywhere; sales never."""
+    if actor.role == "admin":
+        return
+    if actor.role != "manager":
+        raise forbidden("销售人员不能分配线索，请从公海领取")
+    if current_owner is not None and current_owner.id != actor.id and not same_team(actor, current_owner):
+        raise forbidden("只能分配本团队的线索")
+    if target is not None and target.id != actor.id and not same_team(actor, target):
+        raise forbidden("只能分配给本团队成员")
+
+
+def check_can_release(actor: User, owner: User | None) -> None:
+    if owner is None:
+        raise ApiError(409, "not_owned", "该线索已在公海中")
+    if actor.role == "admin" or owner.id == actor.id:
+        return
+    if actor.role == "manager" and same_team(actor, owner):
+        return
+    raise forbidden("只能释放自己的线索")

@@ -1,0 +1,60 @@
+"""Automatic transfer (自动流转) rules and the history of each run."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from leadpush.clock import utcnow
+from leadpush.db import Base, UTCDateTime
+
+CONDITIONS = ("no_follow_up_after_assign", "no_follow_up_since_last", "not_won_within")
+ACTIONS = ("public_pool", "round_robin", "user")
+TRIGGERS = ("cron", "manual", "deadline")
+
+
+class TransferRule(Base):
+    __tablename__ = "transfer_rules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    team: Mapped[str | None] = mapped_column(String(64))
+    condition: Mapped[str] = mapped_column(String(32))
+    # Hours for no_follow_up_after_assign; days are stored as hours too (days * 24).
+    threshold_hours: Mapped[float] = mapped_column(Float)
+    exempt_statuses: Mapped[list[str]] = mapped_column(JSON, default=list)
+    action: Mapped[str] = mapped_column(String(16))
+    target_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    warn_before_hours: Mapped[float | None] = mapped_column(Float)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Round-robin cursor: the last user id a lead went to under this rule.
+    last_assignee_id: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class TransferRun(Base):
+    __tablename__ = "transfer_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trigger: Mapped[str] = mapped_column(String(16))
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    examined: Mapped[int] = mapped_column(Integer, default=0)
+    moved: Mapped[int] = mapped_column(Integer, default=0)
+    warned: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Lease(Base):
+    """A named lease so only one process runs a singleton job (a transfer run) at a time."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(100))
+    until: Mapped[datetime] = mapped_column(UTCDateTime)

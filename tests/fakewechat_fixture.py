@@ -1,0 +1,111 @@
+"""Run the fake WeChat / WeCom server on a real port for a test.
+
+Usage::
+
+    from fakewechat_fixture import FakeWeChatServer, fake_wechat  # noqa: F401 (fixture)
+
+    def test_something(fake_wechat: FakeWeChatServer) -> None:
+        fake_wechat.state.add_credits("openid-1", "TPL", 1)
+        httpx.post(f"{fake_wechat.url}/cgi-bin/stable_token", json={...})
+
+    with FakeWeChatServer(FakeWeChatState(agentid=1000002)) as server:
+        ...
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from types import TracebackType
+
+import httpx
+import pytest
+import uvicorn
+
+from leadpush.fakewechat.server import FakeWeChatState, create_app
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class FakeWeChatServer:
+    """The fake served by uvicorn in a background thread; ``.url``, ``.state``, ``.app``."""
+
+    def __init__(self, state: FakeWeChatState | None = None, host: str = "127.0.0.1") -> None:
+        self.state = state if state is not None else FakeWeChatState()
+        self.app = create_app(self.state)
+        self.host = host
+        self.port = 0
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> FakeWeChatServer:
+        last_error = "did not start"
+        for _attempt in range(5):  # a picked port can be taken before uvicorn binds it
+            self.port = _free_port(self.host)
+            config = uvicorn.Config(
+                self.app,
+                host=self.host,
+                port=self.port,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+                timeout_graceful_shutdown=1,
+            )
+            server = uvicorn.Server(config)
+            thread = threading.Thread(target=server.run, name=f"fake-wechat-{self.port}", daemon=True)
+            thread.start()
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and thread.is_alive() and not server.started:
+                time.sleep(0.01)
+            if server.started and self._answers():
+                self._server, self._thread = server, thread
+                return self
+            server.should_exit = True
+            thread.join(timeout=5)
+            last_error = f"uvicorn did not start on port {self.port}"
+        raise RuntimeError(f"fake wechat server: {last_error}")
+
+    def _answers(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/_fake/stats", timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is None or thread is None:
+            return
+        server.should_exit = True
+        thread.join(timeout=5)
+        if thread.is_alive():
+            server.force_exit = True
+            thread.join(timeout=5)
+
+    def __enter__(self) -> FakeWeChatServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+@pytest.fixture
+def fake_wechat() -> Iterator[FakeWeChatServer]:
+    """A fresh fake WeChat/WeCom server per test (accepts any appid/secret/openid/template)."""
+    with FakeWeChatServer() as server:
+        yield server
