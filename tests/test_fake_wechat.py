@@ -43,6 +43,20 @@ def client(fake_wechat: FakeWeChatServer) -> Iterator[httpx.Client]:
         yield c
 
 
+@pytest.fixture(scope="module")
+def shared_server() -> Iterator[FakeWeChatServer]:
+    with FakeWeChatServer() as server:
+        yield server
+
+
+@pytest.fixture
+def shared(shared_server: FakeWeChatServer) -> Iterator[FakeWeChatServer]:
+    """One server for many small tests (fully reset before each), to keep the suite fast."""
+    shared_server.state.reset(full=True)
+    shared_server.state.clear_faults()
+    yield shared_server
+
+
 @pytest.fixture
 def strict() -> Iterator[FakeWeChatServer]:
     """A fake with configured credentials, templates, agent and a controllable clock."""
@@ -281,14 +295,15 @@ BAD_VALUES = [
 
 
 @pytest.mark.parametrize(("key", "value"), BAD_VALUES)
-def test_data_value_rules_reject(fake_wechat: FakeWeChatServer, client: httpx.Client, key: str, value: Any) -> None:
-    fake_wechat.state.add_credits(OPENID, TPL, 1)
+def test_data_value_rules_reject(shared: FakeWeChatServer, key: str, value: Any) -> None:
+    shared.state.add_credits(OPENID, TPL, 1)
     body = sub_body()
     body["data"][key] = {"value": value}
-    r = send_sub(client, stable_token(client)["access_token"], body)
+    with httpx.Client(base_url=shared.url, timeout=5.0) as client:
+        r = send_sub(client, stable_token(client)["access_token"], body)
     assert r["errcode"] == 47003
     assert f"data.{key}.value" in r["errmsg"] and " rid: " in r["errmsg"]
-    assert fake_wechat.state.get_credits(OPENID, TPL) == 1  # nothing consumed
+    assert shared.state.get_credits(OPENID, TPL) == 1  # nothing consumed
 
 
 def test_data_value_missing_value_key(fake_wechat: FakeWeChatServer, client: httpx.Client) -> None:
