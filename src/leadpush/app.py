@@ -130,10 +130,14 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
     from leadpush.assignment.views import router as assignment_router
     from leadpush.leads.views import router as leads_router
     from leadpush.notify.views import router as notify_router
+    from leadpush.notify.ws import router as ws_router
+    from leadpush.ops import router as ops_router
     from leadpush.users.views import router as users_router
 
     app.include_router(users_router)
     app.include_router(leads_router)
     app.include_router(assignment_router)
     app.include_router(notify_router)
+    app.include_router(ws_router)
+    app.include_router(ops_router)
     return app

@@ -1,21 +1,90 @@
-"""The background roles a process hosts next to (or instead of) the API: worker and scheduler."""
+"""The background roles a process hosts: the bus, the WebSocket hub (api), dispatcher (worker), scheduler.
+
+`leadpush serve` runs all three roles in one process; `--role` splits them across processes, which
+then meet through the database (the ledger) and Redis (wake-ups and fan-out).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 from leadpush.context import AppContext
+from leadpush.notify.bus import Bus, make_bus
+from leadpush.notify.channels.base import Channel
+from leadpush.notify.channels.inapp import InAppChannel
+from leadpush.notify.channels.webhook import WebhookChannel
+from leadpush.notify.dispatcher import Dispatcher
+from leadpush.notify.hub import Hub
+from leadpush.notify.metrics import LedgerCollector, Metrics
 
 log = logging.getLogger(__name__)
+
+
+def build_channels(ctx: AppContext, bus: Bus) -> dict[str, Channel]:
+    s = ctx.settings
+    channels: dict[str, Channel] = {"inapp": InAppChannel(bus)}
+    if s.webhook_enabled and s.webhook_url:
+        channels["webhook"] = WebhookChannel(s.webhook_url, s.webhook_secret, s.send_timeout)
+    return channels
 
 
 class Runtime:
     def __init__(self, ctx: AppContext, roles: frozenset[str]) -> None:
         self.ctx = ctx
         self.roles = roles
+        self.hub = Hub()
+        self.metrics = Metrics()
+        self.bus: Bus = make_bus(ctx.settings.redis_url)
+        self.dispatcher: Dispatcher | None = None
+        self.channels: dict[str, Channel] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
-        log.info("leadpush roles: %s", ", ".join(sorted(self.roles)))
+        self._loop = asyncio.get_running_loop()
+        self.metrics.watch_ledger(LedgerCollector(self.ctx.db, self.ctx.clock.now, self.hub.count))
+        if "api" in self.roles:
+            self.bus.on_inapp(self.hub.deliver)
+            self.bus.on_resync(self.hub.resync)
+        if "worker" in self.roles:
+            self.channels = build_channels(self.ctx, self.bus)
+            self.dispatcher = Dispatcher(self.ctx, self.channels, self.metrics)
+            self.bus.on_wake(self.dispatcher.wake)
+            self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="leadpush-dispatcher"))
+        await self.bus.start()
+        self.ctx.signals.subscribe(self._on_commit)
+        log.info("leadpush 已启动，角色：%s", ", ".join(sorted(self.roles)))
+
+    def _on_commit(self, recipient_ids: set[int]) -> None:
+        """Called in the thread that committed: wake this process's listeners and every worker."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+
+        def on_loop() -> None:
+            for uid in recipient_ids:
+                self.hub.deliver(uid, None)
+            task = loop.create_task(self.bus.publish_wake())
+            self._tasks.append(task)
+            task.add_done_callback(self._forget)
+
+        loop.call_soon_threadsafe(on_loop)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._tasks.remove(task)
 
     async def stop(self) -> None:
-        return None
+        self.ctx.signals.unsubscribe(self._on_commit)
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for channel in self.channels.values():
+            await channel.aclose()
+        await self.bus.stop()

@@ -17,6 +17,7 @@ from leadpush.leads.models import Customer
 from leadpush.leads.service import get_assignee, get_visible, users_by_id
 from leadpush.permissions import can_see, check_can_assign, check_can_release
 from leadpush.users.models import User
+from leadpush.users.service import is_db_id
 
 
 def assign_one(
@@ -63,7 +64,8 @@ def assign_batch(ctx: AppContext, session: Session, actor: User, batch: BatchInp
     target = get_assignee(session, batch.assignee_id)
     if actor.role == "manager" and target.id != actor.id and (actor.team is None or actor.team != target.team):
         raise forbidden("只能分配给本团队成员")
-    customers = {c.id: c for c in session.scalars(select(Customer).where(Customer.id.in_(ids)))}
+    real_ids = [i for i in ids if is_db_id(i)]
+    customers = {c.id: c for c in session.scalars(select(Customer).where(Customer.id.in_(real_ids)))}
     owners = users_by_id(session, {c.owner_id for c in customers.values()})
     moves: list[Move] = []
     failed: list[ItemFailure] = []

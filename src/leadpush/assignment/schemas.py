@@ -5,24 +5,30 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from leadpush.leads.schemas import CustomerOut
+from leadpush.leads.schemas import CustomerOut, Id
 from leadpush.schemas import CamelModel, RequestModel
+from leadpush.users.service import clean_text
 
 
 class AssignBody(RequestModel):
-    assigned_to: int = Field(description="接收线索的用户 id")
-    version: int | None = Field(default=None, description="乐观锁：页面上看到的线索版本号，可选")
+    assigned_to: Id = Field(description="接收线索的用户 id")
+    version: Id | None = Field(default=None, description="乐观锁：页面上看到的线索版本号，可选")
 
 
 class BatchAssignBody(RequestModel):
-    customer_ids: list[int] = Field(description="线索 id 列表，最多 1000 个")
-    assigned_to: int
+    customer_ids: list[Id] = Field(description="线索 id 列表，最多 1000 个")
+    assigned_to: Id
 
 
 class ReleaseBody(RequestModel):
     reason: str | None = Field(default=None, max_length=200)
+
+    @field_validator("reason")
+    @classmethod
+    def _reason(cls, v: str | None) -> str | None:
+        return clean_text(v) or None
 
 
 class AssignedCustomer(CustomerOut):

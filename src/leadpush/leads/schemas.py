@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 
 from leadpush.leads.models import STATUSES
 from leadpush.schemas import CamelModel, RequestModel
 
 PHONE_RE = re.compile(r"^\+?[0-9]{3,20}$")
 CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _not_bool(value: Any) -> Any:
+    # Pydantic's lax mode reads true/false as 1/0: an id sent as a boolean is a client bug, not user 1.
+    if isinstance(value, bool):
+        raise ValueError("应为整数 id")
+    return value
+
+
+Id = Annotated[int, BeforeValidator(_not_bool)]
 
 
 def clean_text(value: str, field: str, max_len: int, required: bool = True) -> str:
@@ -35,7 +46,7 @@ class CustomerCreate(RequestModel):
     source: str = ""
     status: str = "new"
     note: str = ""
-    assigned_to: int | None = None
+    assigned_to: Id | None = None
 
     @field_validator("name")
     @classmethod

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import false, func, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -17,10 +17,11 @@ from leadpush.leads.models import Customer, FollowUp
 from leadpush.leads.schemas import CustomerCreate, CustomerOut, FollowUpOut
 from leadpush.permissions import can_see, check_can_assign, same_team, visible_filter
 from leadpush.users.models import User
+from leadpush.users.service import clean_text, get_user, is_db_id
 
 
 def users_by_id(session: Session, ids: set[int | None]) -> dict[int, User]:
-    wanted = {i for i in ids if i is not None}
+    wanted = {i for i in ids if is_db_id(i)}
     if not wanted:
         return {}
     return {u.id: u for u in session.scalars(select(User).where(User.id.in_(wanted)))}
@@ -41,7 +42,7 @@ def customers_out(session: Session, customers: Sequence[Customer]) -> list[Custo
 
 
 def get_visible(session: Session, actor: User, customer_id: int) -> tuple[Customer, User | None]:
-    customer = session.get(Customer, customer_id)
+    customer = session.get(Customer, customer_id) if is_db_id(customer_id) else None
     if customer is None:
         raise not_found("customer")
     owner = session.get(User, customer.owner_id) if customer.owner_id else None
@@ -51,7 +52,7 @@ def get_visible(session: Session, actor: User, customer_id: int) -> tuple[Custom
 
 
 def get_assignee(session: Session, user_id: int) -> User:
-    user = session.get(User, user_id)
+    user = get_user(session, user_id)
     if user is None:
         raise ApiError(404, "user_not_found", f"用户 {user_id} 不存在")
     return user
@@ -121,10 +122,17 @@ def list_customers(
     if filters.owner:
         if filters.owner == "me":
             query = query.where(Customer.owner_id == actor.id)
-        elif filters.owner.isdigit():
-            query = query.where(Customer.owner_id == int(filters.owner))
+        elif filters.owner.isascii() and filters.owner.isdigit():
+            owner_id = int(filters.owner)
+            query = query.where(Customer.owner_id == owner_id if is_db_id(owner_id) else false())
         else:
             raise ApiError(422, "invalid_filter", "owner 只能是用户 id 或 me")
+    # PostgreSQL refuses NUL in text parameters: control characters can match nothing anyway.
+    filters.status, filters.source, filters.keyword = (
+        clean_text(filters.status),
+        clean_text(filters.source),
+        clean_text(filters.keyword),
+    )
     if filters.in_pool is not None:
         query = query.where(Customer.owner_id.is_(None) if filters.in_pool else Customer.owner_id.is_not(None))
     if filters.status:

@@ -52,7 +52,9 @@ def write_notifications(
     keys = [i.dedupe_key for i in items]
     existing = set(session.scalars(select(Notification.dedupe_key).where(Notification.dedupe_key.in_(keys))))
     fresh = [i for i in items if i.dedupe_key not in existing]
-    lock_recipients(session, {i.recipient.id for i in fresh})
+    recipients = {i.recipient.id for i in fresh}
+    lock_recipients(session, recipients)
+    last_id = latest_ids(session, recipients)
     created: list[Notification] = []
     for item in fresh:
         note = Notification(
@@ -63,10 +65,12 @@ def write_notifications(
             payload=item.payload,
             dedupe_key=item.dedupe_key,
             created_at=now,
+            prev_id=last_id.get(item.recipient.id),
         )
         session.add(note)
+        session.flush()  # assigns the id, which the recipient's next notification points back to
+        last_id[item.recipient.id] = note.id
         created.append(note)
-    session.flush()
     for item, note in zip(fresh, created, strict=True):
         for plan in plan_deliveries(settings, item.kind, item.recipient, item.actor_id):
             session.add(
@@ -82,10 +86,20 @@ def write_notifications(
                 )
             )
     session.flush()
-    recipients = {n.recipient_id for n in created}
-    if recipients:
+    if created:
         after_commit(session, lambda: signals.notifications_committed(recipients))
     return created
+
+
+def latest_ids(session: Session, recipient_ids: set[int]) -> dict[int, int]:
+    if not recipient_ids:
+        return {}
+    rows = session.execute(
+        select(Notification.recipient_id, func.max(Notification.id))
+        .where(Notification.recipient_id.in_(recipient_ids))
+        .group_by(Notification.recipient_id)
+    )
+    return {rid: mid for rid, mid in rows}
 
 
 def unread_count(session: Session, user_id: int) -> int:

@@ -33,3 +33,29 @@ class MarkReadBody(RequestModel):
 
 class UnreadOut(CamelModel):
     unread: int
+
+
+class DeliveryOut(CamelModel):
+    id: int
+    notification_id: int
+    notification_type: str
+    title: str
+    recipient_id: int
+    recipient_name: str
+    channel: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+    policy: str | None = Field(description="为何使用或跳过该渠道")
+    provider_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    sent_at: datetime | None
+
+
+class DeliveryPage(CamelModel):
+    items: list[DeliveryOut]
+    total: int
+    page: int
+    page_size: int

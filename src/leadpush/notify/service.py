@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from leadpush.notify.models import Notification
-from leadpush.notify.schemas import NotificationOut
+from leadpush.notify.models import Delivery, Notification
+from leadpush.notify.schemas import DeliveryOut, NotificationOut
+from leadpush.users.models import User
 
 
 def to_out(n: Notification) -> NotificationOut:
@@ -23,6 +25,11 @@ def to_out(n: Notification) -> NotificationOut:
         read_at=n.read_at,
         delivered_at=n.delivered_at,
     )
+
+
+def message_of(n: Notification) -> dict[str, Any]:
+    """A notification as pushed over WebSocket: the polling item plus `prevId`."""
+    return {**to_out(n).model_dump(by_alias=True, mode="json"), "prevId": n.prev_id}
 
 
 def notifications_after(session: Session, user_id: int, after: int, limit: int) -> Sequence[Notification]:
@@ -72,3 +79,24 @@ def mark(session: Session, user_id: int, ids: list[int] | None, now: datetime, *
             .execution_options(synchronize_session=False)
         )
     return result.rowcount or 0
+
+
+def delivery_out(d: Delivery, n: Notification, u: User) -> DeliveryOut:
+    return DeliveryOut(
+        id=d.id,
+        notification_id=n.id,
+        notification_type=n.kind,
+        title=n.title,
+        recipient_id=u.id,
+        recipient_name=u.name,
+        channel=d.channel,
+        status=d.status,
+        attempts=d.attempts,
+        next_attempt_at=d.next_attempt_at,
+        last_error=d.last_error,
+        policy=d.policy,
+        provider_id=d.provider_id,
+        created_at=d.created_at,
+        updated_at=d.updated_at,
+        sent_at=d.sent_at,
+    )

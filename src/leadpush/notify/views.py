@@ -1,45 +1,149 @@
-"""HTTP routes for a user's notifications: polling (optionally long), unread count, read marks."""
+"""HTTP routes for a user's notifications (polling, long-polling, read marks) and the delivery ledger."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from anyio import to_thread
+from fastapi import APIRouter, Query, Request
+from sqlalchemy import func, select, update
 
-from leadpush.deps import Ctx, CurrentUser
+from leadpush.db import after_commit
+from leadpush.deps import AdminUser, Ctx, CurrentUser, StaffUser
+from leadpush.errors import ApiError, not_found
 from leadpush.notify import service
+from leadpush.notify.hub import Waiter
 from leadpush.notify.ledger import unread_count
-from leadpush.notify.schemas import MarkReadBody, NotificationPage, UnreadOut
+from leadpush.notify.models import CHANNELS, STATUSES, Delivery, Notification
+from leadpush.notify.schemas import DeliveryOut, DeliveryPage, MarkReadBody, NotificationPage, UnreadOut
 from leadpush.schemas import Envelope
+from leadpush.users.models import User
 
-router = APIRouter(prefix="/api/notifications", tags=["notifications"])
+router = APIRouter(tags=["notifications"])
+
+MAX_WAIT = 30
 
 
-@router.get("", response_model=Envelope[NotificationPage])
-def poll(
+@router.get("/api/notifications", response_model=Envelope[NotificationPage])
+async def poll(
+    request: Request,
     ctx: Ctx,
     user: CurrentUser,
     after: Annotated[int, Query(ge=0, description="只返回 id 大于此值的通知")] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    wait: Annotated[float, Query(ge=0, le=MAX_WAIT, description="没有新通知时最多等待的秒数（长轮询）")] = 0,
 ) -> Envelope:
-    """The caller's notifications with id > after, oldest first."""
-    with ctx.db.read() as session:
-        rows = service.notifications_after(session, user.id, after, limit)
-        unread = unread_count(session, user.id)
-    items = [service.to_out(n) for n in rows]
-    return Envelope(data=NotificationPage(items=items, last_id=items[-1].id if items else after, unread=unread))
+    """The caller's notifications with id > after, oldest first; with `wait`, a long poll."""
+
+    def read() -> NotificationPage:
+        with ctx.db.read() as session:
+            rows = service.notifications_after(session, user.id, after, limit)
+            unread = unread_count(session, user.id)
+        items = [service.to_out(n) for n in rows]
+        return NotificationPage(items=items, last_id=items[-1].id if items else after, unread=unread)
+
+    page = await to_thread.run_sync(read)
+    if page.items or wait <= 0:
+        return Envelope(data=page)
+    hub = request.app.state.runtime.hub
+    waiter = Waiter()
+    hub.register(user.id, waiter)
+    try:
+        page = await to_thread.run_sync(read)  # re-check: something may have landed while registering
+        if not page.items:
+            try:
+                await asyncio.wait_for(waiter.event.wait(), timeout=wait)
+            except TimeoutError:
+                return Envelope(data=page)
+            page = await to_thread.run_sync(read)
+    finally:
+        hub.unregister(user.id, waiter)
+    return Envelope(data=page)
 
 
-@router.get("/unread-count", response_model=Envelope[UnreadOut])
+@router.get("/api/notifications/unread-count", response_model=Envelope[UnreadOut])
 def unread(ctx: Ctx, user: CurrentUser) -> Envelope:
     with ctx.db.read() as session:
         return Envelope(data=UnreadOut(unread=unread_count(session, user.id)))
 
 
-@router.post("/read", response_model=Envelope[UnreadOut])
+@router.post("/api/notifications/read", response_model=Envelope[UnreadOut])
 def mark_read(body: MarkReadBody, ctx: Ctx, user: CurrentUser) -> Envelope:
     """Mark the given notifications (or all) read."""
     with ctx.db.write() as session:
         service.mark(session, user.id, body.ids, ctx.clock.now(), read=True)
         count = unread_count(session, user.id)
     return Envelope(message="已标为已读", data=UnreadOut(unread=count))
+
+
+@router.post("/api/notifications/ack", response_model=Envelope[UnreadOut])
+def ack(body: MarkReadBody, ctx: Ctx, user: CurrentUser) -> Envelope:
+    """Mark the given notifications (or all) delivered: the client has shown them."""
+    with ctx.db.write() as session:
+        service.mark(session, user.id, body.ids, ctx.clock.now(), read=False)
+        count = unread_count(session, user.id)
+    return Envelope(message="已确认送达", data=UnreadOut(unread=count))
+
+
+@router.get("/api/deliveries", response_model=Envelope[DeliveryPage])
+def list_deliveries(
+    ctx: Ctx,
+    user: StaffUser,
+    status: Annotated[str | None, Query(description=" / ".join(STATUSES))] = None,
+    channel: Annotated[str | None, Query(description=" / ".join(CHANNELS))] = None,
+    user_id: Annotated[int | None, Query(alias="userId", ge=1)] = None,
+    notification_id: Annotated[int | None, Query(alias="notificationId", ge=1)] = None,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    page_size: Annotated[int, Query(alias="pageSize", ge=1, le=200)] = 50,
+) -> Envelope:
+    """The delivery ledger (admins: everyone; managers: their team), newest first."""
+    if status is not None and status not in STATUSES:
+        raise ApiError(422, "invalid_filter", f"status 必须是 {' / '.join(STATUSES)} 之一")
+    if channel is not None and channel not in CHANNELS:
+        raise ApiError(422, "invalid_filter", f"channel 必须是 {' / '.join(CHANNELS)} 之一")
+    query = (
+        select(Delivery, Notification, User)
+        .join(Notification, Notification.id == Delivery.notification_id)
+        .join(User, User.id == Delivery.recipient_id)
+    )
+    if user.role == "manager":
+        query = query.where(User.team == user.team) if user.team else query.where(User.id == user.id)
+    if status:
+        query = query.where(Delivery.status == status)
+    if channel:
+        query = query.where(Delivery.channel == channel)
+    if user_id:
+        query = query.where(Delivery.recipient_id == user_id)
+    if notification_id:
+        query = query.where(Delivery.notification_id == notification_id)
+    with ctx.db.read() as session:
+        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        rows = session.execute(query.order_by(Delivery.id.desc()).offset((page - 1) * page_size).limit(page_size))
+        items = [service.delivery_out(d, n, u) for d, n, u in rows]
+    return Envelope(data=DeliveryPage(items=items, total=total, page=page, page_size=page_size))
+
+
+@router.post("/api/deliveries/{delivery_id:int}/retry", response_model=Envelope[DeliveryOut])
+def retry_delivery(delivery_id: int, ctx: Ctx, admin: AdminUser) -> Envelope:
+    """Send a dead (or failed) delivery again, with a fresh set of attempts."""
+    now = ctx.clock.now()
+    with ctx.db.write() as session:
+        delivery = session.get(Delivery, delivery_id)
+        if delivery is None:
+            raise not_found("delivery")
+        if delivery.status not in ("dead", "failed", "skipped"):
+            raise ApiError(409, "not_retryable", f"只有失败、死信或跳过的投递可以重试（当前：{delivery.status}）")
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id == delivery_id)
+            .values(status="pending", attempts=0, next_attempt_at=now, lease_until=None, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        session.refresh(delivery)
+        notification = session.get(Notification, delivery.notification_id)
+        recipient = session.get(User, delivery.recipient_id)
+        out = service.delivery_out(delivery, notification, recipient)
+        recipient_id = delivery.recipient_id
+        after_commit(session, lambda: ctx.signals.notifications_committed({recipient_id}))
+    return Envelope(message="已重新加入发送队列", data=out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 
 from sqlalchemy import select
@@ -13,6 +14,26 @@ from leadpush.errors import ApiError
 from leadpush.users.models import ROLES, ApiToken, User
 
 TOKEN_PREFIX = "lp_"
+# Ids are INTEGER columns (32-bit on PostgreSQL): a larger number cannot name a row, and handing it to the
+# database would fail the query (a 500) instead of answering "not found".
+MAX_ID = 2**31 - 1
+CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def is_db_id(value: int | None) -> bool:
+    """Could `value` be a row id? (False for None, 0, negatives and numbers too large for the column.)"""
+    return value is not None and not isinstance(value, bool) and 0 < value <= MAX_ID
+
+
+def clean_text(value: str | None) -> str | None:
+    """Drop control characters (PostgreSQL refuses NUL in text) and surrounding blanks."""
+    if value is None:
+        return None
+    return CONTROL_RE.sub("", value).strip()
+
+
+def get_user(session: Session, user_id: int) -> User | None:
+    return session.get(User, user_id) if is_db_id(user_id) else None
 
 
 def hash_token(token: str) -> str:
@@ -44,6 +65,26 @@ def check_role(role: str) -> None:
         raise ApiError(422, "invalid_role", f"角色必须是 {' / '.join(ROLES)} 之一")
 
 
+FIELD_LIMITS = {
+    "name": ("姓名", 64),
+    "team": ("团队", 64),
+    "wechat_openid": ("openid", 128),
+    "wecom_userid": ("企业微信 userid", 64),
+}
+
+
+def check_fields(**values: str | None) -> dict[str, str | None]:
+    """Clean the text fields of a user (blank = unset) and refuse ones too long for their column."""
+    out: dict[str, str | None] = {}
+    for key, value in values.items():
+        label, limit = FIELD_LIMITS[key]
+        cleaned = clean_text(value) or None
+        if cleaned is not None and len(cleaned) > limit:
+            raise ApiError(422, "validation_error", f"{label}不能超过 {limit} 个字符")
+        out[key] = cleaned
+    return out
+
+
 def create_user(
     session: Session,
     *,
@@ -56,15 +97,14 @@ def create_user(
 ) -> tuple[User, str]:
     """Create a user and their first API token (returned once, stored only as a hash)."""
     check_role(role)
-    name = name.strip()
-    if not name:
+    fields = check_fields(name=name, team=team, wechat_openid=wechat_openid, wecom_userid=wecom_userid)
+    if not fields["name"]:
         raise ApiError(422, "invalid_name", "姓名不能为空")
+    if capacity is not None and capacity < 0:
+        raise ApiError(422, "invalid_capacity", "线索上限不能为负数")
     user = User(
-        name=name,
         role=role,
-        team=team or None,
-        wechat_openid=wechat_openid or None,
-        wecom_userid=wecom_userid or None,
+        **fields,
         capacity=capacity,
         active=True,
     )

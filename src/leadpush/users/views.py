@@ -45,14 +45,21 @@ def create_user(body: UserCreate, ctx: Ctx, admin: AdminUser) -> Envelope:
 @router.patch("/users/{user_id:int}", response_model=Envelope[UserOut])
 def update_user(user_id: int, body: UserUpdate, ctx: Ctx, admin: AdminUser) -> Envelope:
     changes = body.model_dump(exclude_unset=True)
+    for key in ("name", "role", "active"):
+        if key in changes and changes[key] is None:
+            raise ApiError(422, "validation_error", f"参数错误：{key} 不能为空")
     if "role" in changes:
         service.check_role(changes["role"])
+    text = {k: changes[k] for k in service.FIELD_LIMITS if k in changes}
+    changes.update(service.check_fields(**text))
+    if "name" in changes and not changes["name"]:
+        raise ApiError(422, "invalid_name", "姓名不能为空")
     with ctx.db.write() as session:
-        user = session.get(User, user_id)
+        user = service.get_user(session, user_id)
         if user is None:
             raise not_found("user")
         for key, value in changes.items():
-            setattr(user, key, value if value != "" else None)
+            setattr(user, key, value)
         try:
             session.flush()
         except IntegrityError as exc:
@@ -65,7 +72,7 @@ def update_user(user_id: int, body: UserUpdate, ctx: Ctx, admin: AdminUser) -> E
 def new_token(user_id: int, ctx: Ctx, admin: AdminUser) -> Envelope:
     """Issue another API token for a user (shown once)."""
     with ctx.db.write() as session:
-        user = session.get(User, user_id)
+        user = service.get_user(session, user_id)
         if user is None:
             raise not_found("user")
         token = service.issue_token(session, user)
@@ -77,7 +84,7 @@ def new_token(user_id: int, ctx: Ctx, admin: AdminUser) -> Envelope:
 def revoke_tokens(user_id: int, ctx: Ctx, admin: AdminUser) -> Envelope:
     """Revoke every token of a user (a lost phone, someone leaving)."""
     with ctx.db.write() as session:
-        user = session.get(User, user_id)
+        user = service.get_user(session, user_id)
         if user is None:
             raise not_found("user")
         session.execute(

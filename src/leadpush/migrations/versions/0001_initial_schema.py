@@ -1,8 +1,8 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
-Create Date: 2026-11-24 02:44:11.767748
+Revises:
+Create Date: 2026-11-24 02:49:55.486888
 """
 
 from collections.abc import Sequence
@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 import leadpush.db
+
 
 revision: str = '0001'
 down_revision: str | None = None
@@ -110,6 +111,7 @@ def upgrade() -> None:
     sa.Column('body', sa.Text(), nullable=False),
     sa.Column('payload', sa.JSON(), nullable=False),
     sa.Column('dedupe_key', sa.String(length=200), nullable=False),
+    sa.Column('prev_id', sa.Integer(), nullable=True),
     sa.Column('created_at', leadpush.db.UTCDateTime(), nullable=False),
     sa.Column('delivered_at', leadpush.db.UTCDateTime(), nullable=True),
     sa.Column('read_at', leadpush.db.UTCDateTime(), nullable=True),

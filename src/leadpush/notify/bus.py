@@ -1,0 +1,185 @@
+"""Cross-process wake-ups and in-app fan-out: in-process by default, Redis pub/sub when configured.
+
+Everything sent here is a hint. A process that misses a message (Redis restarting, a slow consumer)
+catches up from the ledger: the dispatcher polls, and WebSocket connections re-read by id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+WAKE_CHANNEL = "leadpush:wake"
+INAPP_CHANNEL = "leadpush:inapp"
+
+InappHandler = Callable[[int, dict[str, Any]], None]
+WakeHandler = Callable[[], None]
+ResyncHandler = Callable[[], None]
+
+
+class Bus(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def publish_inapp(self, user_id: int, message: dict[str, Any]) -> None: ...
+
+    async def publish_wake(self) -> None: ...
+
+    def on_inapp(self, handler: InappHandler) -> None: ...
+
+    def on_wake(self, handler: WakeHandler) -> None: ...
+
+    def on_resync(self, handler: ResyncHandler) -> None: ...
+
+    async def ping(self) -> bool: ...
+
+
+class _Handlers:
+    def __init__(self) -> None:
+        self.inapp: list[InappHandler] = []
+        self.wake: list[WakeHandler] = []
+        self.resync: list[ResyncHandler] = []
+
+    def on_inapp(self, handler: InappHandler) -> None:
+        self.inapp.append(handler)
+
+    def on_wake(self, handler: WakeHandler) -> None:
+        self.wake.append(handler)
+
+    def on_resync(self, handler: ResyncHandler) -> None:
+        self.resync.append(handler)
+
+    def fire_inapp(self, user_id: int, message: dict[str, Any]) -> None:
+        for handler in self.inapp:
+            handler(user_id, message)
+
+    def fire_wake(self) -> None:
+        for handler in self.wake:
+            handler()
+
+    def fire_resync(self) -> None:
+        for handler in self.resync:
+            handler()
+
+
+class LocalBus(_Handlers):
+    """One process: handlers are called directly."""
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def publish_inapp(self, user_id: int, message: dict[str, Any]) -> None:
+        self.fire_inapp(user_id, message)
+
+    async def publish_wake(self) -> None:
+        self.fire_wake()
+
+    async def ping(self) -> bool:
+        return True
+
+
+class RedisBus(_Handlers):
+    """Several processes: publish to Redis; a listener task feeds this process's handlers.
+
+    The listener reconnects with backoff after any Redis error, and on every (re)connect asks the
+    local hub to resync its connections from the database, so the gap is replayed, not lost.
+    """
+
+    def __init__(self, url: str, node_id: str | None = None) -> None:
+        super().__init__()
+        import redis.asyncio as aioredis
+
+        self.url = url
+        self.node_id = node_id or uuid.uuid4().hex
+        self._redis = aioredis.from_url(url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10)
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.connected = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._listen(), name="leadpush-redis-listener")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        await self._redis.aclose()
+
+    async def _publish(self, channel: str, payload: dict[str, Any]) -> None:
+        await self._redis.publish(channel, json.dumps(payload, ensure_ascii=False))
+
+    async def publish_inapp(self, user_id: int, message: dict[str, Any]) -> None:
+        await self._publish(INAPP_CHANNEL, {"userId": user_id, "message": message})
+
+    async def publish_wake(self) -> None:
+        try:
+            await self._publish(WAKE_CHANNEL, {"from": self.node_id})
+        except Exception as exc:  # noqa: BLE001 - a lost wake-up only delays until the next poll
+            log.warning("Redis 唤醒消息发送失败：%s", type(exc).__name__)
+        # This process's own worker (if any) needs no round trip through Redis.
+        self.fire_wake()
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._redis.ping())
+        except Exception:  # noqa: BLE001
+            return False
+
+    async def _listen(self) -> None:
+        delay = 0.2
+        while not self._stopping:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(WAKE_CHANNEL, INAPP_CHANNEL)
+                self.connected.set()
+                delay = 0.2
+                log.info("已连接 Redis 订阅")
+                # Anything published while we were away is in the ledger: resync and wake.
+                self.fire_resync()
+                self.fire_wake()
+                while not self._stopping:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+                    if msg is None:
+                        continue
+                    self._dispatch(msg)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                self.connected.clear()
+                log.warning("Redis 订阅中断（%s），%.1f 秒后重连", type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            finally:
+                try:
+                    await pubsub.aclose()
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def _dispatch(self, msg: dict[str, Any]) -> None:
+        channel = msg["channel"].decode() if isinstance(msg["channel"], bytes) else msg["channel"]
+        try:
+            payload = json.loads(msg["data"])
+        except (TypeError, ValueError):
+            return
+        if channel == INAPP_CHANNEL:
+            self.fire_inapp(int(payload["userId"]), payload["message"])
+        elif channel == WAKE_CHANNEL and payload.get("from") != self.node_id:
+            self.fire_wake()
+
+
+def make_bus(redis_url: str | None) -> Bus:
+    return RedisBus(redis_url) if redis_url else LocalBus()

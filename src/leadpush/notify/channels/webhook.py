@@ -1,0 +1,65 @@
+"""Outbound webhook channel: an HMAC-signed JSON POST to an integration's URL."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+
+import httpx
+
+from leadpush.notify.channels.base import DeliveryJob, SendResult, ws_message
+
+RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """Signature over "<timestamp>.<body>", so a captured request cannot be replayed with a new time."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+class WebhookChannel:
+    name = "webhook"
+
+    def __init__(self, url: str, secret: str | None, timeout: float, client: httpx.AsyncClient | None = None) -> None:
+        self.url = url
+        self.secret = secret or ""
+        self.client = client or httpx.AsyncClient(timeout=timeout)
+
+    async def send(self, job: DeliveryJob) -> SendResult:
+        body = json.dumps(
+            {
+                "deliveryId": job.delivery_id,
+                "recipient": {"id": job.recipient.id, "name": job.recipient.name},
+                "notification": ws_message(job),
+            },
+            ensure_ascii=False,
+        ).encode()
+        timestamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            # Receivers dedupe on this id: a send caught mid-flight by a crash may arrive twice.
+            "X-Leadpush-Delivery": str(job.delivery_id),
+            "X-Leadpush-Timestamp": timestamp,
+            "X-Leadpush-Signature": sign(self.secret, timestamp, body),
+        }
+        try:
+            response = await self.client.post(self.url, content=body, headers=headers)
+        except httpx.TimeoutException:
+            return SendResult.retry("webhook 超时")
+        except httpx.HTTPError as exc:
+            return SendResult.retry(f"webhook 连接失败：{type(exc).__name__}")
+        if 200 <= response.status_code < 300:
+            return SendResult.sent(detail=f"HTTP {response.status_code}")
+        if response.status_code in RETRYABLE_STATUS:
+            retry_after = response.headers.get("retry-after")
+            return SendResult.retry(
+                f"webhook 返回 HTTP {response.status_code}",
+                float(retry_after) if retry_after and retry_after.isdigit() else None,
+            )
+        return SendResult.permanent(f"webhook 拒绝：HTTP {response.status_code}")
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,200 @@
+"""The delivery engine: claim due deliveries under a lease, send outside any transaction, record.
+
+Claims are short write transactions (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so several workers
+never take the same row; SQLite has a single writer). Each claim bumps `attempts`, which doubles as a
+fencing token: an outcome is recorded only if nobody re-claimed the row meanwhile. A worker that dies
+mid-send leaves its rows `sending`; when the lease runs out another worker takes them again. That
+re-send is the one case where a channel can see a delivery twice (see docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+from anyio import to_thread
+from sqlalchemy import and_, or_, select, update
+
+from leadpush.context import AppContext
+from leadpush.db import Database
+from leadpush.notify.channels.base import Channel, DeliveryJob, Recipient, SendResult
+from leadpush.notify.metrics import Metrics
+from leadpush.notify.models import Delivery, Notification
+from leadpush.users.models import User
+
+log = logging.getLogger(__name__)
+
+
+def backoff_seconds(
+    attempts: int, base: float, cap: float, retry_after: float | None = None, rng: random.Random | None = None
+) -> float:
+    """Exponential backoff with "equal jitter": half fixed, half random, never below retry_after."""
+    raw = min(cap, base * (2 ** max(0, attempts - 1)))
+    jittered = raw / 2 + (rng or random).uniform(0, raw / 2)
+    return max(jittered, retry_after or 0.0)
+
+
+def due_condition(now: datetime):  # noqa: ANN201 - SQL expression
+    return or_(
+        and_(Delivery.status.in_(("pending", "failed")), Delivery.next_attempt_at <= now),
+        and_(Delivery.status == "sending", Delivery.lease_until < now),
+    )
+
+
+def claim_due_deliveries(db: Database, now: datetime, lease_seconds: float, limit: int) -> list[DeliveryJob]:
+    """Take up to `limit` due deliveries for this worker, under a lease."""
+    with db.write() as session:
+        query = (
+            select(Delivery.id).where(due_condition(now)).order_by(Delivery.next_attempt_at, Delivery.id).limit(limit)
+        )
+        if db.is_postgres:
+            query = query.with_for_update(skip_locked=True)
+        ids = list(session.scalars(query))
+        if not ids:
+            return []
+        lease_until = now + timedelta(seconds=lease_seconds)
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(ids))
+            .values(status="sending", lease_until=lease_until, attempts=Delivery.attempts + 1, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        rows = session.execute(
+            select(Delivery, Notification, User)
+            .join(Notification, Notification.id == Delivery.notification_id)
+            .join(User, User.id == Delivery.recipient_id)
+            .where(Delivery.id.in_(ids))
+            .order_by(Notification.id)
+        ).all()
+        return [
+            DeliveryJob(
+                delivery_id=d.id,
+                channel=d.channel,
+                attempts=d.attempts,
+                lease_until=lease_until,
+                notification_id=n.id,
+                prev_id=n.prev_id,
+                kind=n.kind,
+                title=n.title,
+                body=n.body,
+                payload=n.payload,
+                created_at=n.created_at,
+                recipient=Recipient(u.id, u.name, u.wechat_openid, u.wecom_userid),
+            )
+            for d, n, u in rows
+        ]
+
+
+def record_outcome(ctx: AppContext, job: DeliveryJob, result: SendResult, now: datetime) -> str:
+    """Write what happened; returns the delivery's new status ("lost" if the lease was taken over)."""
+    s = ctx.settings
+    values: dict[str, object] = {"updated_at": now, "lease_until": None}
+    if result.outcome == "sent":
+        values.update(status="sent", sent_at=now, provider_id=result.provider_id, last_error=None)
+    elif result.outcome == "skipped":
+        values.update(status="skipped", last_error=result.detail)
+    elif result.outcome == "permanent":
+        values.update(status="dead", last_error=result.detail)
+    elif job.attempts >= s.delivery_max_attempts:
+        values.update(status="dead", last_error=f"已重试 {job.attempts} 次仍失败：{result.detail}")
+    else:
+        delay = backoff_seconds(job.attempts, s.delivery_backoff_base, s.delivery_backoff_max, result.retry_after)
+        values.update(status="failed", last_error=result.detail, next_attempt_at=now + timedelta(seconds=delay))
+    with ctx.db.write() as session:
+        done = session.execute(
+            update(Delivery)
+            .where(Delivery.id == job.delivery_id, Delivery.status == "sending", Delivery.attempts == job.attempts)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+    return str(values["status"]) if done.rowcount == 1 else "lost"
+
+
+class Dispatcher:
+    """Runs on the event loop: claims, sends with bounded concurrency, records, sleeps until woken."""
+
+    def __init__(self, ctx: AppContext, channels: Mapping[str, Channel], metrics: Metrics) -> None:
+        self.ctx = ctx
+        self.channels = channels
+        self.metrics = metrics
+        self._event = asyncio.Event()
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def wake(self) -> None:
+        """Call on the event loop (bus handlers run there)."""
+        self._event.set()
+
+    def wake_threadsafe(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._event.set)
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        s = self.ctx.settings
+        while not self._stopping:
+            self._event.clear()
+            free = s.delivery_concurrency - len(self._inflight)
+            jobs: list[DeliveryJob] = []
+            if free > 0:
+                try:
+                    jobs = await to_thread.run_sync(
+                        claim_due_deliveries,
+                        self.ctx.db,
+                        self.ctx.clock.now(),
+                        s.delivery_lease_seconds,
+                        min(free, s.delivery_batch_size),
+                    )
+                except Exception:
+                    log.exception("领取待发送投递失败，稍后重试")
+                    await asyncio.sleep(1.0)
+                    continue
+            for job in jobs:
+                task = asyncio.create_task(self._process(job))
+                self._inflight.add(task)
+                task.add_done_callback(self._done)
+            if jobs and len(jobs) == free and len(self._inflight) < s.delivery_concurrency:
+                continue  # more may be due right now
+            try:
+                await asyncio.wait_for(self._event.wait(), timeout=s.delivery_poll_interval)
+            except TimeoutError:
+                pass
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._event.set()
+
+    async def _process(self, job: DeliveryJob) -> None:
+        channel = self.channels.get(job.channel)
+        started = time.perf_counter()
+        if channel is None:
+            result = SendResult.skipped("该渠道未启用")
+        else:
+            try:
+                result = await asyncio.wait_for(channel.send(job), timeout=self.ctx.settings.send_timeout + 5)
+            except TimeoutError:
+                result = SendResult.retry("发送超时")
+            except Exception as exc:  # noqa: BLE001 - a channel bug must not kill the worker
+                log.exception("渠道 %s 发送异常", job.channel)
+                result = SendResult.retry(f"发送异常：{type(exc).__name__}")
+        elapsed = time.perf_counter() - started
+        try:
+            status = await to_thread.run_sync(record_outcome, self.ctx, job, result, self.ctx.clock.now())
+        except Exception:
+            # The lease will expire and the delivery will be tried again.
+            log.exception("记录投递结果失败（投递 %s）", job.delivery_id)
+            status = "unrecorded"
+        self.metrics.observe_send(job.channel, status, elapsed)
+        if status in ("failed", "dead"):
+            log.warning("投递 %s（%s）%s：%s", job.delivery_id, job.channel, status, result.detail)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._event.set()
+        if self._inflight:
+            await asyncio.wait(self._inflight, timeout=10)

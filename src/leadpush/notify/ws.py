@@ -1,0 +1,201 @@
+"""WebSocket `/ws?token=…`: resume by id, then live notifications; acks, read marks, heartbeats.
+
+Protocol (JSON text frames):
+- server → client: `{"type":"hello","data":{"userId","latestId","unread"}}` once; each notification as
+  `{"id","prevId","type","title","body","createdAt","data"}`; `{"type":"unread","data":{"unread":n}}`;
+  `{"type":"heartbeat"}` every 25 s; `{"type":"pong"}`; `{"type":"error","code","message"}`.
+- client → server: `{"type":"resume","after":<id>}` (or `?after=` on the URL) first, to get everything
+  after that id before live messages; `{"type":"ack","ids":[…]}` marks delivered;
+  `{"type":"read","ids":[…]}` marks read; `{"type":"ping"}`.
+A bad token is accepted and closed at once with code 1008 (policy violation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from anyio import to_thread
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from leadpush.context import AppContext
+from leadpush.notify import service
+from leadpush.notify.hub import Hub
+from leadpush.notify.ledger import unread_count
+from leadpush.users.service import authenticate
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+RESUME_GRACE = 0.5
+HEARTBEAT_SECONDS = 25.0
+CATCH_UP_PAGE = 500
+
+
+class WsConnection:
+    def __init__(self, ws: WebSocket, ctx: AppContext, user_id: int) -> None:
+        self.ws = ws
+        self.ctx = ctx
+        self.user_id = user_id
+        self.last_sent = 0
+        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self.synced = asyncio.Event()
+        self.send_lock = asyncio.Lock()
+
+    def offer(self, message: dict[str, Any] | None) -> None:
+        self.queue.put_nowait(message)
+
+    async def send(self, payload: dict[str, Any]) -> None:
+        async with self.send_lock:
+            await self.ws.send_json(payload)
+
+    def _read_after(self, after: int) -> list[dict[str, Any]]:
+        with self.ctx.db.read() as session:
+            rows = service.notifications_after(session, self.user_id, after, CATCH_UP_PAGE)
+            return [service.message_of(n) for n in rows]
+
+    async def catch_up(self) -> None:
+        while True:
+            messages = await to_thread.run_sync(self._read_after, self.last_sent)
+            for message in messages:
+                await self.send(message)
+                self.last_sent = message["id"]
+            if len(messages) < CATCH_UP_PAGE:
+                return
+
+    async def writer(self) -> None:
+        await self.synced.wait()
+        await self.catch_up()
+        await self.send_unread()
+        while True:
+            message = await self.queue.get()
+            if message is not None and message["id"] <= self.last_sent:
+                continue  # already sent (by a catch-up)
+            if message is not None and (message.get("prevId") or 0) <= self.last_sent:
+                await self.send(message)
+                self.last_sent = message["id"]
+            else:
+                await self.catch_up()
+
+    async def send_unread(self) -> None:
+        def count() -> int:
+            with self.ctx.db.read() as session:
+                return unread_count(session, self.user_id)
+
+        await self.send({"type": "unread", "data": {"unread": await to_thread.run_sync(count)}})
+
+    def resume_from(self, after: int) -> None:
+        self.last_sent = max(0, after)
+        if self.synced.is_set():
+            self.offer(None)
+        self.synced.set()
+
+    async def mark(self, ids: Any, read: bool) -> None:
+        if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids) or len(ids) > 1000:
+            await self.send({"type": "error", "code": "invalid_ids", "message": "ids 必须是整数列表（最多 1000 个）"})
+            return
+
+        def write() -> None:
+            with self.ctx.db.write() as session:
+                service.mark(session, self.user_id, ids, self.ctx.clock.now(), read=read)
+
+        await to_thread.run_sync(write)
+        if read:
+            await self.send_unread()
+
+
+def _authenticate(ctx: AppContext, token: str) -> tuple[int, int] | None:
+    with ctx.db.read() as session:
+        user = authenticate(session, token)
+        if user is None:
+            return None
+        return user.id, service.latest_id(session, user.id)
+
+
+@router.websocket("/ws")
+async def websocket_endpoint(ws: WebSocket) -> None:
+    ctx: AppContext = ws.app.state.ctx
+    hub: Hub = ws.app.state.runtime.hub
+    token = ws.query_params.get("token", "")
+    found = await to_thread.run_sync(_authenticate, ctx, token) if token else None
+    await ws.accept()
+    if found is None:
+        await ws.close(code=1008, reason="invalid token")
+        return
+    user_id, latest = found
+    conn = WsConnection(ws, ctx, user_id)
+    hub.register(user_id, conn)
+    after = ws.query_params.get("after")
+    if after is not None and after.isdigit():
+        conn.resume_from(int(after))
+    await conn.send({"type": "hello", "data": {"userId": user_id, "latestId": latest}})
+    writer = asyncio.create_task(conn.writer())
+    heartbeat = asyncio.create_task(_heartbeat(conn))
+    try:
+        if not conn.synced.is_set():
+            # A client that does not resume within the grace period starts from "now" (the id read at
+            # connect time, so nothing committed meanwhile is skipped).
+            first = await _receive(ws, timeout=RESUME_GRACE)
+            if first is not None and first.get("type") == "resume":
+                conn.resume_from(_as_int(first.get("after"), latest))
+            else:
+                conn.resume_from(latest)
+                if first is not None:
+                    await _handle(conn, first)
+        while True:
+            message = await _receive(ws, timeout=None)
+            if message is not None:
+                await _handle(conn, message)
+            if writer.done():
+                break
+    except WebSocketDisconnect:
+        pass
+    except Exception:  # noqa: BLE001
+        log.debug("websocket closed with error", exc_info=True)
+    finally:
+        hub.unregister(user_id, conn)
+        for task in (writer, heartbeat):
+            task.cancel()
+        for task in (writer, heartbeat):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+def _as_int(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and value >= 0 else default
+
+
+async def _receive(ws: WebSocket, timeout: float | None) -> dict[str, Any] | None:
+    try:
+        if timeout is None:
+            data = await ws.receive_json()
+        else:
+            data = await asyncio.wait_for(ws.receive_json(), timeout=timeout)
+    except TimeoutError:
+        return None
+    except ValueError:
+        await ws.send_json({"type": "error", "code": "invalid_json", "message": "消息必须是 JSON 对象"})
+        return None
+    return data if isinstance(data, dict) else None
+
+
+async def _handle(conn: WsConnection, message: dict[str, Any]) -> None:
+    kind = message.get("type")
+    if kind == "resume":
+        conn.resume_from(_as_int(message.get("after"), conn.last_sent))
+    elif kind == "ack":
+        await conn.mark(message.get("ids"), read=False)
+    elif kind == "read":
+        await conn.mark(message.get("ids"), read=True)
+    elif kind == "ping":
+        await conn.send({"type": "pong"})
+    else:
+        await conn.send({"type": "error", "code": "unknown_type", "message": f"不支持的消息类型：{kind}"})
+
+
+async def _heartbeat(conn: WsConnection) -> None:
+    while True:
+        await asyncio.sleep(HEARTBEAT_SECONDS)
+        await conn.send({"type": "heartbeat"})
