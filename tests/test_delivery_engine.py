@@ -1,0 +1,207 @@
+"""The dispatcher: webhook deliveries that retry, die, get retried by an admin; leases; metrics."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import httpx
+import pytest
+from receiver import WebhookReceiver
+from sqlalchemy import select, update
+from support import Api, database_url, start_stack, wipe
+
+from leadpush.notify.dispatcher import backoff_seconds, claim_due_deliveries
+from leadpush.notify.models import Delivery
+
+SECRET = "whsec-test-0123456789"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def hooked(request, tmp_path) -> Iterator[tuple[Api, WebhookReceiver]]:
+    """A leadpush whose webhook channel points at a real receiver."""
+    with WebhookReceiver() as receiver:
+        gen = database_url(request.param, str(tmp_path))
+        url = next(gen)
+        ctx, server = start_stack(
+            url,
+            webhook_url=receiver.url,
+            webhook_secret=SECRET,
+            delivery_max_attempts=3,
+            delivery_poll_interval=0.2,
+        )
+        wipe(ctx)
+        api = Api(url=server.url, ctx=ctx)
+        try:
+            yield api, receiver
+        finally:
+            api.close()
+            server.stop()
+            ctx.db.dispose()
+            gen.close()
+
+
+def wait_for(predicate, timeout: float = 5.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+def deliveries(api: Api, who, **params) -> list[dict]:
+    return api.client(who).get("/api/deliveries", params=params).json()["data"]["items"]
+
+
+def nudge(api: Api, seconds: float) -> None:
+    """Move the clock past a backoff and wake the dispatcher, as a new commit would."""
+    api.ctx.clock.advance(seconds=seconds)
+    api.ctx.signals.notifications_committed(set())
+
+
+def setup_assignment(api: Api):
+    admin = api.user("管理员", "admin", None)
+    manager = api.user("王经理", "manager", "A")
+    alice = api.user("李丽", "sales", "A")
+    lead = api.lead(manager, name="张三")
+    r = api.client(manager).patch(f"/api/customers/{lead['id']}/assign", json={"assignedTo": alice.id})
+    assert r.status_code == 200
+    return admin, manager, alice, lead
+
+
+def test_webhook_arrives_signed_with_an_idempotency_key(hooked):
+    api, receiver = hooked
+    _, _, alice, lead = setup_assignment(api)
+    wait_for(lambda: receiver.accepted() == 1)
+    request = receiver.requests[0]
+    body = request["body"]
+    timestamp = request["headers"]["x-leadpush-timestamp"]
+    expected = "sha256=" + hmac.new(SECRET.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(request["headers"]["x-leadpush-signature"], expected)
+    payload = json.loads(body)
+    assert payload["recipient"]["id"] == alice.id
+    assert payload["notification"]["type"] == "customer_assigned"
+    assert payload["notification"]["data"]["customerId"] == lead["id"]
+    assert request["headers"]["x-leadpush-delivery"] == str(payload["deliveryId"])
+
+
+def test_transient_failures_retry_with_backoff_then_succeed(hooked):
+    api, receiver = hooked
+    receiver.fail_with = [503, 500]
+    admin, *_ = setup_assignment(api)
+    wait_for(lambda: len(receiver.requests) == 1)
+    [row] = wait_for(lambda: [d for d in deliveries(api, admin, channel="webhook") if d["status"] == "failed"])
+    assert row["attempts"] == 1 and "503" in row["lastError"]
+    nudge(api, 3600)
+    wait_for(lambda: len(receiver.requests) == 2)
+    nudge(api, 3600)
+    [row] = wait_for(lambda: [d for d in deliveries(api, admin, channel="webhook") if d["status"] == "sent"])
+    assert row["attempts"] == 3
+    assert receiver.accepted() == 1
+
+
+def test_permanent_rejection_is_dead_at_once_and_an_admin_can_retry_it(hooked):
+    api, receiver = hooked
+    receiver.fail_with = [400]
+    admin, manager, alice, _ = setup_assignment(api)
+    [dead] = wait_for(lambda: deliveries(api, admin, status="dead"))
+    assert dead["channel"] == "webhook" and "400" in dead["lastError"] and dead["attempts"] == 1
+
+    # Only admins may retry; sales may not even look.
+    assert api.client(manager).post(f"/api/deliveries/{dead['id']}/retry").status_code == 403
+    assert api.client(alice).get("/api/deliveries").status_code == 403
+    r = api.client(admin).post(f"/api/deliveries/{dead['id']}/retry")
+    assert r.status_code == 200 and r.json()["data"]["status"] == "pending"
+    wait_for(lambda: receiver.accepted() == 1)
+    [row] = wait_for(lambda: [d for d in deliveries(api, admin, channel="webhook") if d["status"] == "sent"])
+    assert row["id"] == dead["id"]
+    # A sent delivery cannot be "retried" into a duplicate.
+    again = api.client(admin).post(f"/api/deliveries/{dead['id']}/retry")
+    assert again.status_code == 409 and again.json()["code"] == "not_retryable"
+    assert api.client(admin).post("/api/deliveries/999999/retry").json()["code"] == "delivery_not_found"
+
+
+def test_exhausted_attempts_become_dead_with_the_reason(hooked):
+    api, receiver = hooked
+    receiver.always = 502
+    admin, *_ = setup_assignment(api)
+    for expected in (1, 2):
+        wait_for(lambda expected=expected: len(receiver.requests) == expected)
+        nudge(api, 3600)
+    [dead] = wait_for(lambda: deliveries(api, admin, status="dead"))
+    assert dead["attempts"] == 3 and "502" in dead["lastError"] and "3" in dead["lastError"]
+
+
+def test_a_delivery_held_by_a_crashed_worker_is_taken_again_after_its_lease(hooked):
+    api, receiver = hooked
+    receiver.always = 503  # keep it from completing first
+    admin, *_ = setup_assignment(api)
+    wait_for(lambda: len(receiver.requests) >= 1)
+    receiver.always = None
+    now = api.ctx.clock.now()
+    with api.ctx.db.write() as s:  # as a worker that died mid-send would leave it
+        s.execute(
+            update(Delivery)
+            .where(Delivery.channel == "webhook")
+            .values(status="sending", lease_until=now + timedelta(seconds=60))
+        )
+    nudge(api, 1)
+    time.sleep(0.3)
+    assert receiver.accepted() == 0  # lease still held
+    nudge(api, 120)
+    wait_for(lambda: receiver.accepted() == 1)
+
+
+def test_two_claimers_never_take_the_same_delivery(api, team):
+    lead_ids = [api.lead(team.manager, name=f"客户{i}")["id"] for i in range(30)]
+    # Stop this stack's own worker from interfering: make everything due in the future first.
+    m = api.client(team.manager)
+    for lid in lead_ids:
+        assert m.patch(f"/api/customers/{lid}/assign", json={"assignedTo": team.bob.id}).status_code == 200
+    future = api.ctx.clock.now() + timedelta(days=1)
+    with api.ctx.db.write() as s:
+        s.execute(update(Delivery).values(status="pending", next_attempt_at=future, lease_until=None))
+    when = future + timedelta(seconds=1)
+    with ThreadPoolExecutor(4) as pool:
+        batches = list(pool.map(lambda _: claim_due_deliveries(api.ctx.db, when, 60, 10), range(4)))
+    claimed = [job.delivery_id for batch in batches for job in batch]
+    assert len(claimed) == len(set(claimed)) == 30
+    with api.ctx.db.read() as s:
+        assert set(s.scalars(select(Delivery.status))) == {"sending"}
+
+
+def test_backoff_grows_exponentially_with_jitter_and_respects_retry_after():
+    import random
+
+    rng = random.Random(7)
+    delays = [backoff_seconds(n, 2.0, 600.0, rng=rng) for n in range(1, 12)]
+    for n, d in enumerate(delays, start=1):
+        raw = min(600.0, 2.0 * 2 ** (n - 1))
+        assert raw / 2 <= d <= raw
+    assert backoff_seconds(1, 2.0, 600.0, retry_after=3600, rng=rng) == 3600
+
+
+def test_metrics_and_health(hooked):
+    api, receiver = hooked
+    setup_assignment(api)
+    wait_for(lambda: receiver.accepted() == 1)
+    c = httpx.Client(base_url=api.url)
+    def scraped() -> str | None:
+        text = c.get("/metrics").text
+        return text if 'leadpush_deliveries_total{channel="webhook",status="sent"}' in text else None
+
+    text = wait_for(scraped)
+    assert 'leadpush_deliveries_total{channel="webhook",status="sent"} 1.0' in text
+    assert 'leadpush_send_seconds_count{channel="inapp"}' in text
+    assert "leadpush_oldest_pending_seconds" in text and "leadpush_websocket_clients 0.0" in text
+    assert c.get("/healthz").json()["status"] == "ok"
+    ready = c.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"database": True}
+    c.close()
