@@ -193,6 +193,7 @@ def test_metrics_and_health(hooked):
     setup_assignment(api)
     wait_for(lambda: receiver.accepted() == 1)
     c = httpx.Client(base_url=api.url)
+
     def scraped() -> str | None:
         text = c.get("/metrics").text
         return text if 'leadpush_deliveries_total{channel="webhook",status="sent"}' in text else None

@@ -6,6 +6,7 @@ import json
 import time
 from typing import Any
 
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 
@@ -17,6 +18,7 @@ class WsClient:
         self._cm = connect(url, open_timeout=10)
         self.conn = self._cm.__enter__()
         self.received: list[dict[str, Any]] = []
+        self.closed = False
         self.hello = self.next_of("hello", timeout=5)
         if resume is not None:
             self.send({"type": "resume", "after": resume})
@@ -25,9 +27,15 @@ class WsClient:
         self.conn.send(json.dumps(payload))
 
     def _recv(self, timeout: float) -> dict[str, Any] | None:
+        if self.closed:
+            time.sleep(min(timeout, 0.05))
+            return None
         try:
             raw = self.conn.recv(timeout=timeout)
         except TimeoutError:
+            return None
+        except ConnectionClosed:
+            self.closed = True
             return None
         message = json.loads(raw)
         self.received.append(message)
@@ -58,4 +66,7 @@ class WsClient:
         return [m for m in self.received if "id" in m]
 
     def close(self) -> None:
-        self._cm.__exit__(None, None, None)
+        try:
+            self._cm.__exit__(None, None, None)
+        except ConnectionClosed:
+            pass

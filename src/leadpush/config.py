@@ -14,6 +14,8 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///./leadpush.db"
     redis_url: str | None = None
+    # Namespace for Redis keys and pub/sub channels: deployments sharing one Redis must differ.
+    redis_prefix: str = "leadpush"
     timezone: str = "Asia/Shanghai"
     host: str = "127.0.0.1"
     port: int = 8000
@@ -33,12 +35,30 @@ class Settings(BaseSettings):
         '{"thing1": "customerName", "phone_number2": "customerPhone", "thing3": "source", "time4": "assignTime"}'
     )
     wechat_mask_phone: bool = False
+    # Page a digest ("3条新线索") opens; empty = the mini program's home page (no `page` sent).
+    wechat_digest_page: str = ""
+    # "stable" (POST /cgi-bin/stable_token, shared safely by many servers) or "legacy" (GET /cgi-bin/token).
+    wechat_token_mode: str = "stable"
+    # After 45009 (daily quota), try again at the next local midnight or after this many seconds, if sooner.
+    wechat_quota_retry_seconds: float = Field(default=3600.0, gt=0)
+    # Refresh a cached access token this many seconds before it expires.
+    token_refresh_margin: float = Field(default=300.0, ge=0)
 
     # WeCom (企业微信) app messages. Off unless corpid+secret+agentid are set.
     wecom_corpid: str | None = None
     wecom_secret: str | None = None
     wecom_agentid: int | None = None
     wecom_api_base: str = "https://qyapi.weixin.qq.com"
+    # Pace per member (WeCom silently drops more than 30 a minute / 1000 an hour); the excess is folded.
+    wecom_per_minute: int = Field(default=30, ge=1, le=30)
+    wecom_per_hour: int = Field(default=1000, ge=1, le=1000)
+    wecom_mask_phone: bool = False
+    # Console paths a WeCom textcard links to, appended to LEADPUSH_PUBLIC_URL.
+    console_customer_path: str = "/console/customers/{customerId}"
+    console_list_path: str = "/console/customers"
+
+    # Which channels each notification kind uses, with fallbacks (JSON; see docs/channels.md).
+    channel_policy: str | None = None
 
     # Outbound webhook channel (optional). Off unless a URL is set.
     webhook_url: str | None = None

@@ -6,6 +6,9 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import text
+
+from leadpush.db import make_engine
 
 
 def alembic_config(url: str) -> Config:
@@ -16,4 +19,18 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    command.upgrade(alembic_config(url), revision)
+    """Upgrade the schema; safe when several processes start at once.
+
+    PostgreSQL: a transaction-level advisory lock makes concurrent upgraders take turns. SQLite: the
+    migration runs in a BEGIN IMMEDIATE transaction, which is a write lock from the start.
+    """
+    engine = make_engine(url)
+    try:
+        with engine.execution_options(sqlite_begin="IMMEDIATE").begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(text("SELECT pg_advisory_xact_lock(7300)"))
+            cfg = alembic_config(url)
+            cfg.attributes["connection"] = connection
+            command.upgrade(cfg, revision)
+    finally:
+        engine.dispose()

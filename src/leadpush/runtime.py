@@ -36,7 +36,7 @@ class Runtime:
         self.roles = roles
         self.hub = Hub()
         self.metrics = Metrics()
-        self.bus: Bus = make_bus(ctx.settings.redis_url)
+        self.bus: Bus = make_bus(ctx.settings.redis_url, ctx.settings.redis_prefix)
         self.dispatcher: Dispatcher | None = None
         self.channels: dict[str, Channel] = {}
         self._tasks: list[asyncio.Task[None]] = []

@@ -15,8 +15,6 @@ from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
-WAKE_CHANNEL = "leadpush:wake"
-INAPP_CHANNEL = "leadpush:inapp"
 
 InappHandler = Callable[[int, dict[str, Any]], None]
 WakeHandler = Callable[[], None]
@@ -95,8 +93,10 @@ class RedisBus(_Handlers):
     local hub to resync its connections from the database, so the gap is replayed, not lost.
     """
 
-    def __init__(self, url: str, node_id: str | None = None) -> None:
+    def __init__(self, url: str, prefix: str = "leadpush", node_id: str | None = None) -> None:
         super().__init__()
+        self.wake_channel = f"{prefix}:wake"
+        self.inapp_channel = f"{prefix}:inapp"
         import redis.asyncio as aioredis
 
         self.url = url
@@ -123,11 +123,11 @@ class RedisBus(_Handlers):
         await self._redis.publish(channel, json.dumps(payload, ensure_ascii=False))
 
     async def publish_inapp(self, user_id: int, message: dict[str, Any]) -> None:
-        await self._publish(INAPP_CHANNEL, {"userId": user_id, "message": message})
+        await self._publish(self.inapp_channel, {"userId": user_id, "message": message})
 
     async def publish_wake(self) -> None:
         try:
-            await self._publish(WAKE_CHANNEL, {"from": self.node_id})
+            await self._publish(self.wake_channel, {"from": self.node_id})
         except Exception as exc:  # noqa: BLE001 - a lost wake-up only delays until the next poll
             log.warning("Redis 唤醒消息发送失败：%s", type(exc).__name__)
         # This process's own worker (if any) needs no round trip through Redis.
@@ -144,7 +144,7 @@ class RedisBus(_Handlers):
         while not self._stopping:
             pubsub = self._redis.pubsub()
             try:
-                await pubsub.subscribe(WAKE_CHANNEL, INAPP_CHANNEL)
+                await pubsub.subscribe(self.wake_channel, self.inapp_channel)
                 self.connected.set()
                 delay = 0.2
                 log.info("已连接 Redis 订阅")
@@ -175,11 +175,11 @@ class RedisBus(_Handlers):
             payload = json.loads(msg["data"])
         except (TypeError, ValueError):
             return
-        if channel == INAPP_CHANNEL:
+        if channel == self.inapp_channel:
             self.fire_inapp(int(payload["userId"]), payload["message"])
-        elif channel == WAKE_CHANNEL and payload.get("from") != self.node_id:
+        elif channel == self.wake_channel and payload.get("from") != self.node_id:
             self.fire_wake()
 
 
-def make_bus(redis_url: str | None) -> Bus:
-    return RedisBus(redis_url) if redis_url else LocalBus()
+def make_bus(redis_url: str | None, prefix: str = "leadpush") -> Bus:
+    return RedisBus(redis_url, prefix) if redis_url else LocalBus()

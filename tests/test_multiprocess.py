@@ -1,0 +1,185 @@
+"""Several leadpush processes over the real PostgreSQL and Redis, as a company that outgrew one."""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import redis
+from procs import LeadpushProcess, PrivateRedis
+from support import REDIS_URL, postgres_database, service_unavailable
+from wsclient import WsClient
+
+from leadpush.config import Settings
+from leadpush.context import AppContext
+from leadpush.migrate import upgrade
+from leadpush.users.service import create_user
+
+
+def require_redis(url: str) -> None:
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        service_unavailable("Redis", exc)
+
+
+class Cluster:
+    def __init__(self, db_url: str, redis_url: str, tmp_path) -> None:
+        self.env = {
+            "LEADPUSH_DATABASE_URL": db_url,
+            "LEADPUSH_REDIS_URL": redis_url,
+            "LEADPUSH_REDIS_PREFIX": "lp-test-" + uuid.uuid4().hex[:8],
+            "LEADPUSH_DELIVERY_POLL_INTERVAL": "1",
+            "LEADPUSH_DELIVERY_BACKOFF_BASE": "0.5",
+            "LEADPUSH_LOG_LEVEL": "WARNING",
+        }
+        self.tmp_path = tmp_path
+        self.procs: list[LeadpushProcess] = []
+        upgrade(db_url)
+        self.ctx = AppContext.from_settings(Settings(database_url=db_url))
+
+    def spawn(self, *roles: str, name: str) -> LeadpushProcess:
+        proc = LeadpushProcess(self.env, roles, self.tmp_path, name)
+        self.procs.append(proc)
+        return proc.start()
+
+    def user(self, name: str, role: str = "sales", team: str = "A") -> tuple[int, str]:
+        with self.ctx.db.write() as session:
+            user, token = create_user(session, name=name, role=role, team=team)
+            return user.id, token
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.stop()
+        self.ctx.db.dispose()
+
+
+@pytest.fixture
+def cluster(tmp_path) -> Iterator[Cluster]:
+    require_redis(REDIS_URL)
+    with postgres_database() as db_url:
+        c = Cluster(db_url, REDIS_URL, tmp_path)
+        try:
+            yield c
+        finally:
+            c.close()
+
+
+def assign(base_url: str, token: str, lead_id: int, to: int) -> None:
+    r = httpx.patch(
+        f"{base_url}/api/customers/{lead_id}/assign",
+        json={"assignedTo": to},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+
+
+def create_leads(base_url: str, token: str, n: int) -> list[int]:
+    r = httpx.post(
+        f"{base_url}/api/customers",
+        json=[{"name": f"客户{i}", "phone": f"1380000{i:04d}", "source": "官网"} for i in range(n)],
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert r.status_code == 201, r.text
+    return [c["id"] for c in r.json()["data"]["customers"]]
+
+
+def test_two_api_processes_and_two_workers_deliver_each_notification_once_to_its_owner(cluster):
+    api_a = cluster.spawn("api", name="api-a")
+    api_b = cluster.spawn("api", name="api-b")
+    cluster.spawn("worker", name="worker-1")
+    cluster.spawn("worker", name="worker-2")
+    _, manager = cluster.user("王经理", "manager")
+    sales = {name: cluster.user(name) for name in ("李丽", "赵强", "孙娜")}
+
+    # Clients spread over both API processes; 李丽 is connected to both at once (web + mini program).
+    clients = {
+        ("李丽", "a"): WsClient(api_a.url, sales["李丽"][1], resume=0),
+        ("李丽", "b"): WsClient(api_b.url, sales["李丽"][1], resume=0),
+        ("赵强", "b"): WsClient(api_b.url, sales["赵强"][1], resume=0),
+        ("孙娜", "a"): WsClient(api_a.url, sales["孙娜"][1], resume=0),
+    }
+    for ws in clients.values():
+        ws.next_of("unread")
+
+    leads = create_leads(api_a.url, manager, 30)
+    rng = random.Random(5)
+    expected: Counter[str] = Counter()
+    owner_of: dict[int, str] = {}
+    for i, lead in enumerate(leads):
+        who = rng.choice(list(sales))
+        assign((api_a if i % 2 else api_b).url, manager, lead, sales[who][0])
+        expected[who] += 1
+        owner_of[lead] = who
+
+    for (who, _), ws in clients.items():
+        got = ws.notifications(expected[who], timeout=15)
+        ws.drain(0.5)
+        got = ws.notes()
+        ids = [m["id"] for m in got]
+        assert len(ids) == len(set(ids)) == expected[who], (who, ids)
+        assert ids == sorted(ids)
+        assert all(owner_of[m["data"]["customerId"]] == who for m in got)
+    for ws in clients.values():
+        ws.close()
+
+
+def test_cross_process_arrival_is_as_fast_as_same_process(cluster):
+    api_a = cluster.spawn("api", "worker", name="node-a")
+    api_b = cluster.spawn("api", "worker", name="node-b")
+    _, manager = cluster.user("王经理", "manager")
+    alice_id, alice = cluster.user("李丽")
+    ws = WsClient(api_a.url, alice, resume=0)
+    ws.next_of("unread")
+    leads = create_leads(api_a.url, manager, 20)
+    latencies: dict[str, list[float]] = {"same": [], "cross": []}
+    for i, lead in enumerate(leads):
+        node, kind = (api_a, "same") if i % 2 == 0 else (api_b, "cross")
+        started = time.monotonic()
+        assign(node.url, manager, lead, alice_id)
+        ws.notifications(i + 1, timeout=5)
+        latencies[kind].append(time.monotonic() - started)
+    ws.close()
+    assert max(latencies["cross"]) < 1.0, latencies
+    assert max(latencies["same"]) < 1.0, latencies
+
+
+def test_redis_restart_mid_burst_loses_nothing(tmp_path):
+    private = PrivateRedis().start()
+    with postgres_database() as db_url:
+        c = Cluster(db_url, private.url, tmp_path)
+        try:
+            api_a = c.spawn("api", name="api-a")
+            api_b = c.spawn("api", name="api-b")
+            c.spawn("worker", name="worker")
+            _, manager = c.user("王经理", "manager")
+            alice_id, alice = c.user("李丽")
+            ws = WsClient(api_a.url, alice, resume=0)
+            ws.next_of("unread")
+            leads = create_leads(api_b.url, manager, 40)
+            for i, lead in enumerate(leads):
+                if i == 15:
+                    private.stop()  # Redis goes away mid-burst...
+                if i == 25:
+                    private.start()  # ...and comes back on the same port.
+                assign(api_b.url, manager, lead, alice_id)
+            got = ws.notifications(40, timeout=30)
+            ws.drain(0.5)
+            ids = [m["id"] for m in ws.notes()]
+            assert len(ids) == len(set(ids)) == 40
+            assert ids == sorted(ids)
+            ws.close()
+            assert {m["data"]["customerId"] for m in got} == set(leads)
+            # The in-app ledger rows all end up sent, none dead.
+            r = httpx.get(f"{api_a.url}/readyz", timeout=5)
+            assert r.status_code == 200 and r.json()["checks"]["redis"] is True
+        finally:
+            c.close()
+            private.stop()
