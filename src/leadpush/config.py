@@ -10,7 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LEADPUSH_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="LEADPUSH_", extra="ignore", env_ignore_empty=True)
 
     database_url: str = "sqlite:///./leadpush.db"
     redis_url: str | None = None

@@ -1,0 +1,56 @@
+"""The distributed deployment example is a valid compose file with every role it promises."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from support import IN_CI
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+
+
+def compose_command() -> list[str]:
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+        return [docker, "compose"]
+    legacy = shutil.which("docker-compose")
+    if legacy:
+        return [legacy]
+    message = "neither `docker compose` nor `docker-compose` is installed"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def test_compose_file_is_accepted_and_has_every_role():
+    result = subprocess.run(
+        [*compose_command(), "-f", str(DEPLOY / "docker-compose.yml"), "config"],
+        capture_output=True,
+        text=True,
+        cwd=DEPLOY,
+    )
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load(result.stdout)
+    services = config["services"]
+    assert {"postgres", "redis", "api1", "api2", "worker1", "worker2", "scheduler", "proxy", "migrate"} <= set(services)
+    roles = {
+        name: svc["command"][svc["command"].index("--role") + 1]
+        for name, svc in services.items()
+        if "--role" in (svc.get("command") or [])
+    }
+    assert roles == {"api1": "api", "api2": "api", "worker1": "worker", "worker2": "worker", "scheduler": "scheduler"}
+    for name in roles:
+        env = services[name]["environment"]
+        assert env["LEADPUSH_DATABASE_URL"].startswith("postgresql://")
+        assert env["LEADPUSH_REDIS_URL"].startswith("redis://")
+
+
+def test_proxy_passes_websockets():
+    conf = (DEPLOY / "nginx.conf").read_text()
+    assert "proxy_set_header Upgrade $http_upgrade" in conf
+    assert "proxy_set_header Connection $connection_upgrade" in conf
+    assert "server api1:8000" in conf and "server api2:8000" in conf
