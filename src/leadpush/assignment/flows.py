@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from leadpush.assignment.service import ChangeResult, ItemFailure, Move, change_owner, raise_failure
 from leadpush.context import AppContext
-from leadpush.errors import ApiError, forbidden
+from leadpush.errors import ApiError, forbidden, not_found
 from leadpush.leads.models import Customer
 from leadpush.leads.service import get_assignee, get_visible, users_by_id
 from leadpush.permissions import can_see, check_can_assign, check_can_release
@@ -75,7 +75,8 @@ def assign_batch(ctx: AppContext, session: Session, actor: User, batch: BatchInp
         if customer is None or not can_see(actor, customer, owner):
             failed.append(ItemFailure(cid, "customer_not_found", "线索不存在"))
             continue
-        if from_pool and customer.owner_id is not None:
+        # A lead already with the target is "unchanged" (a retried pool assignment succeeds quietly).
+        if from_pool and customer.owner_id not in (None, target.id):
             failed.append(ItemFailure(cid, "not_in_pool", "线索不在公海中"))
             continue
         try:
@@ -92,11 +93,15 @@ def assign_batch(ctx: AppContext, session: Session, actor: User, batch: BatchInp
 
 
 def claim(ctx: AppContext, session: Session, actor: User, customer_id: int) -> ChangeResult:
-    customer, _ = get_visible(session, actor, customer_id)
+    customer = session.get(Customer, customer_id) if is_db_id(customer_id) else None
+    if customer is None:
+        raise not_found("customer")
     if customer.owner_id == actor.id:
         return ChangeResult(batch_id=None, unchanged=[customer])
     if customer.owner_id is not None:
-        raise ApiError(409, "not_in_pool", "该线索已被领取")
+        # Salespeople race for pool leads: whoever lost sees "already claimed" (409), whether the winner is
+        # someone they can see or not — on every database, not a 404 for a lead that was on their screen.
+        raise ApiError(409, "not_in_pool", "该线索已被他人领取")
     result = change_owner(ctx, session, actor=actor, moves=[Move(customer, actor)], via="claim")
     if result.failed:
         raise_failure(result.failed[0])

@@ -103,7 +103,9 @@ def change_owner(
     capacity_used: dict[int, int] = {}
     previous: dict[int, int | None] = {}
 
-    for move in moves:
+    # Rows are locked in id order, so two transactions moving overlapping sets of leads (a batch listed front to
+    # back and another back to front) queue behind each other instead of deadlocking on PostgreSQL.
+    for move in sorted(moves, key=lambda m: m.customer.id):
         customer, target = move.customer, move.to_user
         target_id = target.id if target else None
         if customer.owner_id == target_id:
