@@ -133,6 +133,7 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
     from leadpush.notify.ws import router as ws_router
     from leadpush.ops import router as ops_router
     from leadpush.users.views import router as users_router
+    from leadpush.wechat.views import router as wechat_router
 
     app.include_router(users_router)
     app.include_router(leads_router)
@@ -140,4 +141,5 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
     app.include_router(notify_router)
     app.include_router(ws_router)
     app.include_router(ops_router)
+    app.include_router(wechat_router)
     return app

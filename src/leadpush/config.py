@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cached_property
 from zoneinfo import ZoneInfo
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -77,6 +77,29 @@ class Settings(BaseSettings):
     # Limits.
     max_batch: int = 1000
     max_body_bytes: int = 2_000_000
+
+    @field_validator("channel_policy")
+    @classmethod
+    def _check_channel_policy(cls, value: str | None) -> str | None:
+        from leadpush.notify.policy import parse_policy
+
+        parse_policy(value)
+        return value
+
+    @field_validator("wechat_field_map")
+    @classmethod
+    def _check_field_map(cls, value: str) -> str:
+        from leadpush.notify.wechat_format import parse_field_map
+
+        parse_field_map(value)
+        return value
+
+    @field_validator("wechat_token_mode")
+    @classmethod
+    def _check_token_mode(cls, value: str) -> str:
+        if value not in ("stable", "legacy"):
+            raise ValueError("LEADPUSH_WECHAT_TOKEN_MODE must be 'stable' or 'legacy'")
+        return value
 
     @cached_property
     def tz(self) -> ZoneInfo:

@@ -23,11 +23,44 @@ log = logging.getLogger(__name__)
 
 
 def build_channels(ctx: AppContext, bus: Bus) -> dict[str, Channel]:
+    import httpx
+
+    from leadpush.notify.channels.wechat import WechatChannel
+    from leadpush.notify.channels.wecom import WecomChannel
+    from leadpush.notify.policy import FallbackChannel
+    from leadpush.notify.tokens import TokenCache, install_log_redaction, make_store, wechat_fetcher, wecom_fetcher
+
     s = ctx.settings
     channels: dict[str, Channel] = {"inapp": InAppChannel(bus)}
     if s.webhook_enabled and s.webhook_url:
         channels["webhook"] = WebhookChannel(s.webhook_url, s.webhook_secret, s.send_timeout)
-    return channels
+    install_log_redaction()
+    if s.wechat_enabled and s.wechat_appid and s.wechat_secret:
+        client = httpx.AsyncClient(timeout=s.send_timeout)
+        base = s.wechat_api_base.rstrip("/")
+        tokens = TokenCache(
+            f"wechat:{s.wechat_appid}",
+            wechat_fetcher(client, base, s.wechat_appid, s.wechat_secret, s.wechat_token_mode),
+            make_store(s.redis_url, ctx.db, ctx.clock, s.redis_prefix),
+            ctx.clock,
+            s.token_refresh_margin,
+            supports_force=s.wechat_token_mode == "stable",
+        )
+        channels["wechat"] = WechatChannel(ctx, tokens, client)
+    if s.wecom_enabled and s.wecom_corpid and s.wecom_secret:
+        client = httpx.AsyncClient(timeout=s.send_timeout)
+        base = s.wecom_api_base.rstrip("/")
+        tokens = TokenCache(
+            f"wecom:{s.wecom_corpid}:{s.wecom_agentid}",
+            wecom_fetcher(client, base, s.wecom_corpid, s.wecom_secret),
+            make_store(s.redis_url, ctx.db, ctx.clock, s.redis_prefix),
+            ctx.clock,
+            s.token_refresh_margin,
+            supports_force=False,
+        )
+        channels["wecom"] = WecomChannel(ctx, tokens, client)
+    # The policy's fallback chains ("wechat|wecom": one of them) apply around every channel.
+    return {name: FallbackChannel(channel, ctx) for name, channel in channels.items()}
 
 
 class Runtime:

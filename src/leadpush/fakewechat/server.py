@@ -98,7 +98,8 @@ _ASCII_DIGITS = set(string.digits)
 _RE_NUMBER = re.compile(r"^[0-9]+(?:\.[0-9]+)?$")
 _RE_LETTER = re.compile(r"^[A-Za-z]{1,32}$")
 _RE_AMOUNT = re.compile(r"^[¥￥$€£]?([0-9]+)(?:\.([0-9]+))?元?$")
-_RE_PHONE = re.compile(r"^[0-9+\-()]{1,17}$")
+# "at most 17 digits or symbols": masked numbers such as 138****8000 and extensions with # pass.
+_RE_PHONE = re.compile(r"^[0-9+\-()*#]{1,17}$")
 _HHMM = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]"
 _DATE = (
     r"(?:(?P<y1>[0-9]{4})-(?P<m1>[0-9]{2})-(?P<d1>[0-9]{2})"

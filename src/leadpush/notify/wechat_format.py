@@ -1,9 +1,15 @@
-"""Subscribe-message values formatted to WeChat's type rules (wechat-platform.md), never empty."""
+"""Subscribe-message values formatted to WeChat's type rules (wechat-platform.md), never empty.
+
+A value that breaks its type rule costs the message (47003 is permanent), so every formatter here
+errs on the safe side: lengths are counted in UTF-16 units (an emoji counts twice, as some WeChat
+clients count it), cuts never split an emoji sequence, and every type has a non-empty fallback.
+"""
 
 from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -11,6 +17,11 @@ from zoneinfo import ZoneInfo
 THING_MAX = 20
 PHONE_MAX = 17
 ELLIPSIS = "…"
+DIGEST_KINDS = ("customers_assigned", "customers_recycled")
+
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_PHONE_KEEP = re.compile(r"[^0-9+\-()]")
+_ASCII_LETTERS = re.compile(r"[^A-Za-z]")
 
 
 def value_type(key: str) -> str:
@@ -18,83 +29,196 @@ def value_type(key: str) -> str:
     return key.rstrip("0123456789")
 
 
+def _units(ch: str) -> int:
+    return 2 if ord(ch) > 0xFFFF else 1
+
+
+def utf16_len(text: str) -> int:
+    return sum(_units(c) for c in text)
+
+
+def _extends(ch: str, prev: str | None) -> bool:
+    """Whether `ch` belongs to the grapheme cluster before it (good enough for emoji and accents)."""
+    cp = ord(ch)
+    return (
+        prev == "\u200d"
+        or ch == "\u200d"
+        or 0xFE00 <= cp <= 0xFE0F  # variation selectors
+        or 0x1F3FB <= cp <= 0x1F3FF  # skin tones
+        or 0xE0020 <= cp <= 0xE007F  # tag sequences (subdivision flags)
+        or unicodedata.category(ch) in ("Mn", "Me", "Mc")
+    )
+
+
+def clusters(text: str) -> list[str]:
+    out: list[str] = []
+    prev: str | None = None
+    for ch in text:
+        is_ri = 0x1F1E6 <= ord(ch) <= 0x1F1FF
+        if out and (_extends(ch, prev) or (is_ri and len(out[-1]) == 1 and 0x1F1E6 <= ord(out[-1]) <= 0x1F1FF)):
+            out[-1] += ch
+        else:
+            out.append(ch)
+        prev = ch
+    return out
+
+
+def clean_text(text: str) -> str:
+    """One line: control and invisible format characters out (the emoji joiner stays), spaces collapsed."""
+    kept = "".join(
+        " " if unicodedata.category(c) == "Cc" else c
+        for c in text
+        if unicodedata.category(c) != "Cf" or c == "\u200d" or 0xE0020 <= ord(c) <= 0xE007F
+    )
+    return " ".join(kept.split())
+
+
 def cut(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    if len(text) <= limit:
+    """At most `limit` UTF-16 units; a cut text ends with an ellipsis and never splits an emoji."""
+    text = clean_text(text)
+    if utf16_len(text) <= limit:
         return text
-    return text[: limit - 1] + ELLIPSIS
+    out, used = [], 0
+    for cluster in clusters(text):
+        width = utf16_len(cluster)
+        if used + width > limit - 1:
+            break
+        out.append(cluster)
+        used += width
+    return "".join(out).rstrip() + ELLIPSIS
 
 
 def mask_phone(phone: str) -> str:
+    """138****8000: the first three and last four digits of a long number; short ones keep the last four."""
     digits = re.sub(r"\D", "", phone)
-    if len(digits) >= 7:
-        return digits[:3] + "*" * (len(digits) - 7) + digits[-4:] if len(digits) > 7 else digits
-    return phone
+    if len(digits) >= 8:
+        return digits[:3] + "*" * (len(digits) - 7) + digits[-4:]
+    if len(digits) >= 5:
+        return "*" * (len(digits) - 4) + digits[-4:]
+    return digits
 
 
 def format_phone(phone: str, mask: bool = False) -> str:
-    cleaned = re.sub(r"[^0-9+\-]", "", phone)
+    """At most 17 digits or symbols: spaces and letters dropped, symbols dropped first if too long."""
     if mask:
-        masked = mask_phone(cleaned)
-        # '*' is not a phone symbol WeChat accepts everywhere; keep digits and the mask only when valid.
-        cleaned = masked if masked else cleaned
-    return cleaned[:PHONE_MAX] or "-"
+        value = mask_phone(phone)
+    else:
+        value = _PHONE_KEEP.sub("", phone)
+        if len(value) > PHONE_MAX or not re.search(r"\d", value):
+            value = re.sub(r"\D", "", value)
+    return value[:PHONE_MAX] if re.search(r"\d", value) else "0"
 
 
-def format_time(value: datetime | str, tz: ZoneInfo) -> str:
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.astimezone(tz).strftime("%Y-%m-%d %H:%M")
+def parse_time(value: Any, tz: ZoneInfo) -> datetime | None:
+    if isinstance(value, datetime):
+        when = value
+    elif isinstance(value, str) and value.strip():
+        try:
+            when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    else:
+        return None
+    return when.replace(tzinfo=tz) if when.tzinfo is None else when
 
 
-def format_value(kind: str, raw: Any, tz: ZoneInfo, mask_phone_numbers: bool = False) -> str:
+def format_time(value: Any, tz: ZoneInfo, fallback: datetime | None = None) -> str:
+    """`YYYY-MM-DD HH:mm` in the deployment's timezone."""
+    when = parse_time(value, tz) or fallback or datetime.now(tz)
+    return when.astimezone(tz).strftime("%Y-%m-%d %H:%M")
+
+
+def _number(text: str, max_digits: int) -> str | None:
+    m = re.search(r"\d+(?:\.\d+)?", text.replace(",", ""))
+    if m is None:
+        return None
+    whole, _, frac = m.group(0).partition(".")
+    whole = whole[:max_digits]
+    frac = frac[: max(0, max_digits - len(whole))]
+    return whole + ("." + frac if frac else "")
+
+
+def format_name(text: str) -> str:
+    """At most 10 Chinese characters, or 20 letters and symbols (the two do not mix)."""
+    text = clean_text(text)
+    cjk = "".join(_CJK.findall(text))
+    if cjk:
+        return cjk[:10]
+    latin = "".join(c for c in text if c.isascii() and (c.isalpha() or c in " .-'·")).strip()
+    return latin[:20].strip() or "无"
+
+
+def format_value(
+    kind: str, raw: Any, tz: ZoneInfo, mask_phone_numbers: bool = False, now: datetime | None = None
+) -> str:
     text = "" if raw is None else str(raw)
     if kind == "thing":
         return cut(text, THING_MAX) or "无"
     if kind == "phone_number":
         return format_phone(text, mask_phone_numbers)
     if kind in ("time", "date"):
-        return format_time(raw, tz) if raw else format_time(datetime.now(tz), tz)
+        return format_time(raw, tz, now)
     if kind == "number":
-        return re.sub(r"[^0-9.]", "", text)[:32] or "0"
+        return _number(text, 32) or "0"
+    if kind == "amount":
+        return "¥" + (_number(text, 10) or "0")
     if kind == "character_string":
-        return re.sub(r"[^0-9A-Za-z\-_.:/#@+]", "", text)[:32] or "-"
+        return "".join(c for c in clean_text(text) if c.isascii() and c.isprintable() and c != " ")[:32] or "-"
+    if kind == "letter":
+        return _ASCII_LETTERS.sub("", text)[:32] or "NA"
+    if kind == "symbol":
+        return "".join(c for c in text if unicodedata.category(c)[0] in "PS")[:5] or "-"
+    if kind == "car_number":
+        return "".join(clean_text(text).split())[:8] or "无"
     if kind == "name":
-        return cut(text, 10) or "无"
+        return format_name(text)
     if kind == "phrase":
-        return (re.sub(r"[^\u4e00-\u9fff]", "", text)[:5]) or "无"
-    return cut(text, THING_MAX) or "-"
+        return "".join(_CJK.findall(text))[:5] or "无"
+    return cut(text, THING_MAX) or "无"
 
 
 def parse_field_map(raw: str) -> dict[str, str]:
     data = json.loads(raw)
-    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
-        raise ValueError("LEADPUSH_WECHAT_FIELD_MAP must be a JSON object of strings")
+    if (
+        not isinstance(data, dict)
+        or not data
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items())
+    ):
+        raise ValueError("LEADPUSH_WECHAT_FIELD_MAP must be a non-empty JSON object of strings")
     return data
 
 
 def template_data(
-    fields: dict[str, Any], field_map: dict[str, str], tz: ZoneInfo, mask_phone_numbers: bool = False
+    fields: dict[str, Any],
+    field_map: dict[str, str],
+    tz: ZoneInfo,
+    mask_phone_numbers: bool = False,
+    now: datetime | None = None,
 ) -> dict[str, dict[str, str]]:
     """Build `data` for subscribe/send from notification fields through the configured mapping."""
     return {
-        key: {"value": format_value(value_type(key), fields.get(field), tz, mask_phone_numbers)}
+        key: {"value": format_value(value_type(key), fields.get(field), tz, mask_phone_numbers, now)}
         for key, field in field_map.items()
     }
 
 
-def template_fields(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """The values a template can map from: a digest reads as one message ("3条新线索")."""
-    if kind in ("customers_assigned", "customers_recycled"):
-        first = (payload.get("customers") or [{}])[0]
-        return {
-            **payload,
-            "customerName": f"{payload.get('count', 0)}条新线索",
-            "customerPhone": first.get("customerPhone", ""),
-            "source": first.get("source") or "批量分配",
-            "customerId": first.get("customerId", ""),
-        }
-    return payload
+def template_fields(kind: str, payload: dict[str, Any], title: str = "", body: str = "") -> dict[str, Any]:
+    """The values a template can map from; a digest reads as one message ("3条新线索")."""
+    fields: dict[str, Any] = {"title": title, "body": body, **payload}
+    if kind in DIGEST_KINDS:
+        customers = [c for c in payload.get("customers") or [] if isinstance(c, dict)]
+        first = customers[0] if customers else {}
+        count = payload.get("count") or len(payload.get("customerIds") or []) or len(customers)
+        sources = [s for s in dict.fromkeys(str(c.get("source") or "").strip() for c in customers) if s]
+        label = "条新线索" if kind == "customers_assigned" else "条线索已收回"
+        fields.update(
+            customerName=f"{count}{label}",
+            customerPhone=first.get("customerPhone", ""),
+            source="、".join(sources) if sources else "批量分配",
+            customerId=first.get("customerId", ""),
+        )
+        fields.setdefault("assignTime", first.get("assignTime"))
+    return fields
 
 
 def page_for(template: str, payload: dict[str, Any]) -> str:

@@ -1,0 +1,194 @@
+"""WeChat mini-program subscribe messages, paid for with the user's one-time credits.
+
+Credits are reserved before the call, not after: a conditional decrement (`credits > 0`) in the
+database, so two workers can never both spend a user's last credit, plus a marker row keyed by the
+delivery so a delivery re-tried after a crash reuses its reservation instead of taking another.
+Success keeps the credit spent; 43101 sets the balance to 0 (WeChat says none is left); any other
+failure gives it back. A delivery with no credit is skipped without calling WeChat.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+from anyio import to_thread
+from sqlalchemy import delete, update
+
+from leadpush.context import AppContext
+from leadpush.db import Database
+from leadpush.notify.channels.base import DeliveryJob, SendResult
+from leadpush.notify.models import KeyValue, WechatSubscription
+from leadpush.notify.tokens import (
+    TOKEN_ERRORS,
+    ApiReply,
+    TokenCache,
+    TokenUnavailable,
+    call_platform,
+    call_with_token,
+    short_errmsg,
+)
+from leadpush.notify.wechat_format import DIGEST_KINDS, page_for, parse_field_map, template_data, template_fields
+
+SEND_PATH = "/cgi-bin/message/subscribe/send"
+NO_CREDIT = "无订阅次数（no credit）：用户未在小程序中允许接收，或次数已用完"
+
+
+# --------------------------------------------------------------------------------------
+# Credits
+# --------------------------------------------------------------------------------------
+
+
+def _reservation_key(delivery_id: int) -> str:
+    return f"wechat-credit:{delivery_id}"
+
+
+def reserve_credit(db: Database, user_id: int, template_id: str, delivery_id: int, now: datetime) -> bool:
+    """Take one credit for this delivery (or find the one an earlier attempt took); False = none left."""
+    key = _reservation_key(delivery_id)
+    with db.write() as session:
+        if session.get(KeyValue, key) is not None:
+            return True
+        taken = session.execute(
+            update(WechatSubscription)
+            .where(
+                WechatSubscription.user_id == user_id,
+                WechatSubscription.template_id == template_id,
+                WechatSubscription.credits > 0,
+            )
+            .values(credits=WechatSubscription.credits - 1, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if taken.rowcount != 1:
+            return False
+        session.add(KeyValue(key=key, value=f"{user_id}:{template_id}", expires_at=None))
+        return True
+
+
+def settle_credit(db: Database, user_id: int, template_id: str, delivery_id: int, outcome: str, now: datetime) -> None:
+    """outcome: "spent" (sent), "refund" (not sent, give it back) or "none_left" (43101: balance is 0)."""
+    with db.write() as session:
+        held = session.execute(delete(KeyValue).where(KeyValue.key == _reservation_key(delivery_id))).rowcount
+        sub = (WechatSubscription.user_id == user_id, WechatSubscription.template_id == template_id)
+        if outcome == "refund" and held:
+            session.execute(
+                update(WechatSubscription)
+                .where(*sub)
+                .values(credits=WechatSubscription.credits + 1, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+        elif outcome == "none_left":
+            session.execute(
+                update(WechatSubscription)
+                .where(*sub)
+                .values(credits=0, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+
+
+# --------------------------------------------------------------------------------------
+# The channel
+# --------------------------------------------------------------------------------------
+
+
+def seconds_until_quota_resets(now: datetime, tz: Any, cap: float) -> float:
+    """WeChat's daily quota resets at midnight (Beijing time); try then, or after `cap` if sooner."""
+    local = now.astimezone(tz)
+    midnight = (local + timedelta(days=1)).replace(hour=0, minute=0, second=5, microsecond=0)
+    return max(1.0, min(cap, (midnight - local).total_seconds()))
+
+
+def _bad_field(errmsg: str) -> str:
+    m = re.search(r"data\.[A-Za-z_]+[0-9]*\.value", errmsg)
+    if m:
+        return m.group(0)
+    m = re.search(r"\b([a-z_]+) invalid", errmsg)
+    return m.group(1) if m else short_errmsg(errmsg)
+
+
+class WechatChannel:
+    name = "wechat"
+
+    def __init__(self, ctx: AppContext, tokens: TokenCache, client: httpx.AsyncClient) -> None:
+        s = ctx.settings
+        assert s.wechat_template_id
+        self.ctx = ctx
+        self.tokens = tokens
+        self.client = client
+        self.template_id = s.wechat_template_id
+        self.field_map = parse_field_map(s.wechat_field_map)
+        self.url = s.wechat_api_base.rstrip("/") + SEND_PATH
+
+    def message_body(self, job: DeliveryJob) -> dict[str, Any]:
+        """The subscribe/send body for this delivery (exactly what WeChat receives)."""
+        s = self.ctx.settings
+        fields = template_fields(job.kind, job.payload, job.title, job.body)
+        page = s.wechat_digest_page if job.kind in DIGEST_KINDS else page_for(s.wechat_page, fields)
+        body: dict[str, Any] = {"touser": job.recipient.wechat_openid, "template_id": self.template_id}
+        if page:
+            body["page"] = page
+        body["miniprogram_state"] = s.wechat_miniprogram_state
+        body["lang"] = "zh_CN"
+        body["data"] = template_data(fields, self.field_map, s.tz, s.wechat_mask_phone, job.created_at)
+        return body
+
+    async def send(self, job: DeliveryJob) -> SendResult:
+        if not job.recipient.wechat_openid:
+            return SendResult.skipped("用户未绑定小程序 openid")
+        db, user_id, now = self.ctx.db, job.recipient.id, self.ctx.clock.now()
+        if not await to_thread.run_sync(reserve_credit, db, user_id, self.template_id, job.delivery_id, now):
+            return SendResult.skipped(NO_CREDIT)
+        body = self.message_body(job)
+
+        async def post(token: str) -> ApiReply:
+            return await call_platform(self.client, "POST", self.url, params={"access_token": token}, body=body)
+
+        none_left = False
+        try:
+            reply = await call_with_token(self.tokens, post)
+        except TokenUnavailable as exc:
+            result = SendResult.permanent(exc.detail) if exc.permanent else SendResult.retry(exc.detail)
+        else:
+            result = self.classify(reply)
+            none_left = reply.errcode == 43101
+        outcome = "spent" if result.outcome == "sent" else "none_left" if none_left else "refund"
+        later = self.ctx.clock.now()
+        await to_thread.run_sync(settle_credit, db, user_id, self.template_id, job.delivery_id, outcome, later)
+        return result
+
+    def classify(self, reply: ApiReply) -> SendResult:
+        if reply.data is None:
+            return SendResult.retry(f"微信{reply.failure}")
+        code, msg = reply.errcode, reply.errmsg
+        if code == 0:
+            msgid = reply.data.get("msgid")
+            return SendResult.sent(provider_id=None if msgid is None else str(msgid))
+        s = self.ctx.settings
+        if code == 43101:
+            return SendResult.permanent("用户没有可用的订阅次数（43101），已将次数清零")
+        if code == 40003:
+            return SendResult.permanent(f"openid 无效（40003，可能不是本小程序的 openid）：{short_errmsg(msg)}")
+        if code == 40037:
+            return SendResult.permanent(
+                f"模板 ID 无效（40037），请检查 LEADPUSH_WECHAT_TEMPLATE_ID：{short_errmsg(msg)}"
+            )
+        if code == 41030:
+            return SendResult.permanent(
+                f"跳转页面不存在于已发布的小程序（41030），请检查 LEADPUSH_WECHAT_PAGE：{short_errmsg(msg)}"
+            )
+        if code == 47003:
+            return SendResult.permanent(f"模板数据不符合格式要求（47003）：{_bad_field(msg)}")
+        if code == 45009:
+            wait = seconds_until_quota_resets(self.ctx.clock.now(), s.tz, s.wechat_quota_retry_seconds)
+            return SendResult.retry("已达微信接口每日调用上限（45009），稍后重试", retry_after=wait)
+        if code in TOKEN_ERRORS:
+            return SendResult.retry(f"access_token 无效（{code}），刷新后仍失败")
+        if code == -1:
+            return SendResult.retry("微信系统繁忙（-1）")
+        return SendResult.retry(f"微信返回 errcode {code}：{short_errmsg(msg)}")
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        await self.tokens.store.aclose()

@@ -1,0 +1,77 @@
+"""HTTP routes the mini program calls: bind the signed-in user's openid, report subscribe results."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from anyio import to_thread
+from fastapi import APIRouter, Body
+from pydantic import Field
+
+from leadpush.deps import Ctx, CurrentUser
+from leadpush.schemas import CamelModel, Envelope, RequestModel
+from leadpush.wechat import service
+
+router = APIRouter(prefix="/api/wechat", tags=["wechat"])
+
+
+class LoginBody(RequestModel):
+    code: str = Field(min_length=1, max_length=256, description="wx.login 返回的 code（js_code）")
+
+
+class BindingOut(CamelModel):
+    user_id: int
+    openid: str
+    changed: bool
+    credits: int = Field(description="当前模板剩余的订阅消息次数")
+
+
+class CreditsOut(CamelModel):
+    template_id: str | None = Field(description="本部署使用的订阅消息模板")
+    credits: int = Field(description="该模板剩余次数：每次 accept 加一，每发送成功一条减一")
+    added: int = 0
+    templates: dict[str, int] = Field(description="各模板的剩余次数")
+
+
+def _credits_out(ctx: Ctx, templates: dict[str, int], added: int = 0) -> CreditsOut:
+    tid = ctx.settings.wechat_template_id
+    return CreditsOut(template_id=tid, credits=templates.get(tid or "", 0), added=added, templates=templates)
+
+
+@router.post("/login", response_model=Envelope[BindingOut])
+async def login(body: LoginBody, ctx: Ctx, user: CurrentUser) -> Envelope:
+    """Exchange a mini-program login code for the openid and bind it to the signed-in user."""
+    openid = await service.openid_from_code(ctx.settings, body.code)
+
+    def bind() -> BindingOut:
+        with ctx.db.write() as session:
+            changed = service.bind_openid(session, user.id, openid, ctx.clock.now())
+            templates = service.credits_of(session, user.id)
+        tid = ctx.settings.wechat_template_id or ""
+        return BindingOut(user_id=user.id, openid=openid, changed=changed, credits=templates.get(tid, 0))
+
+    out = await to_thread.run_sync(bind)
+    return Envelope(message="已绑定微信" if out.changed else "微信已绑定", data=out)
+
+
+@router.post("/subscriptions", response_model=Envelope[CreditsOut])
+def report_subscriptions(
+    ctx: Ctx,
+    user: CurrentUser,
+    result: Annotated[dict[str, Any], Body(description="wx.requestSubscribeMessage 的返回结果，原样提交")],
+) -> Envelope:
+    """Each `accept` in the result is one message the user agreed to receive on that template."""
+    accepted = service.accepted_templates(result)
+    with ctx.db.write() as session:
+        service.add_credits(session, user.id, accepted, ctx.clock.now())
+        templates = service.credits_of(session, user.id)
+    message = f"已记录 {len(accepted)} 次订阅" if accepted else "没有新的订阅次数"
+    return Envelope(message=message, data=_credits_out(ctx, templates, len(accepted)))
+
+
+@router.get("/subscriptions", response_model=Envelope[CreditsOut])
+def my_credits(ctx: Ctx, user: CurrentUser) -> Envelope:
+    """The signed-in user's remaining subscribe-message credits."""
+    with ctx.db.read() as session:
+        templates = service.credits_of(session, user.id)
+    return Envelope(data=_credits_out(ctx, templates))
