@@ -31,6 +31,9 @@ class Customer(Base):
     assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_follow_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     transfer_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the owner is warned before transfer_due_at, and which rule set the deadline.
+    transfer_warn_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    transfer_rule_id: Mapped[int | None] = mapped_column(Integer)
     # The deadline a warning was last sent for: one warning per lead per deadline.
     transfer_warned_for: Mapped[datetime | None] = mapped_column(UTCDateTime)
     version: Mapped[int] = mapped_column(Integer, default=1)

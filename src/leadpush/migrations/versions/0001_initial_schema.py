@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 02:49:55.486888
+Create Date: 2026-11-24 02:59:05.344014
 """
 
 from collections.abc import Sequence
@@ -90,6 +90,8 @@ def upgrade() -> None:
     sa.Column('assigned_at', leadpush.db.UTCDateTime(), nullable=True),
     sa.Column('last_follow_up_at', leadpush.db.UTCDateTime(), nullable=True),
     sa.Column('transfer_due_at', leadpush.db.UTCDateTime(), nullable=True),
+    sa.Column('transfer_warn_at', leadpush.db.UTCDateTime(), nullable=True),
+    sa.Column('transfer_rule_id', sa.Integer(), nullable=True),
     sa.Column('transfer_warned_for', leadpush.db.UTCDateTime(), nullable=True),
     sa.Column('version', sa.Integer(), nullable=False),
     sa.Column('created_at', leadpush.db.UTCDateTime(), nullable=False),
@@ -102,6 +104,7 @@ def upgrade() -> None:
         batch_op.create_index('ix_customers_owner_status', ['owner_id', 'status'], unique=False)
         batch_op.create_index(batch_op.f('ix_customers_phone'), ['phone'], unique=False)
         batch_op.create_index('ix_customers_transfer_due_at', ['transfer_due_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_customers_transfer_warn_at'), ['transfer_warn_at'], unique=False)
 
     op.create_table('notifications',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -232,6 +235,7 @@ def downgrade() -> None:
 
     op.drop_table('notifications')
     with op.batch_alter_table('customers', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_customers_transfer_warn_at'))
         batch_op.drop_index('ix_customers_transfer_due_at')
         batch_op.drop_index(batch_op.f('ix_customers_phone'))
         batch_op.drop_index('ix_customers_owner_status')
