@@ -109,3 +109,55 @@ def fake_wechat() -> Iterator[FakeWeChatServer]:
     """A fresh fake WeChat/WeCom server per test (accepts any appid/secret/openid/template)."""
     with FakeWeChatServer() as server:
         yield server
+
+
+# --------------------------------------------------------------------------------------
+# leadpush pointed at the fake
+# --------------------------------------------------------------------------------------
+
+APPID, SECRET, TEMPLATE = "wx-leadpush", "wx-secret", "TPL-lead-assigned"
+CORPID, CORPSECRET, AGENTID = "ww-leadpush", "ww-secret", 1000002
+PUBLIC_URL = "https://crm.example.com"
+
+
+def strict_state(**overrides: object) -> FakeWeChatState:
+    """A fake that knows exactly leadpush's credentials, template and agent (anything else is an error)."""
+    config: dict[str, object] = dict(
+        appid=APPID,
+        secret=SECRET,
+        corpid=CORPID,
+        corpsecret=CORPSECRET,
+        agentid=AGENTID,
+        templates=[TEMPLATE],
+    )
+    config.update(overrides)
+    return FakeWeChatState(**config)  # type: ignore[arg-type]
+
+
+def channel_settings(fake_url: str, **overrides: object) -> dict[str, object]:
+    """LEADPUSH_* settings for both channels against the fake."""
+    settings: dict[str, object] = dict(
+        wechat_appid=APPID,
+        wechat_secret=SECRET,
+        wechat_template_id=TEMPLATE,
+        wechat_api_base=fake_url,
+        wecom_corpid=CORPID,
+        wecom_secret=CORPSECRET,
+        wecom_agentid=AGENTID,
+        wecom_api_base=fake_url,
+        public_url=PUBLIC_URL,
+    )
+    settings.update(overrides)
+    return settings
+
+
+def wait_until(predicate: object, timeout: float = 10.0, interval: float = 0.02) -> object:
+    """Poll until `predicate()` is truthy; returns its value (fails the test on timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()  # type: ignore[operator]
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(interval)

@@ -305,6 +305,7 @@ class TokenCache:
         self._memory: CachedToken | None = None
         self._lock = asyncio.Lock()
         self.fetches = 0  # how many times this process asked the platform (tests, metrics)
+        install_log_redaction()
 
     def _usable(self, cached: CachedToken | None, stale: str | None) -> str | None:
         if cached is None or cached.token == stale or self.clock.now() >= cached.refresh_at:
