@@ -186,8 +186,10 @@ def make_settings(url: str, **overrides: Any) -> Settings:
     return Settings(database_url=url, **overrides)
 
 
-def start_stack(url: str, roles: frozenset[str] = frozenset({"api", "worker", "scheduler"}), **overrides: Any):
+def start_stack(
+    url: str, roles: frozenset[str] = frozenset({"api", "worker", "scheduler"}), clock: Any = None, **overrides: Any
+):
     upgrade(url)
-    ctx = AppContext.from_settings(make_settings(url, **overrides), clock=FakeClock())
+    ctx = AppContext.from_settings(make_settings(url, **overrides), clock=clock or FakeClock())
     server = ServerThread(create_app(ctx, roles=roles)).start()
     return ctx, server

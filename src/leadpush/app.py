@@ -132,6 +132,7 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
     from leadpush.notify.views import router as notify_router
     from leadpush.notify.ws import router as ws_router
     from leadpush.ops import router as ops_router
+    from leadpush.transfer.views import router as transfer_router
     from leadpush.users.views import router as users_router
     from leadpush.wechat.views import router as wechat_router
 
@@ -141,5 +142,6 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
     app.include_router(notify_router)
     app.include_router(ws_router)
     app.include_router(ops_router)
+    app.include_router(transfer_router)
     app.include_router(wechat_router)
     return app

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     delivery_concurrency: int = Field(default=16, ge=1, le=256)
     send_timeout: float = Field(default=10.0, gt=0)
 
+    # Public pool (公海) rules. 0 turns a rule off.
+    claim_daily_limit: int = Field(default=50, ge=0)
+    reclaim_cooldown_hours: float = Field(default=24.0, ge=0)
+
     # Limits.
     max_batch: int = 1000
     max_body_bytes: int = 2_000_000

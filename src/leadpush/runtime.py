@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import TYPE_CHECKING
 
 from leadpush.context import AppContext
 from leadpush.notify.bus import Bus, make_bus
@@ -18,6 +19,9 @@ from leadpush.notify.channels.webhook import WebhookChannel
 from leadpush.notify.dispatcher import Dispatcher
 from leadpush.notify.hub import Hub
 from leadpush.notify.metrics import LedgerCollector, Metrics
+
+if TYPE_CHECKING:
+    from leadpush.transfer.scheduler import TransferScheduler
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +75,7 @@ class Runtime:
         self.metrics = Metrics()
         self.bus: Bus = make_bus(ctx.settings.redis_url, ctx.settings.redis_prefix)
         self.dispatcher: Dispatcher | None = None
+        self.scheduler: TransferScheduler | None = None
         self.channels: dict[str, Channel] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -86,6 +91,12 @@ class Runtime:
             self.dispatcher = Dispatcher(self.ctx, self.channels, self.metrics)
             self.bus.on_wake(self.dispatcher.wake)
             self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="leadpush-dispatcher"))
+        if "scheduler" in self.roles:
+            from leadpush.transfer.scheduler import TransferScheduler
+
+            self.scheduler = TransferScheduler(self.ctx)
+            self.bus.on_wake(self.scheduler.wake)
+            self._tasks.append(asyncio.create_task(self.scheduler.run(), name="leadpush-scheduler"))
         await self.bus.start()
         self.ctx.signals.subscribe(self._on_commit)
         log.info("leadpush 已启动，角色：%s", ", ".join(sorted(self.roles)))
@@ -113,6 +124,8 @@ class Runtime:
         self.ctx.signals.unsubscribe(self._on_commit)
         if self.dispatcher is not None:
             await self.dispatcher.stop()
+        if self.scheduler is not None:
+            await self.scheduler.stop()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):

@@ -102,6 +102,9 @@ def claim(ctx: AppContext, session: Session, actor: User, customer_id: int) -> C
         # Salespeople race for pool leads: whoever lost sees "already claimed" (409), whether the winner is
         # someone they can see or not — on every database, not a 404 for a lead that was on their screen.
         raise ApiError(409, "not_in_pool", "该线索已被他人领取")
+    from leadpush.transfer.pool_rules import check_claim_allowed
+
+    check_claim_allowed(session, ctx.settings, actor, customer.id, ctx.clock.now())
     result = change_owner(ctx, session, actor=actor, moves=[Move(customer, actor)], via="claim")
     if result.failed:
         raise_failure(result.failed[0])

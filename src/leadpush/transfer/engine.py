@@ -1,0 +1,332 @@
+"""One automatic-transfer run: warn owners of leads about to go, move leads whose deadline passed.
+
+Runs never overlap (a lease row in the database, so this holds across processes and machines), and
+each lead is handled in its own short transaction with a conditional update on its version, so a lead
+moves once even if something else touches it meanwhile. A lead that cannot move (its target is full,
+say) is recorded as failed and retried a little later; the run goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from leadpush.assignment.service import Move, change_owner, open_lead_count
+from leadpush.context import AppContext
+from leadpush.leads.models import Customer
+from leadpush.notify.ledger import NewNotification, write_notifications
+from leadpush.transfer.deadlines import deadline_for, enabled_rules, refresh_deadlines
+from leadpush.transfer.models import Lease, TransferRule, TransferRun
+from leadpush.users.models import User
+
+log = logging.getLogger(__name__)
+
+LEASE_NAME = "auto_transfer"
+LEASE_SECONDS = 120
+CHUNK = 500
+FAILED_RETRY = timedelta(minutes=10)
+PREVIEW_LIMIT = 1000
+ACTION_NAMES = {"public_pool": "退回公海", "round_robin": "团队内轮流分配", "user": "转给指定人员"}
+
+
+class TransferBusy(Exception):
+    """Another run holds the lease."""
+
+
+@dataclass
+class RunReport:
+    run_id: int | None
+    trigger: str
+    dry_run: bool
+    started_at: datetime
+    finished_at: datetime | None = None
+    examined: int = 0
+    moved: int = 0
+    warned: int = 0
+    failed: int = 0
+    items: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+
+def holder_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def acquire_lease(ctx: AppContext, holder: str, now: datetime) -> bool:
+    until = now + timedelta(seconds=LEASE_SECONDS)
+    with ctx.db.write() as session:
+        taken = session.execute(
+            update(Lease)
+            .where(Lease.name == LEASE_NAME, or_(Lease.until < now, Lease.holder == holder))
+            .values(holder=holder, until=until)
+        ).rowcount
+        if taken:
+            return True
+        if session.get(Lease, LEASE_NAME) is not None:
+            return False
+    try:
+        with ctx.db.write() as session:
+            session.execute(insert(Lease).values(name=LEASE_NAME, holder=holder, until=until))
+        return True
+    except IntegrityError:
+        return False  # another process inserted it first
+
+
+def release_lease(ctx: AppContext, holder: str) -> None:
+    with ctx.db.write() as session:
+        session.execute(delete(Lease).where(Lease.name == LEASE_NAME, Lease.holder == holder))
+
+
+def _warn(ctx: AppContext, report: RunReport, now: datetime, team: str | None) -> None:
+    last_id = 0
+    while True:
+        with ctx.db.write() as session:
+            query = (
+                select(Customer, User)
+                .join(User, User.id == Customer.owner_id)
+                .where(
+                    Customer.id > last_id,
+                    Customer.transfer_warn_at <= now,
+                    Customer.transfer_due_at > now,
+                    or_(
+                        Customer.transfer_warned_for.is_(None), Customer.transfer_warned_for != Customer.transfer_due_at
+                    ),
+                )
+                .order_by(Customer.id)
+                .limit(CHUNK)
+            )
+            if team is not None:
+                query = query.where(User.team == team)
+            rows = session.execute(query).all()
+            if not rows:
+                return
+            last_id = rows[-1][0].id
+            if report.dry_run:
+                report.warned += len(rows)
+                continue
+            rules = {r.id: r for r in enabled_rules(session)}
+            items = []
+            for customer, owner in rows:
+                rule = rules.get(customer.transfer_rule_id or -1)
+                due = customer.transfer_due_at
+                assert due is not None
+                hours_left = max(0.0, (due - now).total_seconds() / 3600)
+                action = ACTION_NAMES.get(rule.action, "流转") if rule else "流转"
+                items.append(
+                    NewNotification(
+                        recipient=owner,
+                        kind="transfer_warning",
+                        title=f"线索「{customer.name}」即将被自动流转",
+                        body=f"请在 {due.astimezone(ctx.settings.tz):%m-%d %H:%M} 前跟进，否则将{action}（约 {hours_left:.1f} 小时后）",
+                        payload={
+                            "customerId": customer.id,
+                            "customerName": customer.name,
+                            "customerPhone": customer.phone,
+                            "source": customer.source,
+                            "dueAt": due.astimezone(ctx.settings.tz).isoformat(timespec="seconds"),
+                            "assignTime": due.astimezone(ctx.settings.tz).isoformat(timespec="seconds"),
+                            "ruleId": rule.id if rule else None,
+                            "ruleName": rule.name if rule else None,
+                            "action": rule.action if rule else None,
+                        },
+                        dedupe_key=f"transfer_warning:{customer.id}:{due.isoformat()}",
+                    )
+                )
+                session.execute(
+                    update(Customer)
+                    .where(Customer.id == customer.id, Customer.transfer_due_at == due)
+                    .values(transfer_warned_for=due)
+                    .execution_options(synchronize_session=False)
+                )
+            write_notifications(session, ctx.settings, ctx.signals, items, now)
+            report.warned += len(items)
+
+
+def pick_round_robin(session, rule: TransferRule, customer: Customer, owner: User | None) -> User | None:  # noqa: ANN001
+    team = rule.team or (owner.team if owner else None)
+    if team is None:
+        return None
+    candidates = list(
+        session.scalars(
+            select(User)
+            .where(User.team == team, User.role == "sales", User.active.is_(True), User.id != customer.owner_id)
+            .order_by(User.id)
+        )
+    )
+    start = rule.last_assignee_id or 0
+    ordered = [u for u in candidates if u.id > start] + [u for u in candidates if u.id <= start]
+    for user in ordered:
+        if user.capacity is None or open_lead_count(session, user.id) < user.capacity:
+            return user
+    return None
+
+
+def _target_for(session, rule: TransferRule, customer: Customer, owner: User | None) -> tuple[bool, User | None, str]:  # noqa: ANN001
+    """(possible, target, why-not) for moving `customer` under `rule`."""
+    if rule.action == "public_pool":
+        return True, None, ""
+    if rule.action == "round_robin":
+        target = pick_round_robin(session, rule, customer, owner)
+        if target is None:
+            return False, None, "团队内没有可接收线索的销售（均已停用、达到上限或只有当前负责人）"
+        return True, target, ""
+    target = session.get(User, rule.target_user_id) if rule.target_user_id else None
+    if target is None or not target.active:
+        return False, None, "指定的接收人不存在或已停用"
+    if target.id == customer.owner_id:
+        return False, None, "指定的接收人就是当前负责人"
+    return True, target, ""
+
+
+def _move_one(ctx: AppContext, report: RunReport, customer_id: int, now: datetime) -> None:
+    with ctx.db.write() as session:
+        customer = session.get(Customer, customer_id)
+        if customer is None or customer.owner_id is None:
+            return
+        owner = session.get(User, customer.owner_id)
+        rules = enabled_rules(session)
+        deadline = deadline_for(rules, customer, owner.team if owner else None)
+        if deadline is None or deadline.due_at > now:
+            # Followed up (or the rule changed) since the deadline was stored: just refresh it.
+            if not report.dry_run:
+                refresh_deadlines(session, [customer], now, rules)
+            return
+        rule = deadline.rule
+        possible, target, why = _target_for(session, rule, customer, owner)
+        item = {
+            "customerId": customer.id,
+            "customerName": customer.name,
+            "fromUserId": customer.owner_id,
+            "fromUserName": owner.name if owner else None,
+            "toUserId": target.id if target else None,
+            "toUserName": target.name if target else None,
+            "ruleId": rule.id,
+            "ruleName": rule.name,
+            "action": rule.action,
+            "dueAt": deadline.due_at.isoformat(),
+        }
+        if not possible:
+            report.failed += 1
+            report.failures.append({**item, "reason": why})
+            if not report.dry_run:
+                _postpone(session, customer.id, now)
+            return
+        if report.dry_run:
+            report.moved += 1
+            if len(report.items) < PREVIEW_LIMIT:
+                report.items.append(item)
+            return
+        reason = f"{rule.name}：超时未跟进，{ACTION_NAMES.get(rule.action, '自动流转')}"
+        result = change_owner(
+            ctx,
+            session,
+            actor=None,
+            moves=[Move(customer, target, expected_version=customer.version)],
+            via="auto_transfer",
+            reason=reason,
+            now=now,
+        )
+        if result.failed:
+            report.failed += 1
+            report.failures.append({**item, "reason": result.failed[0].message})
+            if result.failed[0].code != "version_conflict":
+                _postpone(session, customer.id, now)
+            return
+        if rule.action == "round_robin" and target is not None:
+            session.execute(update(TransferRule).where(TransferRule.id == rule.id).values(last_assignee_id=target.id))
+        report.moved += 1
+        if len(report.items) < PREVIEW_LIMIT:
+            report.items.append(item)
+
+
+def _postpone(session, customer_id: int, now: datetime) -> None:  # noqa: ANN001
+    session.execute(
+        update(Customer)
+        .where(Customer.id == customer_id)
+        .values(transfer_due_at=now + FAILED_RETRY)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _move_due(ctx: AppContext, report: RunReport, now: datetime, team: str | None, holder: str) -> None:
+    last_id = 0
+    while True:
+        with ctx.db.read() as session:
+            query = (
+                select(Customer.id)
+                .where(Customer.id > last_id, Customer.owner_id.is_not(None), Customer.transfer_due_at <= now)
+                .order_by(Customer.id)
+                .limit(CHUNK)
+            )
+            if team is not None:
+                query = query.join(User, User.id == Customer.owner_id).where(User.team == team)
+            ids = list(session.scalars(query))
+        if not ids:
+            return
+        last_id = ids[-1]
+        report.examined += len(ids)
+        if not acquire_lease(ctx, holder, ctx.clock.now()):  # renew; lost only if we stalled past the lease
+            raise TransferBusy()
+        for customer_id in ids:
+            try:
+                _move_one(ctx, report, customer_id, now)
+            except Exception as exc:  # noqa: BLE001 - one lead's failure must not stop the run
+                log.exception("自动流转线索 %s 失败", customer_id)
+                report.failed += 1
+                report.failures.append({"customerId": customer_id, "reason": f"内部错误：{type(exc).__name__}"})
+                if not report.dry_run:
+                    with ctx.db.write() as session:
+                        _postpone(session, customer_id, now)
+
+
+def run_transfer(ctx: AppContext, trigger: str, *, dry_run: bool = False, team: str | None = None) -> RunReport:
+    """Run once. Raises TransferBusy if another run (in any process) is in progress."""
+    now = ctx.clock.now()
+    holder = holder_id()
+    if not acquire_lease(ctx, holder, now):
+        raise TransferBusy()
+    report = RunReport(run_id=None, trigger=trigger, dry_run=dry_run, started_at=now)
+    try:
+        with ctx.db.write() as session:
+            run = TransferRun(trigger=trigger, dry_run=dry_run, started_at=now, details={"team": team})
+            session.add(run)
+            session.flush()
+            report.run_id = run.id
+        _warn(ctx, report, now, team)
+        _move_due(ctx, report, now, team, holder)
+    finally:
+        report.finished_at = ctx.clock.now()
+        try:
+            with ctx.db.write() as session:
+                session.execute(
+                    update(TransferRun)
+                    .where(TransferRun.id == report.run_id)
+                    .values(
+                        finished_at=report.finished_at,
+                        examined=report.examined,
+                        moved=report.moved,
+                        warned=report.warned,
+                        failed=report.failed,
+                        details={"team": team, "failures": report.failures[:100]},
+                    )
+                )
+        finally:
+            release_lease(ctx, holder)
+    log.info(
+        "自动流转（%s%s）：检查 %d，流转 %d，预警 %d，失败 %d",
+        trigger,
+        "，演练" if dry_run else "",
+        report.examined,
+        report.moved,
+        report.warned,
+        report.failed,
+    )
+    return report

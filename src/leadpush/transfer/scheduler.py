@@ -1,0 +1,99 @@
+"""The scheduler role: the hourly cron (`0 * * * *` in LEADPUSH_TIMEZONE) and exact per-lead deadlines.
+
+Cron times come from APScheduler's CronTrigger; the waiting is ours, against the injectable clock, so
+tests move time instead of sleeping to the hour. Between cron runs the scheduler sleeps until the
+earliest stored warning or deadline (re-reading it whenever a commit wakes it, and at least every
+`MAX_SLEEP` seconds for changes made by other processes without a wake-up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+
+from anyio import to_thread
+from apscheduler.triggers.cron import CronTrigger
+
+from leadpush.context import AppContext
+from leadpush.transfer.deadlines import earliest_pending
+from leadpush.transfer.engine import TransferBusy, run_transfer
+
+log = logging.getLogger(__name__)
+
+CRON = "0 * * * *"
+MAX_SLEEP = 30.0
+MIN_SLEEP = 0.05
+BUSY_BACKOFF = 2.0
+
+
+def cron_trigger(ctx: AppContext) -> CronTrigger:
+    return CronTrigger.from_crontab(CRON, timezone=ctx.settings.tz)
+
+
+def next_cron_after(trigger: CronTrigger, now: datetime) -> datetime:
+    fire = trigger.get_next_fire_time(None, now)
+    assert fire is not None
+    return fire
+
+
+class TransferScheduler:
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self.trigger = cron_trigger(ctx)
+        self._event = asyncio.Event()
+        self._stopping = False
+        self.runs: list[str] = []  # triggers of runs this scheduler started (for logs and tests)
+
+    def wake(self) -> None:
+        self._event.set()
+
+    def _earliest(self) -> datetime | None:
+        with self.ctx.db.read() as session:
+            return earliest_pending(session)
+
+    async def _run(self, trigger: str) -> bool:
+        try:
+            await to_thread.run_sync(lambda: run_transfer(self.ctx, trigger))
+        except TransferBusy:
+            log.info("另一个自动流转正在运行，跳过本次（%s）", trigger)
+            return False
+        except Exception:
+            log.exception("自动流转（%s）失败", trigger)
+            return False
+        self.runs.append(trigger)
+        return True
+
+    async def run(self) -> None:
+        next_cron = next_cron_after(self.trigger, self.ctx.clock.now())
+        while not self._stopping:
+            self._event.clear()
+            now = self.ctx.clock.now()
+            earlier = next_cron_after(self.trigger, now)
+            if earlier < next_cron:
+                next_cron = earlier  # the clock was set back: do not wait for a fire time that moved away
+            if now >= next_cron:
+                ran = await self._run("cron")
+                next_cron = next_cron_after(self.trigger, max(now, self.ctx.clock.now()))
+                if not ran:
+                    await asyncio.sleep(BUSY_BACKOFF)
+                continue
+            try:
+                earliest = await to_thread.run_sync(self._earliest)
+            except Exception:
+                log.exception("读取最近的流转截止时间失败")
+                earliest = None
+            if earliest is not None and now >= earliest:
+                if not await self._run("deadline"):
+                    await asyncio.sleep(BUSY_BACKOFF)
+                continue
+            target = min(next_cron, earliest) if earliest is not None else next_cron
+            delay = min(MAX_SLEEP, max(MIN_SLEEP, (target - now).total_seconds()))
+            try:
+                await asyncio.wait_for(self._event.wait(), timeout=delay)
+            except TimeoutError:
+                pass
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._event.set()

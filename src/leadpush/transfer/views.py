@@ -1,0 +1,195 @@
+"""HTTP routes for automatic transfer: rules, the manual trigger (with dry run), and run history."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlalchemy import func, select
+
+from leadpush.context import AppContext
+from leadpush.deps import Ctx, StaffUser
+from leadpush.errors import ApiError, forbidden, not_found
+from leadpush.schemas import Envelope
+from leadpush.transfer.deadlines import recompute_all
+from leadpush.transfer.engine import RunReport, TransferBusy, run_transfer
+from leadpush.transfer.models import TransferRule, TransferRun
+from leadpush.transfer.schemas import RuleCreate, RuleFields, RuleOut, RunBody, RunOut, RunPage
+from leadpush.users.models import User
+
+router = APIRouter(prefix="/api/auto-transfer", tags=["auto-transfer"])
+
+
+def rule_out(rule: TransferRule) -> RuleOut:
+    return RuleOut(
+        id=rule.id,
+        name=rule.name,
+        team=rule.team,
+        condition=rule.condition,
+        threshold_hours=rule.threshold_hours,
+        threshold_days=round(rule.threshold_hours / 24, 4),
+        exempt_statuses=list(rule.exempt_statuses or []),
+        action=rule.action,
+        target_user_id=rule.target_user_id,
+        warn_before_hours=rule.warn_before_hours,
+        enabled=rule.enabled,
+        created_at=rule.created_at,
+    )
+
+
+def check_rule_scope(user: User, team: str | None) -> None:
+    if user.role == "manager" and (user.team is None or team != user.team):
+        raise forbidden("经理只能管理本团队的流转规则（team 必须是本团队）")
+
+
+def check_rule(ctx: AppContext, session, rule: TransferRule) -> None:  # noqa: ANN001
+    if rule.action == "user":
+        target = session.get(User, rule.target_user_id) if rule.target_user_id else None
+        if target is None:
+            raise ApiError(422, "invalid_rule", "action 为 user 时需要有效的 targetUserId")
+    if rule.warn_before_hours and rule.warn_before_hours >= rule.threshold_hours:
+        raise ApiError(422, "invalid_rule", "提前预警时间必须小于流转时限")
+
+
+def after_rules_changed(ctx: AppContext) -> None:
+    recompute_all(ctx.db, ctx.clock.now())
+    ctx.signals.notifications_committed(set())  # wakes the scheduler to the new earliest deadline
+
+
+@router.get("/rules", response_model=Envelope[list[RuleOut]])
+def list_rules(ctx: Ctx, user: StaffUser) -> Envelope:
+    query = select(TransferRule).order_by(TransferRule.id)
+    if user.role == "manager":
+        query = query.where((TransferRule.team == user.team) | TransferRule.team.is_(None))
+    with ctx.db.read() as session:
+        return Envelope(data=[rule_out(r) for r in session.scalars(query)])
+
+
+@router.post("/rules", response_model=Envelope[RuleOut], status_code=201)
+def create_rule(body: RuleCreate, ctx: Ctx, user: StaffUser) -> Envelope:
+    check_rule_scope(user, body.team)
+    with ctx.db.write() as session:
+        rule = TransferRule(
+            name=body.name,
+            team=body.team,
+            condition=body.condition,
+            threshold_hours=body.hours(),
+            exempt_statuses=body.exempt_statuses if body.exempt_statuses is not None else ["won"],
+            action=body.action,
+            target_user_id=body.target_user_id,
+            warn_before_hours=body.warn_before_hours,
+            enabled=True if body.enabled is None else body.enabled,
+            created_at=ctx.clock.now(),
+        )
+        check_rule(ctx, session, rule)
+        session.add(rule)
+        session.flush()
+        out = rule_out(rule)
+    after_rules_changed(ctx)
+    return Envelope(message="流转规则已创建", data=out)
+
+
+def _load_rule(session, user: User, rule_id: int) -> TransferRule:  # noqa: ANN001
+    rule = session.get(TransferRule, rule_id) if 0 < rule_id < 2**31 else None
+    if rule is None or (user.role == "manager" and rule.team != user.team):
+        raise not_found("rule")
+    return rule
+
+
+@router.patch("/rules/{rule_id:int}", response_model=Envelope[RuleOut])
+def update_rule(rule_id: int, body: RuleFields, ctx: Ctx, user: StaffUser) -> Envelope:
+    changes = body.model_dump(exclude_unset=True)
+    with ctx.db.write() as session:
+        rule = _load_rule(session, user, rule_id)
+        if "team" in changes:
+            check_rule_scope(user, changes["team"])
+        hours = body.hours()
+        changes.pop("threshold_days", None)
+        changes.pop("threshold_hours", None)
+        for key, value in changes.items():
+            if value is None and key in ("name", "condition", "action", "enabled", "exempt_statuses"):
+                continue
+            setattr(rule, key, value)
+        if hours is not None:
+            rule.threshold_hours = hours
+        check_rule(ctx, session, rule)
+        session.flush()
+        out = rule_out(rule)
+    after_rules_changed(ctx)
+    return Envelope(message="流转规则已更新", data=out)
+
+
+@router.delete("/rules/{rule_id:int}", response_model=Envelope[RuleOut])
+def delete_rule(rule_id: int, ctx: Ctx, user: StaffUser) -> Envelope:
+    with ctx.db.write() as session:
+        rule = _load_rule(session, user, rule_id)
+        out = rule_out(rule)
+        session.delete(rule)
+    after_rules_changed(ctx)
+    return Envelope(message="流转规则已删除", data=out)
+
+
+def report_out(report: RunReport) -> RunOut:
+    return RunOut(
+        id=report.run_id,
+        trigger=report.trigger,
+        dry_run=report.dry_run,
+        started_at=report.started_at,
+        finished_at=report.finished_at,
+        examined=report.examined,
+        moved=report.moved,
+        warned=report.warned,
+        failed=report.failed,
+        items=report.items,
+        failures=report.failures,
+    )
+
+
+@router.post("/run", response_model=Envelope[RunOut])
+def run_now(ctx: Ctx, user: StaffUser, body: RunBody | None = None) -> Envelope:
+    """Run the automatic transfer now (a manager's run covers their team). `dryRun` moves nothing."""
+    dry_run = bool(body and body.dry_run)
+    team = user.team if user.role == "manager" else None
+    if user.role == "manager" and team is None:
+        raise forbidden("未分配团队的经理不能执行自动流转")
+    try:
+        report = run_transfer(ctx, "manual", dry_run=dry_run, team=team)
+    except TransferBusy as exc:
+        raise ApiError(409, "transfer_running", "自动流转正在运行中，请稍后再试") from exc
+    message = (
+        f"演练：将流转 {report.moved} 条，预警 {report.warned} 条，无法流转 {report.failed} 条"
+        if dry_run
+        else f"已流转 {report.moved} 条，预警 {report.warned} 条，失败 {report.failed} 条"
+    )
+    return Envelope(message=message, data=report_out(report))
+
+
+@router.get("/runs", response_model=Envelope[RunPage])
+def list_runs(
+    ctx: Ctx,
+    user: StaffUser,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    page_size: Annotated[int, Query(alias="pageSize", ge=1, le=200)] = 20,
+) -> Envelope:
+    """Run history, newest first: trigger, start, end, and examined / moved / warned / failed."""
+    with ctx.db.read() as session:
+        total = session.scalar(select(func.count()).select_from(TransferRun)) or 0
+        rows = session.scalars(
+            select(TransferRun).order_by(TransferRun.id.desc()).offset((page - 1) * page_size).limit(page_size)
+        ).all()
+        items = [
+            RunOut(
+                id=r.id,
+                trigger=r.trigger,
+                dry_run=r.dry_run,
+                started_at=r.started_at,
+                finished_at=r.finished_at,
+                examined=r.examined,
+                moved=r.moved,
+                warned=r.warned,
+                failed=r.failed,
+                failures=list((r.details or {}).get("failures", [])),
+            )
+            for r in rows
+        ]
+    return Envelope(data=RunPage(items=items, total=total, page=page, page_size=page_size))

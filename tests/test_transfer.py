@@ -1,0 +1,360 @@
+"""Automatic transfer (自动流转): rules, exact deadlines, warnings, the hourly cron, manual and dry runs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import func, select
+from support import Api, FakeClock
+
+from leadpush.assignment.models import Assignment
+from leadpush.clock import SystemClock
+from leadpush.transfer.engine import RunReport, TransferBusy, _move_one, run_transfer
+from leadpush.transfer.models import TransferRun
+from leadpush.transfer.scheduler import cron_trigger, next_cron_after
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+def wait_for(predicate, timeout: float = 5.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+def nudge(api: Api, **delta: float) -> None:
+    """Move the clock and wake the scheduler, as any commit would."""
+    if delta:
+        api.ctx.clock.advance(**delta)
+    api.ctx.signals.notifications_committed(set())
+
+
+def rule(api: Api, who, **body) -> dict:
+    payload = {
+        "name": "24小时未跟进退回公海",
+        "condition": "no_follow_up_after_assign",
+        "thresholdHours": 24,
+        "action": "public_pool",
+        **body,
+    }
+    if "thresholdDays" in body:
+        payload.pop("thresholdHours")
+    r = api.client(who).post("/api/auto-transfer/rules", json=payload)
+    assert r.status_code == 201, r.text
+    return r.json()["data"]
+
+
+def assigned_lead(api: Api, team, to, name: str = "张三") -> dict:
+    lead = api.lead(team.manager, name=name)
+    r = api.client(team.manager).patch(f"/api/customers/{lead['id']}/assign", json={"assignedTo": to.id})
+    assert r.status_code == 200, r.text
+    return r.json()["data"]
+
+
+def get_lead(api: Api, who, lead_id: int) -> dict:
+    return api.client(who).get(f"/api/customers/{lead_id}").json()["data"]
+
+
+def kinds(api: Api, who) -> list[str]:
+    return [n["type"] for n in api.client(who).get("/api/notifications").json()["data"]["items"]]
+
+
+def test_rules_are_managed_by_admins_and_team_managers_only(api, team):
+    rule(api, team.admin)
+    team_rule = rule(api, team.manager, team="A", name="A组48小时", thresholdDays=2)
+    assert team_rule["thresholdHours"] == 48 and team_rule["exemptStatuses"] == ["won"]
+    assert (
+        api.client(team.manager)
+        .post(
+            "/api/auto-transfer/rules",
+            json={"name": "x", "condition": "not_won_within", "thresholdDays": 7, "action": "public_pool", "team": "B"},
+        )
+        .status_code
+        == 403
+    )
+    assert (
+        api.client(team.manager)
+        .post(
+            "/api/auto-transfer/rules",
+            json={"name": "x", "condition": "not_won_within", "thresholdDays": 7, "action": "public_pool"},
+        )
+        .status_code
+        == 403
+    )
+    assert api.client(team.alice).get("/api/auto-transfer/rules").status_code == 403
+    assert api.client(team.alice).post("/api/auto-transfer/run").status_code == 403
+    bad = [
+        {"name": "x", "condition": "never", "thresholdHours": 1, "action": "public_pool"},
+        {"name": "x", "condition": "not_won_within", "thresholdHours": 1, "action": "user"},
+        {
+            "name": "x",
+            "condition": "not_won_within",
+            "thresholdHours": 1,
+            "action": "public_pool",
+            "warnBeforeHours": 2,
+        },
+        {"name": "x", "condition": "not_won_within", "thresholdHours": -1, "action": "public_pool"},
+        {"name": "x", "condition": "not_won_within", "action": "public_pool"},
+        {
+            "name": "x",
+            "condition": "not_won_within",
+            "thresholdHours": 1,
+            "action": "public_pool",
+            "exemptStatuses": ["sleeping"],
+        },
+    ]
+    for body in bad:
+        r = api.client(team.admin).post("/api/auto-transfer/rules", json=body)
+        assert r.status_code == 422, (body, r.text)
+        assert r.json()["success"] is False and r.json()["code"] in ("validation_error", "invalid_rule")
+    # Managers see global rules and their own team's; they edit only their team's.
+    listed = api.client(team.manager_b).get("/api/auto-transfer/rules").json()["data"]
+    assert [r["team"] for r in listed] == [None]
+    assert (
+        api.client(team.manager_b)
+        .patch(f"/api/auto-transfer/rules/{team_rule['id']}", json={"enabled": False})
+        .status_code
+        == 404
+    )
+    r = api.client(team.manager).patch(f"/api/auto-transfer/rules/{team_rule['id']}", json={"enabled": False})
+    assert r.status_code == 200 and r.json()["data"]["enabled"] is False
+    assert api.client(team.manager).delete(f"/api/auto-transfer/rules/{team_rule['id']}").status_code == 200
+
+
+def test_deadline_is_set_on_assignment_and_reset_by_follow_up(api, team):
+    rule(api, team.admin, condition="no_follow_up_since_last", thresholdHours=48)
+    lead = assigned_lead(api, team, team.alice)
+    assigned = datetime.fromisoformat(lead["assignedAt"])
+    assert datetime.fromisoformat(lead["transferDueAt"]) == assigned + timedelta(hours=48)
+    nudge(api, hours=10)
+    r = api.client(team.alice).post(f"/api/customers/{lead['id']}/follow-ups", json={"content": "电话沟通，有意向"})
+    assert r.status_code == 201
+    after = get_lead(api, team.alice, lead["id"])
+    assert datetime.fromisoformat(after["transferDueAt"]) == assigned + timedelta(hours=58)
+    # A won lead is exempt: no deadline at all.
+    api.client(team.alice).post(f"/api/customers/{lead['id']}/follow-ups", json={"content": "签约", "status": "won"})
+    assert get_lead(api, team.alice, lead["id"])["transferDueAt"] is None
+
+
+def test_a_lead_moves_within_seconds_of_its_deadline_and_both_owners_hear(api, team):
+    rule(api, team.admin, thresholdHours=2, action="user", targetUserId=team.bob.id, name="2小时未跟进转赵强")
+    lead = assigned_lead(api, team, team.alice)
+    nudge(api, hours=1, minutes=59)
+    time.sleep(0.3)
+    assert get_lead(api, team.admin, lead["id"])["ownerId"] == team.alice.id
+    nudge(api, minutes=1, seconds=1)
+    moved = wait_for(lambda: (c := get_lead(api, team.admin, lead["id"]))["ownerId"] == team.bob.id and c, 5)
+    assert moved["ownerId"] == team.bob.id
+    history = api.client(team.admin).get(f"/api/customers/{lead['id']}/assignments").json()["data"]
+    assert history[0]["via"] == "auto_transfer" and history[0]["actorId"] is None
+    assert "2小时未跟进转赵强" in history[0]["reason"]
+    bob_items = api.client(team.bob).get("/api/notifications").json()["data"]["items"]
+    assert [(n["type"], n["data"]["via"]) for n in bob_items] == [("customer_assigned", "auto_transfer")]
+    alice_items = api.client(team.alice).get("/api/notifications").json()["data"]["items"]
+    assert [n["type"] for n in alice_items] == ["customer_assigned", "customer_recycled"]
+    assert "超时未跟进" in alice_items[-1]["data"]["reason"]
+    runs = api.client(team.admin).get("/api/auto-transfer/runs").json()["data"]["items"]
+    assert any(r["trigger"] == "deadline" and r["moved"] == 1 for r in runs)
+
+
+def test_the_owner_is_warned_once_before_the_deadline(api, team):
+    rule(api, team.admin, thresholdHours=24, warnBeforeHours=2)
+    lead = assigned_lead(api, team, team.alice)
+    nudge(api, hours=21)
+    time.sleep(0.3)
+    assert kinds(api, team.alice) == ["customer_assigned"]
+    nudge(api, hours=1, minutes=30)
+    wait_for(lambda: kinds(api, team.alice) == ["customer_assigned", "transfer_warning"])
+    warning = api.client(team.alice).get("/api/notifications").json()["data"]["items"][-1]
+    assert warning["data"]["customerId"] == lead["id"] and "跟进" in warning["body"]
+    for _ in range(3):  # more runs, no second warning for the same deadline
+        r = api.client(team.admin).post("/api/auto-transfer/run", json={})
+        assert r.status_code == 200
+    nudge(api, minutes=10)
+    time.sleep(0.3)
+    assert kinds(api, team.alice) == ["customer_assigned", "transfer_warning"]
+    assert get_lead(api, team.alice, lead["id"])["ownerId"] == team.alice.id
+
+
+def test_round_robin_skips_the_owner_inactive_users_and_anyone_full(api, team):
+    dora = api.user("周丹", "sales", "A")
+    erin = api.user("吴敏", "sales", "A", capacity=0)
+    frank = api.user("郑飞", "sales", "A")
+    api.client(team.admin).patch(f"/api/users/{frank.id}", json={"active": False})
+    rule(api, team.admin, thresholdHours=1, action="round_robin", team="A")
+    leads = [assigned_lead(api, team, team.alice, name=f"客户{i}") for i in range(4)]
+    nudge(api, hours=2)
+    r = api.client(team.admin).post("/api/auto-transfer/run", json={})
+    assert r.status_code in (200, 409)
+    owners = [
+        wait_for(
+            lambda lid=lead["id"]: (
+                get_lead(api, team.admin, lid)["ownerId"] != team.alice.id and get_lead(api, team.admin, lid)["ownerId"]
+            )
+        )
+        for lead in leads
+    ]
+    assert set(owners) == {team.bob.id, dora.id}, owners  # never alice (owner), erin (full), frank (inactive)
+    assert owners.count(team.bob.id) == owners.count(dora.id) == 2  # taking turns
+    assert erin.id not in owners and frank.id not in owners
+
+
+def test_dry_run_lists_what_would_move_and_moves_nothing(api, team):
+    rule(api, team.admin, thresholdHours=1)
+    leads = [assigned_lead(api, team, team.alice, name=f"客户{i}") for i in range(3)]
+    api.ctx.clock.advance(hours=2)  # past the deadline, but the scheduler is not woken
+    r = api.client(team.admin).post("/api/auto-transfer/run", json={"dryRun": True})
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    assert data["dryRun"] is True and data["moved"] == 3
+    assert sorted(i["customerId"] for i in data["items"]) == sorted(lead["id"] for lead in leads)
+    assert all(i["toUserId"] is None and i["fromUserId"] == team.alice.id for i in data["items"])
+    assert all(get_lead(api, team.admin, lead["id"])["ownerId"] == team.alice.id for lead in leads)
+    assert kinds(api, team.alice) == ["customer_assigned"] * 3
+    with api.ctx.db.read() as s:
+        assert s.scalar(select(func.count()).select_from(Assignment).where(Assignment.via == "auto_transfer")) == 0
+
+
+def test_two_runners_at_once_move_each_lead_once(api, team):
+    rule(api, team.admin, thresholdHours=1)
+    leads = [assigned_lead(api, team, team.alice, name=f"客户{i}") for i in range(20)]
+    api.ctx.clock.advance(hours=2)
+    results: list[object] = []
+
+    def runner() -> None:
+        try:
+            results.append(run_transfer(api.ctx, "manual"))
+        except TransferBusy as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=runner) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # Even without the lease, each lead's move is conditional on its version: race _move_one directly.
+    lead_id = assigned_lead(api, team, team.bob, name="争抢")["id"]
+    api.ctx.clock.advance(hours=2)
+    reports = [RunReport(None, "manual", False, api.ctx.clock.now()) for _ in range(4)]
+    racers = [threading.Thread(target=_move_one, args=(api.ctx, r, lead_id, api.ctx.clock.now())) for r in reports]
+    for t in racers:
+        t.start()
+    for t in racers:
+        t.join()
+    assert sum(r.moved for r in reports) == 1
+    with api.ctx.db.read() as s:
+        moved = s.execute(
+            select(Assignment.customer_id, func.count())
+            .where(Assignment.via == "auto_transfer")
+            .group_by(Assignment.customer_id)
+        ).all()
+    assert sorted(cid for cid, _ in moved) == sorted([lead["id"] for lead in leads] + [lead_id])
+    assert all(count == 1 for _, count in moved)
+    assert kinds(api, team.alice).count("customer_recycled") == 20
+
+
+def test_manual_run_reports_and_history(api, team):
+    rule(api, team.admin, thresholdHours=1)
+    assigned_lead(api, team, team.alice)
+    api.ctx.clock.advance(hours=2)
+    r = api.client(team.manager).post("/api/auto-transfer/run")
+    assert r.status_code == 200 and r.json()["data"]["moved"] == 1
+    assert "已流转 1 条" in r.json()["message"]
+    runs = api.client(team.manager).get("/api/auto-transfer/runs").json()["data"]
+    manual = [run for run in runs["items"] if run["trigger"] == "manual"]
+    assert manual[0]["moved"] == 1 and manual[0]["finishedAt"] is not None
+
+
+def test_cron_fires_on_the_hour_in_shanghai(api, team):
+    trigger = cron_trigger(api.ctx)
+    fire = next_cron_after(trigger, datetime(2026, 11, 24, 10, 59, 30, tzinfo=SHANGHAI))
+    assert fire == datetime(2026, 11, 24, 11, 0, tzinfo=SHANGHAI)
+    assert next_cron_after(trigger, datetime(2026, 11, 24, 23, 0, 1, tzinfo=SHANGHAI)).hour == 0
+
+    tomorrow = datetime.now(SHANGHAI).date() + timedelta(days=1)
+    api.ctx.clock.set(datetime(tomorrow.year, tomorrow.month, tomorrow.day, 10, 59, 58, tzinfo=SHANGHAI))
+    nudge(api)
+    time.sleep(0.5)  # a catch-up run for the jump forward may happen here; it is not on 11:00
+    with api.ctx.db.read() as s:
+        before = s.scalar(select(func.count()).select_from(TransferRun).where(TransferRun.trigger == "cron"))
+    nudge(api, seconds=2)
+
+    def cron_at_eleven():
+        with api.ctx.db.read() as s:
+            runs = s.scalars(select(TransferRun).where(TransferRun.trigger == "cron").order_by(TransferRun.id)).all()
+        return runs if len(runs) > before else None
+
+    runs = wait_for(cron_at_eleven)
+    assert runs[-1].started_at.astimezone(SHANGHAI).strftime("%H:%M:%S") == "11:00:00"
+
+
+def test_pool_rules_refuse_with_a_reason(api, team, monkeypatch):
+    monkeypatch.setattr(api.ctx.settings, "claim_daily_limit", 2)
+    leads = [api.lead(team.manager, name=f"公海{i}") for i in range(3)]
+    alice = api.client(team.alice)
+    assert alice.post(f"/api/customers/{leads[0]['id']}/claim").status_code == 200
+    assert alice.post(f"/api/customers/{leads[1]['id']}/claim").status_code == 200
+    r = alice.post(f"/api/customers/{leads[2]['id']}/claim")
+    assert r.status_code == 409 and r.json()["code"] == "claim_limit_reached" and "上限" in r.json()["message"]
+    # Tomorrow (in Shanghai) the limit starts over.
+    api.ctx.clock.advance(days=1)
+    assert alice.post(f"/api/customers/{leads[2]['id']}/claim").status_code == 200
+    # Released leads cannot be grabbed back at once by the same person.
+    assert alice.post(f"/api/customers/{leads[0]['id']}/release", json={}).status_code == 200
+    r = alice.post(f"/api/customers/{leads[0]['id']}/claim")
+    assert r.status_code == 409 and r.json()["code"] == "reclaim_cooldown"
+    assert api.client(team.bob).post(f"/api/customers/{leads[0]['id']}/claim").status_code == 200
+
+
+def test_capacity_is_respected_by_assignment_claim_and_transfer(api, team):
+    full = api.user("满员", "sales", "A", capacity=1)
+    first = api.lead(team.manager, name="第一条")
+    second = api.lead(team.manager, name="第二条")
+    m = api.client(team.manager)
+    assert m.patch(f"/api/customers/{first['id']}/assign", json={"assignedTo": full.id}).status_code == 200
+    r = m.patch(f"/api/customers/{second['id']}/assign", json={"assignedTo": full.id})
+    assert r.status_code == 409 and r.json()["code"] == "at_capacity"
+    r = api.client(full).post(f"/api/customers/{second['id']}/claim")
+    assert r.status_code == 409 and r.json()["code"] == "at_capacity"
+    rule(api, team.admin, thresholdHours=1, action="user", targetUserId=full.id)
+    lead = assigned_lead(api, team, team.alice, name="第三条")
+    api.ctx.clock.advance(hours=2)
+    report = api.client(team.admin).post("/api/auto-transfer/run").json()["data"]
+    failure = next(f for f in report["failures"] if f["customerId"] == lead["id"])
+    assert "上限" in failure["reason"]
+    assert get_lead(api, team.admin, lead["id"])["ownerId"] == team.alice.id
+
+
+@pytest.fixture
+def realtime_api(stack):
+    ctx, server = stack
+    ctx.clock = SystemClock()
+    from support import wipe
+
+    wipe(ctx)
+    a = Api(url=server.url, ctx=ctx)
+    yield a
+    a.close()
+    ctx.clock = FakeClock()
+
+
+def test_real_clock_lead_moves_within_two_seconds_of_its_deadline(realtime_api):
+    api = realtime_api
+    admin = api.user("管理员", "admin", None)
+    manager = api.user("王经理", "manager", "A")
+    alice = api.user("李丽", "sales", "A")
+    rule(api, admin, thresholdHours=3 / 3600)  # three seconds
+    lead = api.lead(manager)
+    r = api.client(manager).patch(f"/api/customers/{lead['id']}/assign", json={"assignedTo": alice.id})
+    due = datetime.fromisoformat(r.json()["data"]["transferDueAt"])
+    wait_for(lambda: get_lead(api, admin, lead["id"])["inPool"], timeout=10, interval=0.02)
+    lag = (datetime.now(due.tzinfo) - due).total_seconds()
+    assert 0 <= lag < 2.0, lag
