@@ -18,12 +18,15 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
 
 import httpx
 import pytest
 import uvicorn
+from support import ServerThread, database_url, start_stack
 
+from leadpush.context import AppContext
 from leadpush.fakewechat.server import FakeWeChatState, create_app
 
 
@@ -161,3 +164,20 @@ def wait_until(predicate: object, timeout: float = 10.0, interval: float = 0.02)
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(interval)
+
+
+@contextmanager
+def leadpush_against(
+    fake: FakeWeChatServer, kind: str, tmp_dir: str, **overrides: object
+) -> Iterator[tuple[AppContext, ServerThread]]:
+    """A running leadpush (api + worker + scheduler) on `kind` (sqlite | postgres) whose WeChat and
+    WeCom channels talk to `fake`."""
+    gen = database_url(kind, tmp_dir)
+    url = next(gen)
+    ctx, server = start_stack(url, **channel_settings(fake.url, **overrides))
+    try:
+        yield ctx, server
+    finally:
+        server.stop()
+        ctx.db.dispose()
+        gen.close()

@@ -55,30 +55,57 @@ def cut_bytes(text: str, limit: int) -> str:
 # --------------------------------------------------------------------------------------
 
 
-def take_slot(db: Database, member: str, now: datetime, per_minute: int, per_hour: int) -> float:
-    """Record a send to `member` now if the window allows it: 0.0, else seconds until a slot frees."""
+@dataclass(frozen=True)
+class Slot:
+    """The pacer's answer: send now (wait 0), or wait; a deferred `leader` will fold the others."""
+
+    wait: float
+    leader: bool = False
+
+
+FOLLOWER_MARGIN = 30.0  # followers come back this long after their leader, which should have folded them
+
+
+def take_slot(db: Database, member: str, now: datetime, per_minute: int, per_hour: int) -> Slot:
+    """Record a send to `member` now if the window allows it; otherwise say how long to wait.
+
+    Of the deliveries deferred in one window, exactly one is the leader (elected in this same locked
+    row): it comes back first, gets a slot and folds the rest, which are scheduled later as followers.
+    """
     key = f"wecom-pace:{member.lower()}"
     t = now.timestamp()
     for _ in range(5):
         try:
             with db.write() as session:
                 row = session.get(KeyValue, key, with_for_update=db.is_postgres)
-                stamps = sorted(x for x in (json.loads(row.value) if row else []) if x > t - 3600)
+                state = json.loads(row.value) if row else {}
+                stamps = sorted(x for x in state.get("stamps", []) if x > t - 3600)
+                leader_until = state.get("leaderUntil")
                 minute = [x for x in stamps if x > t - 60]
+                wait = 0.0
                 if len(minute) >= per_minute:
-                    return max(0.5, minute[len(minute) - per_minute] + 60 - t)
-                if len(stamps) >= per_hour:
-                    return max(0.5, stamps[len(stamps) - per_hour] + 3600 - t)
-                stamps.append(t)
-                value, until = json.dumps(stamps), now + timedelta(hours=1, minutes=5)
+                    wait = max(0.5, minute[len(minute) - per_minute] + 60 - t)
+                elif len(stamps) >= per_hour:
+                    wait = max(0.5, stamps[len(stamps) - per_hour] + 3600 - t)
+                if wait:
+                    if leader_until is None or leader_until < t:
+                        slot = Slot(wait, leader=True)
+                        leader_until = t + wait + FOLLOWER_MARGIN
+                    else:
+                        slot = Slot(leader_until - t + FOLLOWER_MARGIN / 2)
+                else:
+                    slot, leader_until = Slot(0.0), None  # whoever sends now folds everything deferred
+                    stamps.append(t)
+                value = json.dumps({"stamps": stamps, "leaderUntil": leader_until})
+                until = now + timedelta(hours=1, minutes=5)
                 if row is None:
                     session.add(KeyValue(key=key, value=value, expires_at=until))
                 else:
                     row.value, row.expires_at = value, until
-                return 0.0
+                return slot
         except IntegrityError:
             continue  # two first sends raced to create the row; read theirs
-    return 1.0
+    return Slot(1.0)
 
 
 @dataclass(frozen=True)
@@ -241,12 +268,12 @@ class WecomChannel:
         if not member:
             return SendResult.skipped("用户未绑定企业微信账号")
         s, db = self.ctx.settings, self.ctx.db
-        wait = await to_thread.run_sync(
+        slot = await to_thread.run_sync(
             take_slot, db, member, self.ctx.clock.now(), s.wecom_per_minute, s.wecom_per_hour
         )
-        if wait > 0:
+        if slot.wait > 0:
             return SendResult.retry(
-                f"{PACE_DEFERRED}：每人每分钟最多 {s.wecom_per_minute} 条，稍后合并发送", retry_after=wait
+                f"{PACE_DEFERRED}：每人每分钟最多 {s.wecom_per_minute} 条，稍后合并发送", retry_after=slot.wait
             )
         folded = await to_thread.run_sync(claim_deferred, db, job, self.ctx.clock.now(), s.delivery_lease_seconds)
         body = self.message_body(job, folded)
