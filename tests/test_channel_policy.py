@@ -88,3 +88,51 @@ def test_webhook_follows_the_policy_when_configured() -> None:
 def test_a_bad_policy_stops_the_service_from_starting(raw: str) -> None:
     with pytest.raises(ValidationError, match="LEADPUSH_CHANNEL_POLICY"):
         Settings(channel_policy=raw)
+
+
+def test_the_fallback_is_not_mistaken_for_a_duplicate_while_its_trigger_is_still_recorded(tmp_path) -> None:
+    """WeCom's row exists before WeChat's outcome is written (`sending`): WeCom must still send."""
+    from datetime import UTC, datetime, timedelta
+
+    from support import FakeClock
+
+    from leadpush.context import AppContext
+    from leadpush.migrate import upgrade
+    from leadpush.notify.channels.base import DeliveryJob, Recipient
+    from leadpush.notify.models import Delivery, Notification
+    from leadpush.notify.policy import sent_alternative
+    from leadpush.users.service import create_user
+
+    url = f"sqlite:///{tmp_path}/p.db"
+    upgrade(url)
+    ctx = AppContext.from_settings(Settings(database_url=url, **BOTH), clock=FakeClock())
+    now = datetime.now(UTC)
+    with ctx.db.write() as session:
+        user, _ = create_user(session, name="李丽", role="sales", team="A", wechat_openid="o", wecom_userid="u")
+        note = Notification(
+            recipient_id=user.id, kind="customer_assigned", title="t", body="", payload={}, dedupe_key="k"
+        )
+        session.add(note)
+        session.flush()
+        rows = {
+            c: Delivery(notification_id=note.id, recipient_id=user.id, channel=c, status=st)
+            for c, st in (("wechat", "sending"), ("wecom", "pending"))
+        }
+        session.add_all(rows.values())
+        session.flush()
+        ids = {c: d.id for c, d in rows.items()}
+        note_id, user_id = note.id, user.id
+
+    def job(channel: str) -> DeliveryJob:
+        return DeliveryJob(
+            ids[channel], channel, 1, now + timedelta(seconds=60), note_id, None, "customer_assigned", "t", "", {},
+            now, Recipient(user_id, "李丽", "o", "u"),
+        )  # fmt: skip
+
+    chain = ("wechat", "wecom")
+    assert sent_alternative(ctx, job("wecom"), chain) is None
+    assert sent_alternative(ctx, job("wechat"), chain) == "wecom"  # an admin retry of WeChat now: no
+    with ctx.db.write() as session:
+        session.get(Delivery, ids["wecom"]).status = "dead"
+    assert sent_alternative(ctx, job("wechat"), chain) is None
+    ctx.db.dispose()

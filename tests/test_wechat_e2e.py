@@ -211,6 +211,15 @@ def test_without_credit_wechat_is_skipped_and_wecom_takes_over(world: World) -> 
     assert items["wecom"]["policy"].startswith("微信小程序未送达")
     assert items["inapp"]["policy"] == "站内通知始终发送"
 
+    # An admin retrying the skipped WeChat delivery (now that there is a credit) must not send both.
+    w.give_credits(w.alice, 1)
+    r = w.api.client(w.admin).post(f"/api/deliveries/{items['wechat']['id']}/retry")
+    assert r.status_code == 200, r.text
+    wait_until(lambda: next(d for d in w.deliveries() if d.id == items["wechat"]["id"]).status == "skipped")
+    retried = next(d for d in w.settled() if d.id == items["wechat"]["id"])
+    assert "已改由企业微信发送" in (retried.last_error or "")
+    assert len(w.fake.state.get_messages("subscribe")) == 1
+
 
 def test_43101_falls_back_to_wecom_and_zeroes_credits(world: World) -> None:
     w = world

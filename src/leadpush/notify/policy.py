@@ -212,20 +212,26 @@ def create_fallback(ctx: AppContext, job: DeliveryJob, chain: Chain, why: str, n
 
 
 def sent_alternative(ctx: AppContext, job: DeliveryJob, chain: Chain) -> str | None:
-    """Another channel of the same chain already reached the user for this notification (e.g. an
-    admin retried a dead WeChat delivery after WeCom had taken over): then this one must not send."""
-    others = [c for c in chain if c != job.channel]
-    if not others:
+    """Another channel of the same chain already reached (or is about to reach) the user for this
+    notification — e.g. an admin retried a dead WeChat delivery after WeCom had taken over. Then this
+    one must not send. An earlier channel counts only once sent: while it is still `sending` it is
+    the very delivery whose failure created this one."""
+    position = chain.index(job.channel) if job.channel in chain else 0
+    earlier, later = chain[:position], chain[position + 1 :]
+    if not earlier and not later:
         return None
     with ctx.db.read() as session:
-        return session.scalar(
-            select(Delivery.channel).where(
+        rows = session.execute(
+            select(Delivery.channel, Delivery.status).where(
                 Delivery.notification_id == job.notification_id,
-                Delivery.channel.in_(others),
-                Delivery.status.in_(("sent", "sending", "pending", "failed")),
+                Delivery.channel.in_(earlier + later),
                 Delivery.id != job.delivery_id,
             )
-        )
+        ).all()
+    for channel, status in rows:
+        if status == "sent" or (channel in later and status in ("pending", "sending", "failed")):
+            return channel
+    return None
 
 
 class FallbackChannel:
