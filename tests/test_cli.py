@@ -1,0 +1,123 @@
+"""The `leadpush` command as a new user meets it: create people, start the service, use their tokens."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from support import free_port
+from test_assignment import CJK
+
+LEADPUSH = str(Path(sys.executable).with_name("leadpush"))
+
+
+def clean_env(db_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADPUSH_")}
+    env["LEADPUSH_DATABASE_URL"] = db_url
+    return env
+
+
+def leadpush(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([LEADPUSH, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def create_user(env: dict[str, str], cwd: Path, *args: str) -> dict[str, Any]:
+    done = leadpush(env, "user", "create", *args, "--json", cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    return clean_env(f"sqlite:///{tmp_path}/leadpush.db"), tmp_path
+
+
+@pytest.fixture
+def served(home) -> Iterator[str]:
+    """`leadpush serve --port P` as its own process (the README's first command), on the same SQLite file."""
+    env, cwd = home
+    port = free_port()
+    log = open(cwd / "serve.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([LEADPUSH, "serve", "--port", str(port)], env=env, cwd=cwd, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, (cwd / "serve.log").read_text()
+            try:
+                if httpx.get(f"{url}/api/me", timeout=2).status_code == 401:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "leadpush serve did not answer:\n" + (cwd / "serve.log").read_text()
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+        log.close()
+
+
+def test_user_create_refuses_a_bad_role_or_a_taken_openid_in_chinese(home):
+    env, cwd = home
+    done = leadpush(env, "user", "create", "--name", "某人", "--role", "boss", "--json", cwd=cwd)
+    assert done.returncode != 0 and done.stdout == ""
+    assert CJK.search(done.stderr) and "角色" in done.stderr
+    assert "Traceback" not in done.stderr
+    create_user(env, cwd, "--name", "李丽", "--role", "sales", "--wechat-openid", "o-li")
+    done = leadpush(env, "user", "create", "--name", "冒名", "--role", "sales", "--wechat-openid", "o-li", cwd=cwd)
+    assert done.returncode != 0 and CJK.search(done.stderr) and "Traceback" not in done.stderr
+
+
+def test_tokens_from_the_cli_work_against_leadpush_serve_through_all_four_endpoints(home, served):
+    env, cwd = home
+    manager = create_user(env, cwd, "--name", "王经理", "--role", "manager", "--team", "A")
+    sales = create_user(
+        env, cwd, "--name", "李丽", "--role", "sales", "--team", "A", "--wechat-openid", "o-li", "--wecom-userid", "li"
+    )
+    assert isinstance(manager["id"], int) and isinstance(manager["token"], str) and manager["token"]
+    assert sales["id"] != manager["id"] and sales["token"] != manager["token"]
+
+    def as_(who: dict[str, Any]) -> httpx.Client:
+        return httpx.Client(base_url=served, headers={"Authorization": f"Bearer {who['token']}"}, timeout=30)
+
+    with as_(manager) as m, as_(sales) as s:
+        assert m.get("/api/me").json()["data"]["name"] == "王经理"
+        leads = [
+            m.post("/api/customers", json={"name": f"客户{i}", "phone": f"1380013800{i}", "source": "抖音"}).json()[
+                "data"
+            ]["id"]
+            for i in range(5)
+        ]
+        to = {"assignedTo": sales["id"]}
+        answers = [
+            m.patch(f"/api/customers/{leads[0]}/assign", json=to),
+            m.patch(f"/api/customers/miniprogram/{leads[1]}/assign", json=to),
+            m.post("/api/customers/batch-assign", json={"customerIds": leads[2:4], **to}),
+            m.post("/api/customers/public-pool/assign", json={"customerIds": [leads[4]], **to}),
+        ]
+        for r in answers:
+            assert r.status_code == 200 and r.json()["success"] is True, r.text
+        assert answers[0].json()["data"]["notificationData"]["openid"] == "o-li"
+        assert len(answers[2].json()["data"]["notificationData"]) == 1
+
+        mine = s.get("/api/customers", params={"owner": "me"}).json()["data"]
+        assert sorted(c["id"] for c in mine["items"]) == sorted(leads)
+        polled = s.get("/api/notifications", params={"after": 0}).json()["data"]["items"]
+        assert sorted(n["type"] for n in polled) == sorted(["customer_assigned"] * 3 + ["customers_assigned"])
+        # A person created while the service runs can sign in at once.
+        late = create_user(env, cwd, "--name", "赵强", "--role", "sales", "--team", "A")
+        with as_(late) as b:
+            assert b.get("/api/me").json()["data"]["id"] == late["id"]
