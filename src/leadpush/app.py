@@ -136,12 +136,21 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
     from leadpush.users.views import router as users_router
     from leadpush.wechat.views import router as wechat_router
 
-    app.include_router(users_router)
-    app.include_router(leads_router)
-    app.include_router(assignment_router)
-    app.include_router(notify_router)
+    from leadpush.schemas import ErrorEnvelope
+
+    errors: dict[int | str, dict[str, Any]] = {
+        status: {"model": ErrorEnvelope, "description": message}
+        for status, (_code, message) in HTTP_CODES.items()
+        if status not in (405, 415)
+    }
+    errors[409] = {"model": ErrorEnvelope, "description": "冲突（版本冲突、已被领取、达到上限等）"}
+    errors[422] = {"model": ErrorEnvelope, "description": "参数错误"}
+    app.include_router(users_router, responses=errors)
+    app.include_router(leads_router, responses=errors)
+    app.include_router(assignment_router, responses=errors)
+    app.include_router(notify_router, responses=errors)
     app.include_router(ws_router)
     app.include_router(ops_router)
-    app.include_router(transfer_router)
-    app.include_router(wechat_router)
+    app.include_router(transfer_router, responses=errors)
+    app.include_router(wechat_router, responses=errors)
     return app
