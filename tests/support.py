@@ -24,6 +24,7 @@ from leadpush.config import Settings
 from leadpush.context import AppContext
 from leadpush.migrate import upgrade
 from leadpush.models import Base
+from leadpush.ratelimit import RateLimiter
 from leadpush.users.service import create_user
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -88,6 +89,7 @@ def database_url(kind: str, tmp_dir: str) -> Iterator[str]:
 
 def wipe(ctx: AppContext) -> None:
     """Empty every table between tests (the schema stays, built once by the real migrations)."""
+    ctx.limiter = RateLimiter(ctx.settings.redis_url, ctx.settings.redis_prefix)
     tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
     with ctx.db.engine.begin() as conn:
         if ctx.db.is_postgres:
@@ -121,10 +123,10 @@ class FakeClock:
 class ServerThread:
     """A real uvicorn server on a loopback port, in a background thread."""
 
-    def __init__(self, app: Any, port: int | None = None) -> None:
+    def __init__(self, app: Any, port: int | None = None, log_level: str = "warning") -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", ws_ping_interval=None)
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level=log_level, ws_ping_interval=None)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -183,13 +185,19 @@ class Api:
 
 
 def make_settings(url: str, **overrides: Any) -> Settings:
+    # Tests knock with bad tokens on purpose, many times a minute; the limit has its own test.
+    overrides.setdefault("auth_failures_per_minute", 100_000)
     return Settings(database_url=url, **overrides)
 
 
 def start_stack(
-    url: str, roles: frozenset[str] = frozenset({"api", "worker", "scheduler"}), clock: Any = None, **overrides: Any
+    url: str,
+    roles: frozenset[str] = frozenset({"api", "worker", "scheduler"}),
+    clock: Any = None,
+    server_log_level: str = "warning",
+    **overrides: Any,
 ):
     upgrade(url)
     ctx = AppContext.from_settings(make_settings(url, **overrides), clock=clock or FakeClock())
-    server = ServerThread(create_app(ctx, roles=roles)).start()
+    server = ServerThread(create_app(ctx, roles=roles), log_level=server_log_level).start()
     return ctx, server

@@ -16,6 +16,7 @@ from leadpush import __version__
 from leadpush.config import Settings
 from leadpush.context import AppContext
 from leadpush.errors import ApiError
+from leadpush.logredact import install_log_redaction
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +36,62 @@ def error_response(status: int, code: str, message: str, data: Any = None) -> JS
     return JSONResponse(status_code=status, content={"success": False, "message": message, "code": code, "data": data})
 
 
+# Pydantic's messages are English; the people reading these errors read Chinese.
+VALIDATION_MESSAGES = {
+    "missing": "为必填项",
+    "int_parsing": "必须是整数",
+    "int_type": "必须是整数",
+    "float_parsing": "必须是数字",
+    "float_type": "必须是数字",
+    "bool_parsing": "必须是 true 或 false",
+    "bool_type": "必须是 true 或 false",
+    "string_type": "必须是字符串",
+    "list_type": "必须是数组",
+    "dict_type": "必须是 JSON 对象",
+    "model_attributes_type": "必须是 JSON 对象（请使用 Content-Type: application/json）",
+    "extra_forbidden": "是不支持的字段",
+    "greater_than": "数值太小",
+    "greater_than_equal": "数值太小",
+    "less_than": "数值太大",
+    "less_than_equal": "数值太大",
+    "too_short": "太短",
+    "too_long": "太长",
+    "string_too_short": "不能为空",
+    "string_too_long": "太长",
+    "literal_error": "取值不在允许范围内",
+    "enum": "取值不在允许范围内",
+    "uuid_parsing": "格式不正确",
+}
+
+
+def _message(error: dict[str, Any]) -> str:
+    kind = str(error.get("type", ""))
+    if kind == "value_error":
+        return str(error.get("msg", "")).removeprefix("Value error, ")
+    return VALIDATION_MESSAGES.get(kind, "格式不正确")
+
+
+def _is_branch_tag(part: Any) -> bool:
+    """Union members appear in error locations as type names (`CustomerCreate`, `list[CustomerCreate]`)."""
+    return isinstance(part, str) and (part[:1].isupper() or "[" in part)
+
+
 def _field_path(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header") and not _is_branch_tag(p)]
     return ".".join(parts) or "body"
+
+
+def _relevant(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For a body that may be an object or a list, drop the complaints of the branch that was not sent."""
+    kept = [
+        e
+        for e in errors
+        if not (
+            e.get("type") in ("list_type", "model_attributes_type", "dict_type")
+            and any(_is_branch_tag(p) for p in e.get("loc", ()))
+        )
+    ]
+    return kept or errors
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -50,13 +104,7 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
             return error_response(400, "invalid_json", "请求体不是合法的 JSON")
-        details = [
-            {
-                "field": _field_path(tuple(e.get("loc", ()))),
-                "message": str(e.get("msg", "")).removeprefix("Value error, "),
-            }
-            for e in errors
-        ]
+        details = [{"field": _field_path(tuple(e.get("loc", ()))), "message": _message(e)} for e in _relevant(errors)]
         first = details[0] if details else {"field": "body", "message": "参数错误"}
         return error_response(422, "validation_error", f"参数错误：{first['field']} {first['message']}", details)
 
@@ -88,22 +136,42 @@ class BodySizeLimit:
                 scope, receive, send
             )
             return
+        if length is not None:
+            await self.app(scope, receive, send)
+            return
+        # No Content-Length (chunked): read up to the limit first, then hand the body on.
+        chunks: list[bytes] = []
         seen = 0
-
-        async def limited_receive() -> dict[str, Any]:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise ApiError(413, "payload_too_large", f"请求体不能超过 {self.max_bytes} 字节")
-            return message
+            if message["type"] != "http.request":
+                await self.app(scope, receive, send)
+                return
+            body = message.get("body", b"")
+            seen += len(body)
+            if seen > self.max_bytes:
+                await error_response(413, "payload_too_large", f"请求体不能超过 {self.max_bytes} 字节")(
+                    scope, receive, send
+                )
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        replayed = False
 
-        await self.app(scope, limited_receive, send)
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozenset({"api"})) -> FastAPI:
     ctx = ctx or AppContext.from_settings(Settings())
+    install_log_redaction()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -132,11 +200,11 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
     from leadpush.notify.views import router as notify_router
     from leadpush.notify.ws import router as ws_router
     from leadpush.ops import router as ops_router
+    from leadpush.schemas import ErrorEnvelope
     from leadpush.transfer.views import router as transfer_router
     from leadpush.users.views import router as users_router
+    from leadpush.web.views import router as web_router
     from leadpush.wechat.views import router as wechat_router
-
-    from leadpush.schemas import ErrorEnvelope
 
     errors: dict[int | str, dict[str, Any]] = {
         status: {"model": ErrorEnvelope, "description": message}
@@ -153,4 +221,5 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
     app.include_router(ops_router)
     app.include_router(transfer_router, responses=errors)
     app.include_router(wechat_router, responses=errors)
+    app.include_router(web_router)
     return app

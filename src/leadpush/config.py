@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     claim_daily_limit: int = Field(default=50, ge=0)
     reclaim_cooldown_hours: float = Field(default=24.0, ge=0)
 
+    # Rate limits (per minute; 0 = off): failed sign-ins per client address, token issues and
+    # WeChat logins per user.
+    auth_failures_per_minute: int = Field(default=20, ge=0)
+    token_issues_per_minute: int = Field(default=10, ge=0)
+
     # Limits.
     max_batch: int = 1000
     max_body_bytes: int = 2_000_000

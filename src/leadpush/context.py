@@ -8,6 +8,7 @@ from leadpush.clock import Clock, SystemClock
 from leadpush.config import Settings
 from leadpush.db import Database
 from leadpush.notify.signals import Signals
+from leadpush.ratelimit import RateLimiter
 
 
 @dataclass
@@ -16,7 +17,13 @@ class AppContext:
     db: Database
     clock: Clock = field(default_factory=SystemClock)
     signals: Signals = field(default_factory=Signals)
+    limiter: RateLimiter = field(default_factory=RateLimiter)
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock | None = None) -> AppContext:
-        return cls(settings=settings, db=Database(settings.database_url), clock=clock or SystemClock())
+        return cls(
+            settings=settings,
+            db=Database(settings.database_url),
+            clock=clock or SystemClock(),
+            limiter=RateLimiter(settings.redis_url, settings.redis_prefix),
+        )

@@ -32,13 +32,13 @@ def build_channels(ctx: AppContext, bus: Bus) -> dict[str, Channel]:
     from leadpush.notify.channels.wechat import WechatChannel
     from leadpush.notify.channels.wecom import WecomChannel
     from leadpush.notify.policy import FallbackChannel
-    from leadpush.notify.tokens import TokenCache, install_log_redaction, make_store, wechat_fetcher, wecom_fetcher
+    from leadpush.notify.tokens import TokenCache, make_store, wechat_fetcher, wecom_fetcher
 
     s = ctx.settings
     channels: dict[str, Channel] = {"inapp": InAppChannel(bus)}
     if s.webhook_enabled and s.webhook_url:
         channels["webhook"] = WebhookChannel(s.webhook_url, s.webhook_secret, s.send_timeout)
-    install_log_redaction()
+
     if s.wechat_enabled and s.wechat_appid and s.wechat_secret:
         client = httpx.AsyncClient(timeout=s.send_timeout)
         base = s.wechat_api_base.rstrip("/")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field
 
@@ -28,7 +28,9 @@ class NotificationPage(CamelModel):
 
 
 class MarkReadBody(RequestModel):
-    ids: list[int] | None = Field(default=None, max_length=1000, description="不传则全部标为已读")
+    ids: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] | None = Field(
+        default=None, max_length=1000, description="不传则全部标为已读"
+    )
 
 
 class UnreadOut(CamelModel):

@@ -42,31 +42,7 @@ LOCK_WAIT = 10.0  # after this long waiting for another fetcher, fetch anyway
 # Keeping secrets out of logs
 # --------------------------------------------------------------------------------------
 
-_SECRET_PARAMS = re.compile(r"((?:access_token|secret|corpsecret|js_code|key)=)[^&\s\"']+", re.IGNORECASE)
-
-
-def redact(text: str) -> str:
-    return _SECRET_PARAMS.sub(r"\1***", text)
-
-
-class RedactSecrets(logging.Filter):
-    """Scrubs tokens and secrets from log lines (httpx logs every request URL at INFO)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
-            args = record.args if isinstance(record.args, tuple) else (record.args,)
-            record.args = tuple(redact(str(a)) if isinstance(a, str | httpx.URL) else a for a in args)
-        if isinstance(record.msg, str):
-            record.msg = redact(record.msg)
-        return True
-
-
-def install_log_redaction() -> None:
-    for name in ("httpx", "httpcore"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, RedactSecrets) for f in logger.filters):
-            logger.addFilter(RedactSecrets())
-
+from leadpush.logredact import RedactSecrets, install_log_redaction, redact  # noqa: E402,F401
 
 # --------------------------------------------------------------------------------------
 # Calling the platform

@@ -19,6 +19,7 @@ from leadpush.notify.models import CHANNELS, STATUSES, Delivery, Notification
 from leadpush.notify.schemas import DeliveryOut, DeliveryPage, MarkReadBody, NotificationPage, UnreadOut
 from leadpush.schemas import Envelope
 from leadpush.users.models import User
+from leadpush.users.service import MAX_ID, is_db_id
 
 router = APIRouter(tags=["notifications"])
 
@@ -30,7 +31,7 @@ async def poll(
     request: Request,
     ctx: Ctx,
     user: CurrentUser,
-    after: Annotated[int, Query(ge=0, description="只返回 id 大于此值的通知")] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_ID, description="只返回 id 大于此值的通知")] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT, description="没有新通知时最多等待的秒数（长轮询）")] = 0,
 ) -> Envelope:
@@ -92,8 +93,8 @@ def list_deliveries(
     user: StaffUser,
     status: Annotated[str | None, Query(description=" / ".join(STATUSES))] = None,
     channel: Annotated[str | None, Query(description=" / ".join(CHANNELS))] = None,
-    user_id: Annotated[int | None, Query(alias="userId", ge=1)] = None,
-    notification_id: Annotated[int | None, Query(alias="notificationId", ge=1)] = None,
+    user_id: Annotated[int | None, Query(alias="userId", ge=1, le=MAX_ID)] = None,
+    notification_id: Annotated[int | None, Query(alias="notificationId", ge=1, le=MAX_ID)] = None,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     page_size: Annotated[int, Query(alias="pageSize", ge=1, le=200)] = 50,
 ) -> Envelope:
@@ -129,7 +130,7 @@ def retry_delivery(delivery_id: int, ctx: Ctx, admin: AdminUser) -> Envelope:
     """Send a dead (or failed) delivery again, with a fresh set of attempts."""
     now = ctx.clock.now()
     with ctx.db.write() as session:
-        delivery = session.get(Delivery, delivery_id)
+        delivery = session.get(Delivery, delivery_id) if is_db_id(delivery_id) else None
         if delivery is None:
             raise not_found("delivery")
         if delivery.status not in ("dead", "failed", "skipped"):

@@ -21,10 +21,11 @@ from anyio import to_thread
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from leadpush.context import AppContext
+from leadpush.deps import authenticate_or_refuse
+from leadpush.errors import ApiError
 from leadpush.notify import service
 from leadpush.notify.hub import Hub
 from leadpush.notify.ledger import unread_count
-from leadpush.users.service import authenticate
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -93,7 +94,11 @@ class WsConnection:
         self.synced.set()
 
     async def mark(self, ids: Any, read: bool) -> None:
-        if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids) or len(ids) > 1000:
+        if (
+            not isinstance(ids, list)
+            or len(ids) > 1000
+            or not all(isinstance(i, int) and not isinstance(i, bool) and 0 < i < 2**31 for i in ids)
+        ):
             await self.send({"type": "error", "code": "invalid_ids", "message": "ids 必须是整数列表（最多 1000 个）"})
             return
 
@@ -106,11 +111,12 @@ class WsConnection:
             await self.send_unread()
 
 
-def _authenticate(ctx: AppContext, token: str) -> tuple[int, int] | None:
+def _authenticate(ctx: AppContext, token: str, address: str) -> tuple[int, int] | None:
+    try:
+        user = authenticate_or_refuse(ctx, token, address)
+    except ApiError:
+        return None
     with ctx.db.read() as session:
-        user = authenticate(session, token)
-        if user is None:
-            return None
         return user.id, service.latest_id(session, user.id)
 
 
@@ -119,7 +125,8 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     ctx: AppContext = ws.app.state.ctx
     hub: Hub = ws.app.state.runtime.hub
     token = ws.query_params.get("token", "")
-    found = await to_thread.run_sync(_authenticate, ctx, token) if token else None
+    address = ws.client.host if ws.client else "unknown"
+    found = await to_thread.run_sync(_authenticate, ctx, token, address) if token else None
     await ws.accept()
     if found is None:
         await ws.close(code=1008, reason="invalid token")
@@ -164,7 +171,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
 
 
 def _as_int(value: Any, default: int) -> int:
-    return value if isinstance(value, int) and value >= 0 else default
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31 else default
 
 
 async def _receive(ws: WebSocket, timeout: float | None) -> dict[str, Any] | None:

@@ -71,6 +71,7 @@ def update_user(user_id: int, body: UserUpdate, ctx: Ctx, admin: AdminUser) -> E
 @router.post("/users/{user_id:int}/tokens", response_model=Envelope[UserWithToken], status_code=201)
 def new_token(user_id: int, ctx: Ctx, admin: AdminUser) -> Envelope:
     """Issue another API token for a user (shown once)."""
+    ctx.limiter.check("token-issue", str(admin.id), ctx.settings.token_issues_per_minute)
     with ctx.db.write() as session:
         user = service.get_user(session, user_id)
         if user is None:

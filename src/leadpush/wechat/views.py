@@ -41,6 +41,7 @@ def _credits_out(ctx: Ctx, templates: dict[str, int], added: int = 0) -> Credits
 @router.post("/login", response_model=Envelope[BindingOut])
 async def login(body: LoginBody, ctx: Ctx, user: CurrentUser) -> Envelope:
     """Exchange a mini-program login code for the openid and bind it to the signed-in user."""
+    ctx.limiter.check("wechat-login", str(user.id), ctx.settings.token_issues_per_minute)
     openid = await service.openid_from_code(ctx.settings, body.code)
 
     def bind() -> BindingOut:
