@@ -105,7 +105,9 @@ def user_create(
     finally:
         db.dispose()
     if as_json:
-        typer.echo(json.dumps({"id": user_id, "name": name, "role": role, "team": team, "token": token}, ensure_ascii=False))
+        typer.echo(
+            json.dumps({"id": user_id, "name": name, "role": role, "team": team, "token": token}, ensure_ascii=False)
+        )
     else:
         typer.echo(f"已创建用户 {name}（id={user_id}，角色={role}）\n令牌：{token}\n请妥善保存，令牌不会再次显示。")
 
