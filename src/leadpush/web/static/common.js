@@ -1,0 +1,242 @@
+// Shared by every console page: the token, JSON API calls, safe DOM building, labels, sign-in state.
+// Data from the API is only ever put into the page with textContent / text nodes (see h()), never as HTML.
+
+export const TOKEN_KEY = 'leadpush.console.token';
+
+export const LABELS = {
+  role: { admin: '管理员', manager: '经理', sales: '销售' },
+  status: { new: '新线索', following: '跟进中', won: '已成交', lost: '已流失', invalid: '无效' },
+  via: {
+    web: '网页分配', miniprogram: '小程序分配', batch: '批量分配', public_pool: '公海分配',
+    claim: '领取', release: '释放', auto_transfer: '自动流转',
+  },
+  deliveryStatus: {
+    pending: '待发送', sending: '发送中', sent: '已发送', failed: '失败待重试', dead: '死信', skipped: '已跳过',
+  },
+  channel: { inapp: '站内消息', wechat: '微信订阅消息', wecom: '企业微信', webhook: 'Webhook' },
+  condition: {
+    no_follow_up_after_assign: '分配后未跟进', no_follow_up_since_last: '距上次跟进超时', not_won_within: '限期未成交',
+  },
+  action: { public_pool: '退回公海', round_robin: '团队内轮流分配', user: '转给指定人' },
+  trigger: { cron: '定时', manual: '手动', deadline: '到期' },
+  kind: {
+    customer_assigned: '新线索', customers_assigned: '新线索（批量）', customer_recycled: '线索收回',
+    customers_recycled: '线索收回（批量）', transfer_warning: '流转预警',
+  },
+};
+
+export function label(group, value) {
+  if (value === null || value === undefined || value === '') return '—';
+  return (LABELS[group] && LABELS[group][value]) || String(value);
+}
+
+export function getToken() {
+  try { return localStorage.getItem(TOKEN_KEY); } catch { return null; }
+}
+
+export function setToken(token) { localStorage.setItem(TOKEN_KEY, token); }
+
+export function clearToken() {
+  try { localStorage.removeItem(TOKEN_KEY); } catch { /* storage unavailable */ }
+}
+
+export class ApiError extends Error {
+  constructor(status, code, message, data) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.data = data;
+  }
+}
+
+export function loginUrl() {
+  const next = location.pathname + location.search;
+  return '/console/login' + (next.startsWith('/console') && next !== '/console/login' ? '?next=' + encodeURIComponent(next) : '');
+}
+
+// Calls the JSON API with the stored token; answers the envelope ({success, message, data}) or throws ApiError.
+export async function api(path, { method = 'GET', body, token = getToken(), query } = {}) {
+  const headers = { Accept: 'application/json' };
+  if (token) headers.Authorization = 'Bearer ' + token;
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  let url = path;
+  if (query) {
+    const params = new URLSearchParams();
+    for (const [key, value] of Object.entries(query)) {
+      if (value !== undefined && value !== null && value !== '') params.set(key, String(value));
+    }
+    const qs = params.toString();
+    if (qs) url += (url.includes('?') ? '&' : '?') + qs;
+  }
+  let response;
+  try {
+    response = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch {
+    throw new ApiError(0, 'network_error', '网络错误，请检查连接后重试');
+  }
+  let json = null;
+  try { json = await response.json(); } catch { /* not JSON */ }
+  if (response.status === 401 && token && path !== '/console/api/session') {
+    clearToken();
+    location.assign(loginUrl());
+    throw new ApiError(401, 'unauthorized', '登录已失效，请重新登录');
+  }
+  if (!response.ok || !json || json.success === false) {
+    throw new ApiError(response.status, json?.code ?? 'http_error', json?.message ?? `请求失败（HTTP ${response.status}）`, json?.data);
+  }
+  return json;
+}
+
+// Builds an element. props: class, text, dataset, on<Event> handlers, anything else as an attribute.
+// Children: strings (become text nodes), nodes, arrays, null/false (skipped).
+export function h(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === 'class') node.className = value;
+    else if (key === 'text') node.textContent = String(value);
+    else if (key === 'dataset') Object.assign(node.dataset, value);
+    else if (key.startsWith('on') && typeof value === 'function') node.addEventListener(key.slice(2).toLowerCase(), value);
+    else if (value === true) node.setAttribute(key, '');
+    else node.setAttribute(key, String(value));
+  }
+  append(node, children);
+  return node;
+}
+
+function append(node, children) {
+  for (const child of children) {
+    if (child === null || child === undefined || child === false) continue;
+    if (Array.isArray(child)) append(node, child);
+    else if (child instanceof Node) node.appendChild(child);
+    else node.appendChild(document.createTextNode(String(child)));
+  }
+}
+
+export function clear(node) {
+  while (node.firstChild) node.removeChild(node.firstChild);
+  return node;
+}
+
+const TIMEZONE = document.body.dataset.timezone || 'Asia/Shanghai';
+let formatter;
+try {
+  formatter = new Intl.DateTimeFormat('zh-CN', {
+    timeZone: TIMEZONE, year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', hour12: false,
+  });
+} catch {
+  formatter = new Intl.DateTimeFormat('zh-CN', { dateStyle: 'short', timeStyle: 'short' });
+}
+
+export function fmtTime(iso) {
+  if (!iso) return '—';
+  const date = new Date(iso);
+  return Number.isNaN(date.getTime()) ? String(iso) : formatter.format(date);
+}
+
+export function pill(kind, value, text) {
+  return h('span', { class: `pill ${value ?? ''}`, text: text ?? label(kind, value) });
+}
+
+// A role="status" line: message, or error (red) when isError.
+export function say(text, isError = false, target = document.getElementById('page-status')) {
+  if (!target) return;
+  target.textContent = text || '';
+  target.classList.toggle('error', Boolean(isError));
+}
+
+export function sayError(error, target) {
+  say(error instanceof ApiError || error instanceof Error ? error.message : String(error), true, target);
+}
+
+let mePromise = null;
+
+// Every signed-in page starts here: checks the token, fills the header, starts the live inbox.
+// roles: which roles may use the page (others get a notice instead of a broken page).
+export async function boot({ roles } = {}) {
+  if (!getToken()) {
+    location.replace(loginUrl());
+    return new Promise(() => {}); // navigating away
+  }
+  mePromise ??= api('/api/me').then((r) => r.data);
+  let me;
+  try {
+    me = await mePromise;
+  } catch (error) {
+    sayError(error);
+    throw error;
+  }
+  document.body.dataset.role = me.role;
+  for (const item of document.querySelectorAll('[data-roles]')) {
+    item.hidden = !item.dataset.roles.split(' ').includes(me.role);
+  }
+  const isStaff = me.role === 'admin' || me.role === 'manager';
+  for (const node of document.querySelectorAll('.staff-only')) node.hidden = !isStaff;
+  for (const node of document.querySelectorAll('.sales-only')) node.hidden = me.role !== 'sales';
+  const name = document.getElementById('me-name');
+  if (name) name.textContent = `${me.name}（${label('role', me.role)}）`;
+  document.getElementById('sign-out')?.addEventListener('click', signOut);
+  import('./live.js').then((live) => live.startLive(me)).catch((error) => {
+    console.error('live inbox failed to start', error);
+  });
+  if (roles && !roles.includes(me.role)) {
+    say('您的角色无权使用此页面。', true);
+    throw new Error('forbidden page');
+  }
+  return me;
+}
+
+export async function signOut() {
+  try {
+    const live = await import('./live.js');
+    live.stopLive();
+  } catch { /* never started */ }
+  clearToken();
+  location.assign('/console/login?signedOut=1');
+}
+
+// Users a manager or admin may assign to: active salespeople first, then other staff.
+export async function assignees(me) {
+  const users = (await api('/api/users')).data.filter((u) => u.active);
+  const visible = me.role === 'admin' ? users : users.filter((u) => u.team === me.team);
+  return visible.sort((a, b) => (a.role === 'sales' ? 0 : 1) - (b.role === 'sales' ? 0 : 1) || a.id - b.id);
+}
+
+export function fillUserSelect(select, users) {
+  for (const u of users) {
+    select.appendChild(h('option', { value: u.id, text: `${u.name}（${label('role', u.role)}${u.team ? ' · ' + u.team + ' 组' : ''}）` }));
+  }
+}
+
+export function fillOptions(select, group) {
+  for (const [value, text] of Object.entries(LABELS[group])) select.appendChild(h('option', { value, text }));
+}
+
+export function customerLink(id, name) {
+  return h('a', { href: `/console/customers/${encodeURIComponent(id)}`, text: name });
+}
+
+// Read filter fields from a form into an object, and back from the URL.
+export function formValues(form) {
+  const out = {};
+  for (const el of form.elements) {
+    if (el.name && !el.disabled && el.type !== 'submit') out[el.name] = el.value.trim();
+  }
+  return out;
+}
+
+export function fromUrl(form, names) {
+  const params = new URLSearchParams(location.search);
+  for (const name of names) {
+    const el = form.elements.namedItem(name);
+    if (el && params.has(name)) el.value = params.get(name);
+  }
+  return params;
+}
+
+export function toUrl(values) {
+  const params = new URLSearchParams();
+  for (const [k, v] of Object.entries(values)) if (v !== '' && v !== undefined && v !== null) params.set(k, String(v));
+  const qs = params.toString();
+  history.replaceState(null, '', location.pathname + (qs ? '?' + qs : ''));
+}

@@ -1,0 +1,159 @@
+// /console/customers/{id}: one lead — its details, assign (managers), claim / release (sales),
+// follow-ups and the history of every ownership change.
+import {
+  api, assignees, boot, clear, fillOptions, fillUserSelect, fmtTime, h, label, pill, say, sayError,
+} from './common.js';
+
+const me = await boot();
+const staff = me.role !== 'sales';
+const id = Number(document.body.dataset.customerId);
+let customer = null;
+
+const assignForm = document.getElementById('assign-form');
+const assignTo = document.getElementById('assign-to');
+const claimButton = document.getElementById('claim');
+const releaseForm = document.getElementById('release-form');
+const followForm = document.getElementById('follow-up-form');
+
+fillOptions(document.getElementById('fu-status'), 'status');
+// The assignee list must be in place before the current owner can be preselected in it.
+const assigneesReady = staff
+  ? assignees(me).then((users) => fillUserSelect(assignTo, users)).catch(sayError)
+  : Promise.resolve();
+
+function info(c) {
+  const rows = [
+    ['姓名', c.name], ['电话', c.phone], ['来源', c.source || '—'], ['状态', pill('status', c.status)],
+    ['负责人', c.inPool ? '公海' : c.ownerName ?? `#${c.ownerId}`], ['分配时间', fmtTime(c.assignedAt)],
+    ['最后跟进', fmtTime(c.lastFollowUpAt)], ['流转截止', fmtTime(c.transferDueAt)], ['创建时间', fmtTime(c.createdAt)],
+    ['备注', c.note || '—'],
+  ];
+  const dl = clear(document.getElementById('info'));
+  for (const [term, value] of rows) dl.append(h('dt', { text: term }), h('dd', {}, value));
+}
+
+async function loadCustomer() {
+  const { data } = await api(`/api/customers/${id}`);
+  customer = data;
+  document.getElementById('customer-name').textContent = data.name;
+  document.title = `${data.name} · 线索详情 · leadpush`;
+  info(data);
+  const mine = data.ownerId === me.id;
+  claimButton.hidden = staff || !data.inPool;
+  releaseForm.hidden = staff || !mine;
+  // Salespeople follow up their own leads; managers and admins may record one on any lead they see.
+  followForm.hidden = !(staff || mine);
+  if (staff) {
+    await assigneesReady;
+    assignTo.value = data.ownerId ? String(data.ownerId) : '';
+  }
+}
+
+async function loadFollowUps() {
+  const list = clear(document.getElementById('follow-ups'));
+  const { data } = await api(`/api/customers/${id}/follow-ups`);
+  if (!data.length) list.appendChild(h('li', { class: 'muted', text: '还没有跟进记录' }));
+  for (const f of [...data].reverse()) {
+    list.appendChild(h('li', {},
+      h('div', { class: 'meta' }, `${fmtTime(f.createdAt)} · ${f.userName ?? '#' + f.userId}`, f.status ? ' · ' : null, f.status ? pill('status', f.status) : null),
+      h('div', { class: 'content', text: f.content }),
+    ));
+  }
+}
+
+async function loadHistory() {
+  const tbody = clear(document.querySelector('#history tbody'));
+  const { data } = await api(`/api/customers/${id}/assignments`);
+  if (!data.length) tbody.appendChild(h('tr', { class: 'empty-row' }, h('td', { colspan: 6, text: '暂无分配记录' })));
+  for (const a of data) {
+    tbody.appendChild(h('tr', {},
+      h('td', { text: fmtTime(a.createdAt) }),
+      h('td', { text: label('via', a.via) }),
+      h('td', { text: a.fromUserId ? a.fromUserName ?? `#${a.fromUserId}` : '公海' }),
+      h('td', { text: a.toUserId ? a.toUserName ?? `#${a.toUserId}` : '公海' }),
+      h('td', { text: a.actorId ? a.actorName ?? `#${a.actorId}` : '系统' }),
+      h('td', { class: 'wrap', text: a.reason || '—' }),
+    ));
+  }
+}
+
+async function reloadAll() {
+  await loadCustomer();
+  await Promise.all([loadFollowUps(), loadHistory()]);
+}
+
+assignForm.addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const assignedTo = Number(assignTo.value);
+  if (!assignedTo) {
+    say('请选择接收线索的人', true);
+    return;
+  }
+  try {
+    const r = await api(`/api/customers/${id}/assign`, { method: 'PATCH', body: { assignedTo, version: customer?.version } });
+    say(r.message);
+    await reloadAll();
+  } catch (error) {
+    sayError(error);
+    if (error.status === 409) await reloadAll().catch(() => {});
+  }
+});
+
+claimButton.addEventListener('click', async () => {
+  try {
+    const r = await api(`/api/customers/${id}/claim`, { method: 'POST' });
+    say(r.message);
+    await reloadAll();
+    document.getElementById('fu-content').focus();
+  } catch (error) {
+    sayError(error);
+  }
+});
+
+releaseForm.addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const reason = document.getElementById('release-reason').value.trim();
+  try {
+    const r = await api(`/api/customers/${id}/release`, { method: 'POST', body: reason ? { reason } : {} });
+    say(r.message);
+    await reloadAll().catch(() => {});
+  } catch (error) {
+    sayError(error);
+  }
+});
+
+followForm.addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const content = document.getElementById('fu-content');
+  const status = document.getElementById('fu-status');
+  if (!content.value.trim()) {
+    say('请填写跟进内容', true);
+    content.focus();
+    return;
+  }
+  try {
+    const r = await api(`/api/customers/${id}/follow-ups`, {
+      method: 'POST', body: { content: content.value, ...(status.value ? { status: status.value } : {}) },
+    });
+    say(r.message);
+    content.value = '';
+    status.value = '';
+    await reloadAll();
+  } catch (error) {
+    sayError(error);
+  }
+});
+// Ctrl/⌘+Enter in the follow-up box records it (plain Enter is a new line).
+document.getElementById('fu-content').addEventListener('keydown', (event) => {
+  if (event.key === 'Enter' && (event.ctrlKey || event.metaKey)) {
+    event.preventDefault();
+    followForm.requestSubmit();
+  }
+});
+
+try {
+  await reloadAll();
+} catch (error) {
+  sayError(error);
+}
+document.body.dataset.ready = 'true';

@@ -1,0 +1,144 @@
+// /console/deliveries: counters per channel and status (refreshed every few seconds), the delivery ledger
+// with filters, and a retry button on failed / dead deliveries (admins).
+import { api, boot, clear, fillOptions, fmtTime, formValues, fromUrl, h, label, pill, say, sayError, toUrl } from './common.js';
+import { Pager } from './leadtable.js';
+
+const me = await boot({ roles: ['admin', 'manager'] });
+const isAdmin = me.role === 'admin';
+const REFRESH_MS = 3000;
+const RETRYABLE = ['dead', 'failed', 'skipped'];
+const FINAL = ['sent', 'dead', 'skipped'];
+const PAGE_SIZE = 50;
+const form = document.getElementById('filters');
+const tbody = document.querySelector('#deliveries tbody');
+
+fillOptions(document.getElementById('f-status'), 'deliveryStatus');
+fillOptions(document.getElementById('f-channel'), 'channel');
+document.getElementById('retry-hint').hidden = isAdmin;
+const params = fromUrl(form, ['status', 'channel']);
+let page = Math.max(1, Number(params.get('page')) || 1);
+const pager = new Pager((p) => load(p));
+
+async function loadCounters() {
+  const { data } = await api('/console/api/delivery-stats');
+  const table = document.getElementById('counters');
+  const head = clear(table.querySelector('thead'));
+  head.appendChild(h('tr', {}, h('th', { scope: 'col', text: '渠道' }),
+    data.statuses.map((s) => h('th', { scope: 'col', text: label('deliveryStatus', s) })),
+    h('th', { scope: 'col', text: '合计' })));
+  const counts = new Map(data.counts.map((c) => [`${c.channel}/${c.status}`, c.count]));
+  const body = clear(table.querySelector('tbody'));
+  for (const channel of data.channels) {
+    const cells = data.statuses.map((s) => counts.get(`${channel}/${s}`) ?? 0);
+    const total = cells.reduce((a, b) => a + b, 0);
+    body.appendChild(h('tr', { dataset: { channel } },
+      h('th', { scope: 'row', text: label('channel', channel) }),
+      cells.map((n, i) => h('td', { class: 'num', dataset: { status: data.statuses[i] }, text: n })),
+      h('td', { class: 'num', text: total })));
+  }
+  document.getElementById('counters-updated').textContent = `每 ${REFRESH_MS / 1000} 秒自动刷新`;
+}
+
+function statusCell(d) {
+  return h('td', { class: 'status-cell', tabindex: -1 }, pill('deliveryStatus', d.status));
+}
+
+function actionCell(d, tr) {
+  const td = h('td', { class: 'action-cell' });
+  if (isAdmin && RETRYABLE.includes(d.status)) {
+    const button = h('button', { type: 'button', class: 'retry', text: '重试', 'aria-label': `重试投递 #${d.id}` });
+    button.addEventListener('click', () => retry(d, tr, button));
+    td.appendChild(button);
+  }
+  return td;
+}
+
+function row(d) {
+  const tr = h('tr', { dataset: { deliveryId: d.id, status: d.status } });
+  fill(tr, d);
+  return tr;
+}
+
+function fill(tr, d) {
+  clear(tr);
+  tr.dataset.status = d.status;
+  tr.append(
+    h('td', { text: `#${d.id}` }),
+    h('td', { class: 'wrap', text: d.title }),
+    h('td', { text: d.recipientName }),
+    h('td', { text: label('channel', d.channel) }),
+    statusCell(d),
+    h('td', { text: d.attempts }),
+    h('td', { class: 'wrap error-cell', text: d.lastError || (d.status === 'skipped' ? d.policy || '' : '') || '—' }),
+    h('td', { text: fmtTime(d.updatedAt) }),
+    actionCell(d, tr),
+  );
+}
+
+async function retry(d, tr, button) {
+  button.disabled = true;
+  try {
+    const r = await api(`/api/deliveries/${d.id}/retry`, { method: 'POST' });
+    say(`${r.message}（投递 #${d.id}）`);
+    fill(tr, r.data);
+    tr.querySelector('.status-cell')?.focus(); // the button is gone; keep the keyboard user on this row
+    follow(r.data, tr);
+    loadCounters().catch(() => {});
+  } catch (error) {
+    sayError(error);
+    button.disabled = false;
+  }
+}
+
+// After a retry, watch that one delivery until it is final, updating its row in place.
+async function follow(d, tr) {
+  const until = Date.now() + 60000;
+  while (Date.now() < until && tr.isConnected) {
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    try {
+      const { data } = await api('/api/deliveries', { query: { notificationId: d.notificationId, channel: d.channel } });
+      const now = data.items.find((x) => x.id === d.id);
+      if (!now) return;
+      fill(tr, now);
+      if (FINAL.includes(now.status)) {
+        say(`投递 #${d.id}：${label('deliveryStatus', now.status)}${now.lastError ? '，' + now.lastError : ''}`, now.status !== 'sent');
+        return;
+      }
+    } catch {
+      /* keep trying until the deadline */
+    }
+  }
+}
+
+async function load(p = page) {
+  page = p;
+  const values = formValues(form);
+  toUrl({ ...values, page: page > 1 ? page : '' });
+  try {
+    const { data } = await api('/api/deliveries', { query: { ...values, page, pageSize: PAGE_SIZE } });
+    clear(tbody);
+    if (!data.items.length) tbody.appendChild(h('tr', { class: 'empty-row' }, h('td', { colspan: 9, text: '没有符合条件的投递记录' })));
+    for (const d of data.items) tbody.appendChild(row(d));
+    pager.show(data.total, data.page, data.pageSize);
+  } catch (error) {
+    sayError(error);
+  }
+}
+
+form.addEventListener('submit', (event) => {
+  event.preventDefault();
+  load(1);
+});
+
+async function tick() {
+  try {
+    await loadCounters();
+  } catch (error) {
+    if (error.status !== 401) console.warn('counters', error);
+  }
+  setTimeout(tick, REFRESH_MS);
+}
+
+await load();
+await tick();
+document.body.dataset.ready = 'true';

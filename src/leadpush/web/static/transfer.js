@@ -1,0 +1,202 @@
+// /console/transfer: automatic-transfer rules, "run now" behind a dry-run preview, and run history.
+import {
+  api, assignees, boot, clear, fillOptions, fillUserSelect, fmtTime, h, label, LABELS, pill, say, sayError,
+} from './common.js';
+
+const me = await boot({ roles: ['admin', 'manager'] });
+const rulesBody = document.querySelector('#rules tbody');
+const form = document.getElementById('rule-form');
+const actionSelect = document.getElementById('r-action');
+const targetField = document.getElementById('r-target-field');
+const teamInput = document.getElementById('r-team');
+
+fillOptions(document.getElementById('r-condition'), 'condition');
+fillOptions(actionSelect, 'action');
+for (const [value, text] of Object.entries(LABELS.status)) {
+  const id = `r-exempt-${value}`;
+  document.getElementById('r-exempt').appendChild(h('label', { for: id },
+    h('input', { type: 'checkbox', id, name: 'exempt', value, checked: value === 'won' }), text));
+}
+if (me.role === 'manager') {
+  teamInput.value = me.team ?? '';
+  teamInput.readOnly = true;
+  teamInput.previousElementSibling.textContent = '适用团队（经理只能管理本团队）';
+}
+assignees(me).then((users) => fillUserSelect(document.getElementById('r-target'), users.filter((u) => u.role === 'sales')))
+  .catch(sayError);
+actionSelect.addEventListener('change', () => { targetField.hidden = actionSelect.value !== 'user'; });
+
+function hours(value) {
+  if (value === null || value === undefined) return '—';
+  return value >= 24 && value % 24 === 0 ? `${value / 24} 天` : `${Math.round(value * 100) / 100} 小时`;
+}
+
+function ruleRow(rule) {
+  const toggle = h('button', { type: 'button', text: rule.enabled ? '停用' : '启用', 'aria-label': `${rule.enabled ? '停用' : '启用'}规则：${rule.name}` });
+  toggle.addEventListener('click', async () => {
+    try {
+      const r = await api(`/api/auto-transfer/rules/${rule.id}`, { method: 'PATCH', body: { enabled: !rule.enabled } });
+      say(`${r.message}：${rule.name}（${r.data.enabled ? '已启用' : '已停用'}）`);
+      await loadRules();
+    } catch (error) {
+      sayError(error);
+    }
+  });
+  // Deleting asks twice, in the page (no native dialog).
+  const remove = h('button', { type: 'button', class: 'danger', text: '删除', 'aria-label': `删除规则：${rule.name}` });
+  let armed = null;
+  remove.addEventListener('click', async () => {
+    if (!armed) {
+      remove.textContent = '确认删除？';
+      armed = setTimeout(() => { armed = null; remove.textContent = '删除'; }, 5000);
+      return;
+    }
+    clearTimeout(armed);
+    try {
+      const r = await api(`/api/auto-transfer/rules/${rule.id}`, { method: 'DELETE' });
+      say(`${r.message}：${rule.name}`);
+      await loadRules();
+    } catch (error) {
+      sayError(error);
+    }
+  });
+  const action = rule.action === 'user' ? `${label('action', rule.action)} #${rule.targetUserId}` : label('action', rule.action);
+  return h('tr', { dataset: { ruleId: rule.id } },
+    h('td', { text: rule.name }),
+    h('td', { text: rule.team ? `${rule.team} 组` : '全公司' }),
+    h('td', { text: label('condition', rule.condition) }),
+    h('td', { text: hours(rule.thresholdHours) }),
+    h('td', { text: rule.warnBeforeHours ? `提前 ${hours(rule.warnBeforeHours)}` : '—' }),
+    h('td', { text: rule.exemptStatuses.map((s) => label('status', s)).join('、') || '—' }),
+    h('td', { text: action }),
+    h('td', {}, pill('', rule.enabled ? 'on' : 'off', rule.enabled ? '启用' : '停用')),
+    h('td', { class: 'actions' }, toggle, remove),
+  );
+}
+
+async function loadRules() {
+  const { data } = await api('/api/auto-transfer/rules');
+  clear(rulesBody);
+  for (const rule of data) rulesBody.appendChild(ruleRow(rule));
+  document.getElementById('rules-empty').hidden = data.length > 0;
+}
+
+async function loadRuns() {
+  const tbody = clear(document.querySelector('#runs tbody'));
+  const { data } = await api('/api/auto-transfer/runs', { query: { pageSize: 20 } });
+  if (!data.items.length) tbody.appendChild(h('tr', { class: 'empty-row' }, h('td', { colspan: 8, text: '还没有执行记录' })));
+  for (const run of data.items) {
+    tbody.appendChild(h('tr', {},
+      h('td', { text: `#${run.id}` }),
+      h('td', { text: label('trigger', run.trigger) + (run.dryRun ? '（预览）' : '') }),
+      h('td', { text: fmtTime(run.startedAt) }),
+      h('td', { text: fmtTime(run.finishedAt) }),
+      h('td', { text: run.examined }),
+      h('td', { text: run.moved }),
+      h('td', { text: run.warned }),
+      h('td', { text: run.failed, title: run.failures.map((f) => f.reason).join('；') || null }),
+    ));
+  }
+}
+
+form.addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const value = Number(document.getElementById('r-threshold').value);
+  const unit = document.getElementById('r-unit').value;
+  const warn = document.getElementById('r-warn').value;
+  const body = {
+    name: document.getElementById('r-name').value.trim(),
+    team: teamInput.value.trim() || null,
+    condition: document.getElementById('r-condition').value,
+    action: actionSelect.value,
+    exemptStatuses: [...form.querySelectorAll('input[name="exempt"]:checked')].map((c) => c.value),
+    [unit === 'days' ? 'thresholdDays' : 'thresholdHours']: value,
+  };
+  if (warn !== '') body.warnBeforeHours = Number(warn);
+  if (body.action === 'user') body.targetUserId = Number(document.getElementById('r-target').value) || null;
+  try {
+    const r = await api('/api/auto-transfer/rules', { method: 'POST', body });
+    say(`${r.message}：${r.data.name}`);
+    form.reset();
+    if (me.role === 'manager') teamInput.value = me.team ?? '';
+    targetField.hidden = true;
+    document.getElementById('new-rule').open = false;
+    await loadRules();
+  } catch (error) {
+    sayError(error);
+  }
+});
+
+const dryRun = document.getElementById('dry-run');
+const confirmRun = document.getElementById('run-confirm');
+const cancelRun = document.getElementById('run-cancel');
+const preview = document.getElementById('preview');
+
+function showPreview(report, title) {
+  const tbody = clear(document.querySelector('#preview-table tbody'));
+  document.getElementById('preview-summary').textContent = title;
+  const rows = [
+    ...report.items.map((i) => ({ ...i, note: report.dryRun ? '将流转' : '已流转' })),
+    ...report.failures.map((f) => ({ ...f, note: `无法流转：${f.reason}` })),
+  ];
+  if (!rows.length) tbody.appendChild(h('tr', { class: 'empty-row' }, h('td', { colspan: 6, text: '没有需要流转的线索' })));
+  for (const i of rows) {
+    tbody.appendChild(h('tr', {},
+      h('td', {}, h('a', { href: `/console/customers/${encodeURIComponent(i.customerId)}`, text: i.customerName ?? `#${i.customerId}` })),
+      h('td', { text: i.fromUserName ?? (i.fromUserId ? `#${i.fromUserId}` : '—') }),
+      h('td', { text: i.toUserName ?? (i.action === 'public_pool' || !i.toUserId ? '公海' : `#${i.toUserId}`) }),
+      h('td', { text: i.ruleName ?? '—' }),
+      h('td', { text: fmtTime(i.dueAt) }),
+      h('td', { class: 'wrap', text: i.note }),
+    ));
+  }
+  preview.hidden = false;
+}
+
+dryRun.addEventListener('click', async () => {
+  dryRun.disabled = true;
+  try {
+    const r = await api('/api/auto-transfer/run', { method: 'POST', body: { dryRun: true } });
+    showPreview(r.data, r.message);
+    say(r.message);
+    confirmRun.hidden = false;
+    cancelRun.hidden = false;
+    confirmRun.disabled = r.data.moved === 0;
+    confirmRun.focus();
+    await loadRuns();
+  } catch (error) {
+    sayError(error);
+  } finally {
+    dryRun.disabled = false;
+  }
+});
+
+cancelRun.addEventListener('click', () => {
+  preview.hidden = true;
+  confirmRun.hidden = true;
+  cancelRun.hidden = true;
+  dryRun.focus();
+});
+
+confirmRun.addEventListener('click', async () => {
+  confirmRun.disabled = true;
+  try {
+    const r = await api('/api/auto-transfer/run', { method: 'POST', body: { dryRun: false } });
+    showPreview(r.data, r.message);
+    say(r.message);
+    confirmRun.hidden = true;
+    cancelRun.hidden = true;
+    dryRun.focus();
+    await loadRuns();
+  } catch (error) {
+    sayError(error);
+    confirmRun.disabled = false;
+  }
+});
+
+try {
+  await Promise.all([loadRules(), loadRuns()]);
+} catch (error) {
+  sayError(error);
+}
+document.body.dataset.ready = 'true';

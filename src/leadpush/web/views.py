@@ -1,0 +1,222 @@
+"""The web console: Jinja2 page shells, their static files, and the few JSON helpers only the console uses.
+
+Pages carry no lead data: small JavaScript modules call the Bearer-token JSON API and render rows with
+`textContent`, so untrusted text (customer names, notes) never reaches the page as markup. The token is
+kept in the browser's localStorage; signing in only checks it (see `sign_in`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from pydantic import Field
+from sqlalchemy import func, select
+
+import leadpush
+from leadpush.context import AppContext
+from leadpush.deps import Ctx, CurrentUser, StaffUser
+from leadpush.errors import ApiError
+from leadpush.notify import service as notify_service
+from leadpush.notify.ledger import unread_count
+from leadpush.notify.models import CHANNELS, STATUSES, Delivery, Notification
+from leadpush.notify.schemas import NotificationOut
+from leadpush.schemas import CamelModel, Envelope, RequestModel
+from leadpush.users.models import User
+from leadpush.users.schemas import UserOut
+from leadpush.users.service import authenticate
+
+log = logging.getLogger(__name__)
+router = APIRouter(include_in_schema=False)
+
+HERE = Path(__file__).resolve().parent
+STATIC_DIR = HERE / "static"
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+
+# The shared JS client (issue 9) lives outside the package, in the repository's clients/ folder.
+CLIENT_MODULE = Path(leadpush.__file__).resolve().parents[2] / "clients" / "js" / "src" / "leadpush-client.mjs"
+STATIC_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]*\.(js|mjs|css|svg|png)$")
+MEDIA_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+
+# Pages load only their own scripts and talk only to this origin (WebSocket included): a second line of
+# defence should a future change ever put data into markup.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+}
+
+
+# --- pages ---------------------------------------------------------------------------------------------
+
+
+def page(request: Request, template: str, *, title: str, nav: str, script: str, **extra: Any) -> Response:
+    ctx: AppContext = request.app.state.ctx
+    response = templates.TemplateResponse(
+        request,
+        template,
+        {"title": title, "nav": nav, "script": script, "timezone": ctx.settings.timezone, **extra},
+    )
+    response.headers.update(SECURITY_HEADERS)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@router.get("/")
+def root() -> RedirectResponse:
+    return RedirectResponse("/console", status_code=307)
+
+
+@router.get("/console")
+def home(request: Request) -> Response:
+    """Sends each user to their start page: managers to the leads table, salespeople to the inbox."""
+    return page(request, "home.html", title="控制台", nav="", script="home.js")
+
+
+@router.get("/console/login")
+def login_page(request: Request) -> Response:
+    return page(request, "login.html", title="登录", nav="", script="login.js", signed_in=False)
+
+
+@router.get("/console/customers")
+def customers_page(request: Request) -> Response:
+    return page(request, "customers.html", title="线索", nav="customers", script="customers.js")
+
+
+@router.get("/console/customers/{customer_id:int}")
+def customer_page(request: Request, customer_id: int) -> Response:
+    return page(
+        request, "customer.html", title="线索详情", nav="customers", script="customer.js", customer_id=customer_id
+    )
+
+
+@router.get("/console/pool")
+def pool_page(request: Request) -> Response:
+    return page(request, "pool.html", title="公海", nav="pool", script="pool.js")
+
+
+@router.get("/console/inbox")
+def inbox_page(request: Request) -> Response:
+    return page(request, "inbox.html", title="消息", nav="inbox", script="inbox.js")
+
+
+@router.get("/console/transfer")
+def transfer_page(request: Request) -> Response:
+    return page(request, "transfer.html", title="自动流转", nav="transfer", script="transfer.js")
+
+
+@router.get("/console/deliveries")
+def deliveries_page(request: Request) -> Response:
+    return page(request, "deliveries.html", title="投递监控", nav="deliveries", script="deliveries.js")
+
+
+# --- static files ------------------------------------------------------------------------------------------
+
+
+def _static(path: Path) -> FileResponse:
+    return FileResponse(
+        path,
+        media_type=MEDIA_TYPES.get(path.suffix, "application/octet-stream"),
+        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+@router.get("/console/static/leadpush-client.mjs")
+def client_module() -> Response:
+    """The shared browser / mini-program client (clients/js), served as-is so the console uses the same code."""
+    if not CLIENT_MODULE.is_file():
+        log.error("console: the shared JS client is missing at %s; the live inbox cannot start", CLIENT_MODULE)
+        return Response(
+            f"// leadpush-client.mjs not found at {CLIENT_MODULE.name}: the live inbox is unavailable\n",
+            status_code=404,
+            media_type="text/javascript",
+        )
+    return _static(CLIENT_MODULE)
+
+
+@router.get("/console/static/{name}")
+def static_file(name: str) -> Response:
+    path = STATIC_DIR / name
+    if not STATIC_NAME.match(name) or not path.is_file():
+        raise ApiError(404, "not_found", "文件不存在")
+    return _static(path)
+
+
+# --- JSON helpers for the console (Bearer token, the usual envelope) --------------------------------------
+
+
+class SignInBody(RequestModel):
+    token: str = Field(max_length=200)
+
+
+def sign_in(ctx: AppContext, token: str) -> User | None:
+    """Check an API token typed into the sign-in page; the one place to wrap with rate limits."""
+    with ctx.db.read() as session:
+        return authenticate(session, token.strip())
+
+
+@router.post("/console/api/session", response_model=Envelope[UserOut])
+def create_session(body: SignInBody, ctx: Ctx) -> Envelope:
+    user = sign_in(ctx, body.token)
+    if user is None:
+        raise ApiError(401, "invalid_token", "令牌无效、已吊销或账号已停用")
+    return Envelope(message="登录成功", data=UserOut.model_validate(user))
+
+
+class RecentNotifications(CamelModel):
+    items: list[NotificationOut]
+    latest_id: int
+    unread: int
+
+
+@router.get("/console/api/notifications/recent", response_model=Envelope[RecentNotifications])
+def recent_notifications(ctx: Ctx, user: CurrentUser, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> Envelope:
+    """The caller's newest notifications, newest first (the inbox's first screen; live ones come by WebSocket)."""
+    with ctx.db.read() as session:
+        rows = session.scalars(
+            select(Notification)
+            .where(Notification.recipient_id == user.id)
+            .order_by(Notification.id.desc())
+            .limit(limit)
+        ).all()
+        items = [notify_service.to_out(n) for n in rows]
+        unread = unread_count(session, user.id)
+    return Envelope(data=RecentNotifications(items=items, latest_id=items[0].id if items else 0, unread=unread))
+
+
+class DeliveryCount(CamelModel):
+    channel: str
+    status: str
+    count: int
+
+
+class DeliveryStats(CamelModel):
+    channels: list[str]
+    statuses: list[str]
+    counts: list[DeliveryCount]
+
+
+@router.get("/console/api/delivery-stats", response_model=Envelope[DeliveryStats])
+def delivery_stats(ctx: Ctx, user: StaffUser) -> Envelope:
+    """Deliveries by channel and status (admins: everyone; managers: their team), for the monitor's counters."""
+    query = (
+        select(Delivery.channel, Delivery.status, func.count())
+        .join(User, User.id == Delivery.recipient_id)
+        .group_by(Delivery.channel, Delivery.status)
+    )
+    if user.role == "manager":
+        query = query.where(User.team == user.team) if user.team else query.where(User.id == user.id)
+    with ctx.db.read() as session:
+        rows = session.execute(query).all()
+    counts = [DeliveryCount(channel=c, status=s, count=n) for c, s, n in rows]
+    return Envelope(data=DeliveryStats(channels=list(CHANNELS), statuses=list(STATUSES), counts=counts))
