@@ -136,7 +136,7 @@ class Consoles:
 
     def close(self) -> None:
         for console in self.opened:
-            console.context.close()
+            console.context.close()  # closing twice is harmless
 
     def check(self) -> None:
         dialogs = [d for c in self.opened for d in c.dialogs]

@@ -238,7 +238,14 @@ def test_a_salesperson_on_a_phone_claims_follows_up_releases_and_sees_new_leads(
     page.get_by_role("button", name="领取线索：黄蓉").click()
     page.get_by_role("status").filter(has_text="领取成功：黄蓉").wait_for()
 
-    alice.open(f"/console/customers/{lead['id']}")
+    alice.open("/console/customers")  # "my leads": only hers, not the pool
+    alice.ready()
+    assert page.locator("h1").inner_text() == "我的线索"
+    expect(page.locator("#leads tbody tr")).to_have_count(1)
+    assert "黄蓉" in page.locator("#leads tbody tr").inner_text()
+    no_horizontal_overflow(page)
+    page.get_by_role("link", name="黄蓉").click()
+    page.wait_for_url(f"**/console/customers/{lead['id']}")
     alice.ready()
     no_horizontal_overflow(page)
     page.get_by_label("跟进内容").fill("电话沟通，约周三上门演示")
@@ -364,3 +371,48 @@ def test_a_dead_delivery_is_retried_from_the_monitor(tmp_path, consoles: Console
             crm.close()
             server.stop()
             ctx.db.dispose()
+
+
+@SQLITE_ONLY
+def test_the_inbox_catches_up_after_its_socket_drops_and_long_polls_while_websocket_is_blocked(
+    crm, team, consoles: Consoles
+):
+    """The network between the browser and /ws breaks: nothing committed meanwhile is lost, and with the
+    socket refused the page keeps hearing about new leads by long-polling."""
+    sockets: list = []
+    blocked = {"ws": False}
+
+    def route(ws) -> None:
+        if blocked["ws"]:
+            ws.close(code=1006, reason="blocked by the test")
+            return
+        ws.connect_to_server()
+        sockets.append(ws)
+
+    alice = consoles.new(crm.url)
+    alice.page.route_web_socket("**/ws*", route)
+    inbox = alice.sign_in(team.alice.token, "/console/inbox")
+    alice.ready()
+    alice.live()
+    inbox.evaluate("window.__sameDocument = true")
+
+    blocked["ws"] = True
+    for ws in sockets:
+        ws.close(code=1006, reason="network dropped")  # the page's socket breaks
+    missed = crm.lead(team.manager, name="韩梅", phone="13300001111", source="展会")
+    assign(crm, team.manager, missed["id"], team.alice)  # committed while the page has no socket
+
+    inbox.locator("#live-state[data-state='polling']").wait_for(timeout=15_000)
+    inbox.locator("#toasts .toast", has_text="您有一条新线索：韩梅").wait_for()
+    later = crm.lead(team.manager, name="李雷", phone="13300002222", source="展会")
+    assign(crm, team.manager, later["id"], team.alice)
+    inbox.locator("#toasts .toast", has_text="您有一条新线索：李雷").wait_for(timeout=1000)  # long poll answers at once
+    assert inbox.locator("#unread-badge").inner_text() == "2"
+    titles = inbox.locator("#inbox li .title").all_inner_texts()
+    assert titles == ["您有一条新线索：李雷", "您有一条新线索：韩梅"]  # each once, newest first
+    assert inbox.evaluate("window.__sameDocument") is True
+
+    # The server notices a closed long poll only when it answers it: close the page, then give the
+    # pending poll something to answer, so it does not hold the server's shutdown for 25 seconds.
+    alice.context.close()
+    assign(crm, team.manager, crm.lead(team.manager, name="收尾", phone="13300003333")["id"], team.alice)

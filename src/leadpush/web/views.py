@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 
 import leadpush
 from leadpush.context import AppContext
-from leadpush.deps import Ctx, CurrentUser, StaffUser
+from leadpush.deps import Ctx, CurrentUser, StaffUser, authenticate_or_refuse, client_address
 from leadpush.errors import ApiError
 from leadpush.notify import service as notify_service
 from leadpush.notify.ledger import unread_count
@@ -29,7 +29,6 @@ from leadpush.notify.schemas import NotificationOut
 from leadpush.schemas import CamelModel, Envelope, RequestModel
 from leadpush.users.models import User
 from leadpush.users.schemas import UserOut
-from leadpush.users.service import authenticate
 
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
@@ -159,17 +158,15 @@ class SignInBody(RequestModel):
     token: str = Field(max_length=200)
 
 
-def sign_in(ctx: AppContext, token: str) -> User | None:
-    """Check an API token typed into the sign-in page; the one place to wrap with rate limits."""
-    with ctx.db.read() as session:
-        return authenticate(session, token.strip())
+def sign_in(ctx: AppContext, token: str, address: str) -> User:
+    """Check an API token typed into the sign-in page (401 if bad), under the API's limit on failed
+    sign-ins per address (429)."""
+    return authenticate_or_refuse(ctx, token.strip(), address)
 
 
 @router.post("/console/api/session", response_model=Envelope[UserOut])
-def create_session(body: SignInBody, ctx: Ctx) -> Envelope:
-    user = sign_in(ctx, body.token)
-    if user is None:
-        raise ApiError(401, "invalid_token", "令牌无效、已吊销或账号已停用")
+def create_session(body: SignInBody, request: Request, ctx: Ctx) -> Envelope:
+    user = sign_in(ctx, body.token, client_address(request))
     return Envelope(message="登录成功", data=UserOut.model_validate(user))
 
 

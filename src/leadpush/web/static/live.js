@@ -61,6 +61,7 @@ async function start(me) {
       location.assign(loginUrl());
     }
   });
+  addEventListener('online', () => client && client.reconnect()); // back online: do not wait for the backoff
   client.start();
   return client;
 }
@@ -71,12 +72,14 @@ export function stopLive() {
 }
 
 function onNotification(n) {
-  if (!n || typeof n.id !== 'number') return;
-  const fresh = !seen.has(n.id);
+  if (!n || typeof n.id !== 'number' || seen.has(n.id)) return;
   seen.add(n.id);
-  if (!fresh) return;
+  // On a device's first start the client replays the whole history; the page already shows the
+  // newest of it, so only what arrived since the page opened (live, or replayed after a reconnect)
+  // becomes a list entry and a toast.
+  if (n.id <= baselineId) return;
   window.dispatchEvent(new CustomEvent('leadpush:notification', { detail: n }));
-  if (n.id > baselineId) showToast(n);
+  showToast(n);
 }
 
 export function setUnread(count) {
