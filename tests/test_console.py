@@ -416,3 +416,25 @@ def test_the_inbox_catches_up_after_its_socket_drops_and_long_polls_while_websoc
     # pending poll something to answer, so it does not hold the server's shutdown for 25 seconds.
     alice.context.close()
     assign(crm, team.manager, crm.lead(team.manager, name="收尾", phone="13300003333")["id"], team.alice)
+
+
+@SQLITE_ONLY
+def test_the_console_serves_the_shared_client_and_says_clearly_when_it_is_missing(api, monkeypatch, caplog, tmp_path):
+    from leadpush.web import views
+
+    http = api.client()
+    r = http.get("/console/static/leadpush-client.mjs")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/javascript")
+    assert "export function createClient" in r.text
+
+    monkeypatch.setattr(views, "CLIENT_MODULE", tmp_path / "missing.mjs")
+    with caplog.at_level("ERROR", logger="leadpush.web.views"):
+        r = http.get("/console/static/leadpush-client.mjs")
+    assert r.status_code == 404 and "live inbox is unavailable" in r.text
+    assert any("shared JS client is missing" in m for m in caplog.messages)
+
+    for bad in ("/console/static/..%2Fviews.py", "/console/static/.env", "/console/static/nope.js"):
+        assert http.get(bad).status_code == 404, bad
+    page = http.get("/console/customers")
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert '<html lang="zh-CN">' in page.text
