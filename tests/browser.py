@@ -43,7 +43,9 @@ def unavailable(message: str) -> None:
     pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an asyncio loop running on the main thread while
+# it is started, which would break later tests that call asyncio.run().
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         unavailable(f"chromium not found at {CHROMIUM}: install Debian's chromium (apt-get install chromium)")
