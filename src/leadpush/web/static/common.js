@@ -180,8 +180,9 @@ export async function boot({ roles } = {}) {
     console.error('live inbox failed to start', error);
   });
   if (roles && !roles.includes(me.role)) {
+    for (const node of document.querySelectorAll('main > :not(h1):not(#page-status)')) node.hidden = true;
     say('您的角色无权使用此页面。', true);
-    throw new Error('forbidden page');
+    return new Promise(() => {}); // the page's own script stops here
   }
   return me;
 }
