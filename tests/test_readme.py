@@ -16,3 +16,13 @@ def test_every_setting_is_in_the_readme():
 
 def test_readme_names_the_two_commands():
     assert "make run" in README and "make test" in README
+
+
+def test_every_linked_file_exists():
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    links = re.findall(r"\]\(((?:docs|clients|deploy)/[^)#]+)\)", README)
+    assert links, "the README links its docs"
+    missing = [link for link in links if not (root / link).exists()]
+    assert missing == []

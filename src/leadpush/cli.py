@@ -56,9 +56,6 @@ def serve(
         _prepare_database(settings)
     ctx = AppContext.from_settings(settings)
     application = create_app(ctx, roles=roles)
-    if "api" not in roles:
-        # Worker and scheduler still answer /healthz and /metrics, on the given port.
-        pass
     uvicorn.run(
         application,
         host=host or settings.host,
@@ -66,6 +63,8 @@ def serve(
         log_level=settings.log_level.lower(),
         ws_ping_interval=20,
         ws_ping_timeout=20,
+        # Long polls wait up to 30 s; do not let them hold a restart that long.
+        timeout_graceful_shutdown=5,
     )
 
 

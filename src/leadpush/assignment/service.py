@@ -186,6 +186,15 @@ def _fields(ctx: AppContext, customer: Customer, now: datetime) -> dict[str, obj
     }
 
 
+def _assigned_body(actor_name: str, via: str, c: Customer) -> str:
+    source = f"（来源：{c.source}）" if c.source else ""
+    if via == "claim":
+        return f"您从公海领取了线索「{c.name}」{source}"
+    if via == "auto_transfer":
+        return f"线索「{c.name}」超时未跟进，已自动流转给您{source}"
+    return f"{actor_name} 将线索「{c.name}」分配给您{source}"
+
+
 def _notifications_for(
     ctx: AppContext,
     session: Session,
@@ -238,7 +247,7 @@ def _notifications_for(
                     recipient=users[rid],
                     kind="customer_assigned",
                     title=f"您有一条新线索：{c.name}",
-                    body=f"{actor_name} 将线索「{c.name}」分配给您" + (f"（来源：{c.source}）" if c.source else ""),
+                    body=_assigned_body(actor_name, via, c),
                     payload={**common, **_fields(ctx, c, now), "fromUserId": previous[c.id]},
                     dedupe_key=f"customer_assigned:{c.id}:v{c.version}",
                     actor_id=actor_id,

@@ -67,6 +67,16 @@ class WsConnection:
                 return
 
     async def writer(self) -> None:
+        try:
+            await self._write_loop()
+        except Exception as exc:  # noqa: BLE001
+            # Most likely the database is unreachable. Close rather than linger silently: the client
+            # reconnects with backoff and resumes from its last id, so nothing is lost.
+            log.warning("WebSocket 推送中断（%s），关闭连接让客户端重连", type(exc).__name__)
+            with contextlib.suppress(Exception):
+                await self.ws.close(code=1011, reason="temporarily unavailable")
+
+    async def _write_loop(self) -> None:
         await self.synced.wait()
         await self.catch_up()
         await self.send_unread()
