@@ -68,26 +68,24 @@ def _batch_message(result: ChangeResult) -> str:
     return f"已分配 {len(result.changed)} 条，未变化 {len(result.unchanged)} 条，失败 {len(result.failed)} 条"
 
 
+def _batch(ctx: AppContext, user: CurrentUser, body: BatchAssignBody, *, from_pool: bool) -> Envelope:
+    with ctx.db.write() as session:
+        batch = flows.BatchInput(body.customer_ids, body.assigned_to)
+        result = flows.assign_batch(ctx, session, user, batch, from_pool=from_pool)
+        out = batch_out(ctx, session, result)
+    return Envelope(message=_batch_message(result), data=out)
+
+
 @router.post("/batch-assign", response_model=Envelope[BatchResult])
 def batch_assign(body: BatchAssignBody, ctx: Ctx, user: CurrentUser) -> Envelope:
     """Assign many leads to one salesperson; one digest notification per recipient."""
-    with ctx.db.write() as session:
-        result = flows.assign_batch(
-            ctx, session, user, flows.BatchInput(body.customer_ids, body.assigned_to), from_pool=False
-        )
-        out = batch_out(ctx, session, result)
-    return Envelope(message=_batch_message(result), data=out)
+    return _batch(ctx, user, body, from_pool=False)
 
 
 @router.post("/public-pool/assign", response_model=Envelope[BatchResult])
 def public_pool_assign(body: BatchAssignBody, ctx: Ctx, user: CurrentUser) -> Envelope:
     """Hand leads out of the public pool (公海) to one salesperson."""
-    with ctx.db.write() as session:
-        result = flows.assign_batch(
-            ctx, session, user, flows.BatchInput(body.customer_ids, body.assigned_to), from_pool=True
-        )
-        out = batch_out(ctx, session, result)
-    return Envelope(message=_batch_message(result), data=out)
+    return _batch(ctx, user, body, from_pool=True)
 
 
 @router.post("/{customer_id:int}/claim", response_model=Envelope[CustomerOut])
