@@ -61,8 +61,8 @@ def serve(
         host=host or settings.host,
         port=port if port is not None else settings.port,
         log_level=settings.log_level.lower(),
-        ws_ping_interval=20,
-        ws_ping_timeout=20,
+        ws_ping_interval=settings.ws_ping_interval,
+        ws_ping_timeout=settings.ws_ping_timeout,
         # Long polls wait up to 30 s; do not let them hold a restart that long.
         timeout_graceful_shutdown=5,
     )

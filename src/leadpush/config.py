@@ -20,6 +20,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "INFO"
+    # WebSocket keep-alive: a ping every N seconds; a client that does not answer within the timeout is
+    # dropped (a phone that went into a tunnel, a laptop closed without a goodbye).
+    ws_ping_interval: float = Field(default=20.0, gt=0)
+    ws_ping_timeout: float = Field(default=20.0, gt=0)
     # Console links (WeCom textcards point here); no trailing slash.
     public_url: str = "http://127.0.0.1:8000"
 
