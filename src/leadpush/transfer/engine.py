@@ -294,6 +294,7 @@ def run_transfer(ctx: AppContext, trigger: str, *, dry_run: bool = False, team: 
     if not acquire_lease(ctx, holder, now):
         raise TransferBusy()
     report = RunReport(run_id=None, trigger=trigger, dry_run=dry_run, started_at=now)
+    completed = False
     try:
         with ctx.db.write() as session:
             run = TransferRun(trigger=trigger, dry_run=dry_run, started_at=now, details={"team": team})
@@ -302,24 +303,33 @@ def run_transfer(ctx: AppContext, trigger: str, *, dry_run: bool = False, team: 
             report.run_id = run.id
         _warn(ctx, report, now, team)
         _move_due(ctx, report, now, team, holder)
+        completed = True
     finally:
         report.finished_at = ctx.clock.now()
+        idle = not (report.examined or report.warned or report.moved or report.failed)
+        # Woken for a deadline that someone else handled meanwhile: nothing worth keeping in the history.
+        forget = completed and trigger == "deadline" and idle
         try:
             with ctx.db.write() as session:
-                session.execute(
-                    update(TransferRun)
-                    .where(TransferRun.id == report.run_id)
-                    .values(
-                        finished_at=report.finished_at,
-                        examined=report.examined,
-                        moved=report.moved,
-                        warned=report.warned,
-                        failed=report.failed,
-                        details={"team": team, "failures": report.failures[:100]},
+                if forget:
+                    session.execute(delete(TransferRun).where(TransferRun.id == report.run_id))
+                else:
+                    session.execute(
+                        update(TransferRun)
+                        .where(TransferRun.id == report.run_id)
+                        .values(
+                            finished_at=report.finished_at,
+                            examined=report.examined,
+                            moved=report.moved,
+                            warned=report.warned,
+                            failed=report.failed,
+                            details={"team": team, "failures": report.failures[:100]},
+                        )
                     )
-                )
         finally:
             release_lease(ctx, holder)
+    if forget:
+        report.run_id = None
     log.info(
         "自动流转（%s%s）：检查 %d，流转 %d，预警 %d，失败 %d",
         trigger,
