@@ -206,3 +206,13 @@ def test_metrics_and_health(hooked):
     ready = c.get("/readyz")
     assert ready.status_code == 200 and ready.json()["checks"] == {"database": True}
     c.close()
+
+
+def test_a_lease_shorter_than_a_send_is_refused_at_start():
+    from pydantic import ValidationError
+
+    from leadpush.config import Settings
+
+    with pytest.raises(ValidationError, match="LEASE_SECONDS"):
+        Settings(delivery_lease_seconds=5, send_timeout=10)
+    assert Settings(delivery_lease_seconds=12, send_timeout=10).delivery_lease_seconds == 12

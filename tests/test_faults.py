@@ -857,12 +857,6 @@ def test_websocket_keeps_delivering_after_a_redis_resync_during_a_postgres_outag
 LEASE = 6
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a send WeChat accepted (errcode 0) is sent again when the database is unreachable right "
-    "after it: settle_credit raises, the result becomes a retry, and record_outcome gives up at once; "
-    "see the report of issue 8",
-)
 def test_a_send_accepted_while_postgres_is_down_is_not_sent_again(private_pg: PrivatePostgres) -> None:
     """The database goes away while a WeChat send is on the wire; WeChat accepts it (errcode 0), so
     leadpush *saw* the answer. That is not the mid-flight exception: the worker should hold on to the

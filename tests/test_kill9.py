@@ -46,6 +46,7 @@ def test_kill_9_mid_delivery_then_restart_delivers_everything(tmp_path):
             "LEADPUSH_WEBHOOK_URL": receiver.url,
             "LEADPUSH_WEBHOOK_SECRET": "s3cret-kill9",
             "LEADPUSH_DELIVERY_LEASE_SECONDS": "2",
+            "LEADPUSH_SEND_TIMEOUT": "0.5",
             "LEADPUSH_DELIVERY_CONCURRENCY": str(CONCURRENCY),
             "LEADPUSH_DELIVERY_POLL_INTERVAL": "0.5",
             "LEADPUSH_LOG_LEVEL": "WARNING",

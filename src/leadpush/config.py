@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cached_property
 from zoneinfo import ZoneInfo
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -90,6 +90,14 @@ class Settings(BaseSettings):
     # Limits.
     max_batch: int = 1000
     max_body_bytes: int = 2_000_000
+
+    @model_validator(mode="after")
+    def _lease_outlives_a_send(self) -> Settings:
+        # The dispatcher waits at most send_timeout + 1 s for a channel; a lease shorter than that would let
+        # a second worker send the same delivery while the first is still waiting for its answer.
+        if self.delivery_lease_seconds <= self.send_timeout + 1:
+            raise ValueError("LEADPUSH_DELIVERY_LEASE_SECONDS must be longer than LEADPUSH_SEND_TIMEOUT + 1")
+        return self
 
     @field_validator("channel_policy")
     @classmethod

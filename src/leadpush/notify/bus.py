@@ -136,7 +136,8 @@ class RedisBus(_Handlers):
     async def ping(self) -> bool:
         try:
             return bool(await self._redis.ping())
-        except Exception:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001
+            log.warning("Redis 健康检查失败：%s", type(exc).__name__)
             return False
 
     async def _listen(self) -> None:

@@ -176,22 +176,39 @@ class Dispatcher:
             result = SendResult.skipped("该渠道未启用")
         else:
             try:
-                result = await asyncio.wait_for(channel.send(job), timeout=self.ctx.settings.send_timeout + 5)
+                result = await asyncio.wait_for(channel.send(job), timeout=self.ctx.settings.send_timeout + 1)
             except TimeoutError:
                 result = SendResult.retry("发送超时")
             except Exception as exc:  # noqa: BLE001 - a channel bug must not kill the worker
                 log.exception("渠道 %s 发送异常", job.channel)
                 result = SendResult.retry(f"发送异常：{type(exc).__name__}")
         elapsed = time.perf_counter() - started
-        try:
-            status = await to_thread.run_sync(record_outcome, self.ctx, job, result, self.ctx.clock.now())
-        except Exception:
-            # The lease will expire and the delivery will be tried again.
-            log.exception("记录投递结果失败（投递 %s）", job.delivery_id)
-            status = "unrecorded"
+        status = await self._record(job, result)
         self.metrics.observe_send(job.channel, status, elapsed)
         if status in ("failed", "dead"):
             log.warning("投递 %s（%s）%s：%s", job.delivery_id, job.channel, status, result.detail)
+
+    async def _record(self, job: DeliveryJob, result: SendResult) -> str:
+        """Record the outcome, holding on to it through a database blip for as long as the lease lasts.
+
+        Giving up early would let the lease expire and the message be sent again although the channel
+        answered; only a crash (or an outage longer than the lease) leaves that to happen.
+        """
+        budget = (job.lease_until - self.ctx.clock.now()).total_seconds() - 1.0
+        deadline = time.monotonic() + max(0.0, budget)
+        delay = 0.2
+        while True:
+            try:
+                return await to_thread.run_sync(record_outcome, self.ctx, job, result, self.ctx.clock.now())
+            except Exception as exc:  # noqa: BLE001
+                if time.monotonic() + delay >= deadline or self._stopping:
+                    log.error(
+                        "记录投递结果失败，租约到期后将重新发送（投递 %s）：%s", job.delivery_id, type(exc).__name__
+                    )
+                    return "unrecorded"
+                log.warning("记录投递结果失败，%.1f 秒后重试（投递 %s）", delay, job.delivery_id)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def stop(self) -> None:
         self._stopping = True

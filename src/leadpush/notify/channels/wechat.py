@@ -9,6 +9,7 @@ failure gives it back. A delivery with no credit is skipped without calling WeCh
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,6 +35,8 @@ from leadpush.notify.wechat_format import DIGEST_KINDS, page_for, parse_field_ma
 
 SEND_PATH = "/cgi-bin/message/subscribe/send"
 NO_CREDIT = "无订阅次数（no credit）：用户未在小程序中允许接收，或次数已用完"
+
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------
@@ -155,7 +158,12 @@ class WechatChannel:
             none_left = reply.errcode == 43101
         outcome = "spent" if result.outcome == "sent" else "none_left" if none_left else "refund"
         later = self.ctx.clock.now()
-        await to_thread.run_sync(settle_credit, db, user_id, self.template_id, job.delivery_id, outcome, later)
+        try:
+            await to_thread.run_sync(settle_credit, db, user_id, self.template_id, job.delivery_id, outcome, later)
+        except Exception as exc:  # noqa: BLE001
+            # WeChat has answered; that answer must not be lost to a database blip. A credit left
+            # reserved is reused by this delivery's retry (if any), so nothing is spent twice.
+            log.warning("结算订阅次数失败（投递 %s）：%s", job.delivery_id, type(exc).__name__)
         return result
 
     def classify(self, reply: ApiReply) -> SendResult:
