@@ -296,6 +296,7 @@ def test_transfer_rules_and_a_dry_run_preview_before_running_for_real(crm, team,
     leads = [crm.lead(team.manager, name=n, phone=f"1330000000{i}") for i, n in enumerate(names)]
     for lead in leads:
         assign(crm, team.manager, lead["id"], team.alice)
+    time.sleep(0.6)  # let the scheduler finish the look the assignments woke it for
     crm.ctx.clock.advance(minutes=20)  # past the deadline; nothing has woken the scheduler
 
     page.get_by_role("button", name="预览（不执行）").click()

@@ -37,6 +37,16 @@ def nudge(api: Api, **delta: float) -> None:
     api.ctx.signals.notifications_committed(set())
 
 
+def jump_past_deadlines(api: Api) -> None:
+    """Move time 2 h on without waking the scheduler, so a manual run is the one that finds the leads.
+
+    The scheduler looks at the ledger at most every 0.25 s after a commit wakes it; let it finish that
+    look (and go back to sleep until the next wake-up or 30 s) before time jumps.
+    """
+    time.sleep(0.6)
+    api.ctx.clock.advance(hours=2)
+
+
 def rule(api: Api, who, **body) -> dict:
     payload = {
         "name": "24小时未跟进退回公海",
@@ -210,7 +220,7 @@ def test_round_robin_skips_the_owner_inactive_users_and_anyone_full(api, team):
 def test_dry_run_lists_what_would_move_and_moves_nothing(api, team):
     rule(api, team.admin, thresholdHours=1)
     leads = [assigned_lead(api, team, team.alice, name=f"客户{i}") for i in range(3)]
-    api.ctx.clock.advance(hours=2)  # past the deadline, but the scheduler is not woken
+    jump_past_deadlines(api)
     r = api.client(team.admin).post("/api/auto-transfer/run", json={"dryRun": True})
     assert r.status_code == 200, r.text
     data = r.json()["data"]
@@ -226,7 +236,7 @@ def test_dry_run_lists_what_would_move_and_moves_nothing(api, team):
 def test_two_runners_at_once_move_each_lead_once(api, team):
     rule(api, team.admin, thresholdHours=1)
     leads = [assigned_lead(api, team, team.alice, name=f"客户{i}") for i in range(20)]
-    api.ctx.clock.advance(hours=2)
+    jump_past_deadlines(api)
     results: list[object] = []
 
     def runner() -> None:
@@ -242,7 +252,7 @@ def test_two_runners_at_once_move_each_lead_once(api, team):
         t.join()
     # Even without the lease, each lead's move is conditional on its version: race _move_one directly.
     lead_id = assigned_lead(api, team, team.bob, name="争抢")["id"]
-    api.ctx.clock.advance(hours=2)
+    jump_past_deadlines(api)
     reports = [RunReport(None, "manual", False, api.ctx.clock.now()) for _ in range(4)]
     racers = [threading.Thread(target=_move_one, args=(api.ctx, r, lead_id, api.ctx.clock.now())) for r in reports]
     for t in racers:
@@ -264,7 +274,7 @@ def test_two_runners_at_once_move_each_lead_once(api, team):
 def test_manual_run_reports_and_history(api, team):
     rule(api, team.admin, thresholdHours=1)
     assigned_lead(api, team, team.alice)
-    api.ctx.clock.advance(hours=2)
+    jump_past_deadlines(api)
     r = api.client(team.manager).post("/api/auto-transfer/run")
     assert r.status_code == 200 and r.json()["data"]["moved"] == 1
     assert "已流转 1 条" in r.json()["message"]
@@ -326,7 +336,7 @@ def test_capacity_is_respected_by_assignment_claim_and_transfer(api, team):
     assert r.status_code == 409 and r.json()["code"] == "at_capacity"
     rule(api, team.admin, thresholdHours=1, action="user", targetUserId=full.id)
     lead = assigned_lead(api, team, team.alice, name="第三条")
-    api.ctx.clock.advance(hours=2)
+    jump_past_deadlines(api)
     report = api.client(team.admin).post("/api/auto-transfer/run").json()["data"]
     failure = next(f for f in report["failures"] if f["customerId"] == lead["id"])
     assert "上限" in failure["reason"]
@@ -358,3 +368,11 @@ def test_real_clock_lead_moves_within_two_seconds_of_its_deadline(realtime_api):
     wait_for(lambda: get_lead(api, admin, lead["id"])["inPool"], timeout=10, interval=0.02)
     lag = (datetime.now(due.tzinfo) - due).total_seconds()
     assert 0 <= lag < 2.0, lag
+
+
+def test_a_new_rule_gives_existing_leads_their_deadlines(api, team):
+    lead = assigned_lead(api, team, team.alice)
+    assert lead["transferDueAt"] is None  # no rule yet
+    rule(api, team.admin, thresholdHours=5)
+    due = wait_for(lambda: get_lead(api, team.alice, lead["id"])["transferDueAt"])
+    assert datetime.fromisoformat(due) == datetime.fromisoformat(lead["assignedAt"]) + timedelta(hours=5)

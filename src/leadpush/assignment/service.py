@@ -11,17 +11,20 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, insert, literal, null, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from leadpush.assignment.models import VIAS, Assignment
 from leadpush.context import AppContext
+from leadpush.db import UTCDateTime
 from leadpush.errors import ApiError
 from leadpush.leads.models import Customer
 from leadpush.notify.ledger import NewNotification, write_notifications
 from leadpush.notify.models import Notification
+from leadpush.transfer.models import TransferRule
 from leadpush.users.models import User
 
 CLOSED_STATUSES = ("won", "lost", "invalid")
@@ -77,6 +80,52 @@ def open_lead_count(session: Session, user_id: int) -> int:
     )
 
 
+def _apply_moves(session: Session, planned: list[tuple[Customer, User | None, int]], now: datetime) -> set[int]:
+    """One conditional UPDATE for all moves; returns the ids whose version still matched.
+
+    Each lead moves only if its version is the one the caller saw (optimistic locking). On PostgreSQL the
+    rows are locked in id order first, so two transactions moving overlapping sets of leads (one listed
+    front to back, the other back to front) queue behind each other instead of deadlocking.
+    """
+    if not planned:
+        return set()
+    ids = [c.id for c, _t, _v in planned]
+    if session.get_bind().dialect.name == "postgresql" and len(ids) > 1:
+        session.execute(select(Customer.id).where(Customer.id.in_(ids)).order_by(Customer.id).with_for_update())
+    if len(planned) == 1:
+        customer, target, expected = planned[0]
+        owner: Any = target.id if target else None
+        assigned: Any = now if target is not None else None
+        version_ok: Any = Customer.version == expected
+    else:
+        owner = case({c.id: (t.id if t else None) for c, t, _v in planned}, value=Customer.id)
+        to_pool = [c.id for c, t, _v in planned if t is None]
+        if not to_pool:
+            assigned = now
+        elif len(to_pool) == len(planned):
+            assigned = None
+        else:  # typed, so the timestamp is stored as UTC like every other
+            assigned = case((Customer.id.in_(to_pool), null()), else_=literal(now, UTCDateTime()))
+        version_ok = Customer.version == case({c.id: v for c, _t, v in planned}, value=Customer.id)
+    rows = session.execute(
+        update(Customer)
+        .where(Customer.id.in_(ids), version_ok)
+        .values(
+            owner_id=owner,
+            version=Customer.version + 1,
+            assigned_at=assigned,
+            updated_at=now,
+            transfer_due_at=None,
+            transfer_warn_at=None,
+            transfer_rule_id=None,
+            transfer_warned_for=None,
+        )
+        .returning(Customer.id)
+        .execution_options(synchronize_session=False)
+    )
+    return set(rows.scalars())
+
+
 def change_owner(
     ctx: AppContext,
     session: Session,
@@ -88,6 +137,7 @@ def change_owner(
     batch_id: str | None = None,
     reason: str | None = None,
     now: datetime | None = None,
+    rules: list[TransferRule] | None = None,
 ) -> ChangeResult:
     """Move each lead to its new owner (None = the public pool) and notify who must hear of it.
 
@@ -103,8 +153,7 @@ def change_owner(
     capacity_used: dict[int, int] = {}
     previous: dict[int, int | None] = {}
 
-    # Rows are locked in id order, so two transactions moving overlapping sets of leads (a batch listed front to
-    # back and another back to front) queue behind each other instead of deadlocking on PostgreSQL.
+    planned: list[tuple[Customer, User | None, int]] = []
     for move in sorted(moves, key=lambda m: m.customer.id):
         customer, target = move.customer, move.to_user
         target_id = target.id if target else None
@@ -123,25 +172,17 @@ def change_owner(
                         ItemFailure(customer.id, "at_capacity", f"{target.name} 的线索已达上限 {target.capacity} 条")
                     )
                     continue
+                capacity_used[target.id] += 1
         expected = move.expected_version if move.expected_version is not None else customer.version
-        updated = session.execute(
-            update(Customer)
-            .where(Customer.id == customer.id, Customer.version == expected)
-            .values(
-                owner_id=target_id,
-                version=Customer.version + 1,
-                assigned_at=now if target is not None else None,
-                updated_at=now,
-                transfer_due_at=None,
-                transfer_warned_for=None,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        if updated.rowcount != 1:
+        planned.append((customer, target, expected))
+
+    moved = _apply_moves(session, planned, now)
+    history: list[dict[str, object]] = []
+    for customer, target, expected in planned:
+        if customer.id not in moved:
             result.failed.append(ItemFailure(customer.id, "version_conflict", "线索已被他人修改，请刷新后重试"))
             continue
-        if target is not None and target.capacity is not None:
-            capacity_used[target.id] += 1
+        target_id = target.id if target else None
         previous[customer.id] = customer.owner_id
         for attr, value in (
             ("owner_id", target_id),
@@ -149,28 +190,32 @@ def change_owner(
             ("assigned_at", now if target is not None else None),
             ("updated_at", now),
             ("transfer_due_at", None),
+            ("transfer_warn_at", None),
+            ("transfer_rule_id", None),
             ("transfer_warned_for", None),
         ):
             set_committed_value(customer, attr, value)
-        session.add(
-            Assignment(
-                customer_id=customer.id,
-                from_user_id=previous[customer.id],
-                to_user_id=target_id,
-                actor_id=actor.id if actor else None,
-                via=via,
-                batch_id=batch_id,
-                reason=reason,
-                created_at=now,
-            )
+        history.append(
+            {
+                "customer_id": customer.id,
+                "from_user_id": previous[customer.id],
+                "to_user_id": target_id,
+                "actor_id": actor.id if actor else None,
+                "via": via,
+                "batch_id": batch_id,
+                "reason": reason,
+                "created_at": now,
+            }
         )
         result.changed.append(customer)
+    if history:
+        session.execute(insert(Assignment), history)
 
     if result.changed:
         # Deadlines depend on rules; imported here to keep the dependency one-way at import time.
         from leadpush.transfer.deadlines import refresh_deadlines
 
-        refresh_deadlines(session, result.changed, now)
+        refresh_deadlines(session, result.changed, now, rules)
         items = _notifications_for(ctx, session, result, previous, actor, via, digest, reason, now)
         result.notifications = write_notifications(session, ctx.settings, ctx.signals, items, now)
     return result

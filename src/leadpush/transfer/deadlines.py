@@ -77,6 +77,7 @@ def refresh_deadlines(
     rules = enabled_rules(session) if rules is None else rules
     owner_ids = {c.owner_id for c in customers if c.owner_id is not None}
     teams = dict(session.execute(select(User.id, User.team).where(User.id.in_(owner_ids))).all()) if owner_ids else {}
+    changes: list[dict[str, object]] = []
     for customer in customers:
         deadline = deadline_for(rules, customer, teams.get(customer.owner_id)) if rules else None
         values = {
@@ -86,14 +87,12 @@ def refresh_deadlines(
         }
         if all(getattr(customer, k) == v for k, v in values.items()):
             continue
-        session.execute(
-            update(Customer)
-            .where(Customer.id == customer.id)
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
+        changes.append({"id": customer.id, **values})
         for key, value in values.items():
             set_committed_value(customer, key, value)
+    if changes:
+        # One executemany by primary key, not one UPDATE statement per lead.
+        session.execute(update(Customer), changes)
 
 
 def recompute_all(db: Database, now: datetime, chunk: int = 2000) -> int:

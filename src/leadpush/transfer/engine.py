@@ -233,6 +233,7 @@ def _move_one(ctx: AppContext, report: RunReport, customer_id: int, now: datetim
             via="auto_transfer",
             reason=reason,
             now=now,
+            rules=rules,
         )
         if result.failed:
             report.failed += 1

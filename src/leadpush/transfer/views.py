@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, BackgroundTasks, Query
 from sqlalchemy import func, select
 
 from leadpush.context import AppContext
@@ -52,8 +52,13 @@ def check_rule(ctx: AppContext, session, rule: TransferRule) -> None:  # noqa: A
 
 
 def after_rules_changed(ctx: AppContext) -> None:
+    """Recompute every owned lead's deadline, then wake the scheduler to the new earliest one.
+
+    Runs after the response is sent (a million leads take minutes); assignments meanwhile compute
+    their own deadlines with the new rules.
+    """
     recompute_all(ctx.db, ctx.clock.now())
-    ctx.signals.notifications_committed(set())  # wakes the scheduler to the new earliest deadline
+    ctx.signals.notifications_committed(set())
 
 
 @router.get("/rules", response_model=Envelope[list[RuleOut]])
@@ -66,7 +71,7 @@ def list_rules(ctx: Ctx, user: StaffUser) -> Envelope:
 
 
 @router.post("/rules", response_model=Envelope[RuleOut], status_code=201)
-def create_rule(body: RuleCreate, ctx: Ctx, user: StaffUser) -> Envelope:
+def create_rule(body: RuleCreate, ctx: Ctx, user: StaffUser, background: BackgroundTasks) -> Envelope:
     check_rule_scope(user, body.team)
     with ctx.db.write() as session:
         rule = TransferRule(
@@ -85,7 +90,7 @@ def create_rule(body: RuleCreate, ctx: Ctx, user: StaffUser) -> Envelope:
         session.add(rule)
         session.flush()
         out = rule_out(rule)
-    after_rules_changed(ctx)
+    background.add_task(after_rules_changed, ctx)
     return Envelope(message="流转规则已创建", data=out)
 
 
@@ -97,7 +102,7 @@ def _load_rule(session, user: User, rule_id: int) -> TransferRule:  # noqa: ANN0
 
 
 @router.patch("/rules/{rule_id:int}", response_model=Envelope[RuleOut])
-def update_rule(rule_id: int, body: RuleFields, ctx: Ctx, user: StaffUser) -> Envelope:
+def update_rule(rule_id: int, body: RuleFields, ctx: Ctx, user: StaffUser, background: BackgroundTasks) -> Envelope:
     changes = body.model_dump(exclude_unset=True)
     with ctx.db.write() as session:
         rule = _load_rule(session, user, rule_id)
@@ -115,17 +120,17 @@ def update_rule(rule_id: int, body: RuleFields, ctx: Ctx, user: StaffUser) -> En
         check_rule(ctx, session, rule)
         session.flush()
         out = rule_out(rule)
-    after_rules_changed(ctx)
+    background.add_task(after_rules_changed, ctx)
     return Envelope(message="流转规则已更新", data=out)
 
 
 @router.delete("/rules/{rule_id:int}", response_model=Envelope[RuleOut])
-def delete_rule(rule_id: int, ctx: Ctx, user: StaffUser) -> Envelope:
+def delete_rule(rule_id: int, ctx: Ctx, user: StaffUser, background: BackgroundTasks) -> Envelope:
     with ctx.db.write() as session:
         rule = _load_rule(session, user, rule_id)
         out = rule_out(rule)
         session.delete(rule)
-    after_rules_changed(ctx)
+    background.add_task(after_rules_changed, ctx)
     return Envelope(message="流转规则已删除", data=out)
 
 
