@@ -1,0 +1,196 @@
+"""Assignment API latency and throughput: `PATCH /api/customers/{id}/assign` at 1, 16 and 64 clients.
+
+A manager reassigns leads among 20 salespeople of the team as fast as each client can: every
+request changes the owner, so each one writes the owner, the history row, two notifications
+(`customer_assigned` to the new owner, `customer_recycled` to the previous one) and their in-app
+deliveries, which the worker then publishes. Each client has its own keep-alive connection and its
+own leads (no two clients touch the same lead). Measured against the floor (benchmarks.floor_fastapi)
+driven by the same client. Server CPU per request is the servers' user+system time over the window
+divided by the requests (PostgreSQL's and Redis's own CPU not included).
+
+    python -m benchmarks.assign_api [--quick] [--backend sqlite|postgres|both]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sys
+import time
+from typing import Any
+
+from benchmarks.common import (
+    HttpConnection,
+    Service,
+    backends,
+    base_parser,
+    deployment,
+    floor_api_service,
+    host_port,
+    log,
+    make_leads,
+    make_team,
+    ms_stats,
+    print_table,
+    scratch_dir,
+    write_json,
+)
+
+LEVELS = (1, 16, 64)
+LEADS_PER_CLIENT = 20
+SALES = 20
+
+
+async def assign_load(
+    targets: list[str],
+    token: str | None,
+    lead_ids: list[int],
+    sales_ids: list[int],
+    concurrency: int,
+    duration: float,
+    warmup: float,
+    services: list[Service] | None = None,
+) -> dict[str, Any]:
+    """`concurrency` clients reassigning their own leads for warmup + duration seconds."""
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    start = time.perf_counter()
+    measure_from = start + warmup
+    stop_at = measure_from + duration
+    cpu_before: list[float] = []
+
+    async def client(index: int) -> None:
+        host, port = host_port(targets[index % len(targets)])
+        conn = HttpConnection(host, port)
+        mine = lead_ids[index::concurrency] or lead_ids[:1]
+        owners = itertools.cycle(sales_ids[index % len(sales_ids) :] + sales_ids[: index % len(sales_ids)])
+        leads = itertools.cycle(mine)
+        try:
+            while True:
+                now = time.perf_counter()
+                if now >= stop_at:
+                    return
+                lead, owner = next(leads), next(owners)
+                t0 = time.perf_counter()
+                status, _ = await conn.request("PATCH", f"/api/customers/{lead}/assign", {"assignedTo": owner}, token)
+                t1 = time.perf_counter()
+                if t0 >= measure_from and t1 <= stop_at:
+                    latencies.append(t1 - t0)
+                    statuses[status] = statuses.get(status, 0) + 1
+        finally:
+            conn.close()
+
+    async def cpu_mark() -> None:
+        await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
+        cpu_before.extend(s.cpu() for s in services or [])
+
+    tasks = [asyncio.create_task(client(i)) for i in range(concurrency)]
+    marker = asyncio.create_task(cpu_mark())
+    await asyncio.gather(*tasks, marker)
+    cpu_used = sum(s.cpu() for s in services or []) - sum(cpu_before) if services else None
+    ok = statuses.get(200, 0)
+    return {
+        "concurrency": concurrency,
+        **ms_stats(latencies),
+        "throughput": round(len(latencies) / duration, 1),
+        "statuses": {str(k): v for k, v in statuses.items()},
+        "errors": len(latencies) - ok,
+        "server_cpu_ms_per_request": round(cpu_used / len(latencies) * 1000, 2) if cpu_used and latencies else None,
+    }
+
+
+def run_levels(
+    label: str, targets: list[str], token: str | None, leads: list[int], sales: list[int], quick: bool, services
+) -> list[dict[str, Any]]:
+    duration, warmup = (3.0, 1.0) if quick else (10.0, 2.0)
+    rows = []
+    for c in LEVELS:
+        row = asyncio.run(assign_load(targets, token, leads, sales, c, duration, warmup, services))
+        row["target"] = label
+        log(
+            f"{label}: {c} clients: p50 {row['p50']} ms, p99 {row['p99']} ms, {row['throughput']}/s, errors {row['errors']}"
+        )
+        rows.append(row)
+    return rows
+
+
+def bench_leadpush(kind: str, quick: bool, n_sales: int = SALES) -> dict[str, Any]:
+    with deployment(kind) as dep:
+        manager, sales = make_team(dep.db_url, n_sales)
+        leads = make_leads(dep.db_url, max(LEVELS) * LEADS_PER_CLIENT)
+        rows = run_levels(
+            kind, [s.url for s in dep.api], manager.token, leads, [u.id for u in sales], quick, dep.services
+        )
+        return {"backend": kind, "deployment": dep.describe(), "salespeople": n_sales, "levels": rows}
+
+
+def bench_floor(quick: bool) -> dict[str, Any]:
+    with scratch_dir() as workdir:
+        leads = max(LEVELS) * LEADS_PER_CLIENT
+        floor = floor_api_service(workdir, leads).start()
+        try:
+            rows = run_levels(
+                "floor", [floor.url], None, list(range(1, leads + 1)), list(range(1, SALES + 1)), quick, [floor]
+            )
+        finally:
+            floor.stop()
+    return {"backend": "floor", "deployment": "FastAPI + SQLite, owner column only", "levels": rows}
+
+
+def report(results: list[dict[str, Any]]) -> None:
+    floor = {r["concurrency"]: r for r in next((x["levels"] for x in results if x["backend"] == "floor"), [])}
+    rows = []
+    for result in results:
+        for r in result["levels"]:
+            f = floor.get(r["concurrency"])
+            rows.append(
+                [
+                    result["backend"],
+                    r["concurrency"],
+                    r["n"],
+                    r["p50"],
+                    r["p99"],
+                    r["max"],
+                    r["throughput"],
+                    r["errors"],
+                    r["server_cpu_ms_per_request"],
+                    (r["p99"] / f["p99"]) if f and result["backend"] != "floor" else None,
+                    (f["throughput"] / r["throughput"])
+                    if f and r["throughput"] and result["backend"] != "floor"
+                    else None,
+                ]
+            )
+    print_table(
+        "PATCH /api/customers/{id}/assign",
+        [
+            "target",
+            "clients",
+            "n",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "req/s",
+            "errors",
+            "CPU ms/req",
+            "p99 ×floor",
+            "floor/req/s",
+        ],
+        rows,
+    )
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = base_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--sales", type=int, default=SALES, help="salespeople the leads rotate among")
+    parser.add_argument("--no-floor", action="store_true", help="skip the floor")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    results = [] if args.no_floor else [bench_floor(args.quick)]
+    results += [bench_leadpush(kind, args.quick, args.sales) for kind in backends(args.backend)]
+    report(results)
+    out = {"name": "assign_api", "quick": args.quick, "results": results}
+    write_json(args.json, out)
+    return out
+
+
+if __name__ == "__main__":
+    main()

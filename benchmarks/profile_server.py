@@ -1,0 +1,182 @@
+"""Profile leadpush under a benchmark's load: cProfile in every thread of the serving process.
+
+By default each thread's profiler counts that thread's CPU time (time.thread_time), so time spent
+waiting for the SQLite write lock or the network does not hide where the CPU goes; --wall counts
+wall-clock time instead.
+
+Starts leadpush (SQLite, all roles, as `leadpush serve` builds it) in a child process with a
+profiler in the event-loop thread and in each worker thread (sync routes run in anyio's thread
+pool, where a plain `python -m cProfile` sees nothing), drives one scenario from this process, then
+stops the child, which merges the per-thread profiles and writes them. Prints the top functions.
+
+    python -m benchmarks.profile_server assign [--seconds 10] [--clients 16]
+    python -m benchmarks.profile_server batch [--leads 5000]
+    python -m benchmarks.profile_server ws [--sockets 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import os
+import pstats
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from benchmarks.common import (
+    PYTHON,
+    HttpConnection,
+    Service,
+    base_env,
+    free_port,
+    host_port,
+    log,
+    make_leads,
+    make_team,
+    migrate,
+    scratch_dir,
+)
+
+
+def serve(port: int, out: str, cpu: bool) -> None:
+    """The child: leadpush with a profiler per thread; on SIGTERM, write the merged profile."""
+    import uvicorn
+
+    from leadpush.app import create_app
+    from leadpush.config import Settings
+    from leadpush.context import AppContext
+
+    profilers: list[cProfile.Profile] = []
+    lock = threading.Lock()
+
+    def start_thread_profiler(*_: object) -> None:
+        sys.setprofile(None)
+        prof = cProfile.Profile(time.thread_time) if cpu else cProfile.Profile()
+        with lock:
+            profilers.append(prof)
+        prof.enable()
+
+    threading.setprofile(start_thread_profiler)
+    settings = Settings()
+    app = create_app(AppContext.from_settings(settings), roles=frozenset({"api", "worker", "scheduler"}))
+    main = cProfile.Profile(time.thread_time) if cpu else cProfile.Profile()
+    profilers.append(main)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+
+    def finish(*_: object) -> None:
+        server.should_exit = True
+
+    signal.signal(signal.SIGTERM, finish)
+    main.enable()
+    server.run()
+    main.disable()
+    with lock:
+        for prof in profilers:
+            prof.disable()
+        stats = pstats.Stats(profilers[0])
+        for prof in profilers[1:]:
+            try:
+                stats.add(prof)
+            except TypeError:  # a thread that never ran anything
+                pass
+    stats.dump_stats(out)
+
+
+async def drive_assign(url: str, token: str, leads: list[int], sales: list[int], seconds: float, clients: int) -> int:
+    from benchmarks.assign_api import assign_load
+
+    row = await assign_load([url], token, leads, sales, clients, seconds, 1.0)
+    log(f"assign: {row['n']} requests, p50 {row['p50']} ms, {row['throughput']}/s")
+    return row["n"]
+
+
+async def drive_batch(url: str, token: str, leads: list[int], to: int) -> int:
+    conn = HttpConnection(*host_port(url))
+    started = time.perf_counter()
+    for i in range(0, len(leads), 1000):
+        status, _ = await conn.request(
+            "POST", "/api/customers/batch-assign", {"customerIds": leads[i : i + 1000], "assignedTo": to}, token
+        )
+        assert status == 200, status
+    log(f"batch: {len(leads)} leads in {time.perf_counter() - started:.2f} s")
+    conn.close()
+    return len(leads)
+
+
+async def drive_ws(ws_url: str, url: str, manager, sales, leads: list[int]) -> int:  # noqa: ANN001
+    from benchmarks.ws_5000 import open_all
+    from benchmarks.wsclient import Listener
+
+    listeners, seconds, failed = await open_all([lambda u=u: Listener(ws_url, u.token).open() for u in sales])
+    log(f"ws: {len(listeners)} sockets in {seconds:.1f} s ({failed} failed)")
+    conn = HttpConnection(*host_port(url))
+    for lead, user in zip(leads, sales, strict=False):
+        await conn.request("PATCH", f"/api/customers/{lead}/assign", {"assignedTo": user.id}, manager.token)
+    await asyncio.sleep(1)
+    conn.close()
+    await asyncio.gather(*(listener.close() for listener in listeners), return_exceptions=True)
+    return len(listeners)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "_serve":
+        serve(int(sys.argv[2]), sys.argv[3], sys.argv[4] == "cpu")
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("scenario", choices=("assign", "batch", "ws"))
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--leads", type=int, default=5000)
+    parser.add_argument("--sockets", type=int, default=1000)
+    parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/leadpush-profile.prof"))
+    parser.add_argument(
+        "--wall", action="store_true", help="time by the wall clock (lock waits included) instead of each thread's CPU"
+    )
+    args = parser.parse_args()
+    with scratch_dir() as workdir:
+        url = f"sqlite:///{workdir}/leadpush.db"
+        migrate(url)
+        env = {**base_env(), "LEADPUSH_DATABASE_URL": url}
+        port = free_port()
+        service = Service(
+            "profiled",
+            [
+                PYTHON,
+                "-m",
+                "benchmarks.profile_server",
+                "_serve",
+                str(port),
+                str(args.out),
+                "wall" if args.wall else "cpu",
+            ],
+            env,
+            port,
+            workdir,
+        )
+        manager, sales = make_team(url, args.sockets if args.scenario == "ws" else 20)
+        leads = make_leads(url, args.leads if args.scenario == "batch" else 2000)
+        service.start()
+        try:
+            if args.scenario == "assign":
+                asyncio.run(
+                    drive_assign(service.url, manager.token, leads, [u.id for u in sales], args.seconds, args.clients)
+                )
+            elif args.scenario == "batch":
+                asyncio.run(drive_batch(service.url, manager.token, leads, sales[0].id))
+            else:
+                asyncio.run(drive_ws(service.ws_url, service.url, manager, sales, leads[: len(sales)]))
+        finally:
+            service.stop()
+    stats = pstats.Stats(str(args.out))
+    stats.sort_stats("tottime").print_stats(args.top)
+    stats.sort_stats("cumulative").print_stats(args.top)
+    print(f"profile written to {args.out} (pid {os.getpid()})")
+
+
+if __name__ == "__main__":
+    main()

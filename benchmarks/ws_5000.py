@@ -1,0 +1,308 @@
+"""5,000 concurrent WebSocket connections in one leadpush process: memory per connection, fan-out.
+
+5,000 salespeople each keep one `/ws` open on the same api process (permessage-deflate negotiated,
+as browsers do). Reported: the time to connect them all, the server's RSS before and after
+(→ memory per connection), then with every socket open:
+- "idle push": single assignments one at a time, assign response → arrival;
+- "fan-out burst": 1,000 leads assigned at once (64 concurrent HTTP clients), each to a different
+  connected salesperson: per-message arrival after its response, and the whole burst's span (first
+  request sent → last message arrived).
+Floor: the bare `websockets` server with the same number of sockets: RSS per connection, one
+broadcast to every socket (trigger → arrival at each socket), and a burst of 1,000 individual
+relays. This process is also the only client of 5,000 sockets on a 2-core machine: the client's
+own work is inside every arrival time.
+
+    python -m benchmarks.ws_5000 [--quick] [--sockets N] [--backend sqlite|postgres|both]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sys
+import time
+from typing import Any
+
+from websockets.asyncio.client import connect
+
+from benchmarks.common import (
+    HttpConnection,
+    backends,
+    base_parser,
+    deployment,
+    floor_ws_service,
+    host_port,
+    log,
+    make_leads,
+    make_team,
+    ms_stats,
+    print_table,
+    raise_nofile,
+    scratch_dir,
+    write_json,
+)
+from benchmarks.wsclient import Listener
+
+CONNECT_CONCURRENCY = 100
+HTTP_CLIENTS = 64
+
+
+async def open_all(factories, concurrency: int = CONNECT_CONCURRENCY) -> tuple[list[Any], float, int]:  # noqa: ANN001
+    sem = asyncio.Semaphore(concurrency)
+    opened: list[Any] = []
+    failed = 0
+
+    async def one(factory) -> None:  # noqa: ANN001
+        nonlocal failed
+        async with sem:
+            try:
+                opened.append(await factory())
+            except Exception:  # noqa: BLE001
+                failed += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(f) for f in factories))
+    return opened, time.perf_counter() - started, failed
+
+
+async def leadpush_phase(dep, manager, sales, leads: list[int], burst: int, idle: int) -> dict[str, Any]:  # noqa: ANN001
+    server = dep.api[0]
+    await asyncio.sleep(1.0)
+    rss_before = server.memory().get("VmRSS", 0)
+    listeners, connect_s, failed = await open_all([lambda u=u: Listener(server.ws_url, u.token).open() for u in sales])
+    await asyncio.sleep(2.0)
+    rss_after = server.memory().get("VmRSS", 0)
+    by_user = {listener.hello["data"]["userId"]: listener for listener in listeners}
+    log(
+        f"{dep.kind}: {len(listeners):,} sockets open in {connect_s:.1f} s ({failed} failed), RSS {rss_before / 1024:.0f} → {rss_after / 1024:.0f} MB"
+    )
+    out: dict[str, Any] = {
+        "sockets": len(listeners),
+        "connect_failed": failed,
+        "connect_seconds": round(connect_s, 2),
+        "rss_before_mb": round(rss_before / 1024, 1),
+        "rss_after_mb": round(rss_after / 1024, 1),
+        "kb_per_connection": round((rss_after - rss_before) / max(1, len(listeners)), 1),
+    }
+    conns = [HttpConnection(*host_port(dep.api[i % len(dep.api)].url)) for i in range(HTTP_CLIENTS)]
+    users = list(by_user)
+    random.shuffle(users)
+
+    # Idle push: one at a time.
+    idle_samples = []
+    lost = 0
+    for i in range(idle):
+        uid, lead = users[i], leads[i]
+        fut = by_user[uid].expect(("customer_assigned", lead))
+        await conns[i % 2].request("PATCH", f"/api/customers/{lead}/assign", {"assignedTo": uid}, manager.token)
+        t1 = time.perf_counter()
+        try:
+            idle_samples.append(await asyncio.wait_for(fut, 10) - t1)
+        except TimeoutError:
+            lost += 1
+        await asyncio.sleep(0.02)
+    out["idle_push"] = ms_stats(idle_samples)
+
+    # Fan-out burst: `burst` assignments at once, each to a different connected user.
+    jobs = list(zip(users[idle : idle + burst], leads[idle : idle + burst], strict=False))
+    queue: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
+    for job in jobs:
+        queue.put_nowait(job)
+    after_response: list[float] = []
+    waits: list[asyncio.Future[float]] = []
+    responded: list[float] = []
+
+    async def client(conn: HttpConnection) -> None:
+        while not queue.empty():
+            uid, lead = queue.get_nowait()
+            fut = by_user[uid].expect(("customer_assigned", lead))
+            await conn.request("PATCH", f"/api/customers/{lead}/assign", {"assignedTo": uid}, manager.token)
+            t1 = time.perf_counter()
+            responded.append(t1)
+            waits.append(fut)
+            fut.add_done_callback(lambda f, t1=t1: after_response.append(f.result() - t1))
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client(c) for c in conns))
+    requests_done = time.perf_counter()
+    done, pending = await asyncio.wait(waits, timeout=30)
+    last = max((f.result() for f in done), default=requests_done)
+    out["burst"] = {
+        "messages": len(jobs),
+        "received": len(done),
+        "lost": len(pending) + lost,
+        "requests_seconds": round(requests_done - started, 2),
+        "span_seconds": round(last - started, 2),
+        "after_response": ms_stats(after_response),
+    }
+    out["rss_end_mb"] = round(server.memory().get("VmRSS", 0) / 1024, 1)
+    for c in conns:
+        c.close()
+    await asyncio.gather(*(listener.close() for listener in listeners), return_exceptions=True)
+    return out
+
+
+def bench_leadpush(kind: str, sockets: int, quick: bool) -> dict[str, Any]:
+    burst, idle = (200, 20) if quick else (1000, 50)
+    with deployment(kind) as dep:
+        manager, sales = make_team(dep.db_url, sockets)
+        leads = make_leads(dep.db_url, burst + idle)
+        result = asyncio.run(leadpush_phase(dep, manager, sales, leads, burst, idle))
+        log(
+            f"{kind}: idle push p99 {result['idle_push']['p99']} ms; burst of {burst}: span {result['burst']['span_seconds']} s,"
+            f" p99 {result['burst']['after_response']['p99']} ms"
+        )
+        return {"backend": kind, "deployment": dep.describe(), **result}
+
+
+async def floor_phase(service, sockets: int, burst: int, rounds: int) -> dict[str, Any]:  # noqa: ANN001
+    rss_before = service.memory().get("VmRSS", 0)
+    arrivals: dict[int, list[float]] = {}
+    clients: dict[int, Any] = {}
+    readers = []
+
+    async def open_one() -> Any:
+        ws = await connect(service.ws_url, ping_interval=None, open_timeout=60)
+        conn_id = json.loads(await ws.recv())["conn"]
+        clients[conn_id] = ws
+
+        async def read() -> None:
+            try:
+                async for _ in ws:
+                    arrivals.setdefault(conn_id, []).append(time.perf_counter())
+            except Exception:  # noqa: BLE001
+                return
+
+        readers.append(asyncio.create_task(read()))
+        return ws
+
+    opened, connect_s, failed = await open_all([open_one for _ in range(sockets)])
+    await asyncio.sleep(2.0)
+    rss_after = service.memory().get("VmRSS", 0)
+    control = await connect(service.ws_url, ping_interval=None)
+    json.loads(await control.recv())
+
+    # Broadcast rounds.
+    broadcast_samples: list[float] = []
+    for _ in range(rounds):
+        arrivals.clear()
+        t0 = time.perf_counter()
+        await control.send(json.dumps({"op": "broadcast", "data": {"customerId": 1, "customerName": "客户"}}))
+        deadline = time.perf_counter() + 10
+        while sum(len(v) for v in arrivals.values()) < len(opened) and time.perf_counter() < deadline:
+            await asyncio.sleep(0.005)
+        broadcast_samples += [t[0] - t0 for t in arrivals.values()]
+        await control.recv()  # the control socket gets the broadcast too
+        await asyncio.sleep(0.2)
+
+    # Burst of individual relays.
+    arrivals.clear()
+    targets = random.sample(sorted(clients), min(burst, len(clients)))
+    sent_at: dict[int, float] = {}
+    started = time.perf_counter()
+    for target in targets:
+        sent_at[target] = time.perf_counter()
+        await control.send(json.dumps({"op": "send", "to": target, "data": {"customerId": target}}))
+    deadline = time.perf_counter() + 10
+    while sum(len(arrivals.get(t, [])) for t in targets) < len(targets) and time.perf_counter() < deadline:
+        await asyncio.sleep(0.005)
+    burst_samples = [arrivals[t][0] - sent_at[t] for t in targets if arrivals.get(t)]
+    last = max((arrivals[t][0] for t in targets if arrivals.get(t)), default=started)
+    await control.close()
+    for task in readers:
+        task.cancel()
+    await asyncio.gather(*(ws.close() for ws in opened), return_exceptions=True)
+    return {
+        "sockets": len(opened),
+        "connect_failed": failed,
+        "connect_seconds": round(connect_s, 2),
+        "rss_before_mb": round(rss_before / 1024, 1),
+        "rss_after_mb": round(rss_after / 1024, 1),
+        "kb_per_connection": round((rss_after - rss_before) / max(1, len(opened)), 1),
+        "broadcast": ms_stats(broadcast_samples),
+        "burst": {
+            "messages": len(targets),
+            "span_seconds": round(last - started, 3),
+            "after_trigger": ms_stats(burst_samples),
+        },
+    }
+
+
+def bench_floor(sockets: int, quick: bool) -> dict[str, Any]:
+    with scratch_dir() as workdir:
+        service = floor_ws_service(workdir).start()
+        try:
+            out = asyncio.run(floor_phase(service, sockets, 200 if quick else 1000, 3 if quick else 10))
+        finally:
+            service.stop()
+    log(
+        f"floor: {out['sockets']:,} sockets, {out['kb_per_connection']} KB each, broadcast p99 {out['broadcast']['p99']} ms"
+    )
+    return {"backend": "floor", "deployment": "bare websockets server", **out}
+
+
+def report(results: list[dict[str, Any]]) -> None:
+    floor = next((r for r in results if r["backend"] == "floor"), None)
+    rows = []
+    for r in results:
+        burst = r["burst"]
+        stats = burst.get("after_response") or burst.get("after_trigger")
+        rows.append(
+            [
+                r["backend"],
+                r["sockets"],
+                r["connect_failed"],
+                r["connect_seconds"],
+                r["rss_before_mb"],
+                r["rss_after_mb"],
+                r["kb_per_connection"],
+                (r["kb_per_connection"] / floor["kb_per_connection"]) if floor and r is not floor else None,
+                r.get("idle_push", {}).get("p99"),
+                r.get("broadcast", {}).get("p99"),
+                burst["messages"],
+                burst["span_seconds"],
+                stats["p50"],
+                stats["p99"],
+            ]
+        )
+    print_table(
+        "Many WebSocket connections in one process",
+        [
+            "server",
+            "sockets",
+            "failed",
+            "connect s",
+            "RSS before MB",
+            "after MB",
+            "KB/conn",
+            "×floor",
+            "idle push p99 ms",
+            "broadcast p99 ms",
+            "burst msgs",
+            "burst span s",
+            "burst p50 ms",
+            "burst p99 ms",
+        ],
+        rows,
+    )
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = base_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--sockets", type=int, default=None, help="connections (default 5,000; quick 1,000)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    sockets = args.sockets or (1000 if args.quick else 5000)
+    limit = raise_nofile(2 * sockets + 1000)
+    if limit < sockets + 200:
+        raise SystemExit(f"open-files limit {limit} is too low for {sockets} sockets")
+    results = [bench_floor(sockets, args.quick)]
+    results += [bench_leadpush(kind, sockets, args.quick) for kind in backends(args.backend)]
+    report(results)
+    out = {"name": "ws_5000", "quick": args.quick, "results": results}
+    write_json(args.json, out)
+    return out
+
+
+if __name__ == "__main__":
+    main()
