@@ -390,7 +390,7 @@ def render_ws_5000(r: dict[str, Any]) -> list[str]:
                 burst.get("lost", 0),
             ]
         )
-    return table(
+    lines = table(
         [
             "server",
             "sockets",
@@ -409,6 +409,17 @@ def render_ws_5000(r: dict[str, Any]) -> list[str]:
         ],
         rows,
     )
+    for x in r["results"]:
+        burst = x["burst"]
+        if burst.get("cross_process"):
+            same, cross = burst["same_process"], burst["cross_process"]
+            lines += [
+                f"{x['backend']}: burst messages assigned through the api process holding the sockets arrived p50"
+                f" {fmt(same['p50'])} ms / p99 {fmt(same['p99'])} ms after their response; through the other api"
+                f" process (Redis + worker) p50 {fmt(cross['p50'])} ms / p99 {fmt(cross['p99'])} ms.",
+                "",
+            ]
+    return lines
 
 
 def render_lag(r: dict[str, Any]) -> list[str]:
@@ -583,6 +594,13 @@ def render(data: dict[str, Any]) -> str:
                 ["load average at start (1, 5, 15 min)", ", ".join(f"{x:.2f}" for x in load)],
                 ["load average at end", ", ".join(f"{x:.2f}" for x in meta["load_end"])],
                 ["run took", f"{meta['minutes']} min"],
+                *[
+                    [
+                        "re-run since",
+                        f"{', '.join(r['benchmarks'])} on {r['date']} (git {r['git']}, load {r['load_start'][0]:.2f})",
+                    ]
+                    for r in meta.get("reruns", [])
+                ],
                 ["leadpush", f"{v.get('leadpush', '?')} (git {meta['git']})"],
                 ["Python", v.get("python")],
                 ["SQLite", v.get("sqlite")],
@@ -670,8 +688,13 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
         data = run(names, args.quick, args.backend)
         if args.only and path.exists():
-            # Keep the other benchmarks' last figures; the meta is this run's.
+            # Keep the other benchmarks' last figures and that run's description; note this partial re-run.
             previous = json.loads(path.read_text())
+            rerun = {k: data["meta"][k] for k in ("date", "git", "load_start", "load_end", "minutes")}
+            data["meta"] = {
+                **previous["meta"],
+                "reruns": [*previous["meta"].get("reruns", []), {**rerun, "benchmarks": names}],
+            }
             data["benchmarks"] = {**previous.get("benchmarks", {}), **data["benchmarks"]}
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(data, ensure_ascii=False, indent=1, default=str))

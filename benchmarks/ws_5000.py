@@ -110,21 +110,26 @@ async def leadpush_phase(dep, manager, sales, leads: list[int], burst: int, idle
     for job in jobs:
         queue.put_nowait(job)
     after_response: list[float] = []
+    by_route: dict[bool, list[float]] = {True: [], False: []}
     waits: list[asyncio.Future[float]] = []
-    responded: list[float] = []
 
-    async def client(conn: HttpConnection) -> None:
+    async def client(index: int, conn: HttpConnection) -> None:
+        same = index % len(dep.api) == 0  # the sockets are all on api process 1
         while not queue.empty():
             uid, lead = queue.get_nowait()
             fut = by_user[uid].expect(("customer_assigned", lead))
             await conn.request("PATCH", f"/api/customers/{lead}/assign", {"assignedTo": uid}, manager.token)
             t1 = time.perf_counter()
-            responded.append(t1)
             waits.append(fut)
-            fut.add_done_callback(lambda f, t1=t1: after_response.append(f.result() - t1))
+
+            def arrived(f: asyncio.Future[float], t1: float = t1, same: bool = same) -> None:
+                after_response.append(f.result() - t1)
+                by_route[same].append(f.result() - t1)
+
+            fut.add_done_callback(arrived)
 
     started = time.perf_counter()
-    await asyncio.gather(*(client(c) for c in conns))
+    await asyncio.gather(*(client(i, c) for i, c in enumerate(conns)))
     requests_done = time.perf_counter()
     done, pending = await asyncio.wait(waits, timeout=30)
     last = max((f.result() for f in done), default=requests_done)
@@ -136,6 +141,9 @@ async def leadpush_phase(dep, manager, sales, leads: list[int], burst: int, idle
         "span_seconds": round(last - started, 2),
         "after_response": ms_stats(after_response),
     }
+    if by_route[False]:
+        out["burst"]["same_process"] = ms_stats(by_route[True])
+        out["burst"]["cross_process"] = ms_stats(by_route[False])
     out["rss_end_mb"] = round(server.memory().get("VmRSS", 0) / 1024, 1)
     for c in conns:
         c.close()
