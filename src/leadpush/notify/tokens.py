@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 
 from leadpush.clock import Clock
 from leadpush.db import Database
+from leadpush.notify.channels.base import SendResult
 from leadpush.notify.models import KeyValue
 
 log = logging.getLogger(__name__)
@@ -398,3 +399,12 @@ async def call_with_token(cache: TokenCache, do: Callable[[str], Awaitable[ApiRe
         token = await cache.get(stale=token)
         reply = await do(token)
     return reply
+
+
+def retry_for(platform: str, code: int | None, errmsg: str) -> SendResult:
+    """What is left once a channel has sorted out its permanent errcodes: every other answer retries."""
+    if code in TOKEN_ERRORS:
+        return SendResult.retry(f"access_token 无效（{code}），刷新后仍失败")
+    if code == -1:
+        return SendResult.retry(f"{platform}系统繁忙（-1）")
+    return SendResult.retry(f"{platform}返回 errcode {code}：{short_errmsg(errmsg)}")

@@ -23,12 +23,12 @@ from leadpush.db import Database
 from leadpush.notify.channels.base import DeliveryJob, SendResult
 from leadpush.notify.models import KeyValue, WechatSubscription
 from leadpush.notify.tokens import (
-    TOKEN_ERRORS,
     ApiReply,
     TokenCache,
     TokenUnavailable,
     call_platform,
     call_with_token,
+    retry_for,
     short_errmsg,
 )
 from leadpush.notify.wechat_format import DIGEST_KINDS, page_for, parse_field_map, template_data, template_fields
@@ -191,11 +191,7 @@ class WechatChannel:
         if code == 45009:
             wait = seconds_until_quota_resets(self.ctx.clock.now(), s.tz, s.wechat_quota_retry_seconds)
             return SendResult.retry("已达微信接口每日调用上限（45009），稍后重试", retry_after=wait)
-        if code in TOKEN_ERRORS:
-            return SendResult.retry(f"access_token 无效（{code}），刷新后仍失败")
-        if code == -1:
-            return SendResult.retry("微信系统繁忙（-1）")
-        return SendResult.retry(f"微信返回 errcode {code}：{short_errmsg(msg)}")
+        return retry_for("微信", code, msg)
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -25,12 +25,12 @@ from leadpush.db import Database
 from leadpush.notify.channels.base import DeliveryJob, SendResult
 from leadpush.notify.models import Delivery, KeyValue, Notification
 from leadpush.notify.tokens import (
-    TOKEN_ERRORS,
     ApiReply,
     TokenCache,
     TokenUnavailable,
     call_platform,
     call_with_token,
+    retry_for,
     short_errmsg,
 )
 from leadpush.notify.wechat_format import format_time, mask_phone
@@ -315,11 +315,7 @@ class WecomChannel:
             return SendResult.permanent(f"企业微信拒绝消息内容（{code}）：{short_errmsg(msg)}")
         if code == 45009:
             return SendResult.retry("企业微信接口调用频率超限（45009），稍后重试", retry_after=60.0)
-        if code in TOKEN_ERRORS:
-            return SendResult.retry(f"access_token 无效（{code}），刷新后仍失败")
-        if code == -1:
-            return SendResult.retry("企业微信系统繁忙（-1）")
-        return SendResult.retry(f"企业微信返回 errcode {code}：{short_errmsg(msg)}")
+        return retry_for("企业微信", code, msg)
 
     async def aclose(self) -> None:
         await self.client.aclose()
