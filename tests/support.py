@@ -180,7 +180,9 @@ class Api:
             user, token = create_user(session, name=name, role=role, team=team, **kw)
             return Person(user.id, token, name, role, team)
 
-    def lead(self, who: Person, name: str = "张三", phone: str = "13800138000", source: str = "抖音广告", **kw: Any) -> dict:
+    def lead(
+        self, who: Person, name: str = "张三", phone: str = "13800138000", source: str = "抖音广告", **kw: Any
+    ) -> dict:
         r = self.client(who).post("/api/customers", json={"name": name, "phone": phone, "source": source, **kw})
         assert r.status_code == 201, r.text
         return r.json()["data"]
