@@ -1,6 +1,6 @@
 """Run every benchmark and regenerate docs/benchmarks.md (the machine, versions, date, load, figures).
 
-    .venv/bin/python -m benchmarks.run_all            # the full run (about 20 minutes on 2 cores)
+    .venv/bin/python -m benchmarks.run_all            # the full run (12–20 minutes on 2 cores)
     .venv/bin/python -m benchmarks.run_all --quick    # small sizes, a few minutes
     .venv/bin/python -m benchmarks.run_all --only ws_latency,transfer_lag
     .venv/bin/python -m benchmarks.run_all --render   # rewrite the page from the saved results
@@ -576,7 +576,7 @@ def render(data: dict[str, Any]) -> str:
         "minimal FastAPI + SQLite endpoint that only updates an owner column (`benchmarks/floor_fastapi.py`)",
         "and a bare `websockets` server (`benchmarks/floor_ws.py`).",
         "",
-        "Regenerate: `.venv/bin/python -m benchmarks.run_all` (full, about 20 minutes) or `--quick`.",
+        "Regenerate: `.venv/bin/python -m benchmarks.run_all` (full: 12 minutes on a quiet 2-core machine, up to 20 on a busy one) or `--quick`.",
         "",
     ]
     if quick:
