@@ -373,6 +373,20 @@ def deployment(kind: str, extra_env: dict[str, str] | None = None, start: bool =
             yield dep
         finally:
             dep.stop()
+            if kind == "postgres":
+                forget_redis_keys(env["LEADPUSH_REDIS_PREFIX"])
+
+
+def forget_redis_keys(prefix: str) -> None:
+    """Delete what this run left in Redis (cached access tokens) under its own prefix."""
+    import redis
+
+    with contextlib.suppress(redis.RedisError):
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
 
 
 # --------------------------------------------------------------------------------------
