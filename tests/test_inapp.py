@@ -169,3 +169,14 @@ def test_unread_count_and_mark_read(api, team):
     assert r.json()["data"]["unread"] == 0
     # Bob sees none of Alice's notifications, by polling either.
     assert api.client(team.bob).get("/api/notifications").json()["data"]["items"] == []
+
+
+def test_a_long_poll_is_not_cut_short_by_a_wake_up_with_nothing_new(api, team):
+    alice = api.client(team.alice)
+    # A hint for Alice (as a commit would send) that brings nothing she has not got.
+    timer = threading.Timer(0.3, api.ctx.signals.notifications_committed, args=({team.alice.id},))
+    started = time.monotonic()
+    timer.start()
+    page = alice.get("/api/notifications", params={"after": 0, "wait": 1.5}).json()["data"]
+    timer.join()
+    assert page["items"] == [] and time.monotonic() - started >= 1.4

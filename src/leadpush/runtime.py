@@ -110,9 +110,10 @@ class Runtime:
         def on_loop() -> None:
             for uid in recipient_ids:
                 self.hub.deliver(uid, None)
-            task = loop.create_task(self.bus.publish_wake())
-            self._tasks.append(task)
-            task.add_done_callback(self._forget)
+            for coro in (self.bus.publish_wake(), self.bus.publish_hints(recipient_ids)):
+                task = loop.create_task(coro)
+                self._tasks.append(task)
+                task.add_done_callback(self._forget)
 
         loop.call_soon_threadsafe(on_loop)
 

@@ -30,6 +30,8 @@ class Bus(Protocol):
 
     async def publish_wake(self) -> None: ...
 
+    async def publish_hints(self, user_ids: set[int]) -> None: ...
+
     def on_inapp(self, handler: InappHandler) -> None: ...
 
     def on_wake(self, handler: WakeHandler) -> None: ...
@@ -82,6 +84,9 @@ class LocalBus(_Handlers):
     async def publish_wake(self) -> None:
         self.fire_wake()
 
+    async def publish_hints(self, user_ids: set[int]) -> None:
+        return None  # this process's hub was told directly
+
     async def ping(self) -> bool:
         return True
 
@@ -122,8 +127,17 @@ class RedisBus(_Handlers):
     async def _publish(self, channel: str, payload: dict[str, Any]) -> None:
         await self._redis.publish(channel, json.dumps(payload, ensure_ascii=False))
 
-    async def publish_inapp(self, user_id: int, message: dict[str, Any]) -> None:
-        await self._publish(self.inapp_channel, {"userId": user_id, "message": message})
+    async def publish_inapp(self, user_id: int, message: dict[str, Any] | None) -> None:
+        """`message` None is a hint: "this user has something new, re-read the ledger"."""
+        await self._publish(self.inapp_channel, {"userId": user_id, "message": message, "from": self.node_id})
+
+    async def publish_hints(self, user_ids: set[int]) -> None:
+        """Tell every API process right after a commit, without waiting for the worker's push."""
+        try:
+            for uid in user_ids:
+                await self.publish_inapp(uid, None)
+        except Exception as exc:  # noqa: BLE001 - a lost hint only delays until the worker's push
+            log.warning("Redis 提示消息发送失败：%s", type(exc).__name__)
 
     async def publish_wake(self) -> None:
         try:
@@ -177,6 +191,8 @@ class RedisBus(_Handlers):
         except (TypeError, ValueError):
             return
         if channel == self.inapp_channel:
+            if payload["message"] is None and payload.get("from") == self.node_id:
+                return  # our own hint: this process's hub was told directly
             self.fire_inapp(int(payload["userId"]), payload["message"])
         elif channel == self.wake_channel and payload.get("from") != self.node_id:
             self.fire_wake()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Annotated
 
 from anyio import to_thread
@@ -50,13 +51,20 @@ async def poll(
     hub = request.app.state.runtime.hub
     waiter = Waiter()
     hub.register(user.id, waiter)
+    deadline = time.monotonic() + wait
     try:
         page = await to_thread.run_sync(read)  # re-check: something may have landed while registering
-        if not page.items:
+        # A wake-up is a hint (it may be about something this poll already has): keep waiting until a
+        # read finds something new or the time is up, rather than answering early and empty.
+        while not page.items:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            waiter.event.clear()
             try:
-                await asyncio.wait_for(waiter.event.wait(), timeout=wait)
+                await asyncio.wait_for(waiter.event.wait(), timeout=remaining)
             except TimeoutError:
-                return Envelope(data=page)
+                break
             page = await to_thread.run_sync(read)
     finally:
         hub.unregister(user.id, waiter)
