@@ -14,6 +14,7 @@ Usage::
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -28,6 +29,7 @@ from support import ServerThread, database_url, start_stack
 
 from leadpush.context import AppContext
 from leadpush.fakewechat.server import FakeWeChatState, create_app
+from leadpush.notify.channels.base import Channel, DeliveryJob, SendResult
 
 
 def _free_port(host: str) -> int:
@@ -181,3 +183,15 @@ def leadpush_against(
         server.stop()
         ctx.db.dispose()
         gen.close()
+
+
+def send(channel: Channel, *jobs: DeliveryJob) -> list[SendResult]:
+    """Send the jobs concurrently through a channel (as the dispatcher would), then close it."""
+
+    async def run() -> list[SendResult]:
+        try:
+            return list(await asyncio.gather(*(channel.send(j) for j in jobs)))
+        finally:
+            await channel.aclose()
+
+    return asyncio.run(run())

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fakewechat_fixture import APPID, SECRET, TEMPLATE, FakeWeChatServer, channel_settings, strict_state
+from fakewechat_fixture import APPID, SECRET, TEMPLATE, FakeWeChatServer, channel_settings, send, strict_state
 from support import REDIS_URL, FakeClock, wipe
 
 from leadpush.config import Settings
@@ -114,16 +114,6 @@ def env(fake: FakeWeChatServer, db_url: str) -> Iterator[Env]:
         user_id = user.id
     yield Env(ctx, fake, user_id)
     ctx.db.dispose()
-
-
-def send(channel: WechatChannel, *jobs: DeliveryJob) -> list[SendResult]:
-    async def run() -> list[SendResult]:
-        try:
-            return list(await asyncio.gather(*(channel.send(j) for j in jobs)))
-        finally:
-            await channel.aclose()
-
-    return asyncio.run(run())
 
 
 # ---- the message ---------------------------------------------------------------------

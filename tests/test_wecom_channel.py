@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fakewechat_fixture import AGENTID, CORPID, PUBLIC_URL, FakeWeChatServer, channel_settings, strict_state
+from fakewechat_fixture import AGENTID, CORPID, PUBLIC_URL, FakeWeChatServer, channel_settings, send, strict_state
 from support import FakeClock, wipe
 
 from leadpush.config import Settings
@@ -86,16 +86,6 @@ def env(fake: FakeWeChatServer, db_url: str) -> Iterator[Env]:
     wipe(ctx)
     yield Env(ctx, fake)
     ctx.db.dispose()
-
-
-def send(channel: WecomChannel, *jobs: DeliveryJob) -> list[SendResult]:
-    async def run() -> list[SendResult]:
-        try:
-            return list(await asyncio.gather(*(channel.send(j) for j in jobs)))
-        finally:
-            await channel.aclose()
-
-    return asyncio.run(run())
 
 
 def test_a_textcard_with_a_link_to_the_lead(env: Env) -> None:
