@@ -62,8 +62,7 @@ def assign_batch(ctx: AppContext, session: Session, actor: User, batch: BatchInp
         raise forbidden("销售人员不能分配线索，请从公海领取")
     ids = check_batch(ctx, batch.customer_ids)
     target = get_assignee(session, batch.assignee_id)
-    if actor.role == "manager" and target.id != actor.id and (actor.team is None or actor.team != target.team):
-        raise forbidden("只能分配给本团队成员")
+    check_can_assign(actor, None, target)  # the whole batch goes to one person: check them once
     real_ids = [i for i in ids if is_db_id(i)]
     customers = {c.id: c for c in session.scalars(select(Customer).where(Customer.id.in_(real_ids)))}
     owners = users_by_id(session, {c.owner_id for c in customers.values()})
