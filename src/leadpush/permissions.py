@@ -13,14 +13,17 @@ def same_team(a: User, b: User) -> bool:
     return a.team is not None and a.team == b.team
 
 
+def team_members(manager: User) -> ColumnElement[bool]:
+    """SQL condition for the users a manager manages: their team (or only themselves, without a team)."""
+    return User.team == manager.team if manager.team else User.id == manager.id
+
+
 def visible_filter(actor: User) -> ColumnElement[bool]:
     """SQL condition for the leads `actor` may see."""
     if actor.role == "admin":
         return true()
     if actor.role == "manager":
-        team_ids = (
-            select(User.id).where(User.team == actor.team) if actor.team else select(User.id).where(User.id == actor.id)
-        )
+        team_ids = select(User.id).where(team_members(actor))
         return or_(Customer.owner_id.is_(None), Customer.owner_id.in_(team_ids))
     return or_(Customer.owner_id.is_(None), Customer.owner_id == actor.id)
 

@@ -18,6 +18,7 @@ from leadpush.notify.hub import Waiter
 from leadpush.notify.ledger import unread_count
 from leadpush.notify.models import CHANNELS, STATUSES, Delivery, Notification
 from leadpush.notify.schemas import DeliveryOut, DeliveryPage, MarkReadBody, NotificationPage, UnreadOut
+from leadpush.permissions import team_members
 from leadpush.schemas import Envelope
 from leadpush.users.models import User
 from leadpush.users.service import MAX_ID, is_db_id
@@ -117,7 +118,7 @@ def list_deliveries(
         .join(User, User.id == Delivery.recipient_id)
     )
     if user.role == "manager":
-        query = query.where(User.team == user.team) if user.team else query.where(User.id == user.id)
+        query = query.where(team_members(user))
     if status:
         query = query.where(Delivery.status == status)
     if channel:

@@ -8,6 +8,7 @@ from sqlalchemy.exc import IntegrityError
 
 from leadpush.deps import AdminUser, Ctx, CurrentUser
 from leadpush.errors import ApiError, not_found
+from leadpush.permissions import team_members
 from leadpush.schemas import Envelope
 from leadpush.users import service
 from leadpush.users.models import ApiToken, User
@@ -26,7 +27,7 @@ def list_users(ctx: Ctx, user: CurrentUser) -> Envelope:
     """Admins see everyone; managers their team (to pick an assignee); sales themselves."""
     query = select(User).order_by(User.id)
     if user.role == "manager":
-        query = query.where(User.team == user.team) if user.team else query.where(User.id == user.id)
+        query = query.where(team_members(user))
     elif user.role == "sales":
         query = query.where(User.id == user.id)
     with ctx.db.read() as session:

@@ -26,6 +26,7 @@ from leadpush.notify import service as notify_service
 from leadpush.notify.ledger import unread_count
 from leadpush.notify.models import CHANNELS, STATUSES, Delivery, Notification
 from leadpush.notify.schemas import NotificationOut
+from leadpush.permissions import team_members
 from leadpush.schemas import CamelModel, Envelope, RequestModel
 from leadpush.users.models import User
 from leadpush.users.schemas import UserOut
@@ -212,7 +213,7 @@ def delivery_stats(ctx: Ctx, user: StaffUser) -> Envelope:
         .group_by(Delivery.channel, Delivery.status)
     )
     if user.role == "manager":
-        query = query.where(User.team == user.team) if user.team else query.where(User.id == user.id)
+        query = query.where(team_members(user))
     with ctx.db.read() as session:
         rows = session.execute(query).all()
     counts = [DeliveryCount(channel=c, status=s, count=n) for c, s, n in rows]
