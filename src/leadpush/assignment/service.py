@@ -24,6 +24,7 @@ from leadpush.errors import ApiError
 from leadpush.leads.models import Customer
 from leadpush.notify.ledger import NewNotification, write_notifications
 from leadpush.notify.models import Notification
+from leadpush.transfer.deadlines import refresh_deadlines
 from leadpush.transfer.models import TransferRule
 from leadpush.users.models import User
 
@@ -212,9 +213,6 @@ def change_owner(
         session.execute(insert(Assignment), history)
 
     if result.changed:
-        # Deadlines depend on rules; imported here to keep the dependency one-way at import time.
-        from leadpush.transfer.deadlines import refresh_deadlines
-
         refresh_deadlines(session, result.changed, now, rules)
         items = _notifications_for(ctx, session, result, previous, actor, via, digest, reason, now)
         result.notifications = write_notifications(session, ctx.settings, ctx.signals, items, now)

@@ -16,6 +16,7 @@ from leadpush.errors import ApiError, not_found
 from leadpush.leads.models import Customer, FollowUp
 from leadpush.leads.schemas import CustomerCreate, CustomerOut, FollowUpOut
 from leadpush.permissions import can_see, check_can_assign, same_team, visible_filter
+from leadpush.transfer.deadlines import refresh_deadlines
 from leadpush.users.models import User
 from leadpush.users.service import clean_text, get_user, is_db_id
 
@@ -171,8 +172,6 @@ def add_follow_up(
         set_committed_value(customer, key, value)
     follow_up = FollowUp(customer_id=customer.id, user_id=actor.id, content=content, status=status, created_at=now)
     session.add(follow_up)
-    from leadpush.transfer.deadlines import refresh_deadlines
-
     refresh_deadlines(session, [customer], now)
     session.flush()
     return follow_up
