@@ -59,6 +59,25 @@ def test_a_manager_without_a_team_cannot_change_company_wide_rules(api, team):
     assert api.client(loner).post("/api/auto-transfer/run", json={"dryRun": True}).status_code == 403
 
 
+def test_a_manager_without_a_team_manages_nobody_else(api, team):
+    """Guards the other team comparisons: leads, users, deliveries and assignment, for a teamless manager."""
+    loner = api.user("无团队经理", "manager", None)
+    drifter = api.user("无团队销售", "sales", None)
+    lead = api.lead(team.admin, name="散客", assignedTo=drifter.id)
+    pool = api.lead(team.admin, name="公海客户")
+    client = api.client(loner)
+    assert [u["id"] for u in client.get("/api/users").json()["data"]] == [loner.id]
+    assert client.get(f"/api/customers/{lead['id']}").status_code == 404
+    assert client.post(f"/api/customers/{lead['id']}/follow-ups", json={"content": "x"}).status_code == 404
+    assert client.post(f"/api/customers/{lead['id']}/release").status_code == 404
+    r = client.patch(f"/api/customers/{pool['id']}/assign", json={"assignedTo": drifter.id})
+    assert r.status_code == 403 and r.json()["code"] == "forbidden"
+    deliveries = client.get("/api/deliveries").json()["data"]["items"]
+    assert all(d["recipientId"] == loner.id for d in deliveries), deliveries
+    # Themselves they still manage: a pool lead may go to them.
+    assert client.patch(f"/api/customers/{pool['id']}/assign", json={"assignedTo": loner.id}).status_code == 200
+
+
 def test_a_team_manager_cannot_change_company_wide_rules_but_an_admin_can(api, team):
     company = create_rule(api, team.admin, name="全公司规则").json()["data"]
     for verb, kwargs in (("PATCH", {"json": {"enabled": False}}), ("DELETE", {})):
