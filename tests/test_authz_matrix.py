@@ -77,6 +77,14 @@ def build_world(api) -> World:
         )
         .json()["data"]
     )
+    company_rule = (
+        api.client(admin)
+        .post(
+            "/api/auto-transfer/rules",
+            json={"name": "全公司规则", "condition": "not_won_within", "thresholdDays": 60, "action": "public_pool"},
+        )
+        .json()["data"]
+    )
     with api.ctx.db.write() as s:  # one dead delivery for the retry endpoint
         s.execute(update(Delivery).values(status="dead", last_error="测试"))
         dead_id = s.query(Delivery.id).order_by(Delivery.id).first()[0]
@@ -98,6 +106,9 @@ def build_world(api) -> World:
             "target": target.id,
             "spare": spare.id,
             "rule": rule["id"],
+            "company_rule": company_rule["id"],
+            "other": other.id,
+            "admin": admin.id,
             "delivery": dead_id,
             "owner": owner.id,
         },
@@ -185,6 +196,52 @@ MATRIX: dict[str, tuple[str, str, Any, tuple[int, ...]]] = {
         (401, 401, 403, 403, 403, 200, 404, 200),
     ),
     "rules.delete": ("DELETE", "/api/auto-transfer/rules/{rule}", None, (401, 401, 403, 403, 403, 200, 404, 200)),
+    # Company-wide rules (team null) are an admin's alone; managers see them but cannot change them.
+    "rules.update.company": (
+        "PATCH",
+        "/api/auto-transfer/rules/{company_rule}",
+        {"enabled": False},
+        (401, 401, 403, 403, 403, 403, 403, 200),
+    ),
+    "rules.delete.company": (
+        "DELETE",
+        "/api/auto-transfer/rules/{company_rule}",
+        None,
+        (401, 401, 403, 403, 403, 403, 403, 200),
+    ),
+    # A manager's rule hands leads only to whom the manager may assign a lead by hand.
+    "rules.create.other_team_target": (
+        "POST",
+        "/api/auto-transfer/rules",
+        {
+            "name": "转给外组",
+            "team": "A",
+            "condition": "not_won_within",
+            "thresholdDays": 7,
+            "action": "user",
+            "targetUserId": "{other}",
+        },
+        (401, 401, 403, 403, 403, 403, 403, 201),
+    ),
+    "rules.create.admin_target": (
+        "POST",
+        "/api/auto-transfer/rules",
+        {
+            "name": "转给管理员",
+            "team": "A",
+            "condition": "not_won_within",
+            "thresholdDays": 7,
+            "action": "user",
+            "targetUserId": "{admin}",
+        },
+        (401, 401, 403, 403, 403, 403, 403, 201),
+    ),
+    "rules.update.other_team_target": (
+        "PATCH",
+        "/api/auto-transfer/rules/{rule}",
+        {"action": "user", "targetUserId": "{other}"},
+        (401, 401, 403, 403, 403, 403, 404, 200),
+    ),
     "transfer.run": ("POST", "/api/auto-transfer/run", {"dryRun": True}, (401, 401, 403, 403, 403, 200, 200, 200)),
     "transfer.runs": ("GET", "/api/auto-transfer/runs", None, (401, 401, 403, 403, 403, 200, 200, 200)),
     "wechat.credits": ("GET", "/api/wechat/subscriptions", None, (401, 401, 200, 200, 200, 200, 200, 200)),
@@ -246,6 +303,7 @@ def test_every_api_route_is_in_the_matrix(world: World):
                 .replace("{pool}", "{customer_id:int}")
                 .replace("{spare}", "{user_id:int}")
                 .replace("{rule}", "{rule_id:int}")
+                .replace("{company_rule}", "{rule_id:int}")
                 .replace("{delivery}", "{delivery_id:int}"),
             )
         )

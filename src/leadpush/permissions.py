@@ -13,6 +13,17 @@ def same_team(a: User, b: User) -> bool:
     return a.team is not None and a.team == b.team
 
 
+def manages_team(actor: User, team: str | None) -> bool:
+    """Whether `actor` administers what is scoped to `team` (None = company-wide: admins only).
+
+    No team means no rights: a manager without a team manages no team, and `None == None` must never
+    make them the manager of everything company-wide.
+    """
+    if actor.role == "admin":
+        return True
+    return actor.role == "manager" and actor.team is not None and team is not None and team == actor.team
+
+
 def team_members(manager: User) -> ColumnElement[bool]:
     """SQL condition for the users a manager manages: their team (or only themselves, without a team)."""
     return User.team == manager.team if manager.team else User.id == manager.id

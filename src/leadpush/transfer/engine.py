@@ -34,6 +34,8 @@ LEASE_SECONDS = 120
 CHUNK = 500
 FAILED_RETRY = timedelta(minutes=10)
 PREVIEW_LIMIT = 1000
+FAILURES_KEPT = 100  # per team, in the run's history
+COUNTS = ("examined", "moved", "warned", "failed")
 ACTION_NAMES = {"public_pool": "退回公海", "round_robin": "团队内轮流分配", "user": "转给指定人员"}
 
 
@@ -54,6 +56,29 @@ class RunReport:
     failed: int = 0
     items: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    # The same counts per owner's team ("" = no team): a manager's view of a company-wide run.
+    teams: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def tally(self, team: str | None, what: str, n: int = 1) -> None:
+        """Count toward the run's totals and toward the team of the lead's owner."""
+        setattr(self, what, getattr(self, what) + n)
+        counts = self.teams.setdefault(team or "", dict.fromkeys(COUNTS, 0))
+        counts[what] += n
+
+    def fail(self, team: str | None, failure: dict[str, Any]) -> None:
+        self.tally(team, "failed")
+        self.failures.append({**failure, "team": team})
+
+    def kept_failures(self) -> list[dict[str, Any]]:
+        """The failures the history keeps: the first few of each team, so no team's are crowded out."""
+        seen: dict[str, int] = {}
+        kept = []
+        for failure in self.failures:
+            key = failure.get("team") or ""
+            if seen.get(key, 0) < FAILURES_KEPT:
+                seen[key] = seen.get(key, 0) + 1
+                kept.append(failure)
+        return kept
 
 
 def holder_id() -> str:
@@ -110,7 +135,8 @@ def _warn(ctx: AppContext, report: RunReport, now: datetime, team: str | None) -
                 return
             last_id = rows[-1][0].id
             if report.dry_run:
-                report.warned += len(rows)
+                for _customer, owner in rows:
+                    report.tally(owner.team, "warned")
                 continue
             rules = {r.id: r for r in enabled_rules(session)}
             items = []
@@ -147,7 +173,8 @@ def _warn(ctx: AppContext, report: RunReport, now: datetime, team: str | None) -
                     .execution_options(synchronize_session=False)
                 )
             write_notifications(session, ctx.settings, ctx.signals, items, now)
-            report.warned += len(items)
+            for _customer, owner in rows:
+                report.tally(owner.team, "warned")
 
 
 def pick_round_robin(session, rule: TransferRule, customer: Customer, owner: User | None) -> User | None:  # noqa: ANN001
@@ -200,6 +227,7 @@ def _move_one(ctx: AppContext, report: RunReport, customer_id: int, now: datetim
                 refresh_deadlines(session, [customer], now, rules)
             return
         rule = deadline.rule
+        team = owner.team if owner else None
         possible, target, why = _target_for(session, rule, customer, owner)
         item = {
             "customerId": customer.id,
@@ -214,13 +242,12 @@ def _move_one(ctx: AppContext, report: RunReport, customer_id: int, now: datetim
             "dueAt": deadline.due_at.isoformat(),
         }
         if not possible:
-            report.failed += 1
-            report.failures.append({**item, "reason": why})
+            report.fail(team, {**item, "reason": why})
             if not report.dry_run:
                 _postpone(session, customer.id, now)
             return
         if report.dry_run:
-            report.moved += 1
+            report.tally(team, "moved")
             if len(report.items) < PREVIEW_LIMIT:
                 report.items.append(item)
             return
@@ -236,14 +263,13 @@ def _move_one(ctx: AppContext, report: RunReport, customer_id: int, now: datetim
             rules=rules,
         )
         if result.failed:
-            report.failed += 1
-            report.failures.append({**item, "reason": result.failed[0].message})
+            report.fail(team, {**item, "reason": result.failed[0].message})
             if result.failed[0].code != "version_conflict":
                 _postpone(session, customer.id, now)
             return
         if rule.action == "round_robin" and target is not None:
             session.execute(update(TransferRule).where(TransferRule.id == rule.id).values(last_assignee_id=target.id))
-        report.moved += 1
+        report.tally(team, "moved")
         if len(report.items) < PREVIEW_LIMIT:
             report.items.append(item)
 
@@ -262,27 +288,28 @@ def _move_due(ctx: AppContext, report: RunReport, now: datetime, team: str | Non
     while True:
         with ctx.db.read() as session:
             query = (
-                select(Customer.id)
-                .where(Customer.id > last_id, Customer.owner_id.is_not(None), Customer.transfer_due_at <= now)
+                select(Customer.id, User.team)
+                .join(User, User.id == Customer.owner_id)
+                .where(Customer.id > last_id, Customer.transfer_due_at <= now)
                 .order_by(Customer.id)
                 .limit(CHUNK)
             )
             if team is not None:
-                query = query.join(User, User.id == Customer.owner_id).where(User.team == team)
-            ids = list(session.scalars(query))
-        if not ids:
+                query = query.where(User.team == team)
+            rows = session.execute(query).all()
+        if not rows:
             return
-        last_id = ids[-1]
-        report.examined += len(ids)
+        last_id = rows[-1][0]
+        for _customer_id, owner_team in rows:
+            report.tally(owner_team, "examined")
         if not acquire_lease(ctx, holder, ctx.clock.now()):  # renew; lost only if we stalled past the lease
             raise TransferBusy()
-        for customer_id in ids:
+        for customer_id, owner_team in rows:
             try:
                 _move_one(ctx, report, customer_id, now)
             except Exception as exc:  # noqa: BLE001 - one lead's failure must not stop the run
                 log.exception("自动流转线索 %s 失败", customer_id)
-                report.failed += 1
-                report.failures.append({"customerId": customer_id, "reason": f"内部错误：{type(exc).__name__}"})
+                report.fail(owner_team, {"customerId": customer_id, "reason": f"内部错误：{type(exc).__name__}"})
                 if not report.dry_run:
                     with ctx.db.write() as session:
                         _postpone(session, customer_id, now)
@@ -324,7 +351,7 @@ def run_transfer(ctx: AppContext, trigger: str, *, dry_run: bool = False, team: 
                             moved=report.moved,
                             warned=report.warned,
                             failed=report.failed,
-                            details={"team": team, "failures": report.failures[:100]},
+                            details={"team": team, "failures": report.kept_failures(), "teams": report.teams},
                         )
                     )
         finally:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Query
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, false, func, or_, select, true
 
 from leadpush.context import AppContext
 from leadpush.deps import Ctx, StaffUser
 from leadpush.errors import ApiError, forbidden, not_found
+from leadpush.permissions import check_can_assign, manages_team
 from leadpush.schemas import Envelope
 from leadpush.transfer.deadlines import recompute_all
 from leadpush.transfer.engine import RunReport, TransferBusy, run_transfer
@@ -38,15 +39,37 @@ def rule_out(rule: TransferRule) -> RuleOut:
 
 
 def check_rule_scope(user: User, team: str | None) -> None:
-    if user.role == "manager" and (user.team is None or team != user.team):
-        raise forbidden("经理只能管理本团队的流转规则（team 必须是本团队）")
+    """Creating, changing or deleting a rule of `team` (None = company-wide, admins only)."""
+    if manages_team(user, team):
+        return
+    if user.team is None:
+        raise forbidden("未分配团队的经理不能管理流转规则")
+    if team is None:
+        raise forbidden("只有管理员可以管理全公司的流转规则")
+    raise forbidden("经理只能管理本团队的流转规则（team 必须是本团队）")
 
 
-def check_rule(ctx: AppContext, session, rule: TransferRule) -> None:  # noqa: ANN001
+def rules_visible(user: User) -> ColumnElement[bool]:
+    """SQL condition for the rules `user` may see: all (admins); company-wide ones and their team's (managers)."""
+    if user.role == "admin":
+        return true()
+    if user.team is None:
+        return TransferRule.team.is_(None)
+    return or_(TransferRule.team.is_(None), TransferRule.team == user.team)
+
+
+def check_rule(ctx: AppContext, session, rule: TransferRule, actor: User, retargeted: bool = True) -> None:  # noqa: ANN001
+    """A rule must be complete, and whom it hands leads to must be someone `actor` may assign leads to.
+
+    `retargeted` is False when an update leaves the action and target alone: a team's manager may still
+    switch off or retune a rule an admin pointed outside the team.
+    """
     if rule.action == "user":
         target = session.get(User, rule.target_user_id) if rule.target_user_id else None
         if target is None:
             raise ApiError(422, "invalid_rule", "action 为 user 时需要有效的 targetUserId")
+        if retargeted:
+            check_can_assign(actor, None, target)
     if rule.warn_before_hours and rule.warn_before_hours >= rule.threshold_hours:
         raise ApiError(422, "invalid_rule", "提前预警时间必须小于流转时限")
 
@@ -63,9 +86,7 @@ def after_rules_changed(ctx: AppContext) -> None:
 
 @router.get("/rules", response_model=Envelope[list[RuleOut]])
 def list_rules(ctx: Ctx, user: StaffUser) -> Envelope:
-    query = select(TransferRule).order_by(TransferRule.id)
-    if user.role == "manager":
-        query = query.where((TransferRule.team == user.team) | TransferRule.team.is_(None))
+    query = select(TransferRule).where(rules_visible(user)).order_by(TransferRule.id)
     with ctx.db.read() as session:
         return Envelope(data=[rule_out(r) for r in session.scalars(query)])
 
@@ -86,7 +107,7 @@ def create_rule(body: RuleCreate, ctx: Ctx, user: StaffUser, background: Backgro
             enabled=True if body.enabled is None else body.enabled,
             created_at=ctx.clock.now(),
         )
-        check_rule(ctx, session, rule)
+        check_rule(ctx, session, rule, user)
         session.add(rule)
         session.flush()
         out = rule_out(rule)
@@ -95,9 +116,12 @@ def create_rule(body: RuleCreate, ctx: Ctx, user: StaffUser, background: Backgro
 
 
 def _load_rule(session, user: User, rule_id: int) -> TransferRule:  # noqa: ANN001
-    rule = session.get(TransferRule, rule_id) if 0 < rule_id < 2**31 else None
-    if rule is None or (user.role == "manager" and rule.team != user.team):
+    """The rule `user` is about to change or delete: 404 if they cannot see it, 403 if they cannot manage it."""
+    query = select(TransferRule).where(TransferRule.id == rule_id, rules_visible(user))
+    rule = session.scalar(query) if 0 < rule_id < 2**31 else None
+    if rule is None:
         raise not_found("rule")
+    check_rule_scope(user, rule.team)
     return rule
 
 
@@ -117,7 +141,7 @@ def update_rule(rule_id: int, body: RuleFields, ctx: Ctx, user: StaffUser, backg
             setattr(rule, key, value)
         if hours is not None:
             rule.threshold_hours = hours
-        check_rule(ctx, session, rule)
+        check_rule(ctx, session, rule, user, retargeted="action" in changes or "target_user_id" in changes)
         session.flush()
         out = rule_out(rule)
     background.add_task(after_rules_changed, ctx)
@@ -169,6 +193,37 @@ def run_now(ctx: Ctx, user: StaffUser, body: RunBody | None = None) -> Envelope:
     return Envelope(message=message, data=report_out(report))
 
 
+def runs_visible(user: User) -> ColumnElement[bool]:
+    """SQL condition for the runs `user` may see: all (admins); company-wide ones and their team's (managers)."""
+    if user.role == "admin":
+        return true()
+    if user.team is None:
+        return false()  # a manager without a team manages no team, so no run is theirs
+    run_team = TransferRun.details["team"].as_string()
+    return or_(run_team.is_(None), run_team == user.team)
+
+
+def run_out(user: User, run: TransferRun) -> RunOut:
+    """A run as `user` may see it: a manager sees only their team's counts and leads of a company-wide run."""
+    details = run.details or {}
+    counts = {"examined": run.examined, "moved": run.moved, "warned": run.warned, "failed": run.failed}
+    failures = list(details.get("failures", []))
+    if user.role != "admin":
+        # Runs from before per-team counts (or still running) show the manager nothing rather than everything.
+        own = (details.get("teams") or {}).get(user.team or "", {})
+        counts = {key: int(own.get(key, 0)) for key in counts}
+        failures = [f for f in failures if user.team is not None and f.get("team") == user.team]
+    return RunOut(
+        id=run.id,
+        trigger=run.trigger,
+        dry_run=run.dry_run,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        failures=failures,
+        **counts,
+    )
+
+
 @router.get("/runs", response_model=Envelope[RunPage])
 def list_runs(
     ctx: Ctx,
@@ -176,25 +231,20 @@ def list_runs(
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     page_size: Annotated[int, Query(alias="pageSize", ge=1, le=200)] = 20,
 ) -> Envelope:
-    """Run history, newest first: trigger, start, end, and examined / moved / warned / failed."""
+    """Run history, newest first: trigger, start, end, and examined / moved / warned / failed.
+
+    Admins see every run; a manager sees company-wide runs and their team's, each with only their team's
+    share (counts and failed leads).
+    """
+    visible = runs_visible(user)
     with ctx.db.read() as session:
-        total = session.scalar(select(func.count()).select_from(TransferRun)) or 0
+        total = session.scalar(select(func.count()).select_from(TransferRun).where(visible)) or 0
         rows = session.scalars(
-            select(TransferRun).order_by(TransferRun.id.desc()).offset((page - 1) * page_size).limit(page_size)
+            select(TransferRun)
+            .where(visible)
+            .order_by(TransferRun.id.desc())
+            .offset((page - 1) * page_size)
+            .limit(page_size)
         ).all()
-        items = [
-            RunOut(
-                id=r.id,
-                trigger=r.trigger,
-                dry_run=r.dry_run,
-                started_at=r.started_at,
-                finished_at=r.finished_at,
-                examined=r.examined,
-                moved=r.moved,
-                warned=r.warned,
-                failed=r.failed,
-                failures=list((r.details or {}).get("failures", [])),
-            )
-            for r in rows
-        ]
+        items = [run_out(user, r) for r in rows]
     return Envelope(data=RunPage(items=items, total=total, page=page, page_size=page_size))
