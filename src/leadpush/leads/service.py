@@ -44,10 +44,9 @@ def customers_out(session: Session, customers: Sequence[Customer]) -> list[Custo
 
 def get_visible(session: Session, actor: User, customer_id: int, *, lock: bool = False) -> tuple[Customer, User | None]:
     """The lead and its owner, or a 404 if the actor may not see it; `lock` holds the lead's row until commit."""
-    found = is_db_id(customer_id)
-    customer = (
-        session.get(Customer, customer_id, with_for_update={"key_share": True} if lock else None) if found else None
-    )
+    if not is_db_id(customer_id):
+        raise not_found("customer")
+    customer = session.get(Customer, customer_id, with_for_update={"key_share": True} if lock else None)
     if customer is None:
         raise not_found("customer")
     owner = session.get(User, customer.owner_id) if customer.owner_id else None
