@@ -103,8 +103,9 @@ def claim(ctx: AppContext, session: Session, actor: User, customer_id: int) -> C
         raise ApiError(409, "not_in_pool", "该线索已被他人领取")
     from leadpush.transfer.pool_rules import check_claim_allowed
 
-    # The claimer's row is held until commit, so their concurrent claims are counted one after the other.
-    lock_users(session, [actor.id])
+    if ctx.settings.claim_daily_limit > 0:
+        # The claimer's row is held until commit, so their concurrent claims are counted one after the other.
+        lock_users(session, [actor.id])
     check_claim_allowed(session, ctx.settings, actor, customer.id, ctx.clock.now())
     result = change_owner(ctx, session, actor=actor, moves=[Move(customer, actor)], via="claim")
     if result.failed:
