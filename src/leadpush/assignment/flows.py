@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from leadpush.assignment.service import ChangeResult, ItemFailure, Move, change_owner, raise_failure
+from leadpush.assignment.service import ChangeResult, ItemFailure, Move, change_owner, lock_users, raise_failure
 from leadpush.context import AppContext
 from leadpush.errors import ApiError, forbidden, not_found
 from leadpush.leads.models import Customer
@@ -103,9 +103,14 @@ def claim(ctx: AppContext, session: Session, actor: User, customer_id: int) -> C
         raise ApiError(409, "not_in_pool", "该线索已被他人领取")
     from leadpush.transfer.pool_rules import check_claim_allowed
 
+    if ctx.settings.claim_daily_limit > 0:
+        # The claimer's row is held until commit, so their concurrent claims are counted one after the other.
+        lock_users(session, [actor.id])
     check_claim_allowed(session, ctx.settings, actor, customer.id, ctx.clock.now())
     result = change_owner(ctx, session, actor=actor, moves=[Move(customer, actor)], via="claim")
     if result.failed:
+        if result.failed[0].code == "version_conflict":  # someone claimed it since it was read
+            raise ApiError(409, "not_in_pool", "该线索已被他人领取")
         raise_failure(result.failed[0])
     return result
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, insert, literal, null, select, update
+from sqlalchemy import ColumnElement, case, func, insert, literal, null, select, true, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -34,6 +35,13 @@ DIGEST_PREVIEW = 20
 
 @dataclass
 class Move:
+    """One lead to one new owner (None = the pool).
+
+    With `expected_version` the move happens only if the lead still has that version (the client or the
+    automatic transfer saw it). Without, it happens only if the lead still has the owner it had when
+    `customer` was read: the owner the request was authorized and decided on.
+    """
+
     customer: Customer
     to_user: User | None
     expected_version: int | None = None
@@ -81,24 +89,65 @@ def open_lead_count(session: Session, user_id: int) -> int:
     )
 
 
-def _apply_moves(session: Session, planned: list[tuple[Customer, User | None, int]], now: datetime) -> set[int]:
-    """One conditional UPDATE for all moves; returns the ids whose version still matched.
+def lock_users(session: Session, user_ids: Iterable[int]) -> None:
+    """Hold these users' rows until commit, so a count about them (open leads, claims today) stays true
+    until the change it allows is written: two requests counting for one person queue instead of both
+    passing a check-then-act.
 
-    Each lead moves only if its version is the one the caller saw (optimistic locking). On PostgreSQL the
-    rows are locked in id order first, so two transactions moving overlapping sets of leads (one listed
-    front to back, the other back to front) queue behind each other instead of deadlocking.
+    PostgreSQL only: SQLite write transactions are already serialised (BEGIN IMMEDIATE). Users are locked
+    before any lead and in id order, so two transactions never wait on each other in a circle. FOR NO KEY
+    UPDATE leaves the foreign-key checks of rows that point at these users (FOR KEY SHARE) unblocked.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    held: set[int] = session.info.setdefault("locked_users", set())
+    wanted = sorted(set(user_ids) - held)
+    if wanted:
+        session.execute(select(User.id).where(User.id.in_(wanted)).order_by(User.id).with_for_update(key_share=True))
+        held.update(wanted)
+
+
+def _owner_is(owner_id: int | None) -> ColumnElement[bool]:
+    return Customer.owner_id.is_(None) if owner_id is None else Customer.owner_id == owner_id
+
+
+def _as_seen(customer: Customer, expected: int | None, owner_id: int | None, version: int) -> bool:
+    return version == expected if expected is not None else owner_id == customer.owner_id
+
+
+def _apply_moves(
+    session: Session, planned: list[tuple[Customer, User | None, int | None]], now: datetime
+) -> dict[int, int]:
+    """Move the leads still as their requests saw them; returns each moved lead's new version.
+
+    A lead with an expected version moves only if it still has it; one without only if it still has the
+    owner it was read with (see `Move`). The version is raised in SQL and read back, never computed from
+    a value read earlier. One lead takes one conditional UPDATE. Several are locked first, in id order (on
+    PostgreSQL; so overlapping batches listed in opposite orders queue instead of deadlocking), compared,
+    and then updated in one statement.
     """
     if not planned:
-        return set()
-    ids = [c.id for c, _t, _v in planned]
-    if session.get_bind().dialect.name == "postgresql" and len(ids) > 1:
-        session.execute(select(Customer.id).where(Customer.id.in_(ids)).order_by(Customer.id).with_for_update())
+        return {}
     if len(planned) == 1:
         customer, target, expected = planned[0]
+        ids = [customer.id]
+        seen = Customer.version == expected if expected is not None else _owner_is(customer.owner_id)
         owner: Any = target.id if target else None
         assigned: Any = now if target is not None else None
-        version_ok: Any = Customer.version == expected
     else:
+        current = session.execute(
+            select(Customer.id, Customer.owner_id, Customer.version)
+            .where(Customer.id.in_([c.id for c, _t, _v in planned]))
+            .order_by(Customer.id)
+            .with_for_update(key_share=True)
+        )
+        rows = {r.id: r for r in current}
+        planned = [
+            (c, t, v) for c, t, v in planned if c.id in rows and _as_seen(c, v, rows[c.id].owner_id, rows[c.id].version)
+        ]
+        if not planned:
+            return {}
+        ids, seen = [c.id for c, _t, _v in planned], true()
         owner = case({c.id: (t.id if t else None) for c, t, _v in planned}, value=Customer.id)
         to_pool = [c.id for c, t, _v in planned if t is None]
         if not to_pool:
@@ -107,10 +156,9 @@ def _apply_moves(session: Session, planned: list[tuple[Customer, User | None, in
             assigned = None
         else:  # typed, so the timestamp is stored as UTC like every other
             assigned = case((Customer.id.in_(to_pool), null()), else_=literal(now, UTCDateTime()))
-        version_ok = Customer.version == case({c.id: v for c, _t, v in planned}, value=Customer.id)
-    rows = session.execute(
+    rows_moved = session.execute(
         update(Customer)
-        .where(Customer.id.in_(ids), version_ok)
+        .where(Customer.id.in_(ids), seen)
         .values(
             owner_id=owner,
             version=Customer.version + 1,
@@ -121,10 +169,10 @@ def _apply_moves(session: Session, planned: list[tuple[Customer, User | None, in
             transfer_rule_id=None,
             transfer_warned_for=None,
         )
-        .returning(Customer.id)
+        .returning(Customer.id, Customer.version)
         .execution_options(synchronize_session=False)
     )
-    return set(rows.scalars())
+    return {r.id: r.version for r in rows_moved}
 
 
 def change_owner(
@@ -142,9 +190,10 @@ def change_owner(
 ) -> ChangeResult:
     """Move each lead to its new owner (None = the public pool) and notify who must hear of it.
 
-    Each move is a conditional update on the lead's version: a lead changed meanwhile by someone else
-    is reported as `version_conflict` and left alone. Moving a lead to its current owner changes and
-    notifies nothing. With `digest`, each recipient gets one notification for the whole batch.
+    Each move is a conditional update (see `Move`): a lead changed meanwhile by someone else is reported
+    as `version_conflict` and left alone. Moving a lead to its current owner changes and notifies nothing.
+    A target with a capacity is locked before its leads are counted (`lock_users`), so concurrent requests
+    cannot all fill its last place. With `digest`, each recipient gets one notification for the whole batch.
     """
     assert via in VIAS, via
     now = now or ctx.clock.now()
@@ -154,7 +203,15 @@ def change_owner(
     capacity_used: dict[int, int] = {}
     previous: dict[int, int | None] = {}
 
-    planned: list[tuple[Customer, User | None, int]] = []
+    lock_users(
+        session,
+        (
+            m.to_user.id
+            for m in moves
+            if m.to_user is not None and m.to_user.capacity is not None and m.customer.owner_id != m.to_user.id
+        ),
+    )
+    planned: list[tuple[Customer, User | None, int | None]] = []
     for move in sorted(moves, key=lambda m: m.customer.id):
         customer, target = move.customer, move.to_user
         target_id = target.id if target else None
@@ -174,12 +231,11 @@ def change_owner(
                     )
                     continue
                 capacity_used[target.id] += 1
-        expected = move.expected_version if move.expected_version is not None else customer.version
-        planned.append((customer, target, expected))
+        planned.append((customer, target, move.expected_version))
 
     moved = _apply_moves(session, planned, now)
     history: list[dict[str, object]] = []
-    for customer, target, expected in planned:
+    for customer, target, _expected in planned:
         if customer.id not in moved:
             result.failed.append(ItemFailure(customer.id, "version_conflict", "线索已被他人修改，请刷新后重试"))
             continue
@@ -187,7 +243,7 @@ def change_owner(
         previous[customer.id] = customer.owner_id
         for attr, value in (
             ("owner_id", target_id),
-            ("version", expected + 1),
+            ("version", moved[customer.id]),
             ("assigned_at", now if target is not None else None),
             ("updated_at", now),
             ("transfer_due_at", None),

@@ -42,8 +42,11 @@ def customers_out(session: Session, customers: Sequence[Customer]) -> list[Custo
     ]
 
 
-def get_visible(session: Session, actor: User, customer_id: int) -> tuple[Customer, User | None]:
-    customer = session.get(Customer, customer_id) if is_db_id(customer_id) else None
+def get_visible(session: Session, actor: User, customer_id: int, *, lock: bool = False) -> tuple[Customer, User | None]:
+    """The lead and its owner, or a 404 if the actor may not see it; `lock` holds the lead's row until commit."""
+    if not is_db_id(customer_id):
+        raise not_found("customer")
+    customer = session.get(Customer, customer_id, with_for_update={"key_share": True} if lock else None)
     if customer is None:
         raise not_found("customer")
     owner = session.get(User, customer.owner_id) if customer.owner_id else None
@@ -159,16 +162,23 @@ def check_can_follow_up(actor: User, customer: Customer, owner: User | None) -> 
 def add_follow_up(
     ctx: AppContext, session: Session, actor: User, customer_id: int, content: str, status: str | None
 ) -> FollowUp:
-    customer, owner = get_visible(session, actor, customer_id)
+    # Locked as read: the owner it is checked against and the deadline computed from stay true until commit.
+    customer, owner = get_visible(session, actor, customer_id, lock=True)
     check_can_follow_up(actor, customer, owner)
     now: datetime = ctx.clock.now()
-    values: dict[str, object] = {"last_follow_up_at": now, "updated_at": now, "version": customer.version + 1}
+    values: dict[str, object] = {"last_follow_up_at": now, "updated_at": now}
     if status:
         values["status"] = status
-    session.execute(
-        update(Customer).where(Customer.id == customer.id).values(**values).execution_options(synchronize_session=False)
+    # The version is raised in SQL, never written from the value read: a write of a stale version + 1
+    # would roll it back and let a stale assignment through (and repeat its notification's dedupe key).
+    version = session.scalar(
+        update(Customer)
+        .where(Customer.id == customer.id)
+        .values(**values, version=Customer.version + 1)
+        .returning(Customer.version)
+        .execution_options(synchronize_session=False)
     )
-    for key, value in values.items():
+    for key, value in {**values, "version": version}.items():
         set_committed_value(customer, key, value)
     follow_up = FollowUp(customer_id=customer.id, user_id=actor.id, content=content, status=status, created_at=now)
     session.add(follow_up)

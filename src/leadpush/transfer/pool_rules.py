@@ -19,7 +19,11 @@ def start_of_day(now: datetime, settings: Settings) -> datetime:
 
 
 def check_claim_allowed(session: Session, settings: Settings, actor: User, customer_id: int, now: datetime) -> None:
-    """Raise a 409 with the reason when `actor` may not claim this lead from the pool right now."""
+    """Raise a 409 with the reason when `actor` may not claim this lead from the pool right now.
+
+    With a daily limit, the caller holds the actor's row lock (`lock_users`) in the transaction that then
+    claims, so the count cannot be passed by several concurrent claims at once.
+    """
     if settings.claim_daily_limit > 0:
         claimed_today = (
             session.scalar(
