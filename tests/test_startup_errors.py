@@ -49,6 +49,7 @@ def home(tmp_path: Path) -> tuple[dict[str, str], Path]:
         ("LEADPUSH_DATABASE_URL", "::::", "::::"),
         ("LEADPUSH_WECHAT_MINIPROGRAM_STATE", "prod", "prod"),
         ("LEADPUSH_DELIVERY_MAX_ATTEMPTS", "many", "many"),
+        ("LEADPUSH_LOG_LEVEL", "chatty", "chatty"),
     ],
 )
 def test_a_bad_setting_is_one_chinese_line_naming_the_variable(home, name, value, shown):

@@ -117,6 +117,14 @@ class Settings(BaseSettings):
             raise ValueError(f"只支持 SQLite 和 PostgreSQL，{example}")
         return value
 
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError("必须是 DEBUG / INFO / WARNING / ERROR / CRITICAL 之一")
+        return level
+
     @field_validator("channel_policy")
     @classmethod
     def _check_channel_policy(cls, value: str | None) -> str | None:
