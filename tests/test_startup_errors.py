@@ -128,3 +128,12 @@ def test_a_start_logs_which_migrations_it_applied_and_no_alembic_chatter(home):
     with serving({**env, "LEADPUSH_LOG_LEVEL": "INFO"}, cwd, name="again") as (_url, log_path):
         pass
     assert "迁移" not in log_path.read_text(), "nothing to apply, nothing to say"
+
+
+def test_serving_an_unmigrated_database_without_migrating_says_to_migrate_first(home):
+    env, cwd = home
+    line = one_chinese_line(serve(env, cwd, "--no-migrate", "--port", str(free_port())))
+    assert "leadpush db upgrade" in line
+    assert leadpush(env, "db", "upgrade", cwd=cwd).returncode == 0
+    with serving(env, cwd, "--no-migrate", name="migrated") as (url, _log):
+        assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200

@@ -48,10 +48,15 @@ def _prepare_database(settings: Settings) -> list[str]:
 
 
 def _check_database(settings: Settings) -> None:
-    from leadpush.migrate import current_revision
+    """For `serve --no-migrate`: the database answers and its schema is this release's."""
+    from leadpush.migrate import pending
 
     with _one_line_errors(), database_errors(settings.database_url):
-        current_revision(settings.database_url)
+        missing = pending(settings.database_url)
+        if missing:
+            raise StartupError(
+                f"数据库结构不是最新（缺少迁移 {'、'.join(missing)}）：请先运行 `leadpush db upgrade`，或去掉 --no-migrate"
+            )
 
 
 @app.command()
@@ -98,6 +103,9 @@ def serve(
         timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
+    # uvicorn does not announce a socket it was handed; say where to find us.
+    bound = sock.getsockname()[1]
+    logging.getLogger("leadpush").info("监听 http://%s:%d", f"[{host}]" if ":" in host else host, bound)
     try:
         server.run(sockets=[sock])
     finally:

@@ -79,12 +79,24 @@ def upgrade(url: str, revision: str = "head") -> list[str]:
     return applied
 
 
-def current_revision(url: str) -> str:
-    """The schema revision a database is at ("" for a database without one)."""
+def pending(url: str) -> list[str]:
+    """Revisions this code has that the database lacks (all of them for an empty database).
+
+    A database at a revision this code does not know (a newer release's) has nothing pending here.
+    """
     with _quiet_alembic():
+        from alembic.script import ScriptDirectory
+        from alembic.script.revision import RevisionError
+
         engine = make_engine(url)
         try:
             with engine.connect() as connection:
-                return ", ".join(_current(connection))
+                current = _current(connection)
         finally:
             engine.dispose()
+        script = ScriptDirectory.from_config(alembic_config(url))
+        try:
+            missing = list(script.iterate_revisions("heads", current or "base"))
+        except RevisionError:
+            return []
+    return [f"{rev.revision} {rev.doc}".strip() for rev in reversed(missing)]
