@@ -1,19 +1,27 @@
 # Two commands for a fresh machine: `make run` starts leadpush, `make test` runs the whole suite.
+# `run` installs what running needs; `test` (and `venv`, `lint`) add the test tools. Stamp files in
+# .venv/ record what was installed, for which pyproject.toml.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
 .PHONY: run test venv lint services
 
-$(BIN)/leadpush: pyproject.toml
+$(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip==26.3
+
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
-	touch $(BIN)/leadpush
+	touch $@
 
-venv: $(BIN)/leadpush
+venv: $(VENV)/.installed-test
 
-run: venv
+run: $(VENV)/.installed-run
 	$(BIN)/leadpush serve
 
 lint: venv

@@ -153,6 +153,8 @@ def test_each_endpoint_gives_a_pool_lead_to_alice_records_it_and_tells_her_on_he
     assert nd["type"] == "customer_assigned" and nd["toUserId"] == team.alice.id and nd["openid"] == "o-alice"
     assert nd["page"] == f"pages/customer/detail?id={lead['id']}"
     assert nd["data"]["thing1"]["value"] == "张三" and nd["data"]["phone_number2"]["value"] == "13800138000"
+    # No WeChat or WeCom is configured here: the server sends no push, and says so.
+    assert nd["sentByServer"] is False
 
     (row,) = history(api, lead["id"])
     assert (row.from_user_id, row.to_user_id, row.actor_id, row.via) == (None, team.alice.id, team.manager.id, via)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,26 +41,26 @@ def home(tmp_path: Path) -> tuple[dict[str, str], Path]:
     return clean_env(f"sqlite:///{tmp_path}/leadpush.db"), tmp_path
 
 
-@pytest.fixture
-def served(home) -> Iterator[str]:
-    """`leadpush serve --port P` as its own process (the README's first command), on the same SQLite file."""
-    env, cwd = home
+@contextmanager
+def serving(env: dict[str, str], cwd: Path, *args: str, name: str = "serve") -> Iterator[tuple[str, Path]]:
+    """`leadpush serve --port P [args]` as its own process until the block ends; yields its URL and log file."""
     port = free_port()
-    log = open(cwd / "serve.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([LEADPUSH, "serve", "--port", str(port)], env=env, cwd=cwd, stdout=log, stderr=log)
+    log_path = cwd / f"{name}.log"
+    log = open(log_path, "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([LEADPUSH, "serve", "--port", str(port), *args], env=env, cwd=cwd, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
-            assert proc.poll() is None, (cwd / "serve.log").read_text()
+            assert proc.poll() is None, log_path.read_text()
             try:
-                if httpx.get(f"{url}/api/me", timeout=2).status_code == 401:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
-            assert time.monotonic() < deadline, "leadpush serve did not answer:\n" + (cwd / "serve.log").read_text()
+            assert time.monotonic() < deadline, "leadpush serve did not answer:\n" + log_path.read_text()
             time.sleep(0.1)
-        yield url
+        yield url, log_path
     finally:
         proc.terminate()
         try:
@@ -68,6 +69,14 @@ def served(home) -> Iterator[str]:
             proc.kill()
             proc.wait(timeout=5)
         log.close()
+
+
+@pytest.fixture
+def served(home) -> Iterator[str]:
+    """`leadpush serve --port P` as its own process (the README's first command), on the same SQLite file."""
+    env, cwd = home
+    with serving(env, cwd) as (url, _log):
+        yield url
 
 
 def test_user_create_refuses_a_bad_role_or_a_taken_openid_in_chinese(home):
@@ -121,3 +130,22 @@ def test_tokens_from_the_cli_work_against_leadpush_serve_through_all_four_endpoi
         late = create_user(env, cwd, "--name", "赵强", "--role", "sales", "--team", "A")
         with as_(late) as b:
             assert b.get("/api/me").json()["data"]["id"] == late["id"]
+
+
+def test_db_upgrade_says_what_it_applied_then_that_there_is_nothing_to_do(home):
+    env, cwd = home
+    first = leadpush(env, "db", "upgrade", cwd=cwd)
+    assert first.returncode == 0, first.stderr
+    assert "已升级数据库到" in first.stdout and "0001" in first.stdout and "已是最新" not in first.stdout
+    again = leadpush(env, "db", "upgrade", cwd=cwd)
+    assert again.returncode == 0, again.stderr
+    assert "已是最新" in again.stdout and "已升级" not in again.stdout
+
+
+def test_a_worker_only_process_serves_health_and_metrics_but_not_the_api_or_console(home):
+    env, cwd = home
+    with serving(env, cwd, "--role", "worker", "--role", "scheduler") as (url, _log):
+        assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200
+        assert "leadpush_" in httpx.get(f"{url}/metrics", timeout=10).text
+        for path in ("/api/me", "/api/customers", "/api/notifications", "/console", "/docs"):
+            assert httpx.get(url + path, timeout=10).status_code == 404, path

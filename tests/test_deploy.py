@@ -54,3 +54,27 @@ def test_proxy_passes_websockets():
     assert "proxy_set_header Upgrade $http_upgrade" in conf
     assert "proxy_set_header Connection $connection_upgrade" in conf
     assert "server api1:8000" in conf and "server api2:8000" in conf
+
+
+def test_the_deploy_env_file_with_its_secrets_is_never_committed():
+    git = shutil.which("git")
+    if git is None or not (DEPLOY.parent / ".git").exists():
+        pytest.skip("not a git checkout")
+    done = subprocess.run([git, "check-ignore", "-q", "deploy/.env"], cwd=DEPLOY.parent)
+    assert done.returncode == 0, "deploy/.env must be git-ignored (deploy/env.example says never to commit it)"
+
+
+def make_plan(target: str) -> str:
+    """The commands `make <target>` would run from nothing (-B: as if nothing were built yet)."""
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    done = subprocess.run([make, "-n", "-B", target], cwd=DEPLOY.parent, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_make_run_installs_what_running_needs_and_make_test_the_test_tools():
+    run = make_plan("run")
+    assert "pip install -q -e ." in run and "[test]" not in run, run
+    assert ".[test]" in make_plan("test")

@@ -198,6 +198,7 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
         version=__version__,
         description="线索分配与通知服务 (lead assignment and notification backend)",
         lifespan=lifespan,
+        **({} if "api" in roles else {"docs_url": None, "redoc_url": None, "openapi_url": None}),
     )
     app.state.ctx = ctx
     install_error_handlers(app)
@@ -221,12 +222,16 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
     }
     errors[409] = {"model": ErrorEnvelope, "description": "冲突（版本冲突、已被领取、达到上限等）"}
     errors[422] = {"model": ErrorEnvelope, "description": "参数错误"}
+    app.include_router(ops_router)
+    if "api" not in roles:
+        # A worker or scheduler process answers health checks and metrics only; the API and console
+        # belong to the api processes behind the proxy.
+        return app
     app.include_router(users_router, responses=errors)
     app.include_router(leads_router, responses=errors)
     app.include_router(assignment_router, responses=errors)
     app.include_router(notify_router, responses=errors)
     app.include_router(ws_router)
-    app.include_router(ops_router)
     app.include_router(transfer_router, responses=errors)
     app.include_router(wechat_router, responses=errors)
     app.include_router(web_router)

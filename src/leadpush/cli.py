@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 
 from leadpush.config import Settings
+from leadpush.startup import StartupError, bind_port, database_errors, load_settings, lock_sqlite
 
 app = typer.Typer(help="leadpush：线索分配与通知服务", no_args_is_help=True, add_completion=False)
 user_app = typer.Typer(help="用户管理", no_args_is_help=True)
@@ -21,14 +24,39 @@ app.add_typer(transfer_app, name="transfer")
 ALL_ROLES = ("api", "worker", "scheduler")
 
 
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """A start-up problem is one line on stderr and a non-zero exit, never a traceback."""
+    try:
+        yield
+    except StartupError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+
+
 def _settings() -> Settings:
-    return Settings()
+    with _one_line_errors():
+        return load_settings()
 
 
-def _prepare_database(settings: Settings) -> None:
+def _prepare_database(settings: Settings) -> list[str]:
+    """Apply pending migrations; returns what was applied. An unreachable database is one line."""
     from leadpush.migrate import upgrade
 
-    upgrade(settings.database_url)
+    with _one_line_errors(), database_errors(settings.database_url):
+        return upgrade(settings.database_url)
+
+
+def _check_database(settings: Settings) -> None:
+    """For `serve --no-migrate`: the database answers and its schema is this release's."""
+    from leadpush.migrate import pending
+
+    with _one_line_errors(), database_errors(settings.database_url):
+        missing = pending(settings.database_url)
+        if missing:
+            raise StartupError(
+                f"数据库结构不是最新（缺少迁移 {'、'.join(missing)}）：请先运行 `leadpush db upgrade`，或去掉 --no-migrate"
+            )
 
 
 @app.command()
@@ -52,20 +80,40 @@ def serve(
     unknown = roles - set(ALL_ROLES)
     if unknown:
         raise typer.BadParameter(f"未知角色：{', '.join(sorted(unknown))}")
+    host = host or settings.host
+    port = port if port is not None else settings.port
+    # Everything that can stop a start is checked before any role runs: the port, the SQLite
+    # single-process lock, the database.
+    with _one_line_errors():
+        sock = bind_port(host, port)
+        lock = lock_sqlite(settings)
     if migrate:
         _prepare_database(settings)
+    else:
+        _check_database(settings)
     ctx = AppContext.from_settings(settings)
-    application = create_app(ctx, roles=roles)
-    uvicorn.run(
-        application,
-        host=host or settings.host,
-        port=port if port is not None else settings.port,
+    config = uvicorn.Config(
+        create_app(ctx, roles=roles),
+        host=host,
+        port=port,
         log_level=settings.log_level.lower(),
         ws_ping_interval=settings.ws_ping_interval,
         ws_ping_timeout=settings.ws_ping_timeout,
         # Long polls wait up to 30 s; do not let them hold a restart that long.
         timeout_graceful_shutdown=5,
     )
+    server = uvicorn.Server(config)
+    # uvicorn does not announce a socket it was handed; say where to find us.
+    bound = sock.getsockname()[1]
+    logging.getLogger("leadpush").info("监听 http://%s:%d", f"[{host}]" if ":" in host else host, bound)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+        if lock is not None:
+            lock.close()
+    if not server.started:
+        raise typer.Exit(3)  # the application failed to start (uvicorn has logged why)
 
 
 @user_app.command("create")
@@ -114,8 +162,11 @@ def user_create(
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """把数据库升级到最新结构。"""
-    _prepare_database(_settings())
-    typer.echo("数据库已是最新结构")
+    applied = _prepare_database(_settings())
+    if applied:
+        typer.echo(f"已升级数据库到 {applied[-1]}（应用了 {len(applied)} 个迁移：{'、'.join(applied)}）")
+    else:
+        typer.echo("数据库已是最新结构，无需升级")
 
 
 @transfer_app.command("run")
@@ -126,7 +177,9 @@ def transfer_run(
     """立即执行一次自动流转（手动触发）。"""
     from leadpush.transfer.cli import run_once
 
-    run_once(_settings(), dry_run=dry_run, as_json=as_json)
+    settings = _settings()
+    with _one_line_errors(), database_errors(settings.database_url):
+        run_once(settings, dry_run=dry_run, as_json=as_json)
 
 
 @app.command("fake-wechat")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import Field, field_validator, model_validator
@@ -18,7 +19,7 @@ class Settings(BaseSettings):
     redis_prefix: str = "leadpush"
     timezone: str = "Asia/Shanghai"
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = Field(default=8000, ge=1, le=65535)
     log_level: str = "INFO"
     # WebSocket keep-alive: a ping every N seconds; a client that does not answer within the timeout is
     # dropped (a phone that went into a tunnel, a laptop closed without a goodbye).
@@ -33,7 +34,7 @@ class Settings(BaseSettings):
     wechat_template_id: str | None = None
     wechat_api_base: str = "https://api.weixin.qq.com"
     wechat_page: str = "pages/customer/detail?id={customerId}"
-    wechat_miniprogram_state: str = "formal"
+    wechat_miniprogram_state: Literal["developer", "trial", "formal"] = "formal"
     # JSON object: template key -> notification field (customerName, customerPhone, source, assignTime, ...)
     wechat_field_map: str = (
         '{"thing1": "customerName", "phone_number2": "customerPhone", "thing3": "source", "time4": "assignTime"}'
@@ -96,8 +97,33 @@ class Settings(BaseSettings):
         # The dispatcher waits at most send_timeout + 1 s for a channel; a lease shorter than that would let
         # a second worker send the same delivery while the first is still waiting for its answer.
         if self.delivery_lease_seconds <= self.send_timeout + 1:
-            raise ValueError("LEADPUSH_DELIVERY_LEASE_SECONDS must be longer than LEADPUSH_SEND_TIMEOUT + 1")
+            raise ValueError("LEADPUSH_DELIVERY_LEASE_SECONDS 必须大于 LEADPUSH_SEND_TIMEOUT + 1 秒")
         return self
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        example = "应形如 sqlite:///./leadpush.db 或 postgresql://用户:密码@主机:5432/库名"
+        try:
+            backend = make_url(value).get_backend_name()
+        except ArgumentError:
+            raise ValueError(f"不是合法的数据库地址，{example}") from None
+        if backend == "postgres":
+            raise ValueError("请把 postgres:// 改写为 postgresql://")
+        if backend not in ("sqlite", "postgresql"):
+            raise ValueError(f"只支持 SQLite 和 PostgreSQL，{example}")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError("必须是 DEBUG / INFO / WARNING / ERROR / CRITICAL 之一")
+        return level
 
     @field_validator("channel_policy")
     @classmethod
@@ -119,7 +145,7 @@ class Settings(BaseSettings):
     @classmethod
     def _check_token_mode(cls, value: str) -> str:
         if value not in ("stable", "legacy"):
-            raise ValueError("LEADPUSH_WECHAT_TOKEN_MODE must be 'stable' or 'legacy'")
+            raise ValueError("必须是 stable 或 legacy")
         return value
 
     @cached_property

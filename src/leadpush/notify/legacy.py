@@ -1,28 +1,48 @@
 """`notificationData` in assignment responses, kept for front ends written for the old system.
 
 The old system returned what the page should send to WeChat. leadpush sends it itself; the object
-stays so old pages keep working (and can ignore it).
+stays so old pages keep working (and can ignore it). `sentByServer` says whether the server will push
+this notification to the recipient's phone (WeChat or WeCom); when false, nobody will unless the page does.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from leadpush.context import AppContext
-from leadpush.notify.models import Notification
-from leadpush.notify.wechat_format import page_for, parse_field_map, template_data, template_fields
+from leadpush.notify.models import Delivery, Notification
+from leadpush.notify.wechat_format import parse_field_map, subscribe_page, template_data, template_fields
 from leadpush.users.models import User
+
+# Channels that reach a phone from the server, as the old page's own WeChat send did.
+PUSH_CHANNELS = ("wechat", "wecom")
+
+
+def _pushed(session: Session, notes: list[Notification]) -> set[int]:
+    """Notifications the ledger planned a WeChat or WeCom send for (the deliveries written with them)."""
+    if not notes:
+        return set()
+    return set(
+        session.scalars(
+            select(Delivery.notification_id).where(
+                Delivery.notification_id.in_([n.id for n in notes]),
+                Delivery.channel.in_(PUSH_CHANNELS),
+                Delivery.status == "pending",
+            )
+        )
+    )
 
 
 def notification_data(ctx: AppContext, session: Session, notes: list[Notification]) -> list[dict[str, Any]]:
     s = ctx.settings
     field_map = parse_field_map(s.wechat_field_map)
+    notes = [n for n in notes if n.kind in ("customer_assigned", "customers_assigned")]
+    pushed = _pushed(session, notes)
     out: list[dict[str, Any]] = []
     for note in notes:
-        if note.kind not in ("customer_assigned", "customers_assigned"):
-            continue
         recipient = session.get(User, note.recipient_id)
         fields = template_fields(note.kind, note.payload)
         out.append(
@@ -32,9 +52,9 @@ def notification_data(ctx: AppContext, session: Session, notes: list[Notificatio
                 "toUserId": note.recipient_id,
                 "openid": recipient.wechat_openid if recipient else None,
                 "templateId": s.wechat_template_id,
-                "page": page_for(s.wechat_page, fields),
+                "page": subscribe_page(note.kind, fields, s.wechat_page, s.wechat_digest_page),
                 "data": template_data(fields, field_map, s.tz, s.wechat_mask_phone),
-                "sentByServer": True,
+                "sentByServer": note.id in pushed,
             }
         )
     return out

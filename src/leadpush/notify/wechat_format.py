@@ -223,3 +223,11 @@ def template_fields(kind: str, payload: dict[str, Any], title: str = "", body: s
 
 def page_for(template: str, payload: dict[str, Any]) -> str:
     return template.replace("{customerId}", str(payload.get("customerId", "")))
+
+
+def subscribe_page(kind: str, fields: dict[str, Any], lead_page: str, digest_page: str) -> str:
+    """The page a subscribe message opens: the lead's page, or for a digest the digest page ("" = home).
+
+    The WeChat channel sends it and `notificationData` reports it; both call this, so they agree.
+    """
+    return digest_page if kind in DIGEST_KINDS else page_for(lead_page, fields)

@@ -31,7 +31,7 @@ from leadpush.notify.tokens import (
     retry_for,
     short_errmsg,
 )
-from leadpush.notify.wechat_format import DIGEST_KINDS, page_for, parse_field_map, template_data, template_fields
+from leadpush.notify.wechat_format import parse_field_map, subscribe_page, template_data, template_fields
 
 SEND_PATH = "/cgi-bin/message/subscribe/send"
 NO_CREDIT = "无订阅次数（no credit）：用户未在小程序中允许接收，或次数已用完"
@@ -128,7 +128,7 @@ class WechatChannel:
         """The subscribe/send body for this delivery (exactly what WeChat receives)."""
         s = self.ctx.settings
         fields = template_fields(job.kind, job.payload, job.title, job.body)
-        page = s.wechat_digest_page if job.kind in DIGEST_KINDS else page_for(s.wechat_page, fields)
+        page = subscribe_page(job.kind, fields, s.wechat_page, s.wechat_digest_page)
         body: dict[str, Any] = {"touser": job.recipient.wechat_openid, "template_id": self.template_id}
         if page:
             body["page"] = page
