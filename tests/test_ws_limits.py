@@ -74,4 +74,3 @@ def test_an_unknown_message_type_is_not_echoed(api, team):
     assert error["code"] == "unknown_type"
     assert "onerror" not in json.dumps(error, ensure_ascii=False)
     ws.close()
-
