@@ -73,7 +73,7 @@ class Runtime:
     def __init__(self, ctx: AppContext, roles: frozenset[str]) -> None:
         self.ctx = ctx
         self.roles = roles
-        self.hub = Hub()
+        self.hub = Hub(self._valid_tokens)
         self.metrics = Metrics()
         self.bus: Bus = make_bus(ctx.settings.redis_url, ctx.settings.redis_prefix)
         self.dispatcher: Dispatcher | None = None
@@ -140,7 +140,7 @@ class Runtime:
 
     async def _revalidate(self, user_ids: set[int] | None) -> None:
         try:
-            ended = await self.hub.revalidate(self._valid_tokens, user_ids)
+            ended = await self.hub.revalidate(user_ids)
         except Exception as exc:  # noqa: BLE001 - the next periodic check tries again
             log.warning("检查连接的登录凭证失败（%s），稍后重试", type(exc).__name__)
             return

@@ -34,7 +34,8 @@ class Listener(Protocol):
 
 
 class Hub:
-    def __init__(self) -> None:
+    def __init__(self, check: TokenCheck) -> None:
+        self._check = check
         self._listeners: dict[int, set[Listener]] = defaultdict(set)
         self._lock = threading.Lock()
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -70,7 +71,7 @@ class Hub:
             for listener in listeners:
                 listener.offer(None)
 
-    async def revalidate(self, check: TokenCheck, user_ids: set[int] | None = None) -> int:
+    async def revalidate(self, user_ids: set[int] | None = None) -> int:
         """End the listeners (of these users, or everyone's) whose token no longer signs in; how many."""
         with self._lock:
             targets = [
@@ -81,7 +82,7 @@ class Hub:
             ]
         if not targets:
             return 0
-        valid = await to_thread.run_sync(check, {listener.token_hash for _, listener in targets})
+        valid = await to_thread.run_sync(self._check, {listener.token_hash for _, listener in targets})
         ended = 0
         for uid, listener in targets:
             if listener.token_hash not in valid:

@@ -174,6 +174,9 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     writer = asyncio.create_task(conn.writer())
     heartbeat = asyncio.create_task(_heartbeat(conn))
     try:
+        # The token was checked before this socket was registered: a revoke committed in between was
+        # announced to a hub that did not know the socket yet. One more look closes that gap.
+        await hub.revalidate({user_id})
         if not conn.synced.is_set():
             # A client that does not resume within the grace period starts from "now" (the id read at
             # connect time, so nothing committed meanwhile is skipped).
