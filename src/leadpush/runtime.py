@@ -158,8 +158,8 @@ class Runtime:
             await self._revalidate(None)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        assert self._loop is not None
-        task = self._loop.create_task(coro)
+        """Run `coro` on this (running) loop, kept referenced until done and cancelled at stop."""
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.append(task)
         task.add_done_callback(self._forget)
 

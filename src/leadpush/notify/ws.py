@@ -48,7 +48,7 @@ class WsConnection:
         self.user_id = user_id
         self.token_hash = token_hash
         self.ended = False
-        self._closing: asyncio.Task[None] | None = None
+        self._closing: asyncio.Task[None] | None = None  # referenced: the loop keeps tasks only weakly
         self.last_sent = 0
         self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self.synced = asyncio.Event()
