@@ -123,7 +123,9 @@ class FakeClock:
 class ServerThread:
     """A real uvicorn server on a loopback port, in a background thread."""
 
-    def __init__(self, app: Any, port: int | None = None, log_level: str = "warning") -> None:
+    def __init__(
+        self, app: Any, port: int | None = None, log_level: str = "warning", ws_max_size: int = 16 * 1024 * 1024
+    ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
@@ -132,6 +134,7 @@ class ServerThread:
             port=self.port,
             log_level=log_level,
             ws_ping_interval=None,
+            ws_max_size=ws_max_size,
             timeout_graceful_shutdown=3,
         )
         self.server = uvicorn.Server(config)
@@ -208,5 +211,7 @@ def start_stack(
 ):
     upgrade(url)
     ctx = AppContext.from_settings(make_settings(url, **overrides), clock=clock or FakeClock())
-    server = ServerThread(create_app(ctx, roles=roles), log_level=server_log_level).start()
+    server = ServerThread(
+        create_app(ctx, roles=roles), log_level=server_log_level, ws_max_size=ctx.settings.ws_max_message_bytes
+    ).start()
     return ctx, server

@@ -62,6 +62,13 @@ class WsClient:
             self._recv(max(0.01, deadline - time.monotonic()))
         return self.notes()
 
+    def wait_closed(self, timeout: float = 30) -> int | None:
+        """Read until the server closes the socket; its close code (None if still open at the deadline)."""
+        deadline = time.monotonic() + timeout
+        while not self.closed and time.monotonic() < deadline:
+            self._recv(max(0.01, deadline - time.monotonic()))
+        return close_code(self.conn) if self.closed else None
+
     def notes(self) -> list[dict[str, Any]]:
         return [m for m in self.received if "id" in m]
 
@@ -70,3 +77,24 @@ class WsClient:
             self._cm.__exit__(None, None, None)
         except ConnectionClosed:
             pass
+
+
+def close_code(conn: Any) -> int | None:
+    """The code of the close frame the server sent (None if it sent none)."""
+    rcvd = conn.protocol.close_rcvd
+    return rcvd.code if rcvd is not None else None
+
+
+def refused_with(base_url: str, token: str, timeout: float = 30) -> int | None:
+    """Open a socket that the server is expected to close before its hello; the close code."""
+    url = base_url.replace("http://", "ws://") + f"/ws?token={token}"
+    with connect(url, open_timeout=10) as conn:
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                message = json.loads(conn.recv(timeout=max(0.01, deadline - time.monotonic())))
+                if message.get("type") == "hello":
+                    return None  # accepted
+        except (ConnectionClosed, TimeoutError):
+            pass
+        return close_code(conn)

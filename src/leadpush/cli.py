@@ -99,6 +99,7 @@ def serve(
         log_level=settings.log_level.lower(),
         ws_ping_interval=settings.ws_ping_interval,
         ws_ping_timeout=settings.ws_ping_timeout,
+        ws_max_size=settings.ws_max_message_bytes,
         # Long polls wait up to 30 s; do not let them hold a restart that long.
         timeout_graceful_shutdown=5,
     )

@@ -25,6 +25,13 @@ class Settings(BaseSettings):
     # dropped (a phone that went into a tunnel, a laptop closed without a goodbye).
     ws_ping_interval: float = Field(default=20.0, gt=0)
     ws_ping_timeout: float = Field(default=20.0, gt=0)
+    # Live channels: the largest message a client may send (an ack of 1000 ids is about 12 KB), at most
+    # this many sockets and concurrent long polls per user on one process, and how often each process
+    # re-checks the tokens of its open sockets (the safety net should a "signed out" message be lost).
+    ws_max_message_bytes: int = Field(default=32_768, ge=1024, le=16 * 1024 * 1024)
+    ws_max_per_user: int = Field(default=20, ge=1)
+    longpoll_max_per_user: int = Field(default=5, ge=1)
+    session_recheck_seconds: float = Field(default=30.0, gt=0)
     # Console links (WeCom textcards point here); no trailing slash.
     public_url: str = "http://127.0.0.1:8000"
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from leadpush.context import AppContext
 from leadpush.notify.bus import Bus, make_bus
@@ -19,6 +20,7 @@ from leadpush.notify.channels.webhook import WebhookChannel
 from leadpush.notify.dispatcher import Dispatcher
 from leadpush.notify.hub import Hub
 from leadpush.notify.metrics import LedgerCollector, Metrics
+from leadpush.users.service import valid_token_hashes
 
 if TYPE_CHECKING:
     from leadpush.transfer.scheduler import TransferScheduler
@@ -71,7 +73,7 @@ class Runtime:
     def __init__(self, ctx: AppContext, roles: frozenset[str]) -> None:
         self.ctx = ctx
         self.roles = roles
-        self.hub = Hub()
+        self.hub = Hub(self._valid_tokens)
         self.metrics = Metrics()
         self.bus: Bus = make_bus(ctx.settings.redis_url, ctx.settings.redis_prefix)
         self.dispatcher: Dispatcher | None = None
@@ -86,6 +88,10 @@ class Runtime:
         if "api" in self.roles:
             self.bus.on_inapp(self.hub.deliver)
             self.bus.on_resync(self.hub.resync)
+            # Sign-in changes from other processes; after a bus outage, anything may have been missed.
+            self.bus.on_auth(self._recheck)
+            self.bus.on_resync(lambda: self._recheck(None))
+            self._spawn(self._recheck_periodically())
         if "worker" in self.roles:
             self.channels = build_channels(self.ctx, self.bus)
             self.dispatcher = Dispatcher(self.ctx, self.channels, self.metrics)
@@ -99,6 +105,7 @@ class Runtime:
             self._tasks.append(asyncio.create_task(self.scheduler.run(), name="leadpush-scheduler"))
         await self.bus.start()
         self.ctx.signals.subscribe(self._on_commit)
+        self.ctx.signals.subscribe_auth(self._on_auth_changed)
         log.info("leadpush 已启动，角色：%s", ", ".join(sorted(self.roles)))
 
     def _on_commit(self, recipient_ids: set[int]) -> None:
@@ -111,11 +118,50 @@ class Runtime:
             for uid in recipient_ids:
                 self.hub.deliver(uid, None)
             for coro in (self.bus.publish_wake(), self.bus.publish_hints(recipient_ids)):
-                task = loop.create_task(coro)
-                self._tasks.append(task)
-                task.add_done_callback(self._forget)
+                self._spawn(coro)
 
         loop.call_soon_threadsafe(on_loop)
+
+    def _on_auth_changed(self, user_ids: set[int]) -> None:
+        """Called in the thread that committed a revoke or deactivation: end sessions here and everywhere."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+
+        def on_loop() -> None:
+            self._recheck(user_ids)
+            self._spawn(self.bus.publish_auth(user_ids))
+
+        loop.call_soon_threadsafe(on_loop)
+
+    def _recheck(self, user_ids: set[int] | None) -> None:
+        """On the loop: close these users' (None: everyone's) sockets and long polls whose token is gone."""
+        self._spawn(self._revalidate(user_ids))
+
+    async def _revalidate(self, user_ids: set[int] | None) -> None:
+        try:
+            ended = await self.hub.revalidate(user_ids)
+        except Exception as exc:  # noqa: BLE001 - the next periodic check tries again
+            log.warning("检查连接的登录凭证失败（%s），稍后重试", type(exc).__name__)
+            return
+        if ended:
+            log.info("已关闭 %d 个登录凭证失效的连接", ended)
+
+    def _valid_tokens(self, hashes: set[str]) -> set[str]:
+        with self.ctx.db.read() as session:
+            return valid_token_hashes(session, hashes)
+
+    async def _recheck_periodically(self) -> None:
+        """The safety net should a "sign-in changed" message be lost: one query for all open sockets."""
+        while True:
+            await asyncio.sleep(self.ctx.settings.session_recheck_seconds)
+            await self._revalidate(None)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run `coro` on this (running) loop, kept referenced until done and cancelled at stop."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.append(task)
+        task.add_done_callback(self._forget)
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         with contextlib.suppress(ValueError):
@@ -123,6 +169,7 @@ class Runtime:
 
     async def stop(self) -> None:
         self.ctx.signals.unsubscribe(self._on_commit)
+        self.ctx.signals.unsubscribe_auth(self._on_auth_changed)
         if self.dispatcher is not None:
             await self.dispatcher.stop()
         if self.scheduler is not None:

@@ -34,7 +34,8 @@ const DEFAULTS = {
   idleTimeout: 70000, // ms without any frame (the server sends a heartbeat every 25 s)
 };
 
-const WS_UNAUTHORIZED = 1008;
+// 1008: the token was refused at connect; 4401: it was revoked (or the user deactivated) while open.
+const WS_UNAUTHORIZED = [1008, 4401];
 
 function globalObject() {
   if (typeof globalThis !== 'undefined') return globalThis;
@@ -770,7 +771,7 @@ export class LeadpushClient {
     rec.closed = true;
     if (rec.timer) clearTimeout(rec.timer);
     rec.timer = null;
-    if (code === WS_UNAUTHORIZED) {
+    if (WS_UNAUTHORIZED.indexOf(code) >= 0) {
       this._unauthorized();
       return;
     }

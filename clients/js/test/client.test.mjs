@@ -145,6 +145,20 @@ test('a live notification after a gap makes the client replay from its last id',
   client.stop();
 });
 
+test('close code 4401 (signed out while open) means unauthorized: no reconnect', async () => {
+  const t = scriptedTransport();
+  const client = makeClient(t);
+  const seen = watch(client);
+  client.start();
+  t.sockets[0].msg({ type: 'hello', data: { userId: 1, latestId: 0 } });
+  t.sockets[0].drop(4401);
+  await tick(50);
+  assert.equal(t.sockets.length, 1);
+  assert.equal(client.state, 'unauthorized');
+  assert.equal(seen.states[seen.states.length - 1], 'unauthorized');
+  client.stop();
+});
+
 test('close code 1008 means unauthorized: no reconnect', async () => {
   const t = scriptedTransport();
   const client = makeClient(t);

@@ -1,7 +1,8 @@
 """Cross-process wake-ups and in-app fan-out: in-process by default, Redis pub/sub when configured.
 
 Everything sent here is a hint. A process that misses a message (Redis restarting, a slow consumer)
-catches up from the ledger: the dispatcher polls, and WebSocket connections re-read by id.
+catches up from the ledger: the dispatcher polls, and WebSocket connections re-read by id. A lost
+"sign-in changed" message is made up by each api process's periodic re-check of its sockets' tokens.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 InappHandler = Callable[[int, dict[str, Any]], None]
 WakeHandler = Callable[[], None]
 ResyncHandler = Callable[[], None]
+AuthHandler = Callable[[set[int]], None]
 
 
 class Bus(Protocol):
@@ -32,11 +34,15 @@ class Bus(Protocol):
 
     async def publish_hints(self, user_ids: set[int]) -> None: ...
 
+    async def publish_auth(self, user_ids: set[int]) -> None: ...
+
     def on_inapp(self, handler: InappHandler) -> None: ...
 
     def on_wake(self, handler: WakeHandler) -> None: ...
 
     def on_resync(self, handler: ResyncHandler) -> None: ...
+
+    def on_auth(self, handler: AuthHandler) -> None: ...
 
     async def ping(self) -> bool: ...
 
@@ -46,6 +52,7 @@ class _Handlers:
         self.inapp: list[InappHandler] = []
         self.wake: list[WakeHandler] = []
         self.resync: list[ResyncHandler] = []
+        self.auth: list[AuthHandler] = []
 
     def on_inapp(self, handler: InappHandler) -> None:
         self.inapp.append(handler)
@@ -55,6 +62,9 @@ class _Handlers:
 
     def on_resync(self, handler: ResyncHandler) -> None:
         self.resync.append(handler)
+
+    def on_auth(self, handler: AuthHandler) -> None:
+        self.auth.append(handler)
 
     def fire_inapp(self, user_id: int, message: dict[str, Any]) -> None:
         for handler in self.inapp:
@@ -67,6 +77,10 @@ class _Handlers:
     def fire_resync(self) -> None:
         for handler in self.resync:
             handler()
+
+    def fire_auth(self, user_ids: set[int]) -> None:
+        for handler in self.auth:
+            handler(user_ids)
 
 
 class LocalBus(_Handlers):
@@ -87,6 +101,9 @@ class LocalBus(_Handlers):
     async def publish_hints(self, user_ids: set[int]) -> None:
         return None  # this process's hub was told directly
 
+    async def publish_auth(self, user_ids: set[int]) -> None:
+        return None  # this process's hub was told directly
+
     async def ping(self) -> bool:
         return True
 
@@ -102,6 +119,7 @@ class RedisBus(_Handlers):
         super().__init__()
         self.wake_channel = f"{prefix}:wake"
         self.inapp_channel = f"{prefix}:inapp"
+        self.auth_channel = f"{prefix}:auth"
         import redis.asyncio as aioredis
 
         self.url = url
@@ -139,6 +157,13 @@ class RedisBus(_Handlers):
         except Exception as exc:  # noqa: BLE001 - a lost hint only delays until the worker's push
             log.warning("Redis 提示消息发送失败：%s", type(exc).__name__)
 
+    async def publish_auth(self, user_ids: set[int]) -> None:
+        """Tell every other api process to re-check these users' sockets (this one was told directly)."""
+        try:
+            await self._publish(self.auth_channel, {"userIds": sorted(user_ids), "from": self.node_id})
+        except Exception as exc:  # noqa: BLE001 - the periodic re-check closes them a little later
+            log.warning("Redis 登录状态变更消息发送失败：%s", type(exc).__name__)
+
     async def publish_wake(self) -> None:
         try:
             await self._publish(self.wake_channel, {"from": self.node_id})
@@ -159,7 +184,7 @@ class RedisBus(_Handlers):
         while not self._stopping:
             pubsub = self._redis.pubsub()
             try:
-                await pubsub.subscribe(self.wake_channel, self.inapp_channel)
+                await pubsub.subscribe(self.wake_channel, self.inapp_channel, self.auth_channel)
                 self.connected.set()
                 delay = 0.2
                 log.info("已连接 Redis 订阅")
@@ -196,6 +221,8 @@ class RedisBus(_Handlers):
             self.fire_inapp(int(payload["userId"]), payload["message"])
         elif channel == self.wake_channel and payload.get("from") != self.node_id:
             self.fire_wake()
+        elif channel == self.auth_channel and payload.get("from") != self.node_id:
+            self.fire_auth({int(uid) for uid in payload["userIds"]})
 
 
 def make_bus(redis_url: str | None, prefix: str = "leadpush") -> Bus:

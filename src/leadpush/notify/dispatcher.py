@@ -18,10 +18,12 @@ from datetime import datetime, timedelta
 
 from anyio import to_thread
 from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
 
 from leadpush.context import AppContext
 from leadpush.db import Database
 from leadpush.notify.channels.base import Channel, DeliveryJob, Recipient, SendResult
+from leadpush.notify.ledger import INACTIVE
 from leadpush.notify.metrics import Metrics
 from leadpush.notify.models import Delivery, Notification
 from leadpush.users.models import User
@@ -53,7 +55,7 @@ def claim_due_deliveries(db: Database, now: datetime, lease_seconds: float, limi
         )
         if db.is_postgres:
             query = query.with_for_update(skip_locked=True)
-        ids = list(session.scalars(query))
+        ids = skip_inactive_recipients(session, list(session.scalars(query)), now)
         if not ids:
             return []
         lease_until = now + timedelta(seconds=lease_seconds)
@@ -87,6 +89,28 @@ def claim_due_deliveries(db: Database, now: datetime, lease_seconds: float, limi
             )
             for d, n, u in rows
         ]
+
+
+def skip_inactive_recipients(session: Session, ids: list[int], now: datetime) -> list[int]:
+    """Deliveries due for a user deactivated since they were planned are skipped, not sent: returns the
+    rest. (Read with the claim, so one deactivated before this claim gets nothing more.)"""
+    if not ids:
+        return ids
+    inactive = set(
+        session.scalars(
+            select(Delivery.id)
+            .join(User, User.id == Delivery.recipient_id)
+            .where(Delivery.id.in_(ids), User.active.is_(False))
+        )
+    )
+    if inactive:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(inactive))
+            .values(status="skipped", last_error=INACTIVE, lease_until=None, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    return [i for i in ids if i not in inactive]
 
 
 def record_outcome(ctx: AppContext, job: DeliveryJob, result: SendResult, now: datetime) -> str:

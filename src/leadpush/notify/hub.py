@@ -3,6 +3,10 @@
 A message from the bus is offered to each listener of its user. A WebSocket connection sends it
 directly when it follows the last one it sent (`prevId`), and otherwise re-reads the gap from the
 ledger, so every client sees each of its notifications once, in id order.
+
+Each listener remembers the hash of the token it signed in with. When a user's tokens are revoked or
+the user is deactivated (and periodically, in case that message was lost), the hub re-checks those
+hashes in one query and ends the listeners whose token no longer signs in.
 """
 
 from __future__ import annotations
@@ -10,23 +14,40 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any, Protocol
+
+from anyio import to_thread
+
+# Given token hashes, the ones that still sign someone in (a database read: runs in a thread).
+TokenCheck = Callable[[set[str]], set[str]]
 
 
 class Listener(Protocol):
+    token_hash: str
+
     def offer(self, message: dict[str, Any] | None) -> None:
         """Called on the event loop; None means "you may have missed something: re-read"."""
 
+    def end_session(self) -> None:
+        """Called on the event loop when the token no longer signs in: close, send nothing more."""
+
 
 class Hub:
-    def __init__(self) -> None:
+    def __init__(self, check: TokenCheck) -> None:
+        self._check = check
         self._listeners: dict[int, set[Listener]] = defaultdict(set)
         self._lock = threading.Lock()
         self.loop: asyncio.AbstractEventLoop | None = None
 
-    def register(self, user_id: int, listener: Listener) -> None:
+    def try_register(self, user_id: int, listener: Listener, cap: int) -> bool:
+        """Register unless the user already has `cap` listeners of the same kind (sockets, long polls)."""
         with self._lock:
+            same = sum(1 for other in self._listeners.get(user_id, ()) if type(other) is type(listener))
+            if same >= cap:
+                return False
             self._listeners[user_id].add(listener)
+            return True
 
     def unregister(self, user_id: int, listener: Listener) -> None:
         with self._lock:
@@ -50,6 +71,26 @@ class Hub:
             for listener in listeners:
                 listener.offer(None)
 
+    async def revalidate(self, user_ids: set[int] | None = None) -> int:
+        """End the listeners (of these users, or everyone's) whose token no longer signs in; how many."""
+        with self._lock:
+            targets = [
+                (uid, listener)
+                for uid, listeners in self._listeners.items()
+                if user_ids is None or uid in user_ids
+                for listener in listeners
+            ]
+        if not targets:
+            return 0
+        valid = await to_thread.run_sync(self._check, {listener.token_hash for _, listener in targets})
+        ended = 0
+        for uid, listener in targets:
+            if listener.token_hash not in valid:
+                self.unregister(uid, listener)
+                listener.end_session()
+                ended += 1
+        return ended
+
     def count(self) -> int:
         with self._lock:
             return sum(len(ls) for ls in self._listeners.values())
@@ -58,8 +99,14 @@ class Hub:
 class Waiter:
     """A long-poll request waiting for its user's next message."""
 
-    def __init__(self) -> None:
+    def __init__(self, token_hash: str) -> None:
+        self.token_hash = token_hash
         self.event = asyncio.Event()
+        self.ended = False
 
     def offer(self, message: dict[str, Any] | None) -> None:
+        self.event.set()
+
+    def end_session(self) -> None:
+        self.ended = True
         self.event.set()

@@ -12,9 +12,11 @@ from sqlalchemy.orm import Session
 from leadpush.config import Settings
 from leadpush.db import after_commit
 from leadpush.notify.models import Delivery, Notification
-from leadpush.notify.policy import plan_deliveries
+from leadpush.notify.policy import ChannelPlan, plan_deliveries
 from leadpush.notify.signals import Signals
 from leadpush.users.models import User
+
+INACTIVE = "收件人已停用，不推送"
 
 
 @dataclass
@@ -72,7 +74,7 @@ def write_notifications(
         last_id[item.recipient.id] = note.id
         created.append(note)
     for item, note in zip(fresh, created, strict=True):
-        for plan in plan_deliveries(settings, item.kind, item.recipient, item.actor_id):
+        for plan in channel_plans(settings, item):
             session.add(
                 Delivery(
                     notification_id=note.id,
@@ -89,6 +91,18 @@ def write_notifications(
     if created:
         after_commit(session, lambda: signals.notifications_committed(recipients))
     return created
+
+
+def channel_plans(settings: Settings, item: NewNotification) -> list[ChannelPlan]:
+    """The policy's plan; for a deactivated recipient every channel is skipped.
+
+    They have left: nothing reaches them (their sockets and long polls are ended too). The notification
+    stays in their history and the skipped rows show why, as for any channel the policy does not use.
+    """
+    plans = plan_deliveries(settings, item.kind, item.recipient, item.actor_id)
+    if item.recipient.active:
+        return plans
+    return [ChannelPlan(p.channel, "skipped", INACTIVE) if p.status == "pending" else p for p in plans]
 
 
 def latest_ids(session: Session, recipient_ids: set[int]) -> dict[int, int]:

@@ -1,4 +1,5 @@
-"""Wake-ups after commit: hints that new deliveries or notifications exist (the ledger is truth)."""
+"""Wake-ups after commit: hints that new deliveries or notifications exist (the ledger is truth), and
+that a user's sign-in changed (tokens revoked, user deactivated: their sockets must re-check)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class Signals:
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
+        self._auth_listeners: list[Listener] = []
         self._lock = threading.Lock()
 
     def subscribe(self, listener: Listener) -> None:
@@ -30,11 +32,30 @@ class Signals:
             if listener in self._listeners:
                 self._listeners.remove(listener)
 
+    def subscribe_auth(self, listener: Listener) -> None:
+        with self._lock:
+            self._auth_listeners.append(listener)
+
+    def unsubscribe_auth(self, listener: Listener) -> None:
+        with self._lock:
+            if listener in self._auth_listeners:
+                self._auth_listeners.remove(listener)
+
     def notifications_committed(self, recipient_ids: set[int]) -> None:
         with self._lock:
             listeners = list(self._listeners)
-        for listener in listeners:
-            try:
-                listener(recipient_ids)
-            except Exception:  # a broken listener must not break the request that committed
-                log.exception("wake-up listener failed")
+        _call(listeners, recipient_ids)
+
+    def auth_changed(self, user_ids: set[int]) -> None:
+        """Tokens of these users were revoked or the users deactivated (committed)."""
+        with self._lock:
+            listeners = list(self._auth_listeners)
+        _call(listeners, user_ids)
+
+
+def _call(listeners: list[Listener], user_ids: set[int]) -> None:
+    for listener in listeners:
+        try:
+            listener(user_ids)
+        except Exception:  # a broken listener must not break the request that committed
+            log.exception("wake-up listener failed")

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request
 from sqlalchemy import func, select, update
 
 from leadpush.db import after_commit
-from leadpush.deps import AdminUser, Ctx, CurrentUser, StaffUser
+from leadpush.deps import AdminUser, Ctx, CurrentUser, StaffUser, bearer_token
 from leadpush.errors import ApiError, not_found
 from leadpush.notify import service
 from leadpush.notify.hub import Waiter
@@ -21,7 +21,7 @@ from leadpush.notify.schemas import DeliveryOut, DeliveryPage, MarkReadBody, Not
 from leadpush.permissions import team_members
 from leadpush.schemas import Envelope
 from leadpush.users.models import User
-from leadpush.users.service import MAX_ID, is_db_id
+from leadpush.users.service import MAX_ID, hash_token, is_db_id
 
 router = APIRouter(tags=["notifications"])
 
@@ -37,7 +37,11 @@ async def poll(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT, description="没有新通知时最多等待的秒数（长轮询）")] = 0,
 ) -> Envelope:
-    """The caller's notifications with id > after, oldest first; with `wait`, a long poll."""
+    """The caller's notifications with id > after, oldest first; with `wait`, a long poll.
+
+    At most LEADPUSH_LONGPOLL_MAX_PER_USER long polls of one user wait at a time on a process (429 beyond);
+    one whose token is revoked (or whose user is deactivated) meanwhile ends at once with 401.
+    """
 
     def read() -> NotificationPage:
         with ctx.db.read() as session:
@@ -50,8 +54,9 @@ async def poll(
     if page.items or wait <= 0:
         return Envelope(data=page)
     hub = request.app.state.runtime.hub
-    waiter = Waiter()
-    hub.register(user.id, waiter)
+    waiter = Waiter(hash_token(bearer_token(request) or ""))
+    if not hub.try_register(user.id, waiter, ctx.settings.longpoll_max_per_user):
+        raise ApiError(429, "too_many_polls", "同时等待的长轮询过多，请稍后再试")
     deadline = time.monotonic() + wait
     try:
         page = await to_thread.run_sync(read)  # re-check: something may have landed while registering
@@ -66,9 +71,13 @@ async def poll(
                 await asyncio.wait_for(waiter.event.wait(), timeout=remaining)
             except TimeoutError:
                 break
+            if waiter.ended:
+                break
             page = await to_thread.run_sync(read)
     finally:
         hub.unregister(user.id, waiter)
+    if waiter.ended:
+        raise ApiError(401, "invalid_token", "登录凭证无效或已失效")
     return Envelope(data=page)
 
 

@@ -7,7 +7,10 @@ Protocol (JSON text frames):
 - client → server: `{"type":"resume","after":<id>}` (or `?after=` on the URL) first, to get everything
   after that id before live messages; `{"type":"ack","ids":[…]}` marks delivered;
   `{"type":"read","ids":[…]}` marks read; `{"type":"ping"}`.
-A bad token is accepted and closed at once with code 1008 (policy violation).
+A bad token is accepted and closed at once with code 1008 (policy violation). When the token is revoked
+or the user deactivated, the socket is closed with 4401 (signed out; do not reconnect with that token).
+More than LEADPUSH_WS_MAX_PER_USER sockets of one user on a process: the new one is closed with 1013 (try
+again later). A message larger than LEADPUSH_WS_MAX_MESSAGE_BYTES closes the socket with 1009 (uvicorn).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from leadpush.errors import ApiError
 from leadpush.notify import service
 from leadpush.notify.hub import Hub
 from leadpush.notify.ledger import unread_count
+from leadpush.users.service import hash_token
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -33,13 +37,18 @@ router = APIRouter()
 RESUME_GRACE = 0.5
 HEARTBEAT_SECONDS = 25.0
 CATCH_UP_PAGE = 500
+SIGNED_OUT = 4401
+TOO_MANY_SOCKETS = 1013
 
 
 class WsConnection:
-    def __init__(self, ws: WebSocket, ctx: AppContext, user_id: int) -> None:
+    def __init__(self, ws: WebSocket, ctx: AppContext, user_id: int, token_hash: str) -> None:
         self.ws = ws
         self.ctx = ctx
         self.user_id = user_id
+        self.token_hash = token_hash
+        self.ended = False
+        self._closing: asyncio.Task[None] | None = None  # referenced: the loop keeps tasks only weakly
         self.last_sent = 0
         self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self.synced = asyncio.Event()
@@ -50,7 +59,19 @@ class WsConnection:
 
     async def send(self, payload: dict[str, Any]) -> None:
         async with self.send_lock:
-            await self.ws.send_json(payload)
+            if not self.ended:  # nothing more reaches a signed-out socket, not even what was queued
+                await self.ws.send_json(payload)
+
+    def end_session(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self._closing = asyncio.create_task(self._close_signed_out())
+
+    async def _close_signed_out(self) -> None:
+        async with self.send_lock:  # after a send in progress, never in the middle of one
+            with contextlib.suppress(Exception):
+                await self.ws.close(code=SIGNED_OUT, reason="登录凭证已失效")
 
     def _read_after(self, after: int) -> list[dict[str, Any]]:
         with self.ctx.db.read() as session:
@@ -142,8 +163,10 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         await ws.close(code=1008, reason="invalid token")
         return
     user_id, latest = found
-    conn = WsConnection(ws, ctx, user_id)
-    hub.register(user_id, conn)
+    conn = WsConnection(ws, ctx, user_id, hash_token(token))
+    if not hub.try_register(user_id, conn, ctx.settings.ws_max_per_user):
+        await ws.close(code=TOO_MANY_SOCKETS, reason="连接数过多，请稍后再试")
+        return
     after = ws.query_params.get("after")
     if after is not None and after.isdigit():
         conn.resume_from(int(after))
@@ -151,6 +174,9 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     writer = asyncio.create_task(conn.writer())
     heartbeat = asyncio.create_task(_heartbeat(conn))
     try:
+        # The token was checked before this socket was registered: a revoke committed in between was
+        # announced to a hub that did not know the socket yet. One more look closes that gap.
+        await hub.revalidate({user_id})
         if not conn.synced.is_set():
             # A client that does not resume within the grace period starts from "now" (the id read at
             # connect time, so nothing committed meanwhile is skipped).
@@ -209,7 +235,8 @@ async def _handle(conn: WsConnection, message: dict[str, Any]) -> None:
     elif kind == "ping":
         await conn.send({"type": "pong"})
     else:
-        await conn.send({"type": "error", "code": "unknown_type", "message": f"不支持的消息类型：{kind}"})
+        # A fixed answer: echoing what the client sent would reflect arbitrary text back to it.
+        await conn.send({"type": "error", "code": "unknown_type", "message": "不支持的消息类型"})
 
 
 async def _heartbeat(conn: WsConnection) -> None:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Collection
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from leadpush.db import after_commit
 from leadpush.errors import ApiError
+from leadpush.notify.signals import Signals
 from leadpush.users.models import ROLES, ApiToken, User
 
 TOKEN_PREFIX = "lp_"
@@ -58,6 +61,31 @@ def authenticate(session: Session, token: str) -> User | None:
     if row is None or not row.active:
         return None
     return row
+
+
+def valid_token_hashes(session: Session, hashes: Collection[str]) -> set[str]:
+    """Which of these token hashes still sign someone in (not revoked, user active), as `authenticate`."""
+    items = list(hashes)
+    valid: set[str] = set()
+    for start in range(0, len(items), 500):
+        valid.update(
+            session.scalars(
+                select(ApiToken.token_hash)
+                .join(User, User.id == ApiToken.user_id)
+                .where(
+                    ApiToken.token_hash.in_(items[start : start + 500]),
+                    ApiToken.revoked_at.is_(None),
+                    User.active.is_(True),
+                )
+            )
+        )
+    return valid
+
+
+def end_sessions_after_commit(session: Session, signals: Signals, user_id: int) -> None:
+    """Once this transaction (a revoke, a deactivation) commits, every api process closes the user's
+    sockets and long polls whose token no longer signs in."""
+    after_commit(session, lambda: signals.auth_changed({user_id}))
 
 
 def check_role(role: str) -> None:

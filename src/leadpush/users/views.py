@@ -65,6 +65,8 @@ def update_user(user_id: int, body: UserUpdate, ctx: Ctx, admin: AdminUser) -> E
             session.flush()
         except IntegrityError as exc:
             raise ApiError(409, "identity_taken", "该微信 openid 或企业微信账号已绑定其他用户") from exc
+        if changes.get("active") is False:
+            service.end_sessions_after_commit(session, ctx.signals, user_id)
         out = UserOut.model_validate(user)
     return Envelope(message="用户已更新", data=out)
 
@@ -94,5 +96,6 @@ def revoke_tokens(user_id: int, ctx: Ctx, admin: AdminUser) -> Envelope:
             .where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
             .values(revoked_at=ctx.clock.now())
         )
+        service.end_sessions_after_commit(session, ctx.signals, user_id)
         out = UserOut.model_validate(user)
     return Envelope(message="该用户的全部令牌已吊销", data=out)
