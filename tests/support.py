@@ -133,6 +133,8 @@ class ServerThread:
             log_level=log_level,
             ws_ping_interval=None,
             timeout_graceful_shutdown=3,
+            # The app applies LEADPUSH_TRUSTED_PROXIES itself, as under `leadpush serve`.
+            proxy_headers=False,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

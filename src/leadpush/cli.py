@@ -65,6 +65,9 @@ def serve(
         ws_ping_timeout=settings.ws_ping_timeout,
         # Long polls wait up to 30 s; do not let them hold a restart that long.
         timeout_graceful_shutdown=5,
+        # The app trusts X-Forwarded-For from LEADPUSH_TRUSTED_PROXIES itself; uvicorn's own handling
+        # (FORWARDED_ALLOW_IPS) would apply first and could trust peers the setting does not.
+        proxy_headers=False,
     )
 
 
