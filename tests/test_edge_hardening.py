@@ -9,6 +9,7 @@ import socket
 import statistics
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -39,7 +40,7 @@ def raw_exchange(url: str, head: str, body_part: bytes = b"", timeout: float = 3
     """
     parts = urlsplit(url)
     with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as sock:
-        sock.sendall(head.replace("\n", "\r\n").encode("latin1") + b"\r\n" + body_part)
+        sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body_part)
         data = b""
         deadline = time.monotonic() + timeout
         while b"\r\n\r\n" not in data and time.monotonic() < deadline:
@@ -56,7 +57,10 @@ def raw_exchange(url: str, head: str, body_part: bytes = b"", timeout: float = 3
             if not chunk:
                 break
             rest += chunk
-        return status, json.loads(rest[:length] or b"null")
+        try:
+            return status, json.loads(rest[:length] or b"null")
+        except ValueError:  # the HTTP parser itself refused the request, in plain text
+            return status, {"text": rest[:length].decode(errors="replace")}
 
 
 def head_of(method: str, path: str, *headers: str) -> str:
@@ -74,8 +78,8 @@ def test_a_malformed_content_length_is_400_before_any_body_is_read(api: Api, tea
     )
     status, body = raw_exchange(api.url, head, b'{"name": "x')
     assert status == 400, body
-    if body is not None and isinstance(body, dict) and "code" in body:
-        assert body["code"] == "invalid_content_length" and body["success"] is False
+    if "text" not in body:  # what the HTTP parser lets through, the app refuses with its envelope
+        assert body["code"] == "invalid_content_length" and body["success"] is False, body
 
 
 def test_conflicting_content_lengths_are_400(api: Api, team) -> None:
@@ -128,7 +132,7 @@ LONE = '"\\ud800"'  # the JSON escape of a lone surrogate, as a client sends it
 def test_a_lone_surrogate_is_a_422_everywhere(api: Api, team) -> None:
     m = api.client(team.manager)
     admin = api.client(team.admin)
-    lead = api.lead(team.manager)
+    lead = api.lead(team.manager, assignedTo=team.manager.id)
     json_headers = {"Content-Type": "application/json"}
 
     def post(client: httpx.Client, method: str, path: str, body: str) -> httpx.Response:
@@ -149,7 +153,6 @@ def test_a_lone_surrogate_is_a_422_everywhere(api: Api, team) -> None:
         post(admin, "PATCH", f"/api/users/{team.bob.id}", f'{{"team": {LONE}}}'),
         post(api.client(team.alice), "POST", "/api/wechat/subscriptions", f'{{{LONE}: "accept"}}'),
         post(api.client(), "POST", "/console/api/session", f'{{"token": {LONE}}}'),
-        m.get("/api/customers", params={"keyword": "\ud800"}),
         m.get("/api/customers?keyword=%ED%A0%80"),
     ]
     for r in answers:
@@ -200,7 +203,7 @@ def test_line_breaks_and_bidi_controls_are_refused_in_single_line_fields(api: Ap
         assert "换行" in r.json()["message"] or "控制字符" in r.json()["message"], r.text
     assert m.get("/api/customers").json()["data"]["total"] == 0
     # A follow-up may span lines, but no character may reorder or fake them.
-    lead = api.lead(team.manager)
+    lead = api.lead(team.manager, assignedTo=team.manager.id)
     r = m.post(f"/api/customers/{lead['id']}/follow-ups", json={"content": f"第一行{char}第二行"})
     if char in "\n\r":
         assert r.status_code == 201 and r.json()["data"]["content"] == "第一行\n第二行", r.text
@@ -240,7 +243,8 @@ def test_a_wecom_card_for_a_spoofed_name_already_in_the_database_has_no_extra_li
             created_at=note.created_at,
             recipient=Recipient(team.alice.id, "李丽", None, "alice"),
         )
-    card = WecomChannel(api.ctx, None, None).textcard(job)  # type: ignore[arg-type]  # no sending here
+    ctx = replace(api.ctx, settings=api.ctx.settings.model_copy(update={"wecom_agentid": 1000002}))
+    card = WecomChannel(ctx, None, None).textcard(job)  # type: ignore[arg-type]  # no sending here
     lines = card["description"].split("\n")
     assert [line.split("：")[0] for line in lines] == ["客户", "电话", "来源", "分配人", "时间"], lines
     forbidden = "\r\u0085\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"

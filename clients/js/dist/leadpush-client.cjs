@@ -38,6 +38,8 @@ const DEFAULTS = {
 };
 
 const WS_UNAUTHORIZED = 1008;
+// Too many failed sign-ins from this client's address: the server's lockout ends within a minute.
+const WS_LOCKED_OUT = 4429;
 
 function globalObject() {
   if (typeof globalThis !== 'undefined') return globalThis;
@@ -792,7 +794,9 @@ class LeadpushClient {
     }
     const held = rec.hello && now() - rec.openedAt >= this._opt.holdMs;
     this._wsFailures = held ? 0 : this._wsFailures + 1;
-    if (this._wsFailures >= this._opt.fallbackAfter) {
+    // A lockout is not a broken socket: polling would be refused the same way, so keep retrying the
+    // socket with backoff until the lockout ends.
+    if (this._wsFailures >= this._opt.fallbackAfter && code !== WS_LOCKED_OUT) {
       this._enterPolling();
       return;
     }
