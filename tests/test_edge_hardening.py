@@ -22,11 +22,12 @@ from websockets.sync.client import connect
 
 from leadpush.app import create_app
 from leadpush.context import AppContext
+from leadpush.errors import ApiError
 from leadpush.leads.models import Customer
 from leadpush.notify.channels.base import DeliveryJob, Recipient
 from leadpush.notify.channels.wecom import WecomChannel
 from leadpush.notify.models import Notification
-from leadpush.ratelimit import RateLimiter
+from leadpush.ratelimit import BREAKER_SECONDS, RateLimiter
 
 # --------------------------------------------------------------------------------------
 # Raw HTTP: what a hostile client really sends
@@ -58,9 +59,19 @@ def raw_exchange(url: str, head: str, body_part: bytes = b"", timeout: float = 3
                 break
             rest += chunk
         try:
-            return status, json.loads(rest[:length] or b"null")
+            body = json.loads(rest[:length] or b"null")
         except ValueError:  # the HTTP parser itself refused the request, in plain text
-            return status, {"text": rest[:length].decode(errors="replace")}
+            body = {"text": rest[:length].decode(errors="replace")}
+        # Having answered, the server hangs up rather than go on receiving the unwanted body.
+        while time.monotonic() < deadline:
+            try:
+                if not sock.recv(65536):
+                    break
+            except ConnectionResetError:
+                break
+        else:
+            raise AssertionError("the server kept the connection open")
+        return status, body
 
 
 def head_of(method: str, path: str, *headers: str) -> str:
@@ -270,9 +281,10 @@ class Capture(logging.Handler):
 
 def test_percent_encoded_token_keys_never_reach_the_access_log(api: Api, team) -> None:
     capture = Capture()
-    access = logging.getLogger("uvicorn.access")
+    loggers = [logging.getLogger("uvicorn.access"), logging.getLogger("uvicorn.error")]  # WebSockets: .error
     server = ServerThread(create_app(api.ctx, roles=frozenset({"api"})), log_level="info").start()
-    access.addHandler(capture)
+    for logger in loggers:
+        logger.addHandler(capture)
     secrets = [f"SECRET{i}-{team.alice.token[-6:]}" for i in range(6)]
     try:
         keys = ["tok%65n", "%74oken", "TOK%45N", "%54%4F%4B%45%4E", "Token", "access%5Ftoken"]
@@ -289,11 +301,12 @@ def test_percent_encoded_token_keys_never_reach_the_access_log(api: Api, team) -
         while sum("/api/me" in line for line in capture.lines) < len(keys) and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
-        access.removeHandler(capture)
+        for logger in loggers:
+            logger.removeHandler(capture)
         server.stop()
     logged = "\n".join(capture.lines)
     assert sum("/api/me" in line for line in capture.lines) == len(keys), logged
-    assert "tok%65n=***" in logged and "a=1" in logged
+    assert "/api/me?a=1&tok%65n=***" in logged and "/ws?tok%65n=***" in logged
     for secret in [*secrets, team.alice.token]:
         assert secret not in logged, logged
 
@@ -416,5 +429,29 @@ def test_a_hung_redis_does_not_slow_requests_down(api: Api, team) -> None:
         assert first < 1.0, first
         assert statistics.median(timings) < 0.3, timings
         assert hung.accepts >= 1
+    finally:
+        hung.close()
+
+
+def test_the_limiter_tries_redis_again_after_the_breaker_and_counts_locally_meanwhile() -> None:
+    hung = HungRedis()
+    clock = [0.0]
+    try:
+        limiter = RateLimiter(f"redis://127.0.0.1:{hung.port}/0", monotonic=lambda: clock[0])
+        with pytest.raises(ApiError):
+            for _ in range(4):  # the first call finds Redis stuck; the count goes on locally
+                limiter.check("test", "k", limit=3)
+        tried = hung.accepts
+        assert tried >= 1
+        clock[0] += BREAKER_SECONDS - 1
+        assert limiter.count("test", "k") == 4 and hung.accepts == tried  # still skipped
+        clock[0] += 2
+        start = time.monotonic()
+        limiter.count("test", "k")  # tried again (and found stuck again, quickly)
+        assert time.monotonic() - start < 1.0
+        deadline = time.monotonic() + 30
+        while hung.accepts == tried and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert hung.accepts > tried
     finally:
         hung.close()

@@ -132,6 +132,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(500, "internal_error", "服务器内部错误，请稍后重试")
 
 
+def refuse_unread(status: int, code: str, message: str) -> JSONResponse:
+    """An answer given before the request's body was read: close the connection afterwards, so that the
+    server does not go on receiving (and discarding) a body nobody wants."""
+    response = error_response(status, code, message)
+    response.headers["connection"] = "close"
+    return response
+
+
 PLAIN_LENGTH = re.compile(rb"[0-9]{1,18}")
 
 
@@ -164,13 +172,11 @@ class BodySizeLimit:
         try:
             length = declared_length(scope)
         except ValueError:
-            response = error_response(400, "invalid_content_length", "请求头 Content-Length 必须是一个十进制整数")
+            response = refuse_unread(400, "invalid_content_length", "请求头 Content-Length 必须是一个十进制整数")
             await response(scope, receive, send)
             return
         if length is not None and length > self.max_bytes:
-            await error_response(413, "payload_too_large", f"请求体不能超过 {self.max_bytes} 字节")(
-                scope, receive, send
-            )
+            await refuse_unread(413, "payload_too_large", f"请求体不能超过 {self.max_bytes} 字节")(scope, receive, send)
             return
         if length is not None:
             await self.app(scope, receive, send)
@@ -236,7 +242,7 @@ class SignInBeforeBody:
         try:
             user = await to_thread.run_sync(user_from_headers, self.ctx, headers, address)
         except ApiError as exc:
-            await error_response(exc.status, exc.code, exc.message, exc.details)(scope, receive, send)
+            await refuse_unread(exc.status, exc.code, exc.message)(scope, receive, send)
             return
         scope.setdefault("state", {})[SIGNED_IN_USER] = user
         await self.app(scope, receive, send)
