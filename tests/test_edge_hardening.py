@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from procs import LeadpushProcess
 from sqlalchemy import select
 from support import Api, ServerThread
 from websockets.exceptions import ConnectionClosed
@@ -455,3 +456,21 @@ def test_the_limiter_tries_redis_again_after_the_breaker_and_counts_locally_mean
         assert hung.accepts > tried
     finally:
         hung.close()
+
+
+@pytest.mark.parametrize("trusted, expected", [("10.255.255.1", [401, 401, 401, 429]), ("127.0.0.1", [401] * 4)])
+def test_leadpush_serve_trusts_forwarded_for_only_from_the_configured_proxies(
+    tmp_path, trusted: str, expected: list[int]
+) -> None:
+    env = {
+        "LEADPUSH_DATABASE_URL": f"sqlite:///{tmp_path}/serve.db",
+        "LEADPUSH_TRUSTED_PROXIES": trusted,
+        "LEADPUSH_AUTH_FAILURES_PER_MINUTE": "3",
+    }
+    proc = LeadpushProcess(env, roles=("api",), log_dir=tmp_path).start()
+    try:
+        headers = [{"Authorization": "Bearer lp_wrong", "X-Forwarded-For": f"192.0.2.{i}"} for i in range(4)]
+        codes = [httpx.get(proc.url + "/api/me", headers=h).status_code for h in headers]
+    finally:
+        proc.stop()
+    assert codes == expected
