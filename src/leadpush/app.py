@@ -100,6 +100,12 @@ def _relevant(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return kept or errors
 
 
+def database_down(exc: Exception) -> JSONResponse:
+    # The database is unreachable (restarting, failing over): say so, briefly, and let clients retry.
+    log.warning("数据库暂不可用：%s", type(getattr(exc, "orig", exc)).__name__)
+    return error_response(503, "database_unavailable", "数据库暂时不可用，请稍后重试")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -122,9 +128,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)
     async def _database_down(_request: Request, exc: Exception) -> JSONResponse:
-        # The database is unreachable (restarting, failing over): say so, briefly, and let clients retry.
-        log.warning("数据库暂不可用：%s", type(getattr(exc, "orig", exc)).__name__)
-        return error_response(503, "database_unavailable", "数据库暂时不可用，请稍后重试")
+        return database_down(exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
@@ -243,6 +247,11 @@ class SignInBeforeBody:
             user = await to_thread.run_sync(user_from_headers, self.ctx, headers, address)
         except ApiError as exc:
             await refuse_unread(exc.status, exc.code, exc.message)(scope, receive, send)
+            return
+        except (OperationalError, InterfaceError) as exc:  # outside the app's exception handlers here
+            response = database_down(exc)
+            response.headers["connection"] = "close"
+            await response(scope, receive, send)
             return
         scope.setdefault("state", {})[SIGNED_IN_USER] = user
         await self.app(scope, receive, send)
