@@ -136,6 +136,8 @@ class ServerThread:
             ws_ping_interval=None,
             ws_max_size=ws_max_size,
             timeout_graceful_shutdown=3,
+            # The app applies LEADPUSH_TRUSTED_PROXIES itself, as under `leadpush serve`.
+            proxy_headers=False,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

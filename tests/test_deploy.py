@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
 import subprocess
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 from support import IN_CI
+
+from leadpush.config import Settings
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 
@@ -47,6 +50,14 @@ def test_compose_file_is_accepted_and_has_every_role():
         env = services[name]["environment"]
         assert env["LEADPUSH_DATABASE_URL"].startswith("postgresql://")
         assert env["LEADPUSH_REDIS_URL"].startswith("redis://")
+    # Failed sign-ins are counted per real client: the API trusts X-Forwarded-For from nginx, and only nginx.
+    proxy_ip = services["proxy"]["networks"]["default"]["ipv4_address"]
+    for name in ("api1", "api2"):
+        trusted = services[name]["environment"]["LEADPUSH_TRUSTED_PROXIES"]
+        assert trusted == proxy_ip
+        assert Settings(trusted_proxies=trusted).trusted_proxy_hosts == [proxy_ip]
+    subnet = config["networks"]["default"]["ipam"]["config"][0]["subnet"]
+    assert ipaddress.ip_address(proxy_ip) in ipaddress.ip_network(subnet)
 
 
 def test_proxy_passes_websockets():
@@ -54,6 +65,7 @@ def test_proxy_passes_websockets():
     assert "proxy_set_header Upgrade $http_upgrade" in conf
     assert "proxy_set_header Connection $connection_upgrade" in conf
     assert "server api1:8000" in conf and "server api2:8000" in conf
+    assert conf.count("proxy_pass ") == conf.count("proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;")
 
 
 def test_the_deploy_env_file_with_its_secrets_is_never_committed():

@@ -11,13 +11,11 @@ from fakewechat_fixture import TEMPLATE, FakeWeChatServer, channel_settings, str
 from support import Api, database_url, start_stack, wipe
 from wsclient import WsClient
 
-from leadpush.ratelimit import RateLimiter
-
 HOSTILE_NAMES = [
     "Robert'); DROP TABLE customers;--",
     "<img src=x onerror=alert(1)>",
     "🎉王小二👨‍👩‍👧‍👦",
-    "Ｚｈāng Sān ‮gnp.exe",
+    "Ｚｈāng Sān gnp.exe",  # (a right-to-left override in it is refused: test_edge_hardening)
     "名" * 100,
     "a%b_c\\d",
 ]
@@ -72,28 +70,6 @@ def test_body_size_and_batch_limits(api, team):
     r = m.post("/api/customers", json=[{"name": f"客户{i}", "phone": "13800138000"} for i in range(1001)])
     assert r.status_code == 422 and r.json()["code"] == "batch_too_large"
     assert m.get("/api/customers").json()["data"]["total"] == 0  # nothing half-written
-
-
-def test_repeated_bad_tokens_from_one_address_are_slowed_down(api, team, monkeypatch):
-    clock = [1_000_000.0]
-    api.ctx.limiter = RateLimiter(now=lambda: clock[0])
-    monkeypatch.setattr(api.ctx.settings, "auth_failures_per_minute", 5)
-    bad = api.client("lp_guessing-tokens")
-    for _ in range(5):
-        assert bad.get("/api/me").json()["code"] == "invalid_token"
-    r = bad.get("/api/me")
-    assert r.status_code == 429 and r.json()["code"] == "too_many_requests"
-    # While refused, even a right token from that address waits (a guesser learns nothing), WebSocket too.
-    assert api.client(team.alice).get("/api/me").status_code == 429
-    url = api.url.replace("http://", "ws://") + f"/ws?token={team.alice.token}"
-    from websockets.exceptions import ConnectionClosed
-    from websockets.sync.client import connect
-
-    with connect(url) as ws, pytest.raises(ConnectionClosed) as info:
-        ws.recv(timeout=5)
-    assert info.value.rcvd.code == 1008
-    clock[0] += 61  # a minute later
-    assert api.client(team.alice).get("/api/me").status_code == 200
 
 
 def test_token_issuing_is_rate_limited(api, team, monkeypatch):

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from anyio import to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from leadpush import __version__
 from leadpush.config import Settings
 from leadpush.context import AppContext
+from leadpush.deps import SIGNED_IN_USER, user_from_headers
 from leadpush.errors import ApiError
 from leadpush.logredact import install_log_redaction
 
@@ -95,6 +100,12 @@ def _relevant(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return kept or errors
 
 
+def database_down(exc: Exception) -> JSONResponse:
+    # The database is unreachable (restarting, failing over): say so, briefly, and let clients retry.
+    log.warning("数据库暂不可用：%s", type(getattr(exc, "orig", exc)).__name__)
+    return error_response(503, "database_unavailable", "数据库暂时不可用，请稍后重试")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -117,9 +128,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)
     async def _database_down(_request: Request, exc: Exception) -> JSONResponse:
-        # The database is unreachable (restarting, failing over): say so, briefly, and let clients retry.
-        log.warning("数据库暂不可用：%s", type(getattr(exc, "orig", exc)).__name__)
-        return error_response(503, "database_unavailable", "数据库暂时不可用，请稍后重试")
+        return database_down(exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
@@ -127,8 +136,34 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(500, "internal_error", "服务器内部错误，请稍后重试")
 
 
+def refuse_unread(status: int, code: str, message: str) -> JSONResponse:
+    """An answer given before the request's body was read: close the connection afterwards, so that the
+    server does not go on receiving (and discarding) a body nobody wants."""
+    response = error_response(status, code, message)
+    response.headers["connection"] = "close"
+    return response
+
+
+PLAIN_LENGTH = re.compile(rb"[0-9]{1,18}")
+
+
+def declared_length(scope: dict[str, Any]) -> int | None:
+    """The request's Content-Length: None when absent; ValueError unless it is one plain decimal number.
+
+    The HTTP parser reads as many body bytes as a header like "29200000 " says, so a value this check
+    could not read must not be waved through; several different values are refused too.
+    """
+    values = {v for k, v in scope.get("headers") or [] if k == b"content-length"}
+    if not values:
+        return None
+    if len(values) > 1 or not all(PLAIN_LENGTH.fullmatch(v) for v in values):
+        raise ValueError("invalid Content-Length")
+    return int(values.pop())
+
+
 class BodySizeLimit:
-    """Refuse request bodies over the limit before they are read into memory (413)."""
+    """Refuse request bodies over the limit before they are read into memory (413), and any
+    Content-Length that is not a plain number (400)."""
 
     def __init__(self, app: Any, max_bytes: int) -> None:
         self.app = app
@@ -138,11 +173,14 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await error_response(413, "payload_too_large", f"请求体不能超过 {self.max_bytes} 字节")(
-                scope, receive, send
-            )
+        try:
+            length = declared_length(scope)
+        except ValueError:
+            response = refuse_unread(400, "invalid_content_length", "请求头 Content-Length 必须是一个十进制整数")
+            await response(scope, receive, send)
+            return
+        if length is not None and length > self.max_bytes:
+            await refuse_unread(413, "payload_too_large", f"请求体不能超过 {self.max_bytes} 字节")(scope, receive, send)
             return
         if length is not None:
             await self.app(scope, receive, send)
@@ -177,6 +215,48 @@ class BodySizeLimit:
         await self.app(scope, replay, send)
 
 
+def signs_in_by_header(path: str) -> bool:
+    """Routes that need `Authorization: Bearer`: the API, and the console's JSON except its sign-in form."""
+    return path.startswith("/api/") or (path.startswith("/console/api/") and path != "/console/api/session")
+
+
+class SignInBeforeBody:
+    """Check the bearer token of a request that carries a body before any of the body is read.
+
+    FastAPI reads and parses a body before it resolves dependencies, so the `current_user` dependency
+    alone would let anyone make the server read and parse bodies. Here a request to a signed-in route
+    that has a body is answered 401 / 429 from its headers; the user found is left in the request's
+    state for `current_user`, so the token is checked once.
+    """
+
+    def __init__(self, app: Any, ctx: AppContext) -> None:
+        self.app = app
+        self.ctx = ctx
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not signs_in_by_header(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        if headers.get("content-length", "0") == "0" and "transfer-encoding" not in headers:
+            await self.app(scope, receive, send)  # no body: the dependency checks the token as usual
+            return
+        client = scope.get("client")
+        address = client[0] if client else "unknown"
+        try:
+            user = await to_thread.run_sync(user_from_headers, self.ctx, headers, address)
+        except ApiError as exc:
+            await refuse_unread(exc.status, exc.code, exc.message)(scope, receive, send)
+            return
+        except (OperationalError, InterfaceError) as exc:  # outside the app's exception handlers here
+            response = database_down(exc)
+            response.headers["connection"] = "close"
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})[SIGNED_IN_USER] = user
+        await self.app(scope, receive, send)
+
+
 def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozenset({"api"})) -> FastAPI:
     ctx = ctx or AppContext.from_settings(Settings())
     install_log_redaction()
@@ -202,7 +282,10 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
     )
     app.state.ctx = ctx
     install_error_handlers(app)
+    # Outermost last: the real client address first, then sign-in, then the body's size.
     app.add_middleware(BodySizeLimit, max_bytes=ctx.settings.max_body_bytes)
+    app.add_middleware(SignInBeforeBody, ctx=ctx)
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=ctx.settings.trusted_proxy_hosts)
 
     from leadpush.assignment.views import router as assignment_router
     from leadpush.leads.views import router as leads_router

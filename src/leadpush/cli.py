@@ -102,6 +102,9 @@ def serve(
         ws_max_size=settings.ws_max_message_bytes,
         # Long polls wait up to 30 s; do not let them hold a restart that long.
         timeout_graceful_shutdown=5,
+        # The app trusts X-Forwarded-For from LEADPUSH_TRUSTED_PROXIES itself; uvicorn's own handling
+        # (FORWARDED_ALLOW_IPS) would apply first and could trust peers the setting does not.
+        proxy_headers=False,
     )
     server = uvicorn.Server(config)
     # uvicorn does not announce a socket it was handed; say where to find us.

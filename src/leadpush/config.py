@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import cached_property
 from typing import Literal
 from zoneinfo import ZoneInfo
@@ -94,6 +95,10 @@ class Settings(BaseSettings):
     # WeChat logins per user.
     auth_failures_per_minute: int = Field(default=20, ge=0)
     token_issues_per_minute: int = Field(default=10, ge=0)
+    # Peers whose X-Forwarded-For names the real client (comma-separated IPs / CIDR networks; "none" =
+    # trust no one). Failed sign-ins are counted per real client, so behind a proxy list it here, or
+    # every client shares the proxy's address. Never list a network untrusted clients connect from.
+    trusted_proxies: str = "127.0.0.1"
 
     # Limits.
     max_batch: int = 1000
@@ -155,6 +160,22 @@ class Settings(BaseSettings):
             raise ValueError("必须是 stable 或 legacy")
         return value
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, value: str) -> str:
+        for item in _split_hosts(value):
+            try:
+                ipaddress.ip_network(item)  # strict: "10.0.0.1/8" is a typo for a network, not a network
+            except ValueError:
+                raise ValueError(
+                    f"LEADPUSH_TRUSTED_PROXIES: {item!r} is not an IP address or network (e.g. 172.30.80.0/24)"
+                ) from None
+        return value
+
+    @property
+    def trusted_proxy_hosts(self) -> list[str]:
+        return _split_hosts(self.trusted_proxies)
+
     @cached_property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
@@ -174,3 +195,9 @@ class Settings(BaseSettings):
     @property
     def webhook_enabled(self) -> bool:
         return bool(self.webhook_url)
+
+
+def _split_hosts(value: str) -> list[str]:
+    if value.strip().lower() == "none":
+        return []
+    return [item.strip() for item in value.split(",") if item.strip()]

@@ -2,56 +2,89 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from leadpush.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+# A rate limit is worth a few milliseconds of a request, never more: Redis gets this long to answer,
+# and after a failure it is skipped (counting locally) for BREAKER_SECONDS before being tried again.
+REDIS_TIMEOUT = 0.1
+BREAKER_SECONDS = 30.0
 
 
 class RateLimiter:
     """Counts hits per (bucket, key) in windows of `window` seconds.
 
     With Redis the count is shared by every process (INCR + EXPIRE); without it each process counts
-    alone, which is exact for the embedded single-process deployment.
+    alone, which is exact for the embedded single-process deployment. A slow or unreachable Redis trips
+    a circuit breaker: the limiter counts locally for a while instead of making requests wait on it.
     """
 
-    def __init__(self, redis_url: str | None = None, prefix: str = "leadpush", now: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        prefix: str = "leadpush",
+        now: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ):
         self._now = now
+        self._monotonic = monotonic
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, str, int], int] = {}
         self._prefix = prefix
         self._redis = None
+        self._redis_skipped_until = 0.0
         if redis_url:
             import redis
 
-            self._redis = redis.Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=1)
+            self._redis = redis.Redis.from_url(
+                redis_url, socket_connect_timeout=REDIS_TIMEOUT, socket_timeout=REDIS_TIMEOUT
+            )
 
     def _window(self, window: int) -> int:
         return int(self._now() // window)
 
+    def _shared(self) -> Any:
+        """Redis, unless it failed less than BREAKER_SECONDS ago."""
+        if self._redis is None or self._monotonic() < self._redis_skipped_until:
+            return None
+        return self._redis
+
+    def _redis_failed(self, exc: Exception) -> None:
+        if self._monotonic() >= self._redis_skipped_until:
+            log.warning("限流计数暂不使用 Redis（%s），%d 秒内在本进程计数", type(exc).__name__, BREAKER_SECONDS)
+        self._redis_skipped_until = self._monotonic() + BREAKER_SECONDS
+
     def count(self, bucket: str, key: str, window: int = 60) -> int:
         slot = self._window(window)
-        if self._redis is not None:
+        shared = self._shared()
+        if shared is not None:
             try:
-                value = self._redis.get(f"{self._prefix}:rl:{bucket}:{key}:{slot}")
+                value = shared.get(f"{self._prefix}:rl:{bucket}:{key}:{slot}")
                 return int(value or 0)
-            except Exception:  # noqa: BLE001 - fall back to counting locally while Redis is away
-                pass
+            except Exception as exc:  # noqa: BLE001 - fall back to counting locally while Redis is away
+                self._redis_failed(exc)
         with self._lock:
             return self._counts.get((bucket, key, slot), 0)
 
     def hit(self, bucket: str, key: str, window: int = 60) -> int:
         slot = self._window(window)
-        if self._redis is not None:
+        shared = self._shared()
+        if shared is not None:
             name = f"{self._prefix}:rl:{bucket}:{key}:{slot}"
             try:
-                pipe = self._redis.pipeline()
+                pipe = shared.pipeline()
                 pipe.incr(name)
                 pipe.expire(name, window * 2)
                 return int(pipe.execute()[0])
-            except Exception:  # noqa: BLE001
-                pass
+            except Exception as exc:  # noqa: BLE001
+                self._redis_failed(exc)
         with self._lock:
             if len(self._counts) > 10_000:  # drop old windows
                 self._counts = {k: v for k, v in self._counts.items() if k[2] >= slot}

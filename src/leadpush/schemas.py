@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic.alias_generators import to_camel
+
+from leadpush.text import refuse_lone_surrogates
 
 T = TypeVar("T")
 
@@ -18,6 +20,10 @@ class RequestModel(CamelModel):
     """Input bodies: unknown fields are rejected so a typo is an error, not a silent no-op."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    # A lone surrogate ("\ud800") in any field, however nested, is a 422 here rather than a 500 when
+    # the database or a JSON encoder meets it.
+    _no_lone_surrogates = field_validator("*", mode="before")(refuse_lone_surrogates)
 
 
 class Envelope(CamelModel, Generic[T]):

@@ -36,6 +36,8 @@ const DEFAULTS = {
 
 // 1008: the token was refused at connect; 4401: it was revoked (or the user deactivated) while open.
 const WS_UNAUTHORIZED = [1008, 4401];
+// Too many failed sign-ins from this client's address: the server's lockout ends within a minute.
+const WS_LOCKED_OUT = 4429;
 
 function globalObject() {
   if (typeof globalThis !== 'undefined') return globalThis;
@@ -790,7 +792,9 @@ export class LeadpushClient {
     }
     const held = rec.hello && now() - rec.openedAt >= this._opt.holdMs;
     this._wsFailures = held ? 0 : this._wsFailures + 1;
-    if (this._wsFailures >= this._opt.fallbackAfter) {
+    // A lockout is not a broken socket: polling would be refused the same way, so keep retrying the
+    // socket with backoff until the lockout ends.
+    if (this._wsFailures >= this._opt.fallbackAfter && code !== WS_LOCKED_OUT) {
       this._enterPolling();
       return;
     }

@@ -173,6 +173,23 @@ test('close code 1008 means unauthorized: no reconnect', async () => {
   client.stop();
 });
 
+test('close code 4429 (sign-in lockout) is retried later with backoff, never given up', async () => {
+  const t = scriptedTransport();
+  const client = makeClient(t, { fallbackAfter: 2 });
+  const seen = watch(client);
+  client.start();
+  for (let i = 0; i < 4; i++) {
+    t.sockets[i].drop(4429);
+    assert.equal(client.state, 'reconnecting');
+    await until(() => t.sockets.length === i + 2, 'a retry after the lockout');
+  }
+  assert.equal(client.mode, 'ws'); // no fallback to polling: it would be locked out the same way
+  t.sockets[4].msg({ type: 'hello', data: { userId: 1, latestId: 0 } });
+  assert.equal(client.state, 'open');
+  assert.ok(!seen.states.includes('unauthorized'));
+  client.stop();
+});
+
 test('falls back to long-polling after consecutive failures, then upgrades back to WebSocket', async () => {
   const t = scriptedTransport();
   const client = makeClient(t, { fallbackAfter: 3, upgradeInterval: 30, pollWait: 25 });

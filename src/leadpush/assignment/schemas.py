@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 
 from leadpush.leads.schemas import CustomerOut, Id
 from leadpush.schemas import CamelModel, RequestModel
+from leadpush.text import single_line
 from leadpush.users.service import clean_text
 
 
@@ -28,7 +29,7 @@ class ReleaseBody(RequestModel):
     @field_validator("reason")
     @classmethod
     def _reason(cls, v: str | None) -> str | None:
-        return clean_text(v) or None
+        return clean_text(v and single_line(v, "原因")) or None
 
 
 class AssignedCustomer(CustomerOut):

@@ -10,6 +10,7 @@ from pydantic import BeforeValidator, Field, field_validator
 
 from leadpush.leads.models import STATUSES
 from leadpush.schemas import CamelModel, RequestModel
+from leadpush.text import multi_line, single_line
 
 PHONE_RE = re.compile(r"^\+?[0-9]{3,20}$")
 CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -25,7 +26,9 @@ def _not_bool(value: Any) -> Any:
 Id = Annotated[int, BeforeValidator(_not_bool)]
 
 
-def clean_text(value: str, field: str, max_len: int, required: bool = True) -> str:
+def clean_text(value: str, field: str, max_len: int, required: bool = True, lines: bool = False) -> str:
+    """Strip, refuse what breaks lines (all of it unless `lines`: see leadpush.text), check the length."""
+    value = multi_line(value, field) if lines else single_line(value, field)
     value = CONTROL_RE.sub("", value).strip()
     if required and not value:
         raise ValueError(f"{field}不能为空")
@@ -56,7 +59,7 @@ class CustomerCreate(RequestModel):
     @field_validator("phone")
     @classmethod
     def _phone(cls, v: str) -> str:
-        cleaned = re.sub(r"[\s\-()（）]", "", v)
+        cleaned = re.sub(r"[\s\-()（）]", "", single_line(v, "电话号码"))
         if not PHONE_RE.match(cleaned):
             raise ValueError("电话号码格式不正确")
         return cleaned
@@ -69,7 +72,7 @@ class CustomerCreate(RequestModel):
     @field_validator("note")
     @classmethod
     def _note(cls, v: str) -> str:
-        return clean_text(v, "备注", 2000, required=False)
+        return clean_text(v, "备注", 2000, required=False, lines=True)
 
     @field_validator("status")
     @classmethod
@@ -113,7 +116,7 @@ class FollowUpCreate(RequestModel):
     @field_validator("content")
     @classmethod
     def _content(cls, v: str) -> str:
-        return clean_text(v, "跟进内容", 2000)
+        return clean_text(v, "跟进内容", 2000, lines=True)
 
     @field_validator("status")
     @classmethod

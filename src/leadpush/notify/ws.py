@@ -7,7 +7,8 @@ Protocol (JSON text frames):
 - client → server: `{"type":"resume","after":<id>}` (or `?after=` on the URL) first, to get everything
   after that id before live messages; `{"type":"ack","ids":[…]}` marks delivered;
   `{"type":"read","ids":[…]}` marks read; `{"type":"ping"}`.
-A bad token is accepted and closed at once with code 1008 (policy violation). When the token is revoked
+A bad token is accepted and closed at once with code 1008 (policy violation); after too many failed
+sign-ins from the client's address, with 4429 (retry later). When the token is revoked
 or the user deactivated, the socket is closed with 4401 (signed out; do not reconnect with that token).
 More than LEADPUSH_WS_MAX_PER_USER sockets of one user on a process: the new one is closed with 1013 (try
 again later). A message larger than LEADPUSH_WS_MAX_MESSAGE_BYTES closes the socket with 1009 (uvicorn).
@@ -142,11 +143,17 @@ class WsConnection:
             await self.send_unread()
 
 
-def _authenticate(ctx: AppContext, token: str, address: str) -> tuple[int, int] | None:
+# Close codes a client can act on: a bad token is final (1008); a lockout after too many failed sign-ins
+# from the client's address ends within a minute, so the client retries later with backoff.
+WS_INVALID_TOKEN = 1008
+WS_TOO_MANY_FAILURES = 4429
+
+
+def _authenticate(ctx: AppContext, token: str, address: str) -> tuple[int, int] | ApiError:
     try:
         user = authenticate_or_refuse(ctx, token, address)
-    except ApiError:
-        return None
+    except ApiError as exc:
+        return exc
     with ctx.db.read() as session:
         return user.id, service.latest_id(session, user.id)
 
@@ -159,8 +166,11 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     address = ws.client.host if ws.client else "unknown"
     found = await to_thread.run_sync(_authenticate, ctx, token, address) if token else None
     await ws.accept()
-    if found is None:
-        await ws.close(code=1008, reason="invalid token")
+    if isinstance(found, ApiError) and found.status == 429:
+        await ws.close(code=WS_TOO_MANY_FAILURES, reason="too many failed sign-ins, retry later")
+        return
+    if found is None or isinstance(found, ApiError):
+        await ws.close(code=WS_INVALID_TOKEN, reason="invalid token")
         return
     user_id, latest = found
     conn = WsConnection(ws, ctx, user_id, hash_token(token))

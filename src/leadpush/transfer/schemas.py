@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from leadpush.leads.models import STATUSES
 from leadpush.schemas import CamelModel, RequestModel
+from leadpush.text import single_line
 from leadpush.transfer.models import ACTIONS, CONDITIONS
 
 
@@ -23,6 +24,11 @@ class RuleFields(RequestModel):
     target_user_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
     warn_before_hours: float | None = Field(default=None, ge=0, le=24 * 3650)
     enabled: bool | None = None
+
+    @field_validator("name", "team")
+    @classmethod
+    def _one_line(cls, v: str | None) -> str | None:
+        return v if v is None else single_line(v, "规则名称或团队")
 
     @model_validator(mode="after")
     def _check(self) -> RuleFields:

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from leadpush.db import after_commit
 from leadpush.errors import ApiError
 from leadpush.notify.signals import Signals
+from leadpush.text import single_line
 from leadpush.users.models import ROLES, ApiToken, User
 
 TOKEN_PREFIX = "lp_"
@@ -107,6 +108,10 @@ def check_fields(**values: str | None) -> dict[str, str | None]:
     for key, value in values.items():
         label, limit = FIELD_LIMITS[key]
         cleaned = clean_text(value) or None
+        try:
+            cleaned = cleaned and single_line(cleaned, label)
+        except ValueError as exc:
+            raise ApiError(422, "validation_error", str(exc)) from exc
         if cleaned is not None and len(cleaned) > limit:
             raise ApiError(422, "validation_error", f"{label}不能超过 {limit} 个字符")
         out[key] = cleaned

@@ -6,10 +6,11 @@ from typing import Annotated, Any
 
 from anyio import to_thread
 from fastapi import APIRouter, Body
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from leadpush.deps import Ctx, CurrentUser
 from leadpush.schemas import CamelModel, Envelope, RequestModel
+from leadpush.text import refuse_lone_surrogates
 from leadpush.wechat import service
 
 router = APIRouter(prefix="/api/wechat", tags=["wechat"])
@@ -59,7 +60,11 @@ async def login(body: LoginBody, ctx: Ctx, user: CurrentUser) -> Envelope:
 def report_subscriptions(
     ctx: Ctx,
     user: CurrentUser,
-    result: Annotated[dict[str, Any], Body(description="wx.requestSubscribeMessage 的返回结果，原样提交")],
+    result: Annotated[
+        dict[str, Any],
+        BeforeValidator(refuse_lone_surrogates),
+        Body(description="wx.requestSubscribeMessage 的返回结果，原样提交"),
+    ],
 ) -> Envelope:
     """Each `accept` in the result is one message the user agreed to receive on that template."""
     accepted = service.accepted_templates(result)

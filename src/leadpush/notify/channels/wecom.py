@@ -33,13 +33,19 @@ from leadpush.notify.tokens import (
     retry_for,
     short_errmsg,
 )
-from leadpush.notify.wechat_format import format_time, mask_phone
+from leadpush.notify.wechat_format import clean_text, format_time, mask_phone
 
 SEND_PATH = "/cgi-bin/message/send"
 PACE_DEFERRED = "企业微信限速延后"
 TITLE_BYTES = 128
 DESCRIPTION_BYTES = 512
 ASSIGNED_KINDS = ("customer_assigned", "customers_assigned")
+
+
+def one_line(value: Any) -> str:
+    """A stored value as one line of a card: line breaks (CR, LF, U+0085, U+2028/9) and bidi controls
+    in data written before input refused them, or by another system, must not fake card lines."""
+    return clean_text(str(value or ""))
 
 
 def cut_bytes(text: str, limit: int) -> str:
@@ -208,27 +214,27 @@ class WecomChannel:
         s, p = self.ctx.settings, job.payload
         when = format_time(p.get("assignTime"), s.tz, job.created_at)
         if job.kind == "customer_assigned":
-            phone = str(p.get("customerPhone") or "")
+            phone = one_line(p.get("customerPhone"))
             lines = [
-                f"客户：{p.get('customerName') or '-'}",
+                f"客户：{one_line(p.get('customerName')) or '-'}",
                 f"电话：{(mask_phone(phone) if s.wecom_mask_phone else phone) or '-'}",
-                f"来源：{p.get('source') or '-'}",
-                f"分配人：{p.get('actorName') or '系统'}",
+                f"来源：{one_line(p.get('source')) or '-'}",
+                f"分配人：{one_line(p.get('actorName')) or '系统'}",
                 f"时间：{when}",
             ]
             url = self.link(p.get("customerId"))
         elif job.kind in ("customers_assigned", "customers_recycled"):
-            names = [str(c.get("customerName", "")) for c in p.get("customers") or [] if isinstance(c, dict)]
-            lines = [job.body] if job.body else []
+            names = [one_line(c.get("customerName")) for c in p.get("customers") or [] if isinstance(c, dict)]
+            lines = [one_line(job.body)] if job.body else []
             if names:
                 lines.append("客户：" + "、".join(names[:10]) + (" 等" if len(names) > 10 else ""))
             lines.append(f"时间：{when}")
             url = self.link()
         else:
-            lines = [job.body or job.title, f"时间：{when}"]
+            lines = [one_line(job.body or job.title), f"时间：{when}"]
             url = self.link(p.get("customerId"))
         return {
-            "title": cut_bytes(job.title or "新通知", TITLE_BYTES),
+            "title": cut_bytes(one_line(job.title) or "新通知", TITLE_BYTES),
             "description": cut_bytes("\n".join(lines), DESCRIPTION_BYTES),
             "url": url,
             "btntxt": "查看",
@@ -241,7 +247,7 @@ class WecomChannel:
             title = f"您有 {leads} 条新线索"
         else:
             title = f"您有 {len(items)} 条新通知"
-        lines = [f"· {t}" for _, t, _ in items]
+        lines = [f"· {one_line(t)}" for _, t, _ in items]
         description = ""
         for i, line in enumerate(lines):
             more = f"\n……等 {len(lines)} 条" if i < len(lines) - 1 else ""
