@@ -99,6 +99,16 @@ class Settings(BaseSettings):
             raise ValueError("LEADPUSH_DELIVERY_LEASE_SECONDS must be longer than LEADPUSH_SEND_TIMEOUT + 1")
         return self
 
+    @model_validator(mode="after")
+    def _webhooks_are_signed(self) -> Settings:
+        # A receiver checks the signature to know the call is ours; an empty key would let anyone forge it.
+        if self.webhook_url and not (self.webhook_secret or "").strip():
+            raise ValueError(
+                "已设置 LEADPUSH_WEBHOOK_URL 但未设置 LEADPUSH_WEBHOOK_SECRET：webhook 必须签名，"
+                "请设置一个足够长的随机密钥（或去掉 LEADPUSH_WEBHOOK_URL 关闭 webhook）"
+            )
+        return self
+
     @field_validator("channel_policy")
     @classmethod
     def _check_channel_policy(cls, value: str | None) -> str | None:

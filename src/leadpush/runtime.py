@@ -36,8 +36,10 @@ def build_channels(ctx: AppContext, bus: Bus) -> dict[str, Channel]:
 
     s = ctx.settings
     channels: dict[str, Channel] = {"inapp": InAppChannel(bus)}
-    if s.webhook_enabled and s.webhook_url:
-        channels["webhook"] = WebhookChannel(s.webhook_url, s.webhook_secret, s.send_timeout)
+    if s.webhook_enabled and s.webhook_url and s.webhook_secret:
+        channels["webhook"] = WebhookChannel(
+            s.webhook_url, s.webhook_secret, s.send_timeout, s.delivery_backoff_max, now=ctx.clock.now
+        )
 
     if s.wechat_enabled and s.wechat_appid and s.wechat_secret:
         client = httpx.AsyncClient(timeout=s.send_timeout)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import Mapping
@@ -29,13 +30,20 @@ from leadpush.users.models import User
 log = logging.getLogger(__name__)
 
 
+# The longest a channel may ask to wait (WeChat's daily quota waits for midnight); anything longer, or not
+# a finite positive number, is a bug and must not overflow a datetime or park a delivery for years.
+MAX_RETRY_AFTER = 86400.0
+
+
 def backoff_seconds(
     attempts: int, base: float, cap: float, retry_after: float | None = None, rng: random.Random | None = None
 ) -> float:
     """Exponential backoff with "equal jitter": half fixed, half random, never below retry_after."""
-    raw = min(cap, base * (2 ** max(0, attempts - 1)))
+    raw = min(cap, base * (2 ** max(0, min(attempts, 60) - 1)))
     jittered = raw / 2 + (rng or random).uniform(0, raw / 2)
-    return max(jittered, retry_after or 0.0)
+    if retry_after is None or not math.isfinite(retry_after) or retry_after <= 0:
+        return jittered
+    return max(jittered, min(retry_after, MAX_RETRY_AFTER))
 
 
 def due_condition(now: datetime):  # noqa: ANN201 - SQL expression
