@@ -93,8 +93,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _lease_outlives_a_send(self) -> Settings:
-        # The dispatcher waits at most send_timeout + 1 s for a channel; a lease shorter than that would let
-        # a second worker send the same delivery while the first is still waiting for its answer.
+        # A channel starts a send only while send_timeout + 1 s of the delivery's lease is left (so its answer
+        # is back before another worker may take the delivery); a lease shorter than that could never send.
         if self.delivery_lease_seconds <= self.send_timeout + 1:
             raise ValueError("LEADPUSH_DELIVERY_LEASE_SECONDS must be longer than LEADPUSH_SEND_TIMEOUT + 1")
         return self

@@ -183,10 +183,11 @@ class Dispatcher:
         if channel is None:
             result = SendResult.skipped("该渠道未启用")
         else:
+            # No timeout around the whole send: cut after the platform accepted a message (a slow token
+            # refresh, a slow credit settlement), it would be retried and arrive twice. Each step bounds
+            # itself instead (HTTP timeouts; no send is started that could not finish within the lease).
             try:
-                result = await asyncio.wait_for(channel.send(job), timeout=self.ctx.settings.send_timeout + 1)
-            except TimeoutError:
-                result = SendResult.retry("发送超时")
+                result = await channel.send(job)
             except Exception as exc:  # noqa: BLE001 - a channel bug must not kill the worker
                 log.exception("渠道 %s 发送异常", job.channel)
                 result = SendResult.retry(f"发送异常：{type(exc).__name__}")

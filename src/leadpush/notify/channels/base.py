@@ -37,6 +37,11 @@ class DeliveryJob:
     recipient: Recipient
 
 
+def lease_left(job: DeliveryJob, now: datetime) -> float:
+    """Seconds until the job's lease runs out: a channel starts no send it could not finish by then."""
+    return (job.lease_until - now).total_seconds()
+
+
 @dataclass(frozen=True)
 class SendResult:
     outcome: Outcome

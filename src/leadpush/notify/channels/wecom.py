@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from leadpush.context import AppContext
 from leadpush.db import Database
-from leadpush.notify.channels.base import DeliveryJob, SendResult
+from leadpush.notify.channels.base import DeliveryJob, SendResult, lease_left
 from leadpush.notify.models import Delivery, KeyValue, Notification
 from leadpush.notify.tokens import (
     ApiReply,
@@ -282,7 +282,9 @@ class WecomChannel:
             return await call_platform(self.client, "POST", self.url, params={"access_token": token}, body=body)
 
         try:
-            reply = await call_with_token(self.tokens, post)
+            reply = await call_with_token(
+                self.tokens, post, lambda: lease_left(job, self.ctx.clock.now()), s.send_timeout + 1
+            )
         except TokenUnavailable as exc:
             result = SendResult.permanent(exc.detail) if exc.permanent else SendResult.retry(exc.detail)
         else:
