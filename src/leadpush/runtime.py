@@ -11,6 +11,8 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
+from anyio import to_thread
+
 from leadpush.context import AppContext
 from leadpush.notify.bus import Bus, make_bus
 from leadpush.notify.channels.base import Channel
@@ -19,6 +21,7 @@ from leadpush.notify.channels.webhook import WebhookChannel
 from leadpush.notify.dispatcher import Dispatcher
 from leadpush.notify.hub import Hub
 from leadpush.notify.metrics import LedgerCollector, Metrics
+from leadpush.notify.workers import Heartbeat
 
 if TYPE_CHECKING:
     from leadpush.transfer.scheduler import TransferScheduler
@@ -77,6 +80,7 @@ class Runtime:
         self.metrics = Metrics()
         self.bus: Bus = make_bus(ctx.settings.redis_url, ctx.settings.redis_prefix)
         self.dispatcher: Dispatcher | None = None
+        self.heartbeat: Heartbeat | None = None
         self.scheduler: TransferScheduler | None = None
         self.channels: dict[str, Channel] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -89,8 +93,18 @@ class Runtime:
             self.bus.on_inapp(self.hub.deliver)
             self.bus.on_resync(self.hub.resync)
         if "worker" in self.roles:
+            s = self.ctx.settings
+            self.heartbeat = Heartbeat(
+                self.ctx.db,
+                self.ctx.clock,
+                s.worker_heartbeat_seconds,
+                s.worker_dead_after_seconds,
+                # SQLite without Redis is one process by contract: whoever held a lease before us is dead.
+                sole_worker=self.ctx.db.is_sqlite and not s.redis_url,
+            )
+            await to_thread.run_sync(self.heartbeat.start)
             self.channels = build_channels(self.ctx, self.bus)
-            self.dispatcher = Dispatcher(self.ctx, self.channels, self.metrics)
+            self.dispatcher = Dispatcher(self.ctx, self.channels, self.metrics, self.heartbeat)
             self.bus.on_wake(self.dispatcher.wake)
             self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="leadpush-dispatcher"))
         if "scheduler" in self.roles:
@@ -127,6 +141,8 @@ class Runtime:
         self.ctx.signals.unsubscribe(self._on_commit)
         if self.dispatcher is not None:
             await self.dispatcher.stop()
+        if self.heartbeat is not None:
+            await to_thread.run_sync(self.heartbeat.stop)
         if self.scheduler is not None:
             await self.scheduler.stop()
         for task in list(self._tasks):

@@ -2,9 +2,11 @@
 
 Claims are short write transactions (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so several workers
 never take the same row; SQLite has a single writer). Each claim bumps `attempts`, which doubles as a
-fencing token: an outcome is recorded only if nobody re-claimed the row meanwhile. A worker that dies
-mid-send leaves its rows `sending`; when the lease runs out another worker takes them again. That
-re-send is the one case where a channel can see a delivery twice (see docs/reliability.md).
+fencing token: an outcome is recorded only if nobody re-claimed the row meanwhile, and names the
+claiming worker (`lease_holder`). A worker that dies mid-send leaves its rows `sending`; another worker
+takes them again as soon as the holder's heartbeat has stopped (notify/workers.py), or at the latest
+when the lease runs out. That re-send is the one case where a channel can see a delivery twice (see
+docs/reliability.md), and it is bounded by what the dead worker had in flight (its concurrency).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 
 from anyio import to_thread
@@ -25,6 +27,7 @@ from leadpush.db import Database
 from leadpush.notify.channels.base import Channel, DeliveryJob, Recipient, SendResult
 from leadpush.notify.metrics import Metrics
 from leadpush.notify.models import Delivery, Notification
+from leadpush.notify.workers import Heartbeat
 from leadpush.users.models import User
 
 log = logging.getLogger(__name__)
@@ -46,18 +49,33 @@ def backoff_seconds(
     return max(jittered, min(retry_after, MAX_RETRY_AFTER))
 
 
-def due_condition(now: datetime):  # noqa: ANN201 - SQL expression
+def due_condition(now: datetime, dead_workers: Collection[str] = ()):  # noqa: ANN201 - SQL expression
+    """Due: pending or failed and its time has come; or `sending` by a worker that is gone (lease ran out,
+    or the holder's heartbeat stopped)."""
+    abandoned = Delivery.lease_until < now
+    if dead_workers:
+        abandoned = or_(abandoned, Delivery.lease_holder.in_(sorted(dead_workers)))
     return or_(
         and_(Delivery.status.in_(("pending", "failed")), Delivery.next_attempt_at <= now),
-        and_(Delivery.status == "sending", Delivery.lease_until < now),
+        and_(Delivery.status == "sending", abandoned),
     )
 
 
-def claim_due_deliveries(db: Database, now: datetime, lease_seconds: float, limit: int) -> list[DeliveryJob]:
-    """Take up to `limit` due deliveries for this worker, under a lease."""
+def claim_due_deliveries(
+    db: Database,
+    now: datetime,
+    lease_seconds: float,
+    limit: int,
+    holder: str | None = None,
+    dead_workers: Collection[str] = (),
+) -> list[DeliveryJob]:
+    """Take up to `limit` due deliveries for this worker (`holder`), under a lease."""
     with db.write() as session:
         query = (
-            select(Delivery.id).where(due_condition(now)).order_by(Delivery.next_attempt_at, Delivery.id).limit(limit)
+            select(Delivery.id)
+            .where(due_condition(now, dead_workers))
+            .order_by(Delivery.next_attempt_at, Delivery.id)
+            .limit(limit)
         )
         if db.is_postgres:
             query = query.with_for_update(skip_locked=True)
@@ -68,7 +86,13 @@ def claim_due_deliveries(db: Database, now: datetime, lease_seconds: float, limi
         session.execute(
             update(Delivery)
             .where(Delivery.id.in_(ids))
-            .values(status="sending", lease_until=lease_until, attempts=Delivery.attempts + 1, updated_at=now)
+            .values(
+                status="sending",
+                lease_until=lease_until,
+                lease_holder=holder,
+                attempts=Delivery.attempts + 1,
+                updated_at=now,
+            )
             .execution_options(synchronize_session=False)
         )
         rows = session.execute(
@@ -92,6 +116,7 @@ def claim_due_deliveries(db: Database, now: datetime, lease_seconds: float, limi
                 payload=n.payload,
                 created_at=n.created_at,
                 recipient=Recipient(u.id, u.name, u.wechat_openid, u.wecom_userid),
+                lease_holder=holder,
             )
             for d, n, u in rows
         ]
@@ -125,8 +150,11 @@ def record_outcome(ctx: AppContext, job: DeliveryJob, result: SendResult, now: d
 class Dispatcher:
     """Runs on the event loop: claims, sends with bounded concurrency, records, sleeps until woken."""
 
-    def __init__(self, ctx: AppContext, channels: Mapping[str, Channel], metrics: Metrics) -> None:
+    def __init__(
+        self, ctx: AppContext, channels: Mapping[str, Channel], metrics: Metrics, heartbeat: Heartbeat | None = None
+    ) -> None:
         self.ctx = ctx
+        self.heartbeat = heartbeat
         self.channels = channels
         self.metrics = metrics
         self._event = asyncio.Event()
@@ -157,6 +185,8 @@ class Dispatcher:
                         self.ctx.clock.now(),
                         s.delivery_lease_seconds,
                         min(free, s.delivery_batch_size),
+                        self.heartbeat.id if self.heartbeat else None,
+                        self.heartbeat.dead_workers() if self.heartbeat else (),
                     )
                 except Exception:
                     log.exception("领取待发送投递失败，稍后重试")

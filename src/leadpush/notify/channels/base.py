@@ -35,6 +35,7 @@ class DeliveryJob:
     payload: dict[str, Any]
     created_at: datetime
     recipient: Recipient
+    lease_holder: str | None = None  # the worker that claimed it (workers.id)
 
 
 def lease_left(job: DeliveryJob, now: datetime) -> float:

@@ -141,6 +141,7 @@ def claim_deferred(db: Database, job: DeliveryJob, now: datetime, lease_seconds:
                 status="sending",
                 attempts=Delivery.attempts + 1,
                 lease_until=now + timedelta(seconds=lease_seconds),
+                lease_holder=job.lease_holder,
                 last_error=marker,
                 updated_at=now,
             )
