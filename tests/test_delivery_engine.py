@@ -21,7 +21,8 @@ from sqlalchemy import select, update
 from support import Api, database_url, start_stack, wipe
 
 from leadpush.notify.dispatcher import backoff_seconds, claim_due_deliveries
-from leadpush.notify.models import Delivery
+from leadpush.notify.models import Delivery, Worker
+from leadpush.notify.workers import Heartbeat
 
 SECRET = "whsec-test-0123456789"
 
@@ -302,3 +303,53 @@ def test_a_webhook_without_a_secret_is_refused_at_start(tmp_path):
     assert done.returncode != 0
     assert "LEADPUSH_WEBHOOK_SECRET" in done.stdout + done.stderr
     assert "签名" in done.stdout + done.stderr
+
+
+def test_a_worker_whose_heartbeat_stops_is_judged_dead_and_its_claims_taken_over(api):
+    """A killed worker leaves its row with a counter that no longer moves; a live one keeps beating.
+    Only the first is judged dead (after LEADPUSH_WORKER_DEAD_AFTER_SECONDS of watching), and only its
+    `sending` deliveries may be claimed before their lease runs out."""
+    ctx = api.ctx
+    admin, manager, alice = api.user("管理员", "admin", None), api.user("王经理", "manager", "A"), api.user("李丽")
+    for name in ("甲", "乙"):
+        lead = api.lead(manager, name=name)
+        r = api.client(manager).patch(f"/api/customers/{lead['id']}/assign", json={"assignedTo": alice.id})
+        assert r.status_code == 200
+    with ctx.db.read() as s:
+        ids = sorted(s.scalars(select(Delivery.id)))
+    assert len(ids) == 2
+    wait_for(lambda: [d["status"] for d in deliveries(api, admin)] == ["sent"] * 2)
+
+    now = ctx.clock.now()
+    with ctx.db.write() as s:
+        s.add(Worker(id="killed", host="h", pid=1, beats=41, started_at=now, heartbeat_at=now))
+    live = Heartbeat(ctx.db, ctx.clock, interval=0.1, dead_after=0.6, sole_worker=False)
+    watcher = Heartbeat(ctx.db, ctx.clock, interval=0.1, dead_after=0.6, sole_worker=False)
+    live.start()
+    watcher.start()
+    try:
+        started = time.monotonic()
+        assert watcher.dead_workers() == frozenset()  # nobody is judged before being watched
+        wait_for(lambda: "killed" in watcher.dead_workers(), timeout=10)
+        assert time.monotonic() - started >= 0.6
+        assert live.id not in watcher.dead_workers() and watcher.id not in live.dead_workers()
+
+        # Both deliveries under a long lease: one held by the dead worker, one by the live one.
+        with ctx.db.write() as s:
+            for delivery_id, holder in zip(ids, ("killed", live.id), strict=True):
+                s.execute(
+                    update(Delivery)
+                    .where(Delivery.id == delivery_id)
+                    .values(
+                        status="sending",
+                        attempts=Delivery.attempts + 1,
+                        lease_until=now + timedelta(seconds=600),
+                        lease_holder=holder,
+                    )
+                )
+        assert claim_due_deliveries(ctx.db, now, 60, 10, watcher.id) == []  # by the lease alone: nothing
+        [job] = claim_due_deliveries(ctx.db, now, 60, 10, watcher.id, watcher.dead_workers())
+        assert job.delivery_id == ids[0] and job.lease_holder == watcher.id
+    finally:
+        live.stop()
+        watcher.stop()

@@ -69,17 +69,13 @@ class Heartbeat:
             session.execute(delete(Worker).where(Worker.heartbeat_at < now - FORGET_AFTER))
             if self.sole_worker:
                 self._take_over_predecessors(session, now)
-            session.add(
-                Worker(
-                    id=self.id,
-                    host=socket.gethostname()[:100],
-                    pid=os.getpid(),
-                    beats=0,
-                    started_at=now,
-                    heartbeat_at=now,
-                )
-            )
+            session.add(self._row(now))
         self._registered = True
+
+    def _row(self, now: datetime) -> Worker:
+        return Worker(
+            id=self.id, host=socket.gethostname()[:100], pid=os.getpid(), beats=0, started_at=now, heartbeat_at=now
+        )
 
     def _take_over_predecessors(self, session: Session, now: datetime) -> None:
         released = session.execute(
@@ -105,12 +101,15 @@ class Heartbeat:
             if not self._registered:
                 self._register()
             with self.db.write() as session:
-                session.execute(
+                now = self.clock.now()
+                mine = session.execute(
                     update(Worker)
                     .where(Worker.id == self.id)
-                    .values(beats=Worker.beats + 1, heartbeat_at=self.clock.now())
+                    .values(beats=Worker.beats + 1, heartbeat_at=now)
                     .execution_options(synchronize_session=False)
-                )
+                ).rowcount
+                if not mine:
+                    session.add(self._row(now))  # our row was removed (an operator, a test's wipe): reappear
                 counts = {wid: beats for wid, beats in session.execute(select(Worker.id, Worker.beats))}
         except Exception as exc:  # noqa: BLE001 - a database outage: judge nobody until it is over
             with self._lock:
