@@ -307,7 +307,7 @@ def test_a_webhook_without_a_secret_is_refused_at_start(tmp_path):
 
 def test_a_worker_whose_heartbeat_stops_is_judged_dead_and_its_claims_taken_over(api):
     """A killed worker leaves its row with a counter that no longer moves; a live one keeps beating.
-    Only the first is judged dead (after LEADPUSH_WORKER_DEAD_AFTER_SECONDS of watching), and only its
+    Only the first is judged dead (after DEAD_AFTER_SECONDS of watching), and only its
     `sending` deliveries may be claimed before their lease runs out."""
     ctx = api.ctx
     admin, manager, alice = api.user("管理员", "admin", None), api.user("王经理", "manager", "A"), api.user("李丽")
@@ -323,8 +323,8 @@ def test_a_worker_whose_heartbeat_stops_is_judged_dead_and_its_claims_taken_over
     now = ctx.clock.now()
     with ctx.db.write() as s:
         s.add(Worker(id="killed", host="h", pid=1, beats=41, started_at=now, heartbeat_at=now))
-    live = Heartbeat(ctx.db, ctx.clock, interval=0.1, dead_after=0.6, sole_worker=False)
-    watcher = Heartbeat(ctx.db, ctx.clock, interval=0.1, dead_after=0.6, sole_worker=False)
+    live = Heartbeat(ctx.db, ctx.clock, sole_worker=False, interval=0.1, dead_after=0.6)
+    watcher = Heartbeat(ctx.db, ctx.clock, sole_worker=False, interval=0.1, dead_after=0.6)
     live.start()
     watcher.start()
     try:

@@ -77,10 +77,6 @@ class Settings(BaseSettings):
     delivery_batch_size: int = Field(default=100, ge=1, le=1000)
     delivery_concurrency: int = Field(default=16, ge=1, le=256)
     send_timeout: float = Field(default=10.0, gt=0)
-    # Each worker process beats every N seconds; one whose beat has not moved for the second figure is
-    # dead, and another worker takes over its claimed deliveries without waiting out their lease.
-    worker_heartbeat_seconds: float = Field(default=1.0, gt=0)
-    worker_dead_after_seconds: float = Field(default=6.0, gt=0)
 
     # Public pool (公海) rules. 0 turns a rule off.
     claim_daily_limit: int = Field(default=50, ge=0)
@@ -101,15 +97,6 @@ class Settings(BaseSettings):
         # is back before another worker may take the delivery); a lease shorter than that could never send.
         if self.delivery_lease_seconds <= self.send_timeout + 1:
             raise ValueError("LEADPUSH_DELIVERY_LEASE_SECONDS must be longer than LEADPUSH_SEND_TIMEOUT + 1")
-        return self
-
-    @model_validator(mode="after")
-    def _dead_means_several_missed_beats(self) -> Settings:
-        # One slow beat (a loaded machine, a busy database) must never make a live worker look dead.
-        if self.worker_dead_after_seconds < 3 * self.worker_heartbeat_seconds:
-            raise ValueError(
-                "LEADPUSH_WORKER_DEAD_AFTER_SECONDS must be at least 3 x LEADPUSH_WORKER_HEARTBEAT_SECONDS"
-            )
         return self
 
     @model_validator(mode="after")

@@ -93,15 +93,9 @@ class Runtime:
             self.bus.on_inapp(self.hub.deliver)
             self.bus.on_resync(self.hub.resync)
         if "worker" in self.roles:
-            s = self.ctx.settings
-            self.heartbeat = Heartbeat(
-                self.ctx.db,
-                self.ctx.clock,
-                s.worker_heartbeat_seconds,
-                s.worker_dead_after_seconds,
-                # SQLite without Redis is one process by contract: whoever held a lease before us is dead.
-                sole_worker=self.ctx.db.is_sqlite and not s.redis_url,
-            )
+            # SQLite without Redis is one process by contract: whoever held a lease before us is dead.
+            sole = self.ctx.db.is_sqlite and not self.ctx.settings.redis_url
+            self.heartbeat = Heartbeat(self.ctx.db, self.ctx.clock, sole_worker=sole)
             await to_thread.run_sync(self.heartbeat.start)
             self.channels = build_channels(self.ctx, self.bus)
             self.dispatcher = Dispatcher(self.ctx, self.channels, self.metrics, self.heartbeat)

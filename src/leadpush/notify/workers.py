@@ -1,9 +1,9 @@
 """Which dispatcher processes are alive, so that a killed one's claimed deliveries come back in seconds.
 
-Each worker process has a row in `workers` and bumps its `beats` counter every
-LEADPUSH_WORKER_HEARTBEAT_SECONDS, from a thread of its own (a busy event loop must not make a live
+Each worker process has a row in `workers` and bumps its `beats` counter every HEARTBEAT_SECONDS,
+from a thread of its own (a busy event loop must not make a live
 process look dead). At each beat it also reads everyone else's counter and judges a worker dead once its
-counter has not moved for LEADPUSH_WORKER_DEAD_AFTER_SECONDS of the observer's own monotonic time, counted
+counter has not moved for DEAD_AFTER_SECONDS of the observer's own monotonic time, counted
 only while the observer itself could reach the database. So clocks of different machines are never
 compared, and after a database outage (when nobody could beat) everyone gets a fresh grace period. The
 dispatcher may then take over a dead holder's `sending` deliveries without waiting out their lease.
@@ -32,13 +32,24 @@ from leadpush.notify.models import Delivery, Worker
 
 log = logging.getLogger(__name__)
 
+HEARTBEAT_SECONDS = 1.0
+# Six missed beats: one slow beat (a loaded machine, a busy database) never makes a live worker look dead,
+# and a killed worker's deliveries still come back within seconds (their lease is a minute).
+DEAD_AFTER_SECONDS = 6.0
 FORGET_AFTER = timedelta(days=1)  # rows of workers gone this long are deleted (their leases ran out long ago)
 
 
 class Heartbeat:
     """This process's worker row, its heartbeat thread, and its view of which other workers are dead."""
 
-    def __init__(self, db: Database, clock: Clock, interval: float, dead_after: float, sole_worker: bool) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        sole_worker: bool,
+        interval: float = HEARTBEAT_SECONDS,
+        dead_after: float = DEAD_AFTER_SECONDS,
+    ) -> None:
         self.id = uuid.uuid4().hex
         self.db = db
         self.clock = clock
