@@ -11,6 +11,7 @@ textcard, marking each folded delivery sent with the digest's msgid.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,6 +35,8 @@ from leadpush.notify.tokens import (
     short_errmsg,
 )
 from leadpush.notify.wechat_format import format_time, mask_phone
+
+log = logging.getLogger(__name__)
 
 SEND_PATH = "/cgi-bin/message/send"
 PACE_DEFERRED = "企业微信限速延后"
@@ -291,7 +294,12 @@ class WecomChannel:
         else:
             result = self.classify(reply, member)
         if folded:
-            await to_thread.run_sync(settle_folded, db, folded, result, self.ctx.clock.now())
+            try:
+                await to_thread.run_sync(settle_folded, db, folded, result, self.ctx.clock.now())
+            except Exception as exc:  # noqa: BLE001
+                # WeCom has answered for this delivery; a database blip must not turn that into a re-send
+                # of it. The folded ones stay claimed and come back when their lease runs out.
+                log.warning("记录合并发送结果失败（投递 %s）：%s", job.delivery_id, type(exc).__name__)
             if result.outcome == "sent":
                 result = SendResult.sent(result.provider_id, f"与其他 {len(folded)} 条合并为一条摘要发送")
         return result
