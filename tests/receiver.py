@@ -19,6 +19,7 @@ class WebhookReceiver:
         self.by_delivery: Counter[str] = Counter()
         self.fail_with: list[int] = []  # statuses to answer with, consumed one per request
         self.always: int | None = None
+        self.retry_after: list[str] = []  # Retry-After headers to answer failures with, one per request
         self.delay = delay
         app = FastAPI()
 
@@ -29,10 +30,14 @@ class WebhookReceiver:
                 await asyncio.sleep(self.delay)
             with self.lock:
                 status = self.fail_with.pop(0) if self.fail_with else (self.always or 200)
-                self.requests.append({"headers": dict(request.headers), "body": body, "status": status})
+                retry_after = self.retry_after.pop(0) if status >= 300 and self.retry_after else None
+                self.requests.append(
+                    {"headers": dict(request.headers), "body": body, "status": status, "retry_after": retry_after}
+                )
                 if status < 300:
                     self.by_delivery[request.headers.get("x-leadpush-delivery", "")] += 1
-            return JSONResponse({"ok": status < 300}, status_code=status)
+            headers = {"Retry-After": retry_after} if retry_after is not None else None
+            return JSONResponse({"ok": status < 300}, status_code=status, headers=headers)
 
         self.server = ServerThread(app)
         self.url = self.server.url + "/hook"

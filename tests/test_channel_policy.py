@@ -77,7 +77,7 @@ def test_in_app_is_always_on_and_channels_are_not_repeated() -> None:
 
 
 def test_webhook_follows_the_policy_when_configured() -> None:
-    s = Settings(**BOTH, webhook_url="https://hooks.example.com/x")
+    s = Settings(**BOTH, webhook_url="https://hooks.example.com/x", webhook_secret="whsec-policy-test")
     assert plan(s)[-1] == ("webhook", "pending")
 
 

@@ -325,7 +325,12 @@ def test_a_dead_delivery_is_retried_from_the_monitor(tmp_path, consoles: Console
     """A webhook that refuses (HTTP 400, permanent) makes a dead delivery; once fixed, an admin retries it."""
     with WebhookReceiver() as receiver:
         receiver.always = 400
-        ctx, server = start_stack(f"sqlite:///{tmp_path}/console.db", webhook_url=receiver.url, delivery_max_attempts=1)
+        ctx, server = start_stack(
+            f"sqlite:///{tmp_path}/console.db",
+            webhook_url=receiver.url,
+            webhook_secret="whsec-console-test",
+            delivery_max_attempts=1,
+        )
         crm = Api(url=server.url, ctx=ctx)
         try:
             ctx.clock.set(MONDAY_MORNING)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -12,12 +15,14 @@ from datetime import timedelta
 
 import httpx
 import pytest
+from procs import ROOT
 from receiver import WebhookReceiver
 from sqlalchemy import select, update
 from support import Api, database_url, start_stack, wipe
 
 from leadpush.notify.dispatcher import backoff_seconds, claim_due_deliveries
-from leadpush.notify.models import Delivery
+from leadpush.notify.models import Delivery, Worker
+from leadpush.notify.workers import Heartbeat
 
 SECRET = "whsec-test-0123456789"
 
@@ -216,3 +221,135 @@ def test_a_lease_shorter_than_a_send_is_refused_at_start():
     with pytest.raises(ValidationError, match="LEASE_SECONDS"):
         Settings(delivery_lease_seconds=5, send_timeout=10)
     assert Settings(delivery_lease_seconds=12, send_timeout=10).delivery_lease_seconds == 12
+
+
+# Retry-After values a webhook receiver might answer with, and how long leadpush then waits.
+HOSTILE_RETRY_AFTER = [
+    ("999999999", "cap"),  # 31 years: capped at the backoff maximum
+    ("400000000000", "cap"),  # past what a datetime can hold: capped, not taken for a database blip
+    ("30", 30.0),  # an honest value is honoured
+    ("soon", "backoff"),  # unparseable: ignored, normal backoff
+    ("-5", "backoff"),
+    ("nan", "backoff"),
+    ("inf", "backoff"),
+    ("1.5e9", "backoff"),
+    ("Wed, 21 Oct 2015 07:28:00 GMT", "backoff"),  # an HTTP-date in the past
+]
+
+
+def test_a_webhooks_retry_after_is_capped_and_garbage_is_ignored(hooked):
+    api, receiver = hooked
+    cap = api.ctx.settings.delivery_backoff_max
+    receiver.always = 503
+    receiver.retry_after = [value for value, _ in HOSTILE_RETRY_AFTER]
+    admin = api.user("管理员", "admin", None)
+    manager = api.user("王经理", "manager", "A")
+    alice = api.user("李丽", "sales", "A")
+    for i, _ in enumerate(HOSTILE_RETRY_AFTER):
+        lead = api.lead(manager, name=f"客户{i}")
+        r = api.client(manager).patch(f"/api/customers/{lead['id']}/assign", json={"assignedTo": alice.id})
+        assert r.status_code == 200
+        # One at a time, so the n-th request (and its Retry-After) belongs to the n-th delivery.
+        wait_for(lambda n=i + 1: len(deliveries(api, admin, channel="webhook", status="failed")) == n)
+    now = api.ctx.clock.now()
+    with api.ctx.db.read() as s:
+        rows = {str(d.id): d for d in s.scalars(select(Delivery).where(Delivery.channel == "webhook"))}
+    seen = {r["headers"]["x-leadpush-delivery"]: r["retry_after"] for r in receiver.requests}
+    assert len(seen) == len(HOSTILE_RETRY_AFTER)
+    expected = dict(HOSTILE_RETRY_AFTER)
+    for delivery_id, value in seen.items():
+        row = rows[delivery_id]
+        assert row.status == "failed" and row.attempts == 1 and "503" in row.last_error, (value, row.last_error)
+        wait = (row.next_attempt_at - now).total_seconds()
+        want = expected[value]
+        if want == "cap":
+            assert wait == pytest.approx(cap, abs=1), (value, wait)
+        elif want == "backoff":
+            assert 0 < wait <= api.ctx.settings.delivery_backoff_base, (value, wait)
+        else:
+            assert wait == pytest.approx(want, abs=1), (value, wait)
+    # Nothing was taken for a blip and re-sent: one request per delivery.
+    assert len(receiver.requests) == len(HOSTILE_RETRY_AFTER)
+
+
+def test_a_webhook_without_a_secret_is_refused_at_start(tmp_path):
+    from pydantic import ValidationError
+
+    from leadpush.config import Settings
+
+    with pytest.raises(ValidationError, match="LEADPUSH_WEBHOOK_SECRET"):
+        Settings(webhook_url="https://hooks.example.com/x")
+    with pytest.raises(ValidationError, match="LEADPUSH_WEBHOOK_SECRET"):
+        Settings(webhook_url="https://hooks.example.com/x", webhook_secret="   ")
+    assert Settings(webhook_url="https://hooks.example.com/x", webhook_secret="whsec-x").webhook_enabled
+    assert not Settings().webhook_enabled  # no URL, no secret needed
+
+    # `leadpush serve` refuses to start, saying why, instead of signing with an empty key.
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "src"),
+        "LEADPUSH_DATABASE_URL": f"sqlite:///{tmp_path}/nosecret.db",
+        "LEADPUSH_WEBHOOK_URL": "https://hooks.example.com/x",
+        "LEADPUSH_WEBHOOK_SECRET": "",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "leadpush.cli", "serve", "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode != 0
+    assert "LEADPUSH_WEBHOOK_SECRET" in done.stdout + done.stderr
+    assert "签名" in done.stdout + done.stderr
+
+
+def test_a_worker_whose_heartbeat_stops_is_judged_dead_and_its_claims_taken_over(api):
+    """A killed worker leaves its row with a counter that no longer moves; a live one keeps beating.
+    Only the first is judged dead (after DEAD_AFTER_SECONDS of watching), and only its
+    `sending` deliveries may be claimed before their lease runs out."""
+    ctx = api.ctx
+    admin, manager, alice = api.user("管理员", "admin", None), api.user("王经理", "manager", "A"), api.user("李丽")
+    for name in ("甲", "乙"):
+        lead = api.lead(manager, name=name)
+        r = api.client(manager).patch(f"/api/customers/{lead['id']}/assign", json={"assignedTo": alice.id})
+        assert r.status_code == 200
+    with ctx.db.read() as s:
+        ids = sorted(s.scalars(select(Delivery.id)))
+    assert len(ids) == 2
+    wait_for(lambda: [d["status"] for d in deliveries(api, admin)] == ["sent"] * 2)
+
+    now = ctx.clock.now()
+    with ctx.db.write() as s:
+        s.add(Worker(id="killed", host="h", pid=1, beats=41, started_at=now, heartbeat_at=now))
+    live = Heartbeat(ctx.db, ctx.clock, sole_worker=False, interval=0.1, dead_after=0.6)
+    watcher = Heartbeat(ctx.db, ctx.clock, sole_worker=False, interval=0.1, dead_after=0.6)
+    live.start()
+    watcher.start()
+    try:
+        started = time.monotonic()
+        assert watcher.dead_workers() == frozenset()  # nobody is judged before being watched
+        wait_for(lambda: "killed" in watcher.dead_workers(), timeout=10)
+        assert time.monotonic() - started >= 0.6
+        assert live.id not in watcher.dead_workers() and watcher.id not in live.dead_workers()
+
+        # Both deliveries under a long lease: one held by the dead worker, one by the live one.
+        with ctx.db.write() as s:
+            for delivery_id, holder in zip(ids, ("killed", live.id), strict=True):
+                s.execute(
+                    update(Delivery)
+                    .where(Delivery.id == delivery_id)
+                    .values(
+                        status="sending",
+                        attempts=Delivery.attempts + 1,
+                        lease_until=now + timedelta(seconds=600),
+                        lease_holder=holder,
+                    )
+                )
+        assert claim_due_deliveries(ctx.db, now, 60, 10, watcher.id) == []  # by the lease alone: nothing
+        [job] = claim_due_deliveries(ctx.db, now, 60, 10, watcher.id, watcher.dead_workers())
+        assert job.delivery_id == ids[0] and job.lease_holder == watcher.id
+    finally:
+        live.stop()
+        watcher.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 import time
 from collections.abc import Iterator
@@ -619,6 +620,32 @@ def test_fault_slow_does_not_block_others(client: httpx.Client, fake_wechat: Fak
     slow_t, fast_t, code = asyncio.run(scenario())
     assert slow_t >= 0.55 and code == 0  # slow, but answered normally
     assert fast_t < 0.3
+
+
+def test_a_client_that_gives_up_costs_one_log_line_and_no_message(
+    fake_wechat: FakeWeChatServer, client: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sender that times out during a 'slow' fault is gone when the fake reads its request: the fake
+    records nothing and says so in one line, not a traceback (a fault run does this thousands of times)."""
+    caplog.set_level(logging.INFO)
+    uvicorn_error = logging.getLogger("uvicorn.error")  # uvicorn's loggers do not propagate
+    uvicorn_error.addHandler(caplog.handler)
+    try:
+        fake_wechat.state.add_fault(SUBSCRIBE, "slow", delay=0.8, count=1)
+        fake_wechat.state.add_credits(OPENID, TPL, 1)
+        tok = stable_token(client)["access_token"]
+        with pytest.raises(httpx.TimeoutException):
+            client.post(SUBSCRIBE, params={"access_token": tok}, json=sub_body(), timeout=0.2)
+        deadline = time.monotonic() + 30
+        while not any("went away" in r.getMessage() for r in caplog.records) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        uvicorn_error.removeHandler(caplog.handler)
+    gone = [r for r in caplog.records if "went away" in r.getMessage()]
+    assert len(gone) == 1 and SUBSCRIBE in gone[0].getMessage(), [r.getMessage() for r in caplog.records]
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records if r.exc_info]
+    assert fake_wechat.state.get_messages("subscribe") == []
+    assert send_sub(client, tok, sub_body())["errcode"] == 0  # the credit is still there
 
 
 def test_fault_drop_closes_connection(fake_wechat: FakeWeChatServer, client: httpx.Client) -> None:

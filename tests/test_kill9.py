@@ -9,18 +9,23 @@ dispatcher's concurrency). The test measures it and holds it to that bound.
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 import httpx
+from fakewechat_fixture import TEMPLATE, FakeWeChatServer, channel_settings, strict_state
 from procs import LeadpushProcess
 from receiver import WebhookReceiver
 from sqlalchemy import func, select
+from support import postgres_database
 from wsclient import WsClient
 
 from leadpush.config import Settings
 from leadpush.context import AppContext
+from leadpush.fakewechat.server import SUBSCRIBE_PATH
 from leadpush.migrate import upgrade
-from leadpush.notify.models import Delivery
+from leadpush.notify.models import Delivery, Worker
 from leadpush.users.service import create_user
+from leadpush.wechat.service import add_credits
 
 ASSIGNMENTS = 200
 CONCURRENCY = 8
@@ -100,3 +105,145 @@ def test_kill_9_mid_delivery_then_restart_delivers_everything(tmp_path):
     assert statuses == {"sent": 2 * ASSIGNMENTS}, statuses
     ctx.db.dispose()
     print(f"kill -9 after {before} webhooks; {duplicates} re-sent after restart (bound {CONCURRENCY})")
+
+
+# --------------------------------------------------------------------------------------
+# A killed worker's claimed deliveries come back within seconds, not after the lease
+# --------------------------------------------------------------------------------------
+
+HELD = 50  # WeChat messages, sent slowly so the worker to be killed holds many of them
+SLOW_SEND = 3.0  # the fake answers each send this late (well within LEADPUSH_SEND_TIMEOUT's 10 s)
+RECOVERY = 10.0  # seconds; the lease (LEADPUSH_DELIVERY_LEASE_SECONDS) stays at its default 60 s
+
+
+def wechat_env(db_url: str, fake: FakeWeChatServer) -> dict[str, str]:
+    settings = channel_settings(fake.url, wecom_corpid=None)
+    env = {f"LEADPUSH_{k.upper()}": str(v) for k, v in settings.items() if v is not None}
+    env.update(
+        {
+            "LEADPUSH_DATABASE_URL": db_url,
+            "LEADPUSH_DELIVERY_POLL_INTERVAL": "0.5",
+            "LEADPUSH_LOG_LEVEL": "WARNING",
+        }
+    )
+    return env
+
+
+def held_by(ctx: AppContext, pid: int | None) -> int:
+    """WeChat deliveries being sent right now (under a lease), by the worker process `pid` if given."""
+    query = select(func.count()).select_from(Delivery).where(Delivery.channel == "wechat", Delivery.status == "sending")
+    if pid is not None:
+        query = query.join(Worker, Worker.id == Delivery.lease_holder).where(Worker.pid == pid)
+    with ctx.db.read() as s:
+        return s.scalar(query) or 0
+
+
+def wechat_sent(ctx: AppContext) -> int:
+    with ctx.db.read() as s:
+        return (
+            s.scalar(
+                select(func.count())
+                .select_from(Delivery)
+                .where(Delivery.channel == "wechat", Delivery.status == "sent")
+            )
+            or 0
+        )
+
+
+def assign_held_burst(ctx: AppContext, fake: FakeWeChatServer, url: str) -> list[int]:
+    """HELD assignments to three sellers with credits; WeChat answers every send SLOW_SEND late."""
+    with ctx.db.write() as s:
+        _, manager = create_user(s, name="王经理", role="manager", team="A")
+        sellers = [
+            create_user(s, name=f"销售{i}", role="sales", team="A", wechat_openid=f"o-held-{i}")[0] for i in range(3)
+        ]
+        for seller in sellers:
+            add_credits(s, seller.id, [TEMPLATE] * HELD, ctx.clock.now())
+            fake.state.add_credits(seller.wechat_openid or "", TEMPLATE, HELD)
+        seller_ids = [seller.id for seller in sellers]
+    fake.state.add_fault(SUBSCRIBE_PATH, "slow", delay=SLOW_SEND)
+    headers = {"Authorization": f"Bearer {manager}"}
+    with httpx.Client(base_url=url, headers=headers, timeout=30) as http:
+        r = http.post("/api/customers", json=[{"name": f"客户{i}", "phone": f"1370000{i:04d}"} for i in range(HELD)])
+        leads = [c["id"] for c in r.json()["data"]["customers"]]
+        for i, lead in enumerate(leads):
+            r = http.patch(f"/api/customers/{lead}/assign", json={"assignedTo": seller_ids[i % 3]})
+            assert r.status_code == 200, r.text
+    return leads
+
+
+def wait_until_held(ctx: AppContext, fake: FakeWeChatServer, pid: int | None) -> int:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        held = held_by(ctx, pid)
+        if held and fake.state.stats()["faults_fired"].get("slow"):
+            return held
+        time.sleep(0.05)
+    raise AssertionError("the worker never held a delivery")
+
+
+def recovered_within(ctx: AppContext, started: float, timeout: float) -> float:
+    deadline = started + timeout
+    while wechat_sent(ctx) < HELD and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def check_each_once(fake: FakeWeChatServer, leads: list[int], bound: int) -> int:
+    pages = Counter(m["body"]["page"] for m in fake.state.get_messages("subscribe"))
+    assert set(pages) == {f"pages/customer/detail?id={lead}" for lead in leads}
+    resent = sum(n - 1 for n in pages.values())
+    assert resent <= bound, pages.most_common(5)
+    return resent
+
+
+def test_a_restarted_embedded_process_sends_what_its_killed_predecessor_held_at_once(tmp_path):
+    """One `leadpush serve` on SQLite (the embedded default) is killed while WeChat sends are on the
+    wire; restarted, it takes over its predecessor's claims at start instead of waiting out the 60 s
+    lease: every message arrives within seconds, each once (a killed send is the bounded exception)."""
+    db_url = f"sqlite:///{tmp_path}/held.db"
+    upgrade(db_url)
+    ctx = AppContext.from_settings(Settings(database_url=db_url))
+    with FakeWeChatServer(strict_state()) as fake:
+        env = wechat_env(db_url, fake)
+        node = LeadpushProcess(env, (), tmp_path, "held").start()
+        try:
+            leads = assign_held_burst(ctx, fake, node.url)
+            held = wait_until_held(ctx, fake, None)  # the only process there is
+            node.kill9()
+            fake.state.clear_faults()
+            node = LeadpushProcess(env, (), tmp_path, "held-restarted").start()
+            took = recovered_within(ctx, time.monotonic(), RECOVERY * 3)
+            assert wechat_sent(ctx) == HELD, f"{wechat_sent(ctx)} of {HELD} sent {took:.1f}s after the restart"
+            assert took < RECOVERY, took
+            resent = check_each_once(fake, leads, bound=Settings().delivery_concurrency)
+        finally:
+            node.stop()
+            ctx.db.dispose()
+    print(f"killed holding {held}; all {HELD} sent {took:.1f}s after the restart; re-sent {resent}")
+
+
+def test_a_killed_workers_claims_are_taken_over_by_a_live_worker_within_seconds(tmp_path):
+    """Two workers on PostgreSQL; the one holding WeChat sends is killed. The other sees its heartbeat
+    stop and takes its claims within seconds, long before their 60 s lease runs out."""
+    with postgres_database() as db_url, FakeWeChatServer(strict_state()) as fake:
+        upgrade(db_url)
+        ctx = AppContext.from_settings(Settings(database_url=db_url))
+        env = wechat_env(db_url, fake)
+        doomed = LeadpushProcess(env, ("api", "worker"), tmp_path, "doomed").start()
+        survivor = LeadpushProcess(env, ("worker",), tmp_path, "survivor").start()
+        try:
+            leads = assign_held_burst(ctx, fake, doomed.url)
+            held = wait_until_held(ctx, fake, doomed.proc.pid)
+            doomed.kill9()
+            killed = time.monotonic()
+            fake.state.clear_faults()
+            took = recovered_within(ctx, killed, RECOVERY * 3)
+            assert wechat_sent(ctx) == HELD, f"{wechat_sent(ctx)} of {HELD} sent {took:.1f}s after the kill"
+            assert took < RECOVERY + SLOW_SEND, took  # the survivor's own slow sends may still be finishing
+            resent = check_each_once(fake, leads, bound=Settings().delivery_concurrency)
+        finally:
+            doomed.stop()
+            survivor.stop()
+            ctx.db.dispose()
+    print(f"killed holding {held}; all {HELD} sent {took:.1f}s after the kill; re-sent {resent}")

@@ -77,7 +77,7 @@ class Env:
             delivery_id=delivery_id,
             channel="wechat",
             attempts=1,
-            lease_until=datetime.now(UTC) + timedelta(seconds=60),
+            lease_until=self.ctx.clock.now() + timedelta(seconds=60),  # as a claim now would
             notification_id=delivery_id,
             prev_id=None,
             kind=kind,

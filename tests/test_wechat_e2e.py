@@ -6,6 +6,7 @@ A real leadpush (uvicorn, dispatcher, SQLite and PostgreSQL) talks to the fake o
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
@@ -16,15 +17,19 @@ from fakewechat_fixture import (
     PUBLIC_URL,
     TEMPLATE,
     FakeWeChatServer,
+    channel_settings,
     leadpush_against,
     strict_state,
     wait_until,
 )
 from sqlalchemy import select
-from support import Api, Person, wipe
+from support import Api, Person, database_url, start_stack, wipe
 
+from leadpush.clock import SystemClock
 from leadpush.context import AppContext
+from leadpush.fakewechat.server import SUBSCRIBE_PATH
 from leadpush.notify.models import Delivery
+from leadpush.wechat.service import add_credits, credits_of
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -278,3 +283,54 @@ def test_a_users_own_claim_is_not_pushed(world: World) -> None:
         "wecom": ("skipped", "本人操作，不推送"),
     }
     assert w.fake.state.get_messages() == []
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_a_send_accepted_after_a_slow_token_refresh_is_sent_once(kind: str, tmp_path) -> None:
+    """The token dies; the send meets 40001, the token is fetched again and the send repeated, each step
+    slow but within its own timeout. The whole takes longer than any one request may: WeChat accepts the
+    repeated send, and that must be the only message (and the only credit) this delivery costs."""
+    send_timeout = 2.0
+    with FakeWeChatServer(strict_state()) as fake:
+        gen = database_url(kind, str(tmp_path))
+        ctx, server = start_stack(
+            next(gen),
+            clock=SystemClock(),
+            **channel_settings(fake.url, wecom_corpid=None, send_timeout=send_timeout, delivery_poll_interval=0.2),
+        )
+        api = Api(url=server.url, ctx=ctx)
+        try:
+            manager = api.user("王经理", "manager", "A")
+            alice = api.user("李丽", "sales", "A", wechat_openid="o-alice")
+            with ctx.db.write() as session:
+                add_credits(session, alice.id, [TEMPLATE] * 2, ctx.clock.now())
+            fake.state.add_credits("o-alice", TEMPLATE, 3)  # one spare at WeChat: a second send shows
+            first, second = (api.lead(manager)["id"] for _ in range(2))
+            m = api.client(manager)
+            assert m.patch(f"/api/customers/{first}/assign", json={"assignedTo": alice.id}).status_code == 200
+            wait_until(lambda: len(fake.state.get_messages("subscribe")) == 1, timeout=30)  # a token is cached
+
+            fake.state.revoke_tokens()
+            slow = send_timeout * 0.6  # each step well within its own timeout, together past any one's
+            fake.state.add_fault(SUBSCRIBE_PATH, "slow", delay=slow, count=2)
+            fake.state.add_fault("/cgi-bin/stable_token", "slow", delay=slow, count=1)
+            assert m.patch(f"/api/customers/{second}/assign", json={"assignedTo": alice.id}).status_code == 200
+
+            def wechat_rows() -> list[Delivery]:
+                with ctx.db.read() as session:
+                    return list(session.scalars(select(Delivery).where(Delivery.channel == "wechat")))
+
+            rows = wait_until(lambda: (r := wechat_rows()) and all(d.status == "sent" for d in r) and r, timeout=30)
+            time.sleep(1.0)  # a duplicate, had the send been cut, would be on its way now
+            assert [d.attempts for d in rows] == [1, 1], [(d.attempts, d.last_error) for d in wechat_rows()]
+            pages = [msg["body"]["page"] for msg in fake.state.get_messages("subscribe")]
+            assert sorted(pages) == sorted(f"pages/customer/detail?id={lead}" for lead in (first, second))
+            assert fake.state.stats()["rejected_by_kind"]["subscribe"] == {40001: 1}
+            with ctx.db.read() as session:
+                assert credits_of(session, alice.id) == {TEMPLATE: 0}
+            assert fake.state.get_credits("o-alice", TEMPLATE) == 1
+        finally:
+            api.close()
+            server.stop()
+            ctx.db.dispose()
+            gen.close()

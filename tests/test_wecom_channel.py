@@ -65,7 +65,7 @@ class Env:
             delivery_id=i,
             channel="wecom",
             attempts=1,
-            lease_until=datetime.now(UTC) + timedelta(seconds=60),
+            lease_until=self.ctx.clock.now() + timedelta(seconds=60),  # as a claim now would
             notification_id=i,
             prev_id=None,
             kind=changes.pop("kind", "customer_assigned"),

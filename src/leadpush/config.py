@@ -106,8 +106,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _lease_outlives_a_send(self) -> Settings:
-        # The dispatcher waits at most send_timeout + 1 s for a channel; a lease shorter than that would let
-        # a second worker send the same delivery while the first is still waiting for its answer.
+        # A channel starts a send only while send_timeout + 1 s of the delivery's lease is left (so its answer
+        # is back before another worker may take the delivery); a lease shorter than that could never send.
         if self.delivery_lease_seconds <= self.send_timeout + 1:
             raise ValueError("LEADPUSH_DELIVERY_LEASE_SECONDS 必须大于 LEADPUSH_SEND_TIMEOUT + 1 秒")
         return self
@@ -136,6 +136,16 @@ class Settings(BaseSettings):
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ValueError("必须是 DEBUG / INFO / WARNING / ERROR / CRITICAL 之一")
         return level
+
+    @model_validator(mode="after")
+    def _webhooks_are_signed(self) -> Settings:
+        # A receiver checks the signature to know the call is ours; an empty key would let anyone forge it.
+        if self.webhook_url and not (self.webhook_secret or "").strip():
+            raise ValueError(
+                "已设置 LEADPUSH_WEBHOOK_URL 但未设置 LEADPUSH_WEBHOOK_SECRET：webhook 必须签名，"
+                "请设置一个足够长的随机密钥（或去掉 LEADPUSH_WEBHOOK_URL 关闭 webhook）"
+            )
+        return self
 
     @field_validator("channel_policy")
     @classmethod

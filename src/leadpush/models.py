@@ -3,7 +3,7 @@
 from leadpush.assignment.models import Assignment
 from leadpush.db import Base
 from leadpush.leads.models import Customer, FollowUp
-from leadpush.notify.models import Delivery, KeyValue, Notification, WechatSubscription
+from leadpush.notify.models import Delivery, KeyValue, Notification, WechatSubscription, Worker
 from leadpush.transfer.models import Lease, TransferRule, TransferRun
 from leadpush.users.models import ApiToken, User
 
@@ -21,4 +21,5 @@ __all__ = [
     "TransferRun",
     "User",
     "WechatSubscription",
+    "Worker",
 ]

@@ -12,6 +12,8 @@ import logging
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from anyio import to_thread
+
 from leadpush.context import AppContext
 from leadpush.notify.bus import Bus, make_bus
 from leadpush.notify.channels.base import Channel
@@ -20,6 +22,7 @@ from leadpush.notify.channels.webhook import WebhookChannel
 from leadpush.notify.dispatcher import Dispatcher
 from leadpush.notify.hub import Hub
 from leadpush.notify.metrics import LedgerCollector, Metrics
+from leadpush.notify.workers import Heartbeat
 from leadpush.users.service import valid_token_hashes
 
 if TYPE_CHECKING:
@@ -38,8 +41,10 @@ def build_channels(ctx: AppContext, bus: Bus) -> dict[str, Channel]:
 
     s = ctx.settings
     channels: dict[str, Channel] = {"inapp": InAppChannel(bus)}
-    if s.webhook_enabled and s.webhook_url:
-        channels["webhook"] = WebhookChannel(s.webhook_url, s.webhook_secret, s.send_timeout)
+    if s.webhook_enabled and s.webhook_url and s.webhook_secret:
+        channels["webhook"] = WebhookChannel(
+            s.webhook_url, s.webhook_secret, s.send_timeout, s.delivery_backoff_max, now=ctx.clock.now
+        )
 
     if s.wechat_enabled and s.wechat_appid and s.wechat_secret:
         client = httpx.AsyncClient(timeout=s.send_timeout)
@@ -77,6 +82,7 @@ class Runtime:
         self.metrics = Metrics()
         self.bus: Bus = make_bus(ctx.settings.redis_url, ctx.settings.redis_prefix)
         self.dispatcher: Dispatcher | None = None
+        self.heartbeat: Heartbeat | None = None
         self.scheduler: TransferScheduler | None = None
         self.channels: dict[str, Channel] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -93,8 +99,12 @@ class Runtime:
             self.bus.on_resync(lambda: self._recheck(None))
             self._spawn(self._recheck_periodically())
         if "worker" in self.roles:
+            # SQLite without Redis is one process by contract: whoever held a lease before us is dead.
+            sole = self.ctx.db.is_sqlite and not self.ctx.settings.redis_url
+            self.heartbeat = Heartbeat(self.ctx.db, self.ctx.clock, sole_worker=sole)
+            await to_thread.run_sync(self.heartbeat.start)
             self.channels = build_channels(self.ctx, self.bus)
-            self.dispatcher = Dispatcher(self.ctx, self.channels, self.metrics)
+            self.dispatcher = Dispatcher(self.ctx, self.channels, self.metrics, self.heartbeat)
             self.bus.on_wake(self.dispatcher.wake)
             self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="leadpush-dispatcher"))
         if "scheduler" in self.roles:
@@ -172,6 +182,8 @@ class Runtime:
         self.ctx.signals.unsubscribe_auth(self._on_auth_changed)
         if self.dispatcher is not None:
             await self.dispatcher.stop()
+        if self.heartbeat is not None:
+            await to_thread.run_sync(self.heartbeat.stop)
         if self.scheduler is not None:
             await self.scheduler.stop()
         for task in list(self._tasks):

@@ -2,18 +2,21 @@
 
 Claims are short write transactions (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so several workers
 never take the same row; SQLite has a single writer). Each claim bumps `attempts`, which doubles as a
-fencing token: an outcome is recorded only if nobody re-claimed the row meanwhile. A worker that dies
-mid-send leaves its rows `sending`; when the lease runs out another worker takes them again. That
-re-send is the one case where a channel can see a delivery twice (see docs/reliability.md).
+fencing token: an outcome is recorded only if nobody re-claimed the row meanwhile, and names the
+claiming worker (`lease_holder`). A worker that dies mid-send leaves its rows `sending`; another worker
+takes them again as soon as the holder's heartbeat has stopped (notify/workers.py), or at the latest
+when the lease runs out. That re-send is the one case where a channel can see a delivery twice (see
+docs/reliability.md), and it is bounded by what the dead worker had in flight (its concurrency).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 
 from anyio import to_thread
@@ -26,32 +29,55 @@ from leadpush.notify.channels.base import Channel, DeliveryJob, Recipient, SendR
 from leadpush.notify.ledger import INACTIVE
 from leadpush.notify.metrics import Metrics
 from leadpush.notify.models import Delivery, Notification
+from leadpush.notify.workers import Heartbeat
 from leadpush.users.models import User
 
 log = logging.getLogger(__name__)
+
+
+# The longest a channel may ask to wait (WeChat's daily quota waits for midnight); anything longer, or not
+# a finite positive number, is a bug and must not overflow a datetime or park a delivery for years.
+MAX_RETRY_AFTER = 86400.0
 
 
 def backoff_seconds(
     attempts: int, base: float, cap: float, retry_after: float | None = None, rng: random.Random | None = None
 ) -> float:
     """Exponential backoff with "equal jitter": half fixed, half random, never below retry_after."""
-    raw = min(cap, base * (2 ** max(0, attempts - 1)))
+    raw = min(cap, base * (2 ** max(0, min(attempts, 60) - 1)))
     jittered = raw / 2 + (rng or random).uniform(0, raw / 2)
-    return max(jittered, retry_after or 0.0)
+    if retry_after is None or not math.isfinite(retry_after) or retry_after <= 0:
+        return jittered
+    return max(jittered, min(retry_after, MAX_RETRY_AFTER))
 
 
-def due_condition(now: datetime):  # noqa: ANN201 - SQL expression
+def due_condition(now: datetime, dead_workers: Collection[str] = ()):  # noqa: ANN201 - SQL expression
+    """Due: pending or failed and its time has come; or `sending` by a worker that is gone (lease ran out,
+    or the holder's heartbeat stopped)."""
+    abandoned = Delivery.lease_until < now
+    if dead_workers:
+        abandoned = or_(abandoned, Delivery.lease_holder.in_(sorted(dead_workers)))
     return or_(
         and_(Delivery.status.in_(("pending", "failed")), Delivery.next_attempt_at <= now),
-        and_(Delivery.status == "sending", Delivery.lease_until < now),
+        and_(Delivery.status == "sending", abandoned),
     )
 
 
-def claim_due_deliveries(db: Database, now: datetime, lease_seconds: float, limit: int) -> list[DeliveryJob]:
-    """Take up to `limit` due deliveries for this worker, under a lease."""
+def claim_due_deliveries(
+    db: Database,
+    now: datetime,
+    lease_seconds: float,
+    limit: int,
+    holder: str | None = None,
+    dead_workers: Collection[str] = (),
+) -> list[DeliveryJob]:
+    """Take up to `limit` due deliveries for this worker (`holder`), under a lease."""
     with db.write() as session:
         query = (
-            select(Delivery.id).where(due_condition(now)).order_by(Delivery.next_attempt_at, Delivery.id).limit(limit)
+            select(Delivery.id)
+            .where(due_condition(now, dead_workers))
+            .order_by(Delivery.next_attempt_at, Delivery.id)
+            .limit(limit)
         )
         if db.is_postgres:
             query = query.with_for_update(skip_locked=True)
@@ -62,7 +88,13 @@ def claim_due_deliveries(db: Database, now: datetime, lease_seconds: float, limi
         session.execute(
             update(Delivery)
             .where(Delivery.id.in_(ids))
-            .values(status="sending", lease_until=lease_until, attempts=Delivery.attempts + 1, updated_at=now)
+            .values(
+                status="sending",
+                lease_until=lease_until,
+                lease_holder=holder,
+                attempts=Delivery.attempts + 1,
+                updated_at=now,
+            )
             .execution_options(synchronize_session=False)
         )
         rows = session.execute(
@@ -86,6 +118,7 @@ def claim_due_deliveries(db: Database, now: datetime, lease_seconds: float, limi
                 payload=n.payload,
                 created_at=n.created_at,
                 recipient=Recipient(u.id, u.name, u.wechat_openid, u.wecom_userid),
+                lease_holder=holder,
             )
             for d, n, u in rows
         ]
@@ -141,8 +174,11 @@ def record_outcome(ctx: AppContext, job: DeliveryJob, result: SendResult, now: d
 class Dispatcher:
     """Runs on the event loop: claims, sends with bounded concurrency, records, sleeps until woken."""
 
-    def __init__(self, ctx: AppContext, channels: Mapping[str, Channel], metrics: Metrics) -> None:
+    def __init__(
+        self, ctx: AppContext, channels: Mapping[str, Channel], metrics: Metrics, heartbeat: Heartbeat | None = None
+    ) -> None:
         self.ctx = ctx
+        self.heartbeat = heartbeat
         self.channels = channels
         self.metrics = metrics
         self._event = asyncio.Event()
@@ -173,6 +209,8 @@ class Dispatcher:
                         self.ctx.clock.now(),
                         s.delivery_lease_seconds,
                         min(free, s.delivery_batch_size),
+                        self.heartbeat.id if self.heartbeat else None,
+                        self.heartbeat.dead_workers() if self.heartbeat else (),
                     )
                 except Exception:
                     log.exception("领取待发送投递失败，稍后重试")
@@ -199,10 +237,11 @@ class Dispatcher:
         if channel is None:
             result = SendResult.skipped("该渠道未启用")
         else:
+            # No timeout around the whole send: cut after the platform accepted a message (a slow token
+            # refresh, a slow credit settlement), it would be retried and arrive twice. Each step bounds
+            # itself instead (HTTP timeouts; no send is started that could not finish within the lease).
             try:
-                result = await asyncio.wait_for(channel.send(job), timeout=self.ctx.settings.send_timeout + 1)
-            except TimeoutError:
-                result = SendResult.retry("发送超时")
+                result = await channel.send(job)
             except Exception as exc:  # noqa: BLE001 - a channel bug must not kill the worker
                 log.exception("渠道 %s 发送异常", job.channel)
                 result = SendResult.retry(f"发送异常：{type(exc).__name__}")

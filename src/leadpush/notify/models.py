@@ -49,6 +49,9 @@ class Delivery(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The worker (workers.id) that claimed it: while `sending`, another worker may take it over as soon
+    # as that worker's heartbeat stops, without waiting for lease_until.
+    lease_holder: Mapped[str | None] = mapped_column(String(32))
     last_error: Mapped[str | None] = mapped_column(Text)
     # Why this channel was chosen (or skipped), for the operator.
     policy: Mapped[str | None] = mapped_column(String(200))
@@ -56,6 +59,20 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Worker(Base):
+    """A process running the dispatcher, with a heartbeat (see notify/workers.py)."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    host: Mapped[str] = mapped_column(String(100))
+    pid: Mapped[int] = mapped_column(Integer)
+    # Bumped every heartbeat; others judge liveness by whether it moves, on their own clock.
+    beats: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class WechatSubscription(Base):

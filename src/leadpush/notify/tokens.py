@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 import time
 import uuid
@@ -220,7 +221,8 @@ class RedisStore:
     def __init__(self, url: str, clock: Clock, prefix: str = "leadpush:") -> None:
         import redis.asyncio as redis
 
-        self.redis = redis.from_url(url)
+        # Bounded, so a hung Redis fails a token read instead of holding a send forever.
+        self.redis = redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
         self.clock = clock
         self.prefix = prefix
 
@@ -391,14 +393,48 @@ def make_store(redis_url: str | None, db: Database, clock: Clock, redis_prefix: 
     return RedisStore(redis_url, clock, f"{redis_prefix}:") if redis_url else DbStore(db, clock)
 
 
-async def call_with_token(cache: TokenCache, do: Callable[[str], Awaitable[ApiReply]]) -> ApiReply:
-    """Call with the cached token; on a token error fetch a fresh one and call once more."""
-    token = await cache.get()
+NO_TIME_LEFT = "未发送：本次投递的租约所剩时间不足，稍后重试"
+
+
+def unlimited() -> float:
+    return math.inf
+
+
+async def call_with_token(
+    cache: TokenCache,
+    do: Callable[[str], Awaitable[ApiReply]],
+    time_left: Callable[[], float] = unlimited,
+    step: float = 0.0,
+) -> ApiReply:
+    """Call with the cached token; on a token error fetch a fresh one and call once more.
+
+    Nothing outside may cut this short: once a call is on the wire only its answer says whether the
+    platform took the message. So the steps bound themselves instead. `time_left()` is how long this
+    delivery's lease still runs and `step` how long one call may take (its HTTP timeout and a margin):
+    a call is only started while it can be answered within the lease, and waiting for a token (which
+    sends nothing) is cut where the call after it would no longer fit.
+    """
+    token = await _token_within(cache, None, time_left, step)
+    if time_left() < step:
+        return ApiReply(failure=NO_TIME_LEFT)
     reply = await do(token)
     if reply.errcode in TOKEN_ERRORS:
-        token = await cache.get(stale=token)
+        token = await _token_within(cache, token, time_left, step)
+        if time_left() < step:
+            return ApiReply(failure=NO_TIME_LEFT)
         reply = await do(token)
     return reply
+
+
+async def _token_within(cache: TokenCache, stale: str | None, time_left: Callable[[], float], step: float) -> str:
+    budget = time_left() - step
+    if budget <= 0:
+        raise TokenUnavailable(NO_TIME_LEFT, permanent=False)
+    try:
+        async with asyncio.timeout(None if math.isinf(budget) else budget):
+            return await cache.get(stale=stale)
+    except TimeoutError:
+        raise TokenUnavailable("获取 access_token 超时，稍后重试", permanent=False) from None
 
 
 def retry_for(platform: str, code: int | None, errmsg: str) -> SendResult:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Literal, Protocol
 
 Outcome = Literal["sent", "retry", "permanent", "skipped"]
@@ -33,6 +35,12 @@ class DeliveryJob:
     payload: dict[str, Any]
     created_at: datetime
     recipient: Recipient
+    lease_holder: str | None = None  # the worker that claimed it (workers.id)
+
+
+def lease_left(job: DeliveryJob, now: datetime) -> float:
+    """Seconds until the job's lease runs out: a channel starts no send it could not finish by then."""
+    return (job.lease_until - now).total_seconds()
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,31 @@ class Channel(Protocol):
     async def send(self, job: DeliveryJob) -> SendResult: ...
 
     async def aclose(self) -> None: ...
+
+
+def retry_after_seconds(header: str | None, now: datetime, cap: float) -> float | None:
+    """An HTTP Retry-After header as seconds to wait, at most `cap`; None = use the normal backoff.
+
+    The header comes from someone else's server: delay-seconds (plain digits) or an HTTP-date. Anything
+    else (negative, fractional, NaN, inf, garbage, a date in the past) is ignored rather than trusted,
+    and a huge value is capped so one answer cannot park a delivery for years.
+    """
+    if header is None:
+        return None
+    value = header.strip()
+    if value.isascii() and value.isdigit():
+        seconds = float(min(int(value[:20]), 10**15))
+    else:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = (when - now).total_seconds()
+    if not math.isfinite(seconds) or seconds <= 0:
+        return None
+    return min(seconds, cap)
 
 
 def ws_message(job: DeliveryJob) -> dict[str, Any]:

@@ -6,10 +6,13 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Callable
+from datetime import datetime
 
 import httpx
 
-from leadpush.notify.channels.base import DeliveryJob, SendResult, ws_message
+from leadpush.clock import utcnow
+from leadpush.notify.channels.base import DeliveryJob, SendResult, retry_after_seconds, ws_message
 
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
@@ -23,9 +26,21 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 class WebhookChannel:
     name = "webhook"
 
-    def __init__(self, url: str, secret: str | None, timeout: float, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        secret: str,
+        timeout: float,
+        retry_after_cap: float,
+        client: httpx.AsyncClient | None = None,
+        now: Callable[[], datetime] = utcnow,
+    ) -> None:
+        if not secret:
+            raise ValueError("a webhook must be signed: no secret given")  # Settings refuses this first
         self.url = url
-        self.secret = secret or ""
+        self.secret = secret
+        self.retry_after_cap = retry_after_cap
+        self.now = now
         self.client = client or httpx.AsyncClient(timeout=timeout)
 
     async def send(self, job: DeliveryJob) -> SendResult:
@@ -54,11 +69,8 @@ class WebhookChannel:
         if 200 <= response.status_code < 300:
             return SendResult.sent(detail=f"HTTP {response.status_code}")
         if response.status_code in RETRYABLE_STATUS:
-            retry_after = response.headers.get("retry-after")
-            return SendResult.retry(
-                f"webhook 返回 HTTP {response.status_code}",
-                float(retry_after) if retry_after and retry_after.isdigit() else None,
-            )
+            retry_after = retry_after_seconds(response.headers.get("retry-after"), self.now(), self.retry_after_cap)
+            return SendResult.retry(f"webhook 返回 HTTP {response.status_code}", retry_after)
         return SendResult.permanent(f"webhook 拒绝：HTTP {response.status_code}")
 
     async def aclose(self) -> None:

@@ -9,6 +9,7 @@ failure gives it back. A delivery with no credit is skipped without calling WeCh
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from datetime import datetime, timedelta
@@ -20,7 +21,7 @@ from sqlalchemy import delete, update
 
 from leadpush.context import AppContext
 from leadpush.db import Database
-from leadpush.notify.channels.base import DeliveryJob, SendResult
+from leadpush.notify.channels.base import DeliveryJob, SendResult, lease_left
 from leadpush.notify.models import KeyValue, WechatSubscription
 from leadpush.notify.tokens import (
     ApiReply,
@@ -123,6 +124,7 @@ class WechatChannel:
         self.template_id = s.wechat_template_id
         self.field_map = parse_field_map(s.wechat_field_map)
         self.url = s.wechat_api_base.rstrip("/") + SEND_PATH
+        self._settling: set[asyncio.Future[None]] = set()
 
     def message_body(self, job: DeliveryJob) -> dict[str, Any]:
         """The subscribe/send body for this delivery (exactly what WeChat receives)."""
@@ -149,22 +151,43 @@ class WechatChannel:
             return await call_platform(self.client, "POST", self.url, params={"access_token": token}, body=body)
 
         none_left = False
+        s = self.ctx.settings
         try:
-            reply = await call_with_token(self.tokens, post)
+            reply = await call_with_token(
+                self.tokens, post, lambda: lease_left(job, self.ctx.clock.now()), s.send_timeout + 1
+            )
         except TokenUnavailable as exc:
             result = SendResult.permanent(exc.detail) if exc.permanent else SendResult.retry(exc.detail)
         else:
             result = self.classify(reply)
             none_left = reply.errcode == 43101
         outcome = "spent" if result.outcome == "sent" else "none_left" if none_left else "refund"
-        later = self.ctx.clock.now()
-        try:
-            await to_thread.run_sync(settle_credit, db, user_id, self.template_id, job.delivery_id, outcome, later)
-        except Exception as exc:  # noqa: BLE001
-            # WeChat has answered; that answer must not be lost to a database blip. A credit left
-            # reserved is reused by this delivery's retry (if any), so nothing is spent twice.
-            log.warning("结算订阅次数失败（投递 %s）：%s", job.delivery_id, type(exc).__name__)
+        await self._settle(job, outcome)
         return result
+
+    async def _settle(self, job: DeliveryJob, outcome: str) -> None:
+        """Settle the credit without letting a slow or failing database hold back WeChat's answer.
+
+        The answer must reach the ledger while this worker still holds the lease, or the delivery would
+        be sent again. A settlement still running after the wait finishes on its own; one that failed
+        leaves the credit reserved for this delivery, which its retry (if any) reuses: never spent twice.
+        """
+        s, now = self.ctx.settings, self.ctx.clock.now()
+        settle = asyncio.ensure_future(
+            to_thread.run_sync(
+                settle_credit, self.ctx.db, job.recipient.id, self.template_id, job.delivery_id, outcome, now
+            )
+        )
+        self._settling.add(settle)
+        settle.add_done_callback(self._settled)
+        await asyncio.wait({settle}, timeout=max(0.5, min(s.send_timeout, lease_left(job, now) - 2.0)))
+        if not settle.done():
+            log.warning("结算订阅次数较慢，先记录发送结果（投递 %s）", job.delivery_id)
+
+    def _settled(self, task: asyncio.Future[None]) -> None:
+        self._settling.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("结算订阅次数失败：%s", type(task.exception()).__name__)
 
     def classify(self, reply: ApiReply) -> SendResult:
         if reply.data is None:
@@ -194,5 +217,7 @@ class WechatChannel:
         return retry_for("微信", code, msg)
 
     async def aclose(self) -> None:
+        if self._settling:
+            await asyncio.wait(self._settling, timeout=10)
         await self.client.aclose()
         await self.tokens.store.aclose()

@@ -11,6 +11,7 @@ textcard, marking each folded delivery sent with the digest's msgid.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from leadpush.context import AppContext
 from leadpush.db import Database
-from leadpush.notify.channels.base import DeliveryJob, SendResult
+from leadpush.notify.channels.base import DeliveryJob, SendResult, lease_left
 from leadpush.notify.models import Delivery, KeyValue, Notification
 from leadpush.notify.tokens import (
     ApiReply,
@@ -34,6 +35,8 @@ from leadpush.notify.tokens import (
     short_errmsg,
 )
 from leadpush.notify.wechat_format import clean_text, format_time, mask_phone
+
+log = logging.getLogger(__name__)
 
 SEND_PATH = "/cgi-bin/message/send"
 PACE_DEFERRED = "企业微信限速延后"
@@ -147,6 +150,7 @@ def claim_deferred(db: Database, job: DeliveryJob, now: datetime, lease_seconds:
                 status="sending",
                 attempts=Delivery.attempts + 1,
                 lease_until=now + timedelta(seconds=lease_seconds),
+                lease_holder=job.lease_holder,
                 last_error=marker,
                 updated_at=now,
             )
@@ -288,13 +292,20 @@ class WecomChannel:
             return await call_platform(self.client, "POST", self.url, params={"access_token": token}, body=body)
 
         try:
-            reply = await call_with_token(self.tokens, post)
+            reply = await call_with_token(
+                self.tokens, post, lambda: lease_left(job, self.ctx.clock.now()), s.send_timeout + 1
+            )
         except TokenUnavailable as exc:
             result = SendResult.permanent(exc.detail) if exc.permanent else SendResult.retry(exc.detail)
         else:
             result = self.classify(reply, member)
         if folded:
-            await to_thread.run_sync(settle_folded, db, folded, result, self.ctx.clock.now())
+            try:
+                await to_thread.run_sync(settle_folded, db, folded, result, self.ctx.clock.now())
+            except Exception as exc:  # noqa: BLE001
+                # WeCom has answered for this delivery; a database blip must not turn that into a re-send
+                # of it. The folded ones stay claimed and come back when their lease runs out.
+                log.warning("记录合并发送结果失败（投递 %s）：%s", job.delivery_id, type(exc).__name__)
             if result.outcome == "sent":
                 result = SendResult.sent(result.provider_id, f"与其他 {len(folded)} 条合并为一条摘要发送")
         return result
