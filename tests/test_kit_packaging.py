@@ -4,6 +4,7 @@ serves the same kit as the repository's clients/js/src, with no checkout next to
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -22,9 +23,16 @@ def test_the_packaged_kit_is_the_kit_source():
     assert PACKAGED_KIT.read_bytes() == KIT_SOURCE.read_bytes(), "stale copy: run `cd clients/js && node build.mjs`"
 
 
-def build_wheel(out: Path) -> Path:
+def build_wheel(tmp_path: Path) -> Path:
+    """Build from what the image's Dockerfile copies (pyproject.toml, README.md, src/), in a clean tree."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, tree / name)
+    shutil.copytree(ROOT / "src", tree / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    out = tmp_path / "wheel"
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(tree)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -35,7 +43,7 @@ def build_wheel(out: Path) -> Path:
 
 
 def test_a_normal_install_from_the_wheel_serves_the_kit(tmp_path):
-    wheel = build_wheel(tmp_path / "wheel")
+    wheel = build_wheel(tmp_path)
     with zipfile.ZipFile(wheel) as archive:
         assert KIT_IN_WHEEL in archive.namelist()
         assert archive.read(KIT_IN_WHEEL) == KIT_SOURCE.read_bytes()
