@@ -444,3 +444,30 @@ def test_the_console_serves_the_shared_client_and_says_clearly_when_it_is_missin
     page = http.get("/console/customers")
     assert "script-src 'self'" in page.headers["content-security-policy"]
     assert '<html lang="zh-CN">' in page.text
+
+
+# In the page: one refused request (1001 ids; the server takes 1000) through the console's own API wrapper
+# and through the client kit the live inbox runs, each error as {status, code, message, data}.
+BOTH_WRAPPERS = """async () => {
+  const { api } = await import('/console/static/common.js');
+  const kit = await import('/console/static/leadpush-client.mjs');
+  const client = kit.createClient({ token: localStorage.getItem('leadpush.console.token'),
+    transport: kit.browserTransport({ WebSocket: null }) });
+  const ids = Array.from({ length: 1001 }, (_, i) => i + 1);
+  const seen = (e) => ({ status: e.status, code: e.code, message: e.message, data: e.data });
+  return {
+    console: await api('/api/notifications/read', { method: 'POST', body: { ids } }).then(() => null, seen),
+    kit: await client.markRead(ids).then(() => null, seen),
+  };
+}"""
+
+
+@SQLITE_ONLY
+def test_the_console_and_the_client_kit_report_a_refused_request_the_same_way(crm, team, consoles: Consoles):
+    alice = consoles.new(crm.url)
+    alice.sign_in(team.alice.token, "/console/inbox")
+    page = alice.ready()
+    errors = page.evaluate(BOTH_WRAPPERS)
+    assert errors["console"] is not None and errors["kit"] == errors["console"]
+    assert errors["kit"]["status"] == 422 and errors["kit"]["code"] == "validation_error"
+    assert errors["kit"]["message"].startswith("参数错误：ids")

@@ -18,7 +18,6 @@ from fastapi.templating import Jinja2Templates
 from pydantic import Field
 from sqlalchemy import func, select
 
-import leadpush
 from leadpush.context import AppContext
 from leadpush.deps import Ctx, CurrentUser, StaffUser, authenticate_or_refuse, client_address
 from leadpush.errors import ApiError
@@ -38,8 +37,9 @@ HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 
-# The shared JS client (issue 9) lives outside the package, in the repository's clients/ folder.
-CLIENT_MODULE = Path(leadpush.__file__).resolve().parents[2] / "clients" / "js" / "src" / "leadpush-client.mjs"
+# The shared JS client kit: an exact copy of clients/js/src/leadpush-client.mjs that clients/js/build.mjs
+# writes into the package (a test checks it is current), so an installed leadpush serves it too.
+CLIENT_MODULE = STATIC_DIR / "leadpush-client.mjs"
 STATIC_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]*\.(js|mjs|css|svg|png)$")
 MEDIA_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 
@@ -133,7 +133,7 @@ def _static(path: Path) -> FileResponse:
 
 @router.get("/console/static/leadpush-client.mjs")
 def client_module() -> Response:
-    """The shared browser / mini-program client (clients/js), served as-is so the console uses the same code."""
+    """The shared browser / mini-program client (clients/js, packaged), served as-is so the console uses the same code."""
     if not CLIENT_MODULE.is_file():
         log.error("console: the shared JS client is missing at %s; the live inbox cannot start", CLIENT_MODULE)
         return Response(
