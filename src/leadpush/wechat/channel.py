@@ -97,7 +97,7 @@ class WechatChannel:
         await self._settle(job, outcome)
         return result
 
-    async def _settle(self, job: DeliveryJob, outcome: str) -> None:
+    async def _settle(self, job: DeliveryJob, outcome: Settlement) -> None:
         """Settle the credit without letting a slow or failing database hold back WeChat's answer.
 
         The answer must reach the ledger while this worker still holds the lease, or the delivery would
