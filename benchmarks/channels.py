@@ -74,7 +74,7 @@ def prepare_fake(fake_url: str) -> None:
 def grant_credits(db_url: str, user_ids: list[int], credits: int) -> None:
     """What POST /api/wechat/subscriptions records for `credits` accepted subscriptions, in bulk."""
     from leadpush.db import Database
-    from leadpush.notify.models import WechatSubscription
+    from leadpush.wechat.models import WechatSubscription
 
     db = Database(db_url)
     now = datetime.now(UTC)

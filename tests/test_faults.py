@@ -48,9 +48,10 @@ from leadpush.config import Settings
 from leadpush.context import AppContext
 from leadpush.fakewechat.server import SUBSCRIBE_PATH
 from leadpush.migrate import upgrade
-from leadpush.notify.models import Delivery, WechatSubscription
+from leadpush.notify.models import Delivery
 from leadpush.users.service import create_user
-from leadpush.wechat.service import add_credits
+from leadpush.wechat.credits import add_credits
+from leadpush.wechat.models import WechatSubscription
 
 PAGE = "pages/customer/detail?id={}"
 

@@ -25,7 +25,7 @@ from leadpush.fakewechat.server import SUBSCRIBE_PATH
 from leadpush.migrate import upgrade
 from leadpush.notify.models import Delivery, Worker
 from leadpush.users.service import create_user
-from leadpush.wechat.service import add_credits
+from leadpush.wechat.credits import add_credits
 
 ASSIGNMENTS = 200
 CONCURRENCY = 8

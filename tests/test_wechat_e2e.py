@@ -29,7 +29,7 @@ from leadpush.clock import SystemClock
 from leadpush.context import AppContext
 from leadpush.fakewechat.server import SUBSCRIBE_PATH
 from leadpush.notify.models import Delivery
-from leadpush.wechat.service import add_credits, credits_of
+from leadpush.wechat.credits import add_credits, credits_of
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 

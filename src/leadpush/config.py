@@ -158,7 +158,7 @@ class Settings(BaseSettings):
     @field_validator("wechat_field_map")
     @classmethod
     def _check_field_map(cls, value: str) -> str:
-        from leadpush.notify.wechat_format import parse_field_map
+        from leadpush.wechat.format import parse_field_map
 
         parse_field_map(value)
         return value

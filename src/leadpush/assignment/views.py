@@ -22,8 +22,8 @@ from leadpush.context import AppContext
 from leadpush.deps import Ctx, CurrentUser
 from leadpush.leads.schemas import CustomerOut
 from leadpush.leads.service import customers_out, get_visible, users_by_id
-from leadpush.notify.legacy import notification_data
 from leadpush.schemas import Envelope
+from leadpush.wechat.legacy import notification_data
 
 router = APIRouter(prefix="/api/customers", tags=["assignment"])
 

@@ -35,7 +35,7 @@ from leadpush.users.models import User
 log = logging.getLogger(__name__)
 
 
-# The longest a channel may ask to wait (WeChat's daily quota waits for midnight); anything longer, or not
+# The longest a channel may ask to wait (a daily quota waits for midnight); anything longer, or not
 # a finite positive number, is a bug and must not overflow a datetime or park a delivery for years.
 MAX_RETRY_AFTER = 86400.0
 

@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 
 from leadpush.context import AppContext
 from leadpush.notify.models import Delivery, Notification
-from leadpush.notify.wechat_format import parse_field_map, subscribe_page, template_data, template_fields
 from leadpush.users.models import User
+from leadpush.wechat.format import parse_field_map, subscribe_page, template_data, template_fields
 
 # Channels that reach a phone from the server, as the old page's own WeChat send did.
 PUSH_CHANNELS = ("wechat", "wecom")
