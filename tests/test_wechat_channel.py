@@ -18,11 +18,11 @@ from typing import Any
 import httpx
 import pytest
 from fakewechat_fixture import APPID, SECRET, TEMPLATE, FakeWeChatServer, channel_settings, send, strict_state
+from leadpush_fakes.wechat import SUBSCRIBE_PATH, check_data_value, data_type_of
 from support import REDIS_URL, FakeClock, wipe
 
 from leadpush.config import Settings
 from leadpush.context import AppContext
-from leadpush.fakewechat.server import SUBSCRIBE_PATH, check_data_value, data_type_of
 from leadpush.migrate import upgrade
 from leadpush.notify.channels.base import DeliveryJob, Recipient, SendResult
 from leadpush.notify.channels.wechat import WechatChannel
