@@ -161,7 +161,7 @@ def test_a_digest_is_one_message_counting_the_leads(env: Env) -> None:
 def test_field_map_page_and_masking_are_configurable(env: Env) -> None:
     env.give(1)
     channel = env.channel(
-        wechat_field_map='{"thing7": "customerName", "phone_number9": "customerPhone", "thing2": "actorName"}',
+        wechat_field_map={"thing7": "customerName", "phone_number9": "customerPhone", "thing2": "actorName"},
         wechat_page="pages/lead/view?cid={customerId}&from=push",
         wechat_mask_phone=True,
         wechat_miniprogram_state="trial",

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from anyio import to_thread
 
@@ -20,13 +20,12 @@ from leadpush.notify.channels.base import Channel
 from leadpush.notify.channels.inapp import InAppChannel
 from leadpush.notify.channels.webhook import WebhookChannel
 from leadpush.notify.dispatcher import Dispatcher
+from leadpush.notify.fallback import FallbackChannel
 from leadpush.notify.hub import Hub
 from leadpush.notify.metrics import LedgerCollector, Metrics
 from leadpush.notify.workers import Heartbeat
+from leadpush.transfer.scheduler import TransferScheduler
 from leadpush.users.service import valid_token_hashes
-
-if TYPE_CHECKING:
-    from leadpush.transfer.scheduler import TransferScheduler
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +35,6 @@ def build_channels(ctx: AppContext, bus: Bus) -> dict[str, Channel]:
 
     from leadpush.notify.channels.wechat import WechatChannel
     from leadpush.notify.channels.wecom import WecomChannel
-    from leadpush.notify.policy import FallbackChannel
     from leadpush.notify.tokens import TokenCache, make_store, wechat_fetcher, wecom_fetcher
 
     s = ctx.settings
@@ -108,8 +106,6 @@ class Runtime:
             self.bus.on_wake(self.dispatcher.wake)
             self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="leadpush-dispatcher"))
         if "scheduler" in self.roles:
-            from leadpush.transfer.scheduler import TransferScheduler
-
             self.scheduler = TransferScheduler(self.ctx)
             self.bus.on_wake(self.scheduler.wake)
             self._tasks.append(asyncio.create_task(self.scheduler.run(), name="leadpush-scheduler"))
