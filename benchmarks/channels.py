@@ -1,6 +1,6 @@
 """Assign → fake WeChat / fake WeCom request arrival, and delivery throughput to the fake WeChat.
 
-leadpush is pointed at the fake WeChat/WeCom server (`leadpush fake-wechat`), which stamps every
+leadpush is pointed at the fake WeChat/WeCom server (`leadpush-fake-wechat`, from `fakes/`), which stamps every
 accepted message with the time it arrived (`receivedAt`, wall clock of this same machine).
 
 Latency: a manager assigns pool leads one at a time, to salespeople with a mini-program openid

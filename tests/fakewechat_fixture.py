@@ -25,10 +25,10 @@ from types import TracebackType
 import httpx
 import pytest
 import uvicorn
+from leadpush_fakes.wechat import FakeWeChatState, create_app
 from support import ServerThread, database_url, start_stack
 
 from leadpush.context import AppContext
-from leadpush.fakewechat.server import FakeWeChatState, create_app
 from leadpush.notify.channels.base import Channel, DeliveryJob, SendResult
 
 

@@ -35,6 +35,7 @@ import httpx
 import pytest
 import redis
 from fakewechat_fixture import TEMPLATE, FakeWeChatServer, channel_settings, strict_state
+from leadpush_fakes.wechat import SUBSCRIBE_PATH
 from pgcluster import PrivatePostgres
 from procs import LeadpushProcess, PrivateRedis
 from receiver import WebhookReceiver
@@ -46,7 +47,6 @@ from wsclient import WsClient
 from leadpush.clock import SystemClock
 from leadpush.config import Settings
 from leadpush.context import AppContext
-from leadpush.fakewechat.server import SUBSCRIBE_PATH
 from leadpush.migrate import upgrade
 from leadpush.notify.models import Delivery
 from leadpush.users.service import create_user

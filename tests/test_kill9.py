@@ -13,6 +13,7 @@ from collections import Counter
 
 import httpx
 from fakewechat_fixture import TEMPLATE, FakeWeChatServer, channel_settings, strict_state
+from leadpush_fakes.wechat import SUBSCRIBE_PATH
 from procs import LeadpushProcess
 from receiver import WebhookReceiver
 from sqlalchemy import func, select
@@ -21,7 +22,6 @@ from wsclient import WsClient
 
 from leadpush.config import Settings
 from leadpush.context import AppContext
-from leadpush.fakewechat.server import SUBSCRIBE_PATH
 from leadpush.migrate import upgrade
 from leadpush.notify.models import Delivery, Worker
 from leadpush.users.service import create_user

@@ -17,12 +17,12 @@ from typing import Any
 import httpx
 import pytest
 from fakewechat_fixture import FakeWeChatServer, leadpush_against, strict_state, wait_until
+from leadpush_fakes.wechat import WECOM_SEND_PATH
 from sqlalchemy import select, update
 from support import REDIS_URL, Api, postgres_database, wipe
 from test_multiprocess import Cluster, require_redis
 from wsclient import WsClient
 
-from leadpush.fakewechat.server import WECOM_SEND_PATH
 from leadpush.notify.models import Delivery, Notification
 from leadpush.users.models import ApiToken
 

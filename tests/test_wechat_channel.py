@@ -18,11 +18,11 @@ from typing import Any
 import httpx
 import pytest
 from fakewechat_fixture import APPID, SECRET, TEMPLATE, FakeWeChatServer, channel_settings, send, strict_state
+from leadpush_fakes.wechat import SUBSCRIBE_PATH, check_data_value, data_type_of
 from support import REDIS_URL, FakeClock, wipe
 
 from leadpush.config import Settings
 from leadpush.context import AppContext
-from leadpush.fakewechat.server import SUBSCRIBE_PATH, check_data_value, data_type_of
 from leadpush.migrate import upgrade
 from leadpush.notify.channels.base import DeliveryJob, Recipient, SendResult
 from leadpush.tencent.store import DbStore, RedisStore, SharedStore
@@ -162,7 +162,7 @@ def test_a_digest_is_one_message_counting_the_leads(env: Env) -> None:
 def test_field_map_page_and_masking_are_configurable(env: Env) -> None:
     env.give(1)
     channel = env.channel(
-        wechat_field_map='{"thing7": "customerName", "phone_number9": "customerPhone", "thing2": "actorName"}',
+        wechat_field_map={"thing7": "customerName", "phone_number9": "customerPhone", "thing2": "actorName"},
         wechat_page="pages/lead/view?cid={customerId}&from=push",
         wechat_mask_phone=True,
         wechat_miniprogram_state="trial",

@@ -22,12 +22,12 @@ from fakewechat_fixture import (
     strict_state,
     wait_until,
 )
+from leadpush_fakes.wechat import SUBSCRIBE_PATH
 from sqlalchemy import select
 from support import Api, Person, database_url, start_stack, wipe
 
 from leadpush.clock import SystemClock
 from leadpush.context import AppContext
-from leadpush.fakewechat.server import SUBSCRIBE_PATH
 from leadpush.notify.models import Delivery
 from leadpush.wechat.credits import add_credits, credits_of
 

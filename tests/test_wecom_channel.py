@@ -12,11 +12,11 @@ from typing import Any
 import httpx
 import pytest
 from fakewechat_fixture import AGENTID, CORPID, PUBLIC_URL, FakeWeChatServer, channel_settings, send, strict_state
+from leadpush_fakes.wechat import WECOM_SEND_PATH
 from support import FakeClock, wipe
 
 from leadpush.config import Settings
 from leadpush.context import AppContext
-from leadpush.fakewechat.server import WECOM_SEND_PATH
 from leadpush.migrate import upgrade
 from leadpush.notify.channels.base import DeliveryJob, Recipient, SendResult
 from leadpush.tencent.client import ApiReply

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from anyio import to_thread
 
@@ -20,15 +20,14 @@ from leadpush.notify.channels.base import Channel
 from leadpush.notify.channels.inapp import InAppChannel
 from leadpush.notify.channels.webhook import WebhookChannel
 from leadpush.notify.dispatcher import Dispatcher
+from leadpush.notify.fallback import FallbackChannel
 from leadpush.notify.hub import Hub
 from leadpush.notify.metrics import LedgerCollector, Metrics
 from leadpush.notify.workers import Heartbeat
+from leadpush.transfer.scheduler import TransferScheduler
 from leadpush.users.service import valid_token_hashes
 from leadpush.wechat import channel as wechat_channel
 from leadpush.wecom import channel as wecom_channel
-
-if TYPE_CHECKING:
-    from leadpush.transfer.scheduler import TransferScheduler
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +39,6 @@ VENDOR_CHANNELS: tuple[Callable[[AppContext], Channel | None], ...] = (
 
 
 def build_channels(ctx: AppContext, bus: Bus) -> dict[str, Channel]:
-    from leadpush.notify.policy import FallbackChannel
-
     s = ctx.settings
     channels: dict[str, Channel] = {"inapp": InAppChannel(bus)}
     if s.webhook_enabled and s.webhook_url and s.webhook_secret:
@@ -89,8 +86,6 @@ class Runtime:
             self.bus.on_wake(self.dispatcher.wake)
             self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="leadpush-dispatcher"))
         if "scheduler" in self.roles:
-            from leadpush.transfer.scheduler import TransferScheduler
-
             self.scheduler = TransferScheduler(self.ctx)
             self.bus.on_wake(self.scheduler.wake)
             self._tasks.append(asyncio.create_task(self.scheduler.run(), name="leadpush-scheduler"))

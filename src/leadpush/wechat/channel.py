@@ -21,7 +21,7 @@ from leadpush.tencent.client import ApiReply, call_platform, call_with_token, is
 from leadpush.tencent.errcodes import retry_for, short_errmsg
 from leadpush.tencent.tokens import Fetch, TokenCache, TokenUnavailable, shared_token_cache
 from leadpush.wechat.credits import Settlement, reserve_credit, settle_credit
-from leadpush.wechat.format import parse_field_map, subscribe_page, template_data, template_fields
+from leadpush.wechat.format import subscribe_page, template_data, template_fields
 
 SEND_PATH = "/cgi-bin/message/subscribe/send"
 NO_CREDIT = "无订阅次数（no credit）：用户未在小程序中允许接收，或次数已用完"
@@ -54,7 +54,7 @@ class WechatChannel:
         self.tokens = tokens
         self.client = client
         self.template_id = s.wechat_template_id
-        self.field_map = parse_field_map(s.wechat_field_map)
+        self.field_map = s.wechat_field_map
         self.url = s.wechat_api_base.rstrip("/") + SEND_PATH
         self._settling: set[asyncio.Future[None]] = set()
 
