@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from anyio import to_thread
 from apscheduler.triggers.cron import CronTrigger
@@ -34,7 +34,12 @@ def cron_trigger(ctx: AppContext) -> CronTrigger:
 
 
 def next_cron_after(trigger: CronTrigger, now: datetime) -> datetime:
-    fire = trigger.get_next_fire_time(None, now)
+    """The first fire time strictly after `now`.
+
+    APScheduler's answer includes `now` itself; a run that starts on the hour would then be due again at
+    every look until the clock moves on (under a coarse or stopped clock, a run every READ_INTERVAL).
+    """
+    fire = trigger.get_next_fire_time(None, now + timedelta(microseconds=1))
     assert fire is not None
     return fire
 
@@ -82,7 +87,8 @@ class TransferScheduler:
                 next_cron = earlier  # the clock was set back: do not wait for a fire time that moved away
             if now >= next_cron:
                 ran = await self._run("cron")
-                next_cron = next_cron_after(self.trigger, max(now, self.ctx.clock.now()))
+                # After `now`, not after the run's end: an hour that struck during a long run is caught up once.
+                next_cron = next_cron_after(self.trigger, now)
                 if not ran:
                     await asyncio.sleep(BUSY_BACKOFF)
                 continue
