@@ -5,14 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from support import Api, FakeClock, database_url, start_stack, wipe
+from support import NO_SCHEDULER, Api, FakeClock, database_url, start_stack, wipe
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    gen = database_url(request.param, str(tmp_path_factory.mktemp(request.param)))
+    """The running service; a param "<kind>/no-scheduler" (support.WITHOUT_SCHEDULER) leaves out that role."""
+    kind, _, variant = request.param.partition("/")
+    gen = database_url(kind, str(tmp_path_factory.mktemp(kind)))
     url = next(gen)
-    ctx, server = start_stack(url)
+    roles = frozenset({"api", "worker"}) if variant == NO_SCHEDULER else frozenset({"api", "worker", "scheduler"})
+    ctx, server = start_stack(url, roles=roles)
     try:
         yield ctx, server
     finally:

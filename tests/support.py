@@ -30,6 +30,12 @@ from leadpush.users.service import create_user
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_ADMIN_URL = os.environ.get("LEADPUSH_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("LEADPUSH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+NO_SCHEDULER = "no-scheduler"
+# The service without its scheduler role, as `leadpush serve --role api` and `--role worker` run it: a transfer
+# run happens only when the test starts one, so the test knows which run found (or moved) a lead.
+WITHOUT_SCHEDULER = pytest.mark.parametrize(
+    "stack", [f"sqlite/{NO_SCHEDULER}", f"postgres/{NO_SCHEDULER}"], indirect=True
+)
 
 
 def free_port() -> int:

@@ -4,6 +4,10 @@ Runs never overlap (a lease row in the database, so this holds across processes 
 each lead is handled in its own short transaction with a conditional update on its version, so a lead
 moves once even if something else touches it meanwhile. A lead that cannot move (its target is full,
 say) is recorded as failed and retried a little later; the run goes on.
+
+A run's row in the history is written when it starts, and its counts grow in the same transaction as
+each move, warning or failure they count: whoever sees a lead moved sees it counted, even while the
+run is still going (or after its process died mid-run).
 """
 
 from __future__ import annotations
@@ -110,6 +114,20 @@ def release_lease(ctx: AppContext, holder: str) -> None:
         session.execute(delete(Lease).where(Lease.name == LEASE_NAME, Lease.holder == holder))
 
 
+def _count(session, report: RunReport, **delta: int) -> None:  # noqa: ANN001
+    """Add to the run's stored counts, in the caller's transaction (a dry run stores them only at its end)."""
+    if report.run_id is None or report.dry_run:
+        return
+    columns = {name: getattr(TransferRun, name) + n for name, n in delta.items() if n}
+    if columns:
+        session.execute(
+            update(TransferRun)
+            .where(TransferRun.id == report.run_id)
+            .values(**columns)
+            .execution_options(synchronize_session=False)
+        )
+
+
 def _warn(ctx: AppContext, report: RunReport, now: datetime, team: str | None) -> None:
     last_id = 0
     while True:
@@ -175,6 +193,7 @@ def _warn(ctx: AppContext, report: RunReport, now: datetime, team: str | None) -
             write_notifications(session, ctx.settings, ctx.signals, items, now)
             for _customer, owner in rows:
                 report.tally(owner.team, "warned")
+            _count(session, report, warned=len(items))
 
 
 def pick_round_robin(session, rule: TransferRule, customer: Customer, owner: User | None) -> User | None:  # noqa: ANN001
@@ -245,6 +264,7 @@ def _move_one(ctx: AppContext, report: RunReport, customer_id: int, now: datetim
             report.fail(team, {**item, "reason": why})
             if not report.dry_run:
                 _postpone(session, customer.id, now)
+                _count(session, report, failed=1)
             return
         if report.dry_run:
             report.tally(team, "moved")
@@ -266,9 +286,11 @@ def _move_one(ctx: AppContext, report: RunReport, customer_id: int, now: datetim
             report.fail(team, {**item, "reason": result.failed[0].message})
             if result.failed[0].code != "version_conflict":
                 _postpone(session, customer.id, now)
+            _count(session, report, failed=1)
             return
         if rule.action == "round_robin" and target is not None:
             session.execute(update(TransferRule).where(TransferRule.id == rule.id).values(last_assignee_id=target.id))
+        _count(session, report, moved=1)
         report.tally(team, "moved")
         if len(report.items) < PREVIEW_LIMIT:
             report.items.append(item)
@@ -304,6 +326,8 @@ def _move_due(ctx: AppContext, report: RunReport, now: datetime, team: str | Non
             report.tally(owner_team, "examined")
         if not acquire_lease(ctx, holder, ctx.clock.now()):  # renew; lost only if we stalled past the lease
             raise TransferBusy()
+        with ctx.db.write() as session:
+            _count(session, report, examined=len(rows))
         for customer_id, owner_team in rows:
             try:
                 _move_one(ctx, report, customer_id, now)
@@ -313,6 +337,7 @@ def _move_due(ctx: AppContext, report: RunReport, now: datetime, team: str | Non
                 if not report.dry_run:
                     with ctx.db.write() as session:
                         _postpone(session, customer_id, now)
+                        _count(session, report, failed=1)
 
 
 def run_transfer(ctx: AppContext, trigger: str, *, dry_run: bool = False, team: str | None = None) -> RunReport:
