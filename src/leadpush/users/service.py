@@ -40,6 +40,21 @@ def get_user(session: Session, user_id: int) -> User | None:
     return session.get(User, user_id) if is_db_id(user_id) else None
 
 
+def users_by_id(session: Session, ids: set[int | None]) -> dict[int, User]:
+    wanted = {i for i in ids if is_db_id(i)}
+    if not wanted:
+        return {}
+    return {u.id: u for u in session.scalars(select(User).where(User.id.in_(wanted)))}
+
+
+def get_assignee(session: Session, user_id: int) -> User:
+    """The user a lead is to go to, or a 404 naming the id."""
+    user = get_user(session, user_id)
+    if user is None:
+        raise ApiError(404, "user_not_found", f"用户 {user_id} 不存在")
+    return user
+
+
 def hash_token(token: str) -> str:
     # Tokens are 256-bit random strings, so a plain SHA-256 is enough (no password stretching needed).
     return hashlib.sha256(token.encode()).hexdigest()
