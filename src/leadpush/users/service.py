@@ -43,6 +43,14 @@ def get_user(session: Session, user_id: int) -> User | None:
     return session.get(User, user_id) if is_db_id(user_id) else None
 
 
+def existing_user(session: Session, user_id: int) -> User:
+    """The user with this id, or a 404."""
+    user = get_user(session, user_id)
+    if user is None:
+        raise not_found("user")
+    return user
+
+
 def users_by_id(session: Session, ids: set[int | None]) -> dict[int, User]:
     wanted = {i for i in ids if is_db_id(i)}
     if not wanted:
@@ -193,9 +201,7 @@ def check_changes(changes: dict[str, Any]) -> dict[str, Any]:
 
 def update_user(session: Session, signals: Signals, user_id: int, changes: dict[str, Any]) -> User:
     """Apply checked changes (`check_changes`); deactivating someone ends their sessions once committed."""
-    user = get_user(session, user_id)
-    if user is None:
-        raise not_found("user")
+    user = existing_user(session, user_id)
     for key, value in changes.items():
         setattr(user, key, value)
     try:
@@ -209,9 +215,7 @@ def update_user(session: Session, signals: Signals, user_id: int, changes: dict[
 
 def revoke_tokens(session: Session, signals: Signals, user_id: int, now: datetime) -> User:
     """Revoke every token of a user; their sockets and long polls end once committed."""
-    user = get_user(session, user_id)
-    if user is None:
-        raise not_found("user")
+    user = existing_user(session, user_id)
     session.execute(
         update(ApiToken).where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None)).values(revoked_at=now)
     )

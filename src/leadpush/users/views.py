@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from leadpush.deps import AdminUser, Ctx, CurrentUser
-from leadpush.errors import not_found
 from leadpush.schemas import Envelope
 from leadpush.users import service
 from leadpush.users.schemas import UserCreate, UserOut, UserUpdate, UserWithToken
@@ -48,9 +47,7 @@ def new_token(user_id: int, ctx: Ctx, admin: AdminUser) -> Envelope:
     """Issue another API token for a user (shown once)."""
     ctx.limiter.check("token-issue", str(admin.id), ctx.settings.token_issues_per_minute)
     with ctx.db.write() as session:
-        user = service.get_user(session, user_id)
-        if user is None:
-            raise not_found("user")
+        user = service.existing_user(session, user_id)
         token = service.issue_token(session, user)
         out = UserWithToken(user=UserOut.model_validate(user), token=token)
     return Envelope(message="已生成新令牌", data=out)
