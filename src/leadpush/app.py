@@ -287,6 +287,7 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
     app.add_middleware(SignInBeforeBody, ctx=ctx)
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=ctx.settings.trusted_proxy_hosts)
 
+    from leadpush.assignment.views import creation as creation_router
     from leadpush.assignment.views import router as assignment_router
     from leadpush.leads.views import router as leads_router
     from leadpush.notify.views import router as notify_router
@@ -311,6 +312,7 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
         # belong to the api processes behind the proxy.
         return app
     app.include_router(users_router, responses=errors)
+    app.include_router(creation_router, responses=errors)
     app.include_router(leads_router, responses=errors)
     app.include_router(assignment_router, responses=errors)
     app.include_router(notify_router, responses=errors)

@@ -26,8 +26,9 @@ from sqlalchemy.exc import IntegrityError
 from leadpush.assignment.service import Move, change_owner, open_lead_count
 from leadpush.context import AppContext
 from leadpush.leads.models import Customer
-from leadpush.notify.ledger import NewNotification, write_notifications
+from leadpush.notify.ledger import write_notifications
 from leadpush.transfer.deadlines import deadline_for, enabled_rules, refresh_deadlines
+from leadpush.transfer.messaging import transfer_reason, transfer_warning
 from leadpush.transfer.models import Lease, TransferRule, TransferRun
 from leadpush.users.models import User
 
@@ -40,7 +41,6 @@ FAILED_RETRY = timedelta(minutes=10)
 PREVIEW_LIMIT = 1000
 FAILURES_KEPT = 100  # per team, in the run's history
 COUNTS = ("examined", "moved", "warned", "failed")
-ACTION_NAMES = {"public_pool": "退回公海", "round_robin": "团队内轮流分配", "user": "转给指定人员"}
 
 
 class TransferBusy(Exception):
@@ -162,28 +162,7 @@ def _warn(ctx: AppContext, report: RunReport, now: datetime, team: str | None) -
                 rule = rules.get(customer.transfer_rule_id or -1)
                 due = customer.transfer_due_at
                 assert due is not None
-                hours_left = max(0.0, (due - now).total_seconds() / 3600)
-                action = ACTION_NAMES.get(rule.action, "流转") if rule else "流转"
-                items.append(
-                    NewNotification(
-                        recipient=owner,
-                        kind="transfer_warning",
-                        title=f"线索「{customer.name}」即将被自动流转",
-                        body=f"请在 {due.astimezone(ctx.settings.tz):%m-%d %H:%M} 前跟进，否则将{action}（约 {hours_left:.1f} 小时后）",
-                        payload={
-                            "customerId": customer.id,
-                            "customerName": customer.name,
-                            "customerPhone": customer.phone,
-                            "source": customer.source,
-                            "dueAt": due.astimezone(ctx.settings.tz).isoformat(timespec="seconds"),
-                            "assignTime": due.astimezone(ctx.settings.tz).isoformat(timespec="seconds"),
-                            "ruleId": rule.id if rule else None,
-                            "ruleName": rule.name if rule else None,
-                            "action": rule.action if rule else None,
-                        },
-                        dedupe_key=f"transfer_warning:{customer.id}:{due.isoformat()}",
-                    )
-                )
+                items.append(transfer_warning(owner, customer, rule, due, now, ctx.settings.tz))
                 session.execute(
                     update(Customer)
                     .where(Customer.id == customer.id, Customer.transfer_due_at == due)
@@ -271,7 +250,7 @@ def _move_one(ctx: AppContext, report: RunReport, customer_id: int, now: datetim
             if len(report.items) < PREVIEW_LIMIT:
                 report.items.append(item)
             return
-        reason = f"{rule.name}：超时未跟进，{ACTION_NAMES.get(rule.action, '自动流转')}"
+        reason = transfer_reason(rule)
         result = change_owner(
             ctx,
             session,
