@@ -28,6 +28,8 @@ run: $(VENV)/.installed-run
 lint: venv
 	$(BIN)/ruff check src tests benchmarks fakes
 	$(BIN)/ruff format --check src tests benchmarks fakes
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 test: venv
 	bash scripts/test.sh

@@ -24,7 +24,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from leadpush.context import AppContext
-from leadpush.db import Database
+from leadpush.db import Database, rows_changed
 from leadpush.notify.channels.base import Channel, DeliveryJob, Recipient, SendResult
 from leadpush.notify.ledger import INACTIVE
 from leadpush.notify.metrics import Metrics
@@ -168,7 +168,7 @@ def record_outcome(ctx: AppContext, job: DeliveryJob, result: SendResult, now: d
             .values(**values)
             .execution_options(synchronize_session=False)
         )
-    return str(values["status"]) if done.rowcount == 1 else "lost"
+    return str(values["status"]) if rows_changed(done) == 1 else "lost"
 
 
 class Dispatcher:

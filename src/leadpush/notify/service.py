@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from leadpush.db import after_commit
+from leadpush.db import after_commit, rows_changed
 from leadpush.errors import ApiError, not_found
 from leadpush.notify.models import Delivery, Notification
 from leadpush.notify.schemas import DeliveryOut, NotificationOut
@@ -91,7 +91,7 @@ def mark(session: Session, user_id: int, ids: list[int] | None, now: datetime, *
             .values(delivered_at=now)
             .execution_options(synchronize_session=False)
         )
-    return result.rowcount or 0
+    return rows_changed(result) or 0
 
 
 def delivery_out(d: Delivery, n: Notification, u: User) -> DeliveryOut:
@@ -161,8 +161,8 @@ def retry_delivery(session: Session, signals: Signals, delivery_id: int, now: da
         .execution_options(synchronize_session=False)
     )
     session.refresh(delivery)
-    notification = session.get(Notification, delivery.notification_id)
-    recipient = session.get(User, delivery.recipient_id)
+    notification = session.get_one(Notification, delivery.notification_id)
+    recipient = session.get_one(User, delivery.recipient_id)
     out = delivery_out(delivery, notification, recipient)
     recipient_id = delivery.recipient_id
     after_commit(session, lambda: signals.notifications_committed({recipient_id}))

@@ -14,7 +14,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from leadpush.clock import Clock
-from leadpush.db import Database
+from leadpush.db import Database, rows_changed
 from leadpush.notify.models import KeyValue
 
 
@@ -77,7 +77,7 @@ class DbStore:
                     .values(value=holder, expires_at=until)
                     .execution_options(synchronize_session=False)
                 )
-                if taken.rowcount == 1:
+                if rows_changed(taken) == 1:
                     return True
                 if session.scalar(select(KeyValue.key).where(KeyValue.key == key)) is not None:
                     return False

@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 
 from leadpush.assignment.service import Move, change_owner, open_lead_count
 from leadpush.context import AppContext
+from leadpush.db import rows_changed
 from leadpush.leads.models import Customer
 from leadpush.notify.ledger import write_notifications
 from leadpush.transfer.deadlines import deadline_for, enabled_rules, refresh_deadlines
@@ -92,11 +93,13 @@ def holder_id() -> str:
 def acquire_lease(ctx: AppContext, holder: str, now: datetime) -> bool:
     until = now + timedelta(seconds=LEASE_SECONDS)
     with ctx.db.write() as session:
-        taken = session.execute(
-            update(Lease)
-            .where(Lease.name == LEASE_NAME, or_(Lease.until < now, Lease.holder == holder))
-            .values(holder=holder, until=until)
-        ).rowcount
+        taken = rows_changed(
+            session.execute(
+                update(Lease)
+                .where(Lease.name == LEASE_NAME, or_(Lease.until < now, Lease.holder == holder))
+                .values(holder=holder, until=until)
+            )
+        )
         if taken:
             return True
         if session.get(Lease, LEASE_NAME) is not None:

@@ -168,7 +168,10 @@ def run_out(user: User, run: TransferRun) -> RunOut:
         started_at=run.started_at,
         finished_at=run.finished_at,
         failures=failures,
-        **counts,
+        examined=counts["examined"],
+        moved=counts["moved"],
+        warned=counts["warned"],
+        failed=counts["failed"],
     )
 
 

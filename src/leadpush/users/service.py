@@ -51,7 +51,7 @@ def existing_user(session: Session, user_id: int) -> User:
     return user
 
 
-def users_by_id(session: Session, ids: set[int | None]) -> dict[int, User]:
+def users_by_id(session: Session, ids: Collection[int | None]) -> dict[int, User]:
     wanted = {i for i in ids if is_db_id(i)}
     if not wanted:
         return {}

@@ -16,7 +16,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from leadpush.db import Database
+from leadpush.db import Database, rows_changed
 from leadpush.errors import ApiError
 from leadpush.notify.models import KeyValue
 from leadpush.wechat.models import WechatSubscription
@@ -61,7 +61,7 @@ def add_credits(session: Session, user_id: int, template_ids: list[str], now: da
             .values(credits=WechatSubscription.credits + 1, updated_at=now)
             .execution_options(synchronize_session=False)
         )
-        if bumped.rowcount == 1:
+        if rows_changed(bumped) == 1:
             continue
         try:
             with session.begin_nested():
@@ -117,7 +117,7 @@ def reserve_credit(db: Database, user_id: int, template_id: str, delivery_id: in
             .values(credits=WechatSubscription.credits - 1, updated_at=now)
             .execution_options(synchronize_session=False)
         )
-        if taken.rowcount != 1:
+        if rows_changed(taken) != 1:
             return False
         session.add(KeyValue(key=key, value=f"{user_id}:{template_id}", expires_at=None))
         return True
@@ -128,7 +128,7 @@ def settle_credit(
 ) -> None:
     """outcome: "spent" (sent), "refund" (not sent, give it back) or "none_left" (43101: balance is 0)."""
     with db.write() as session:
-        held = session.execute(delete(KeyValue).where(KeyValue.key == _reservation_key(delivery_id))).rowcount
+        held = rows_changed(session.execute(delete(KeyValue).where(KeyValue.key == _reservation_key(delivery_id))))
         sub = (WechatSubscription.user_id == user_id, WechatSubscription.template_id == template_id)
         if outcome == "refund" and held:
             session.execute(
