@@ -166,7 +166,13 @@ test('falls back to long-polling when WebSocket is refused, and upgrades back', 
   assert.equal(client.state, 'polling');
 
   wx.refuseSockets = false; // the network lets sockets through again
-  await waitFor(() => client.state === 'open', { what: 'upgrade to WebSocket', timeout: 30000 });
+  // The probe's socket makes the server re-check the user's tokens: that must not end the long poll
+  // (it once did, with 401, and the client stopped for good), so fail fast on 'unauthorized'.
+  await waitFor(() => client.state === 'open' || client.state === 'unauthorized', {
+    what: 'upgrade to WebSocket',
+    timeout: 30000,
+  });
+  assert.equal(client.state, 'open', seen.states.join(','));
   assert.equal(client.mode, 'ws');
   await server.assignLead(manager, sales.id, '升级后的线索');
   await waitFor(() => seen.notifications.length === 2, { what: 'the live one' });
