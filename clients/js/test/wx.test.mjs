@@ -95,8 +95,12 @@ test('survives the server being restarted: misses nothing, shows nothing twice',
     return { user, wx, client, seen: record(client) };
   });
   const assignAll = (name) => Promise.all(watchers.map((w) => server.assignLead(manager, w.user.id, name)));
+  // On a time-out, say what each client saw (states, names) and what the server logged.
   const allHave = (count, what) =>
-    waitFor(() => watchers.every((w) => w.seen.notifications.length === count), { what, timeout: 15000 });
+    waitFor(() => watchers.every((w) => w.seen.notifications.length === count), { what, timeout: 15000 }).catch((e) => {
+      const saw = watchers.map((w) => `[${w.seen.states.join('>')}] ${w.seen.notifications.map((n) => n.data.customerName).join(',')}`);
+      throw new Error(`${e.message}\n${saw.join('\n')}\nserver log:\n${server.log.slice(-4000)}`);
+    });
 
   watchers.forEach((w) => w.client.start());
   await waitFor(() => watchers.every((w) => w.client.state === 'open'), { what: 'open' });
