@@ -32,17 +32,17 @@ SIGNED_OUT = 4401
 class LongPoll:
     """A long poll (`wait=30`) running in a thread; `.response` once it answered."""
 
-    def __init__(self, url: str, token: str) -> None:
+    def __init__(self, url: str, token: str, after: int = 2**31 - 1) -> None:
         self.response: httpx.Response | None = None
         self.elapsed = 0.0
-        self._thread = threading.Thread(target=self._run, args=(url, token), daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(url, token, after), daemon=True)
         self._thread.start()
 
-    def _run(self, url: str, token: str) -> None:
+    def _run(self, url: str, token: str, after: int) -> None:
         started = time.monotonic()
         self.response = httpx.get(
             f"{url}/api/notifications",
-            params={"after": 2**31 - 1, "wait": 30},
+            params={"after": after, "wait": 30},
             headers={"Authorization": f"Bearer {token}"},
             timeout=60,
         )
@@ -103,6 +103,26 @@ def test_deactivating_a_user_closes_the_socket_and_ends_the_long_poll(api, team,
     assert r.status_code == 200, r.text
     assert ws.wait_closed(timeout=30) == SIGNED_OUT
     assert_signed_out(poll)
+
+
+def test_a_long_poll_outlives_a_token_check_of_its_own_user(api, team, stack):
+    # The mini program long-polls while its WebSocket is blocked and probes the socket now and then; the
+    # probe's socket re-checks the user's tokens once registered. That check must not take the long poll's
+    # still-valid token for a revoked one (it answered 401 and the client stopped for good).
+    before = listeners(stack)
+    poll = LongPoll(api.url, team.alice.token, after=0)
+    wait_until(lambda: listeners(stack) == before + 1, timeout=30)
+    ws = WsClient(api.url, team.alice.token, resume=0)
+    ws.send({"type": "ping"})
+    ws.next_of("pong", timeout=30)  # answered after the socket's token check has run
+    api.ctx.signals.auth_changed({team.alice.id})  # as after a revoke of someone's other token
+    lead = api.lead(team.manager, assignedTo=team.alice.id)
+    r = poll.result()
+    assert r.status_code == 200, r.text
+    assert [n["data"]["customerId"] for n in r.json()["data"]["items"]] == [lead["id"]]
+    assert [n["data"]["customerId"] for n in ws.notifications(1)] == [lead["id"]]
+    assert not ws.closed
+    ws.close()
 
 
 def test_a_socket_of_another_still_valid_token_stays_open(api, team, stack):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.datastructures import Headers
 
 from leadpush.context import AppContext
 from leadpush.errors import ApiError
@@ -20,7 +20,8 @@ def get_ctx(request: Request) -> AppContext:
     return request.app.state.ctx
 
 
-def bearer_token(headers: Mapping[str, str]) -> str | None:
+def bearer_token(headers: Headers) -> str | None:
+    """The token of an `Authorization: Bearer` header (`request.headers`, not the request itself)."""
     header = headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
@@ -51,7 +52,7 @@ def authenticate_or_refuse(ctx: AppContext, token: str, address: str) -> User:
     raise ApiError(401, "invalid_token", "登录凭证无效或已失效")
 
 
-def user_from_headers(ctx: AppContext, headers: Mapping[str, str], address: str) -> User:
+def user_from_headers(ctx: AppContext, headers: Headers, address: str) -> User:
     """The user an `Authorization: Bearer` header names (401 / 429 otherwise)."""
     token = bearer_token(headers)
     if token is None:

@@ -95,8 +95,12 @@ test('survives the server being restarted: misses nothing, shows nothing twice',
     return { user, wx, client, seen: record(client) };
   });
   const assignAll = (name) => Promise.all(watchers.map((w) => server.assignLead(manager, w.user.id, name)));
+  // On a time-out, say what each client saw (states, names) and what the server logged.
   const allHave = (count, what) =>
-    waitFor(() => watchers.every((w) => w.seen.notifications.length === count), { what, timeout: 15000 });
+    waitFor(() => watchers.every((w) => w.seen.notifications.length === count), { what, timeout: 15000 }).catch((e) => {
+      const saw = watchers.map((w) => `[${w.seen.states.join('>')}] ${w.seen.notifications.map((n) => n.data.customerName).join(',')}`);
+      throw new Error(`${e.message}\n${saw.join('\n')}\nserver log:\n${server.log.slice(-4000)}`);
+    });
 
   watchers.forEach((w) => w.client.start());
   await waitFor(() => watchers.every((w) => w.client.state === 'open'), { what: 'open' });
@@ -166,7 +170,13 @@ test('falls back to long-polling when WebSocket is refused, and upgrades back', 
   assert.equal(client.state, 'polling');
 
   wx.refuseSockets = false; // the network lets sockets through again
-  await waitFor(() => client.state === 'open', { what: 'upgrade to WebSocket', timeout: 30000 });
+  // The probe's socket makes the server re-check the user's tokens: that must not end the long poll
+  // (it once did, with 401, and the client stopped for good), so fail fast on 'unauthorized'.
+  await waitFor(() => client.state === 'open' || client.state === 'unauthorized', {
+    what: 'upgrade to WebSocket',
+    timeout: 30000,
+  });
+  assert.equal(client.state, 'open', seen.states.join(','));
   assert.equal(client.mode, 'ws');
   await server.assignLead(manager, sales.id, '升级后的线索');
   await waitFor(() => seen.notifications.length === 2, { what: 'the live one' });

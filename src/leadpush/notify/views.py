@@ -50,7 +50,9 @@ async def poll(
     if page.items or wait <= 0:
         return Envelope(data=page)
     hub = request.app.state.runtime.hub
-    waiter = Waiter(hash_token(bearer_token(request) or ""))
+    # The headers, not the request: a Request is itself a Mapping (of its ASGI scope), where "authorization"
+    # is never found; the waiter would then hold the hash of "" and every token check would end it with 401.
+    waiter = Waiter(hash_token(bearer_token(request.headers) or ""))
     if not hub.try_register(user.id, waiter, ctx.settings.longpoll_max_per_user):
         raise ApiError(429, "too_many_polls", "同时等待的长轮询过多，请稍后再试")
     deadline = time.monotonic() + wait
