@@ -12,13 +12,9 @@ from datetime import UTC, datetime
 
 import pytest
 from playwright.sync_api import expect
-from receiver import WebhookReceiver
 from support import Api, start_stack
-
-pytest.register_assert_rewrite("browser")  # before the import: its fixtures are a plugin (below)
-from browser import PHONE, Consoles  # noqa: E402
-
-pytest_plugins = ["browser"]  # the `browser` and `consoles` fixtures
+from support.browser import PHONE, Consoles  # the `browser` and `consoles` fixtures: a plugin (conftest)
+from support.receiver import WebhookReceiver
 
 SQLITE_ONLY = pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
 # A fixed clock keeps the times on the pages, and so the screenshots, the same from run to run.

@@ -15,10 +15,10 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from procs import ROOT
-from receiver import WebhookReceiver
 from sqlalchemy import select, update
-from support import Api, database_url, start_stack, wipe
+from support import DATABASES, Api, running_stack, wait_for, wipe
+from support.procs import ROOT
+from support.receiver import WebhookReceiver
 
 from leadpush.notify.dispatcher import backoff_seconds, claim_due_deliveries
 from leadpush.notify.models import Delivery, Worker
@@ -27,38 +27,26 @@ from leadpush.notify.workers import Heartbeat
 SECRET = "whsec-test-0123456789"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=DATABASES)
 def hooked(request, tmp_path) -> Iterator[tuple[Api, WebhookReceiver]]:
     """A leadpush whose webhook channel points at a real receiver."""
-    with WebhookReceiver() as receiver:
-        gen = database_url(request.param, str(tmp_path))
-        url = next(gen)
-        ctx, server = start_stack(
-            url,
+    with (
+        WebhookReceiver() as receiver,
+        running_stack(
+            request.param,
+            str(tmp_path),
             webhook_url=receiver.url,
             webhook_secret=SECRET,
             delivery_max_attempts=3,
             delivery_poll_interval=0.2,
-        )
+        ) as (ctx, server),
+    ):
         wipe(ctx)
         api = Api(url=server.url, ctx=ctx)
         try:
             yield api, receiver
         finally:
             api.close()
-            server.stop()
-            ctx.db.dispose()
-            gen.close()
-
-
-def wait_for(predicate, timeout: float = 5.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 def deliveries(api: Api, who, **params) -> list[dict]:

@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from procs import LeadpushProcess
 from sqlalchemy import select
 from support import Api, ServerThread
+from support.procs import LeadpushProcess
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 

@@ -16,12 +16,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import fakewechat_fixture  # noqa: E402
-from fakewechat_fixture import FakeWeChatServer  # noqa: E402
+from support.channels import FakeWeChatServer  # noqa: E402  (its `fake_wechat` fixture is under test here too)
 
 from leadpush.fakewechat.server import FakeWeChatState, check_data_value, has_non_ascii_u_escape  # noqa: E402
-
-fake_wechat = fakewechat_fixture.fake_wechat  # the shared fixture, under test here too
 
 SUBSCRIBE = "/cgi-bin/message/subscribe/send"
 WECOM_SEND = "/cgi-bin/message/send"

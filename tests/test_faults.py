@@ -34,14 +34,15 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from fakewechat_fixture import TEMPLATE, FakeWeChatServer, channel_settings, strict_state
-from pgcluster import PrivatePostgres
-from procs import LeadpushProcess, PrivateRedis
-from receiver import WebhookReceiver
 from sqlalchemy import func, select
 from support import REDIS_URL, postgres_database, service_unavailable, start_stack
+from support.channels import TEMPLATE, FakeWeChatServer, channel_settings, strict_state
+from support.leads import create_leads
+from support.pgcluster import PrivatePostgres
+from support.procs import LeadpushProcess, PrivateRedis
+from support.receiver import WebhookReceiver
+from support.wsclient import WsClient
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
-from wsclient import WsClient
 
 from leadpush.clock import SystemClock
 from leadpush.config import Settings
@@ -51,6 +52,10 @@ from leadpush.migrate import upgrade
 from leadpush.notify.models import Delivery, WechatSubscription
 from leadpush.users.service import create_user
 from leadpush.wechat.service import add_credits
+
+pytestmark = (
+    pytest.mark.slow
+)  # fault injection: bursts of 1,000 assignments, private PostgreSQL and Redis stopped mid-burst
 
 PAGE = "pages/customer/detail?id={}"
 
@@ -91,17 +96,6 @@ def credits_left(ctx: AppContext, seller: Seller) -> int:
             )
             or 0
         )
-
-
-def create_leads(base_url: str, token: str, n: int) -> list[int]:
-    r = httpx.post(
-        f"{base_url}/api/customers",
-        json=[{"name": f"客户{i}", "phone": f"1380000{i:04d}", "source": "官网"} for i in range(n)],
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=60,
-    )
-    assert r.status_code == 201, r.text
-    return [c["id"] for c in r.json()["data"]["customers"]]
 
 
 def statuses(ctx: AppContext) -> dict[tuple[str, str], int]:

@@ -9,7 +9,7 @@ import socket
 import time
 
 import httpx
-from procs import LeadpushProcess
+from support.procs import LeadpushProcess
 
 from leadpush.config import Settings
 from leadpush.context import AppContext

@@ -6,9 +6,9 @@ import threading
 import time
 
 import pytest
+from support.wsclient import WsClient
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
-from wsclient import WsClient
 
 
 def assign(api, manager, lead_id: int, to) -> None:

@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 from sqlalchemy import func, select
-from test_assignment import customer, history, notes, ok, refused
-from test_assignment_concurrency import at_once, warm
+from support.api import ok, refused
+from support.leads import at_once, customer, history, notes, warm
 
 from leadpush.assignment.models import Assignment
 from leadpush.leads.models import Customer

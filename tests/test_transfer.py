@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import func, select
-from support import Api, FakeClock
+from support import Api, FakeClock, wait_for
 
 from leadpush.assignment.models import Assignment
 from leadpush.clock import SystemClock
@@ -18,16 +18,6 @@ from leadpush.transfer.models import TransferRun
 from leadpush.transfer.scheduler import cron_trigger, next_cron_after
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
-
-
-def wait_for(predicate, timeout: float = 5.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 def nudge(api: Api, **delta: float) -> None:

@@ -11,13 +11,12 @@ from typing import Any
 
 import httpx
 import pytest
-from fakewechat_fixture import AGENTID, CORPID, PUBLIC_URL, FakeWeChatServer, channel_settings, send, strict_state
 from support import FakeClock, wipe
+from support.channels import AGENTID, CORPID, PUBLIC_URL, FakeWeChatServer, channel_settings, send, strict_state
 
 from leadpush.config import Settings
 from leadpush.context import AppContext
 from leadpush.fakewechat.server import WECOM_SEND_PATH
-from leadpush.migrate import upgrade
 from leadpush.notify.channels.base import DeliveryJob, Recipient, SendResult
 from leadpush.notify.channels.wecom import WecomChannel, take_slot
 from leadpush.notify.tokens import ApiReply, DbStore, TokenCache, wecom_fetcher
@@ -34,15 +33,9 @@ LEAD = {
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeWeChatServer]:
+    """Overrides the shared `fake`: here WeCom knows one member."""
     with FakeWeChatServer(strict_state(wecom_users=["alice"])) as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def db_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    url = f"sqlite:///{tmp_path_factory.mktemp('wecom')}/channel.db"
-    upgrade(url)
-    return url
 
 
 @dataclass
@@ -78,10 +71,10 @@ class Env:
 
 
 @pytest.fixture
-def env(fake: FakeWeChatServer, db_url: str) -> Iterator[Env]:
+def env(fake: FakeWeChatServer, channel_db_url: str) -> Iterator[Env]:
     fake.state.reset(full=True)
     ctx = AppContext.from_settings(
-        Settings(database_url=db_url, send_timeout=1.0, **channel_settings(fake.url)), clock=FakeClock()
+        Settings(database_url=channel_db_url, send_timeout=1.0, **channel_settings(fake.url)), clock=FakeClock()
     )
     wipe(ctx)
     yield Env(ctx, fake)
