@@ -11,6 +11,8 @@ import pytest
 from support.api import CJK
 from support.procs import clean_env, cli_create_user, leadpush, serving
 
+pytestmark = pytest.mark.slow  # each test runs the `leadpush` console script (and `leadpush serve`) as subprocesses
+
 
 @pytest.fixture
 def home(tmp_path: Path) -> tuple[dict[str, str], Path]:

@@ -152,6 +152,7 @@ def test_a_delivery_held_by_a_crashed_worker_is_taken_again_after_its_lease(hook
     wait_for(lambda: receiver.accepted() == 1)
 
 
+@pytest.mark.slow  # long concurrency
 def test_two_claimers_never_take_the_same_delivery(api, team):
     lead_ids = [api.lead(team.manager, name=f"客户{i}")["id"] for i in range(30)]
     # Stop this stack's own worker from interfering: make everything due in the future first.
@@ -260,6 +261,7 @@ def test_a_webhooks_retry_after_is_capped_and_garbage_is_ignored(hooked):
     assert len(receiver.requests) == len(HOSTILE_RETRY_AFTER)
 
 
+@pytest.mark.slow  # `leadpush serve` as a subprocess
 def test_a_webhook_without_a_secret_is_refused_at_start(tmp_path):
     from pydantic import ValidationError
 

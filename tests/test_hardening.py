@@ -89,6 +89,7 @@ WECOM_SECRET = "wwsecret-0d9e8f7a6b5c4d3e2f1a"
 WEBHOOK_SECRET = "whsecret-5e4d3c2b1a0f9e8d7c6b"
 
 
+@pytest.mark.slow  # a whole day of traffic at DEBUG
 @pytest.mark.parametrize("kind", ["sqlite"])
 def test_no_secret_or_token_ever_reaches_the_logs_or_responses(kind, tmp_path, caplog):
     """A whole day in one go, with every logger at DEBUG; then search everything for every secret."""

@@ -223,6 +223,7 @@ def test_dry_run_lists_what_would_move_and_moves_nothing(api, team):
         assert s.scalar(select(func.count()).select_from(Assignment).where(Assignment.via == "auto_transfer")) == 0
 
 
+@pytest.mark.slow  # long concurrency
 def test_two_runners_at_once_move_each_lead_once(api, team):
     rule(api, team.admin, thresholdHours=1)
     leads = [assigned_lead(api, team, team.alice, name=f"客户{i}") for i in range(20)]
@@ -346,6 +347,7 @@ def realtime_api(stack):
     ctx.clock = FakeClock()
 
 
+@pytest.mark.slow  # waits for a real deadline
 def test_real_clock_lead_moves_within_two_seconds_of_its_deadline(realtime_api):
     api = realtime_api
     admin = api.user("管理员", "admin", None)

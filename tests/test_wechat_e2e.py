@@ -264,6 +264,7 @@ def test_a_users_own_claim_is_not_pushed(world: World) -> None:
     assert w.fake.state.get_messages() == []
 
 
+@pytest.mark.slow  # slow on purpose: each step near its timeout
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_a_send_accepted_after_a_slow_token_refresh_is_sent_once(kind: str, tmp_path) -> None:
     """The token dies; the send meets 40001, the token is fetched again and the send repeated, each step
