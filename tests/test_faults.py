@@ -7,7 +7,7 @@ real HTTP, and breaks something in the middle of a burst of assignments:
 - the WeChat API failing 30% of sends with -1 and timing out on 10% (1,000 assignments);
 - WeChat access tokens revoked / expired mid-burst;
 - Redis stopped and restarted mid-burst (a cluster of api and worker processes);
-- PostgreSQL stopped (crashed) and restarted mid-burst (a private cluster, see pgcluster.py);
+- PostgreSQL stopped (crashed) and restarted mid-burst (a private cluster, see support/pgcluster.py);
 - kill -9 of a worker process and of an API process (2 api + 2 workers).
 
 "Once" is counted where the message lands: WeChat messages at the fake by page (one page per lead),
