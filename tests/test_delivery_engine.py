@@ -132,6 +132,7 @@ def test_exhausted_attempts_become_dead_with_the_reason(hooked):
     assert dead["attempts"] == 3 and "502" in dead["lastError"] and "3" in dead["lastError"]
 
 
+@pytest.mark.slow  # waits out a lease
 def test_a_delivery_held_by_a_crashed_worker_is_taken_again_after_its_lease(hooked):
     api, receiver = hooked
     receiver.always = 503  # keep it from completing first
@@ -226,6 +227,7 @@ HOSTILE_RETRY_AFTER = [
 ]
 
 
+@pytest.mark.slow  # waits out retries
 def test_a_webhooks_retry_after_is_capped_and_garbage_is_ignored(hooked):
     api, receiver = hooked
     cap = api.ctx.settings.delivery_backoff_max
@@ -295,6 +297,7 @@ def test_a_webhook_without_a_secret_is_refused_at_start(tmp_path):
     assert "签名" in done.stdout + done.stderr
 
 
+@pytest.mark.slow  # waits out a heartbeat
 def test_a_worker_whose_heartbeat_stops_is_judged_dead_and_its_claims_taken_over(api):
     """A killed worker leaves its row with a counter that no longer moves; a live one keeps beating.
     Only the first is judged dead (after DEAD_AFTER_SECONDS of watching), and only its

@@ -619,6 +619,7 @@ def test_fault_slow_does_not_block_others(client: httpx.Client, fake_wechat: Fak
     assert fast_t < 0.3
 
 
+@pytest.mark.slow  # waits out a slow answer
 def test_a_client_that_gives_up_costs_one_log_line_and_no_message(
     fake_wechat: FakeWeChatServer, client: httpx.Client, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -204,6 +204,7 @@ def test_a_deactivated_user_gets_no_push_but_keeps_the_history(pushing: Api, fak
     assert len(wecom_to(fake, "alice")) == 1  # only the one from before
 
 
+@pytest.mark.slow  # waits for a failed send to be retried
 def test_pending_pushes_of_a_user_deactivated_meanwhile_are_skipped(pushing: Api, fake: FakeWeChatServer):
     api = pushing
     admin = api.user("管理员", "admin", None)

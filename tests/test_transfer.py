@@ -165,6 +165,7 @@ def test_a_lead_moves_within_seconds_of_its_deadline_and_both_owners_hear(api, t
     assert any(r["trigger"] == "deadline" and r["moved"] == 1 for r in runs)
 
 
+@pytest.mark.slow  # waits for the scheduler to warn
 def test_the_owner_is_warned_once_before_the_deadline(api, team):
     rule(api, team.admin, thresholdHours=24, warnBeforeHours=2)
     lead = assigned_lead(api, team, team.alice)
@@ -274,6 +275,7 @@ def test_manual_run_reports_and_history(api, team):
     assert manual[0]["moved"] == 1 and manual[0]["finishedAt"] is not None
 
 
+@pytest.mark.slow  # waits for the scheduler to fire
 def test_cron_fires_on_the_hour_in_shanghai(api, team):
     trigger = cron_trigger(api.ctx)
     fire = next_cron_after(trigger, datetime(2026, 11, 24, 10, 59, 30, tzinfo=SHANGHAI))

@@ -289,7 +289,7 @@ def test_47003_names_the_field(env: Env) -> None:
         {"kind": "errcode", "errcode": -1},
         {"kind": "http", "status": 502},
         {"kind": "http", "status": 500},
-        {"kind": "slow", "delay": 1.5},
+        pytest.param({"kind": "slow", "delay": 1.5}, marks=pytest.mark.slow),  # waits out the send timeout
         {"kind": "drop"},
     ],
     ids=["system-busy", "http-502", "http-500", "timeout", "dropped-connection"],

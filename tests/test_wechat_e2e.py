@@ -217,6 +217,7 @@ def test_43101_falls_back_to_wecom_and_zeroes_credits(world: World) -> None:
     assert w.api.client(w.alice).get("/api/wechat/subscriptions").json()["data"]["credits"] == 0
 
 
+@pytest.mark.slow  # 31 sends through the pacer
 def test_wecom_pacing_folds_the_excess_into_one_digest(world: World) -> None:
     w = world
     ids = w.leads(33)
