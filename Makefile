@@ -1,6 +1,7 @@
 # Two commands for a fresh machine: `make run` starts leadpush, `make test` runs the whole suite.
-# `run` installs what running needs; `test` (and `venv`, `lint`) add the test tools. Stamp files in
-# .venv/ record what was installed, for which pyproject.toml.
+# `run` installs what running needs; `test` (and `venv`, `lint`) add the test tools and the fakes of
+# WeChat / WeCom (fakes/, a distribution of their own). Stamp files in .venv/ record what was
+# installed, for which pyproject.toml.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -15,8 +16,8 @@ $(VENV)/.installed-run: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test]'
+$(VENV)/.installed-test: pyproject.toml fakes/pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]' -e fakes/
 	touch $@
 
 venv: $(VENV)/.installed-test
@@ -25,8 +26,10 @@ run: $(VENV)/.installed-run
 	$(BIN)/leadpush serve
 
 lint: venv
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks fakes
+	$(BIN)/ruff format --check src tests benchmarks fakes
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 test: venv
 	bash scripts/test.sh

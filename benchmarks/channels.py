@@ -1,6 +1,6 @@
 """Assign → fake WeChat / fake WeCom request arrival, and delivery throughput to the fake WeChat.
 
-leadpush is pointed at the fake WeChat/WeCom server (`leadpush fake-wechat`), which stamps every
+leadpush is pointed at the fake WeChat/WeCom server (`leadpush-fake-wechat`, from `fakes/`), which stamps every
 accepted message with the time it arrived (`receivedAt`, wall clock of this same machine).
 
 Latency: a manager assigns pool leads one at a time, to salespeople with a mini-program openid
@@ -74,7 +74,7 @@ def prepare_fake(fake_url: str) -> None:
 def grant_credits(db_url: str, user_ids: list[int], credits: int) -> None:
     """What POST /api/wechat/subscriptions records for `credits` accepted subscriptions, in bulk."""
     from leadpush.db import Database
-    from leadpush.notify.models import WechatSubscription
+    from leadpush.wechat.models import WechatSubscription
 
     db = Database(db_url)
     now = datetime.now(UTC)

@@ -250,7 +250,7 @@ def leadpush_service(env: dict[str, str], log_dir: Path, roles: Sequence[str] = 
 
 def fake_wechat_service(log_dir: Path) -> Service:
     port = free_port()
-    args = [PYTHON, "-m", "leadpush.cli", "fake-wechat", "--port", str(port)]
+    args = [str(Path(PYTHON).parent / "leadpush-fake-wechat"), "--port", str(port)]
     return Service(name="fake-wechat", args=args, env=base_env(), port=port, log_dir=log_dir)
 
 

@@ -13,7 +13,7 @@ import pytest
 # The support package's helpers assert (e.g. `ok`, `refused`): rewrite them for readable failures.
 pytest.register_assert_rewrite("support")
 
-from support import DATABASES, Api, FakeClock, running_stack, wipe  # noqa: E402
+from support import DATABASES, NO_SCHEDULER, Api, FakeClock, running_stack, wipe  # noqa: E402
 
 # Fixtures shared by several test modules: the fake WeChat server and leadpush against it, `leadpush
 # serve` clusters, the browser.
@@ -32,7 +32,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session", params=DATABASES)
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    with running_stack(request.param, str(tmp_path_factory.mktemp(request.param))) as started:
+    """The running service; a param "<kind>/no-scheduler" (support.WITHOUT_SCHEDULER) leaves out that role."""
+    kind, _, variant = request.param.partition("/")
+    roles = frozenset({"api", "worker"}) if variant == NO_SCHEDULER else frozenset({"api", "worker", "scheduler"})
+    with running_stack(kind, str(tmp_path_factory.mktemp(kind)), roles=roles) as started:
         yield started
 
 

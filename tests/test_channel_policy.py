@@ -8,7 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from leadpush.config import Settings
-from leadpush.notify.policy import chain_of, parse_policy, plan_deliveries
+from leadpush.notify.models import CHANNELS
+from leadpush.notify.policy import NAMES, parse_policy, plan_deliveries
 
 BOTH = dict(
     wechat_appid="wx",
@@ -36,7 +37,7 @@ def test_default_assignment_goes_to_wechat_with_wecom_as_its_fallback() -> None:
     assert plan(s) == [("inapp", "pending"), ("wechat", "pending")]
     [_, wechat] = plan_deliveries(s, "customer_assigned", U(), 99)  # type: ignore[arg-type]
     assert "改用企业微信" in wechat.reason and "只发其一" in wechat.reason
-    assert chain_of(s, "customer_assigned", "wecom") == ("wechat", "wecom")
+    assert s.channel_policy.chain_of("customer_assigned", "wecom") == ("wechat", "wecom")
 
 
 def test_without_an_openid_wecom_is_used_straight_away() -> None:
@@ -73,7 +74,7 @@ def test_a_deployment_can_send_both_or_prefer_wecom() -> None:
 
 def test_in_app_is_always_on_and_channels_are_not_repeated() -> None:
     policy = parse_policy('{"customer_assigned": ["wecom", "wecom|wechat", "webhook"]}')
-    assert policy["customer_assigned"] == (("inapp",), ("wecom",), ("wechat",), ("webhook",))
+    assert policy.chains_for("customer_assigned") == (("inapp",), ("wecom",), ("wechat",), ("webhook",))
 
 
 def test_webhook_follows_the_policy_when_configured() -> None:
@@ -99,8 +100,8 @@ def test_the_fallback_is_not_mistaken_for_a_duplicate_while_its_trigger_is_still
     from leadpush.context import AppContext
     from leadpush.migrate import upgrade
     from leadpush.notify.channels.base import DeliveryJob, Recipient
+    from leadpush.notify.fallback import sent_alternative
     from leadpush.notify.models import Delivery, Notification
-    from leadpush.notify.policy import sent_alternative
     from leadpush.users.service import create_user
 
     url = f"sqlite:///{tmp_path}/p.db"
@@ -136,3 +137,30 @@ def test_the_fallback_is_not_mistaken_for_a_duplicate_while_its_trigger_is_still
         session.get(Delivery, ids["wecom"]).status = "dead"
     assert sent_alternative(ctx, job("wechat"), chain) is None
     ctx.db.dispose()
+
+
+def test_json_settings_are_parsed_once_into_typed_objects(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The policy and the WeChat field map are read from the environment and parsed when the settings are
+    made: what the code uses is a typed object, and a bad value stops the start with the variable's name."""
+    from leadpush.notify.policy import ChannelPolicy
+
+    monkeypatch.setenv("LEADPUSH_CHANNEL_POLICY", '{"customer_assigned": ["wecom|wechat"]}')
+    monkeypatch.setenv("LEADPUSH_WECHAT_FIELD_MAP", '{"thing7": "customerName"}')
+    s = Settings()
+    assert isinstance(s.channel_policy, ChannelPolicy)
+    assert s.channel_policy.chains_for("customer_assigned") == (("inapp",), ("wecom", "wechat"))
+    assert s.channel_policy.chains_for("transfer_warning") == (("inapp",), ("wecom",), ("webhook",))
+    assert s.wechat_field_map == {"thing7": "customerName"}
+    assert isinstance(Settings(channel_policy=None).channel_policy, ChannelPolicy)
+
+    monkeypatch.setenv("LEADPUSH_CHANNEL_POLICY", '{"customer_assigned": ["sms"]}')
+    with pytest.raises(ValidationError, match="LEADPUSH_CHANNEL_POLICY: unknown channel 'sms'"):
+        Settings()
+    monkeypatch.delenv("LEADPUSH_CHANNEL_POLICY")
+    monkeypatch.setenv("LEADPUSH_WECHAT_FIELD_MAP", "[]")
+    with pytest.raises(ValidationError, match="LEADPUSH_WECHAT_FIELD_MAP"):
+        Settings()
+
+
+def test_the_policy_knows_every_channel_of_the_ledger() -> None:
+    assert set(NAMES) == set(CHANNELS)

@@ -16,13 +16,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from leadpush_fakes.wechat import FakeWeChatState, check_data_value  # noqa: E402
+from leadpush_fakes.wechat.rules import has_non_ascii_u_escape  # noqa: E402
 from support.channels import FakeWeChatServer  # noqa: E402  (its `fake_wechat` fixture is under test here too)
-
-from leadpush.fakewechat.server import FakeWeChatState, check_data_value, has_non_ascii_u_escape  # noqa: E402
 
 SUBSCRIBE = "/cgi-bin/message/subscribe/send"
 WECOM_SEND = "/cgi-bin/message/send"
-ROBOT = "/cgi-bin/webhook/send"
+GETTOKEN = "/cgi-bin/gettoken"
 OPENID = "oAbc-mini-program-user"
 TPL = "TPL-lead-assigned"
 
@@ -517,39 +517,6 @@ def test_wecom_hourly_limit(strict: FakeWeChatServer) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Group robot
-# ---------------------------------------------------------------------------------------------
-
-
-def robot_text(content: str = "今日新线索 12 条") -> dict[str, Any]:
-    return {"msgtype": "text", "text": {"content": content, "mentioned_list": ["@all"]}}
-
-
-def test_robot_keys_and_rate(fake_wechat: FakeWeChatServer, client: httpx.Client) -> None:
-    r = client.post(ROBOT, params={"key": "bad"}, json=robot_text()).json()
-    assert r["errcode"] == 93000 and r["errmsg"].startswith("invalid webhook url")
-    for _ in range(20):
-        assert client.post(ROBOT, params={"key": "k1"}, json=robot_text()).json()["errcode"] == 0
-    assert client.post(ROBOT, params={"key": "k1"}, json=robot_text()).json()["errcode"] == 45009
-    assert client.post(ROBOT, params={"key": "k2"}, json=robot_text()).json()["errcode"] == 0
-    fake_wechat.state.advance(61)
-    assert client.post(ROBOT, params={"key": "k1"}, json=robot_text()).json()["errcode"] == 0
-    msgs = client.get("/_fake/messages", params={"kind": "robot"}).json()["messages"]
-    assert len(msgs) == 22 and msgs[0]["key"] == "k1" and msgs[0]["body"] == robot_text()
-    fake_wechat.state.add_robot_keys("k9")
-    assert client.post(ROBOT, params={"key": "k1"}, json=robot_text()).json()["errcode"] == 93000
-
-
-def test_robot_content_limits(client: httpx.Client) -> None:
-    r = client.post(ROBOT, params={"key": "k"}, json=robot_text("x" * 2049)).json()
-    assert r["errcode"] == 45002
-    md = {"msgtype": "markdown", "markdown": {"content": "#" * 4096}}
-    assert client.post(ROBOT, params={"key": "k"}, json=md).json()["errcode"] == 0
-    md["markdown"]["content"] += "#"
-    assert client.post(ROBOT, params={"key": "k"}, json=md).json()["errcode"] == 45002
-
-
-# ---------------------------------------------------------------------------------------------
 # Faults, stats, reset
 # ---------------------------------------------------------------------------------------------
 
@@ -580,10 +547,12 @@ def test_fault_http_status_and_clear(client: httpx.Client) -> None:
 def test_fault_rate_with_seed_is_reproducible(fake_wechat: FakeWeChatServer, client: httpx.Client) -> None:
     def run_once() -> list[int]:
         client.delete("/_fake/faults")
-        client.post("/_fake/faults", json={"path": ROBOT, "kind": "errcode", "errcode": 45009, "rate": 0.3, "seed": 7})
+        client.post(
+            "/_fake/faults", json={"path": GETTOKEN, "kind": "errcode", "errcode": 45009, "rate": 0.3, "seed": 7}
+        )
         out = []
         for _ in range(15):
-            out.append(client.post(ROBOT, params={"key": f"k{len(out)}"}, json=robot_text()).json()["errcode"])
+            out.append(client.get(GETTOKEN, params={"corpid": "c", "corpsecret": f"s{len(out)}"}).json()["errcode"])
         return out
 
     first = run_once()
@@ -592,14 +561,14 @@ def test_fault_rate_with_seed_is_reproducible(fake_wechat: FakeWeChatServer, cli
 
 
 def test_fault_slow_does_not_block_others(client: httpx.Client, fake_wechat: FakeWeChatServer) -> None:
-    client.post("/_fake/faults", json={"path": ROBOT, "kind": "slow", "delay": 0.6, "count": 1})
+    client.post("/_fake/faults", json={"path": GETTOKEN, "kind": "slow", "delay": 0.6, "count": 1})
 
     async def scenario() -> tuple[float, float, int]:
         async with httpx.AsyncClient(base_url=fake_wechat.url, timeout=5.0) as ac:
 
             async def slow() -> tuple[float, int]:
                 t0 = time.perf_counter()
-                r = await ac.post(ROBOT, params={"key": "k"}, json=robot_text())
+                r = await ac.get(GETTOKEN, params={"corpid": "c", "corpsecret": "s"})
                 return time.perf_counter() - t0, r.json()["errcode"]
 
             async def fast() -> float:
@@ -666,14 +635,14 @@ def test_reset(fake_wechat: FakeWeChatServer, client: httpx.Client) -> None:
     fake_wechat.state.add_credits(OPENID, TPL, 3)
     tok = stable_token(client)["access_token"]
     assert send_sub(client, tok, sub_body())["errcode"] == 0
-    client.post("/_fake/faults", json={"path": ROBOT, "kind": "http"})
+    client.post("/_fake/faults", json={"path": GETTOKEN, "kind": "http"})
     assert client.post("/_fake/reset").json() == {"ok": True}
     assert send_sub(client, tok, sub_body())["errcode"] == 40001  # tokens forgotten
     assert fake_wechat.state.get_credits(OPENID, TPL) == 0
     assert client.get("/_fake/messages").json()["count"] == 0
     stats = client.get("/_fake/stats").json()
     assert stats["accepted"] == {} and stats["rejected"] == {"40001": 1}
-    assert client.post(ROBOT, params={"key": "k"}, json=robot_text()).json()["errcode"] == 0
+    assert client.get(GETTOKEN, params={"corpid": "c", "corpsecret": "s"}).json()["errcode"] == 0  # fault gone
     assert fake_wechat.state.accept_any_openid is False  # configuration survives a plain reset
     client.post("/_fake/reset", json={"full": True})
     assert fake_wechat.state.accept_any_openid is True and not fake_wechat.state.known_openids
@@ -689,7 +658,7 @@ def test_errors_are_http_200_json(client: httpx.Client) -> None:
 
 
 def test_each_app_has_its_own_state() -> None:
-    from leadpush.fakewechat import create_app
+    from leadpush_fakes.wechat import create_app
 
     a, b = create_app(), create_app()
     assert a.state.fake is not b.state.fake

@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from leadpush_fakes.wechat import SUBSCRIBE_PATH
 from sqlalchemy import func, select
 from support import REDIS_URL, postgres_database, service_unavailable, start_stack
 from support.channels import TEMPLATE, FakeWeChatServer, channel_settings, strict_state
@@ -47,11 +48,11 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from leadpush.clock import SystemClock
 from leadpush.config import Settings
 from leadpush.context import AppContext
-from leadpush.fakewechat.server import SUBSCRIBE_PATH
 from leadpush.migrate import upgrade
-from leadpush.notify.models import Delivery, WechatSubscription
+from leadpush.notify.models import Delivery
 from leadpush.users.service import create_user
-from leadpush.wechat.service import add_credits
+from leadpush.wechat.credits import add_credits
+from leadpush.wechat.models import WechatSubscription
 
 pytestmark = (
     pytest.mark.slow

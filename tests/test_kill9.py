@@ -13,6 +13,7 @@ from collections import Counter
 
 import httpx
 import pytest
+from leadpush_fakes.wechat import SUBSCRIBE_PATH
 from sqlalchemy import func, select
 from support import postgres_database
 from support.channels import TEMPLATE, FakeWeChatServer, channel_settings, strict_state
@@ -22,11 +23,10 @@ from support.wsclient import WsClient
 
 from leadpush.config import Settings
 from leadpush.context import AppContext
-from leadpush.fakewechat.server import SUBSCRIBE_PATH
 from leadpush.migrate import upgrade
 from leadpush.notify.models import Delivery, Worker
 from leadpush.users.service import create_user
-from leadpush.wechat.service import add_credits
+from leadpush.wechat.credits import add_credits
 
 pytestmark = pytest.mark.slow  # kill -9 of `leadpush serve` processes mid-burst
 

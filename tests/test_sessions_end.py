@@ -16,12 +16,12 @@ from typing import Any
 
 import httpx
 import pytest
+from leadpush_fakes.wechat import WECOM_SEND_PATH
 from sqlalchemy import select, update
 from support import Api, wait_for
 from support.channels import FakeWeChatServer, strict_state
 from support.wsclient import WsClient
 
-from leadpush.fakewechat.server import WECOM_SEND_PATH
 from leadpush.notify.models import Delivery, Notification
 from leadpush.users.models import ApiToken
 

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import func, select
-from support import Api, FakeClock, wait_for
+from support import WITHOUT_SCHEDULER, Api, FakeClock, wait_for
 
 from leadpush.assignment.models import Assignment
 from leadpush.clock import SystemClock
@@ -27,14 +27,28 @@ def nudge(api: Api, **delta: float) -> None:
     api.ctx.signals.notifications_committed(set())
 
 
-def jump_past_deadlines(api: Api) -> None:
-    """Move time 2 h on without waking the scheduler, so a manual run is the one that finds the leads.
+def holds_for(predicate, seconds: float = 1.0, interval: float = 0.05) -> None:
+    """Something that must NOT happen: check it keeps not happening for a while (well past READ_INTERVAL)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert predicate()
+        time.sleep(interval)
 
-    The scheduler looks at the ledger at most every 0.25 s after a commit wakes it; let it finish that
-    look (and go back to sleep until the next wake-up or 30 s) before time jumps.
-    """
-    time.sleep(0.6)
-    api.ctx.clock.advance(hours=2)
+
+def run_now(api: Api, who) -> dict:
+    """A manual run, as a person would start it: tried again while the scheduler's own run holds the lease."""
+
+    def answered():
+        r = api.client(who).post("/api/auto-transfer/run", json={})
+        return None if r.status_code == 409 and r.json()["code"] == "transfer_running" else r
+
+    r = wait_for(answered)
+    assert r.status_code == 200, r.text
+    return r.json()["data"]
+
+
+def runs(api: Api, who) -> list[dict]:
+    return api.client(who).get("/api/auto-transfer/runs").json()["data"]["items"]
 
 
 def rule(api: Api, who, **body) -> dict:
@@ -145,24 +159,58 @@ def test_deadline_is_set_on_assignment_and_reset_by_follow_up(api, team):
 
 
 def test_a_lead_moves_within_seconds_of_its_deadline_and_both_owners_hear(api, team):
-    rule(api, team.admin, thresholdHours=2, action="user", targetUserId=team.bob.id, name="2小时未跟进转赵强")
+    # From :10 to :40 no hour strikes, so the deadline run (not the hourly cron) is the one that moves the lead.
+    # The clock goes back a day to get there: going back never sets off a catch-up cron run.
+    api.ctx.clock.set((api.ctx.clock.now() - timedelta(days=1)).replace(minute=10, second=0, microsecond=0))
+    rule(api, team.admin, thresholdHours=0.5, action="user", targetUserId=team.bob.id, name="30分钟未跟进转赵强")
     lead = assigned_lead(api, team, team.alice)
-    nudge(api, hours=1, minutes=59)
-    time.sleep(0.3)
+    nudge(api, minutes=29)
+    time.sleep(0.3)  # a check that nothing happens (yet): the scheduler's look after a wake-up takes 0.25 s
     assert get_lead(api, team.admin, lead["id"])["ownerId"] == team.alice.id
     nudge(api, minutes=1, seconds=1)
     moved = wait_for(lambda: (c := get_lead(api, team.admin, lead["id"]))["ownerId"] == team.bob.id and c, 5)
     assert moved["ownerId"] == team.bob.id
     history = api.client(team.admin).get(f"/api/customers/{lead['id']}/assignments").json()["data"]
     assert history[0]["via"] == "auto_transfer" and history[0]["actorId"] is None
-    assert "2小时未跟进转赵强" in history[0]["reason"]
+    assert "30分钟未跟进转赵强" in history[0]["reason"]
     bob_items = api.client(team.bob).get("/api/notifications").json()["data"]["items"]
     assert [(n["type"], n["data"]["via"]) for n in bob_items] == [("customer_assigned", "auto_transfer")]
     alice_items = api.client(team.alice).get("/api/notifications").json()["data"]["items"]
     assert [n["type"] for n in alice_items] == ["customer_assigned", "customer_recycled"]
     assert "超时未跟进" in alice_items[-1]["data"]["reason"]
-    runs = api.client(team.admin).get("/api/auto-transfer/runs").json()["data"]["items"]
-    assert any(r["trigger"] == "deadline" and r["moved"] == 1 for r in runs)
+    # The run's count was committed with the move: no waiting for the run to finish.
+    assert any(r["trigger"] == "deadline" and r["moved"] == 1 for r in runs(api, team.admin))
+
+
+@WITHOUT_SCHEDULER
+def test_a_runs_counts_are_committed_with_each_move_while_it_is_still_going(api, team):
+    rule(api, team.admin, thresholdHours=1, action="user", targetUserId=team.bob.id)
+    first, second = (assigned_lead(api, team, team.alice, name=name) for name in ("客户1", "客户2"))
+    api.ctx.clock.advance(hours=2)
+    paused, resume = threading.Event(), threading.Event()
+
+    def pause_after_first_move(_recipients: set[int]) -> None:
+        # Called in the committing thread, after the commit: the run stands still between its two moves.
+        if threading.current_thread().name == "transfer-run" and not paused.is_set():
+            paused.set()
+            resume.wait(30)
+
+    api.ctx.signals.subscribe(pause_after_first_move)
+    runner = threading.Thread(target=run_transfer, args=(api.ctx, "manual"), name="transfer-run", daemon=True)
+    try:
+        runner.start()
+        assert paused.wait(30)
+        assert get_lead(api, team.admin, first["id"])["ownerId"] == team.bob.id
+        assert get_lead(api, team.admin, second["id"])["ownerId"] == team.alice.id
+        [running] = runs(api, team.admin)
+        assert running["finishedAt"] is None
+        assert (running["examined"], running["moved"], running["failed"]) == (2, 1, 0)
+    finally:
+        resume.set()
+        runner.join(30)
+        api.ctx.signals.unsubscribe(pause_after_first_move)
+    [done] = runs(api, team.admin)
+    assert done["finishedAt"] is not None and (done["examined"], done["moved"], done["failed"]) == (2, 2, 0)
 
 
 @pytest.mark.slow  # waits for the scheduler to warn
@@ -177,8 +225,7 @@ def test_the_owner_is_warned_once_before_the_deadline(api, team):
     warning = api.client(team.alice).get("/api/notifications").json()["data"]["items"][-1]
     assert warning["data"]["customerId"] == lead["id"] and "跟进" in warning["body"]
     for _ in range(3):  # more runs, no second warning for the same deadline
-        r = api.client(team.admin).post("/api/auto-transfer/run", json={})
-        assert r.status_code == 200
+        run_now(api, team.admin)
     nudge(api, minutes=10)
     time.sleep(0.3)
     assert kinds(api, team.alice) == ["customer_assigned", "transfer_warning"]
@@ -208,10 +255,11 @@ def test_round_robin_skips_the_owner_inactive_users_and_anyone_full(api, team):
     assert erin.id not in owners and frank.id not in owners
 
 
+@WITHOUT_SCHEDULER
 def test_dry_run_lists_what_would_move_and_moves_nothing(api, team):
     rule(api, team.admin, thresholdHours=1)
     leads = [assigned_lead(api, team, team.alice, name=f"客户{i}") for i in range(3)]
-    jump_past_deadlines(api)
+    api.ctx.clock.advance(hours=2)
     r = api.client(team.admin).post("/api/auto-transfer/run", json={"dryRun": True})
     assert r.status_code == 200, r.text
     data = r.json()["data"]
@@ -225,10 +273,11 @@ def test_dry_run_lists_what_would_move_and_moves_nothing(api, team):
 
 
 @pytest.mark.slow  # long concurrency
+@WITHOUT_SCHEDULER
 def test_two_runners_at_once_move_each_lead_once(api, team):
     rule(api, team.admin, thresholdHours=1)
     leads = [assigned_lead(api, team, team.alice, name=f"客户{i}") for i in range(20)]
-    jump_past_deadlines(api)
+    api.ctx.clock.advance(hours=2)
     results: list[object] = []
 
     def runner() -> None:
@@ -244,7 +293,7 @@ def test_two_runners_at_once_move_each_lead_once(api, team):
         t.join()
     # Even without the lease, each lead's move is conditional on its version: race _move_one directly.
     lead_id = assigned_lead(api, team, team.bob, name="争抢")["id"]
-    jump_past_deadlines(api)
+    api.ctx.clock.advance(hours=2)
     reports = [RunReport(None, "manual", False, api.ctx.clock.now()) for _ in range(4)]
     racers = [threading.Thread(target=_move_one, args=(api.ctx, r, lead_id, api.ctx.clock.now())) for r in reports]
     for t in racers:
@@ -263,10 +312,11 @@ def test_two_runners_at_once_move_each_lead_once(api, team):
     assert kinds(api, team.alice).count("customer_recycled") == 20
 
 
+@WITHOUT_SCHEDULER
 def test_manual_run_reports_and_history(api, team):
     rule(api, team.admin, thresholdHours=1)
     assigned_lead(api, team, team.alice)
-    jump_past_deadlines(api)
+    api.ctx.clock.advance(hours=2)
     r = api.client(team.manager).post("/api/auto-transfer/run")
     assert r.status_code == 200 and r.json()["data"]["moved"] == 1
     assert "已流转 1 条" in r.json()["message"]
@@ -284,19 +334,18 @@ def test_cron_fires_on_the_hour_in_shanghai(api, team):
 
     tomorrow = datetime.now(SHANGHAI).date() + timedelta(days=1)
     api.ctx.clock.set(datetime(tomorrow.year, tomorrow.month, tomorrow.day, 10, 59, 58, tzinfo=SHANGHAI))
-    nudge(api)
-    time.sleep(0.5)  # a catch-up run for the jump forward may happen here; it is not on 11:00
-    with api.ctx.db.read() as s:
-        before = s.scalar(select(func.count()).select_from(TransferRun).where(TransferRun.trigger == "cron"))
-    nudge(api, seconds=2)
+    nudge(api)  # a catch-up run for the jump forward may happen (now or a little later); it is not on 11:00
 
-    def cron_at_eleven():
+    def cron_starts() -> list[str]:
         with api.ctx.db.read() as s:
-            runs = s.scalars(select(TransferRun).where(TransferRun.trigger == "cron").order_by(TransferRun.id)).all()
-        return runs if len(runs) > before else None
+            started = s.scalars(select(TransferRun.started_at).where(TransferRun.trigger == "cron")).all()
+        return [t.astimezone(SHANGHAI).strftime("%H:%M:%S") for t in started]
 
-    runs = wait_for(cron_at_eleven)
-    assert runs[-1].started_at.astimezone(SHANGHAI).strftime("%H:%M:%S") == "11:00:00"
+    assert "11:00:00" not in cron_starts()
+    nudge(api, seconds=2)
+    wait_for(lambda: "11:00:00" in cron_starts())
+    # The hour is served once, not again at every look while the clock still reads 11:00:00.
+    holds_for(lambda: cron_starts().count("11:00:00") == 1)
 
 
 def test_pool_rules_refuse_with_a_reason(api, team, monkeypatch):
@@ -317,6 +366,7 @@ def test_pool_rules_refuse_with_a_reason(api, team, monkeypatch):
     assert api.client(team.bob).post(f"/api/customers/{leads[0]['id']}/claim").status_code == 200
 
 
+@WITHOUT_SCHEDULER
 def test_capacity_is_respected_by_assignment_claim_and_transfer(api, team):
     full = api.user("满员", "sales", "A", capacity=1)
     first = api.lead(team.manager, name="第一条")
@@ -329,7 +379,7 @@ def test_capacity_is_respected_by_assignment_claim_and_transfer(api, team):
     assert r.status_code == 409 and r.json()["code"] == "at_capacity"
     rule(api, team.admin, thresholdHours=1, action="user", targetUserId=full.id)
     lead = assigned_lead(api, team, team.alice, name="第三条")
-    jump_past_deadlines(api)
+    api.ctx.clock.advance(hours=2)
     report = api.client(team.admin).post("/api/auto-transfer/run").json()["data"]
     failure = next(f for f in report["failures"] if f["customerId"] == lead["id"])
     assert "上限" in failure["reason"]

@@ -17,17 +17,18 @@ from typing import Any
 
 import httpx
 import pytest
+from leadpush_fakes.wechat import SUBSCRIBE_PATH, check_data_value, data_type_of
 from support import REDIS_URL, FakeClock, wipe
 from support.channels import APPID, SECRET, TEMPLATE, FakeWeChatServer, channel_settings, send
 
 from leadpush.config import Settings
 from leadpush.context import AppContext
-from leadpush.fakewechat.server import SUBSCRIBE_PATH, check_data_value, data_type_of
 from leadpush.notify.channels.base import DeliveryJob, Recipient, SendResult
-from leadpush.notify.channels.wechat import WechatChannel
-from leadpush.notify.tokens import DbStore, RedisStore, SharedStore, TokenCache, wechat_fetcher
+from leadpush.tencent.store import DbStore, RedisStore, SharedStore
+from leadpush.tencent.tokens import TokenCache
 from leadpush.users.service import create_user
-from leadpush.wechat.service import add_credits, credits_of
+from leadpush.wechat.channel import WechatChannel, token_fetcher
+from leadpush.wechat.credits import add_credits, credits_of
 
 OPENID = "o-alice-mini"
 LEAD = {
@@ -52,7 +53,7 @@ class Env:
             ctx = replace(ctx, settings=ctx.settings.model_copy(update=overrides))
         s = ctx.settings
         client = httpx.AsyncClient(timeout=s.send_timeout)
-        fetch = wechat_fetcher(client, s.wechat_api_base, APPID, s.wechat_secret or "", s.wechat_token_mode)
+        fetch = token_fetcher(client, s.wechat_api_base, APPID, s.wechat_secret or "", s.wechat_token_mode)
         tokens = TokenCache(
             f"wechat:{APPID}", fetch, store or DbStore(ctx.db, ctx.clock), ctx.clock, s.token_refresh_margin
         )
@@ -147,7 +148,7 @@ def test_a_digest_is_one_message_counting_the_leads(env: Env) -> None:
 def test_field_map_page_and_masking_are_configurable(env: Env) -> None:
     env.give(1)
     channel = env.channel(
-        wechat_field_map='{"thing7": "customerName", "phone_number9": "customerPhone", "thing2": "actorName"}',
+        wechat_field_map={"thing7": "customerName", "phone_number9": "customerPhone", "thing2": "actorName"},
         wechat_page="pages/lead/view?cid={customerId}&from=push",
         wechat_mask_phone=True,
         wechat_miniprogram_state="trial",
@@ -234,7 +235,7 @@ def test_a_failed_send_gives_the_credit_back(env: Env) -> None:
 
 def test_a_retried_delivery_reuses_its_reservation(env: Env) -> None:
     """A worker that died mid-send left the credit reserved; the retry must not take a second one."""
-    from leadpush.notify.channels.wechat import reserve_credit
+    from leadpush.wechat.credits import reserve_credit
 
     env.give(2)
     assert reserve_credit(env.ctx.db, env.user_id, TEMPLATE, 1, datetime.now(UTC))

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 import pytest
+from leadpush_fakes.wechat import SUBSCRIBE_PATH
 from sqlalchemy import select
 from support import Api, Person, database_url, start_stack, wait_for
 from support.channels import (
@@ -24,9 +25,8 @@ from support.channels import (
 
 from leadpush.clock import SystemClock
 from leadpush.context import AppContext
-from leadpush.fakewechat.server import SUBSCRIBE_PATH
 from leadpush.notify.models import Delivery
-from leadpush.wechat.service import add_credits, credits_of
+from leadpush.wechat.credits import add_credits, credits_of
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 

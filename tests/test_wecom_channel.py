@@ -11,15 +11,18 @@ from typing import Any
 
 import httpx
 import pytest
+from leadpush_fakes.wechat import WECOM_SEND_PATH
 from support import FakeClock, wipe
 from support.channels import AGENTID, CORPID, PUBLIC_URL, FakeWeChatServer, channel_settings, send, strict_state
 
 from leadpush.config import Settings
 from leadpush.context import AppContext
-from leadpush.fakewechat.server import WECOM_SEND_PATH
 from leadpush.notify.channels.base import DeliveryJob, Recipient, SendResult
-from leadpush.notify.channels.wecom import WecomChannel, take_slot
-from leadpush.notify.tokens import ApiReply, DbStore, TokenCache, wecom_fetcher
+from leadpush.tencent.client import ApiReply
+from leadpush.tencent.store import DbStore
+from leadpush.tencent.tokens import TokenCache
+from leadpush.wecom.channel import WecomChannel, token_fetcher
+from leadpush.wecom.pacing import take_slot
 
 LEAD = {
     "customerId": 7,
@@ -49,7 +52,7 @@ class Env:
             ctx = replace(ctx, settings=ctx.settings.model_copy(update=overrides))
         s = ctx.settings
         client = httpx.AsyncClient(timeout=s.send_timeout)
-        fetch = wecom_fetcher(client, s.wecom_api_base, s.wecom_corpid or "", s.wecom_secret or "")
+        fetch = token_fetcher(client, s.wecom_api_base, s.wecom_corpid or "", s.wecom_secret or "")
         tokens = TokenCache(f"wecom:{CORPID}", fetch, DbStore(ctx.db, ctx.clock), ctx.clock, supports_force=False)
         return WecomChannel(ctx, tokens, client)
 

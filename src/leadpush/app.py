@@ -116,7 +116,9 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
             return error_response(400, "invalid_json", "请求体不是合法的 JSON")
-        details = [{"field": _field_path(tuple(e.get("loc", ()))), "message": _message(e)} for e in _relevant(errors)]
+        details = [
+            {"field": _field_path(tuple(e.get("loc", ()))), "message": _message(e)} for e in _relevant(list(errors))
+        ]
         first = details[0] if details else {"field": "body", "message": "参数错误"}
         return error_response(422, "validation_error", f"参数错误：{first['field']} {first['message']}", details)
 
@@ -278,7 +280,10 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
         version=__version__,
         description="线索分配与通知服务 (lead assignment and notification backend)",
         lifespan=lifespan,
-        **({} if "api" in roles else {"docs_url": None, "redoc_url": None, "openapi_url": None}),
+        # A worker or scheduler alone serves no API, so no API documentation either.
+        docs_url="/docs" if "api" in roles else None,
+        redoc_url="/redoc" if "api" in roles else None,
+        openapi_url="/openapi.json" if "api" in roles else None,
     )
     app.state.ctx = ctx
     install_error_handlers(app)
@@ -287,6 +292,7 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
     app.add_middleware(SignInBeforeBody, ctx=ctx)
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=ctx.settings.trusted_proxy_hosts)
 
+    from leadpush.assignment.views import creation as creation_router
     from leadpush.assignment.views import router as assignment_router
     from leadpush.leads.views import router as leads_router
     from leadpush.notify.views import router as notify_router
@@ -311,6 +317,7 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
         # belong to the api processes behind the proxy.
         return app
     app.include_router(users_router, responses=errors)
+    app.include_router(creation_router, responses=errors)
     app.include_router(leads_router, responses=errors)
     app.include_router(assignment_router, responses=errors)
     app.include_router(notify_router, responses=errors)

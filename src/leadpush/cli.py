@@ -186,16 +186,5 @@ def transfer_run(
         run_once(settings, dry_run=dry_run, as_json=as_json)
 
 
-@app.command("fake-wechat")
-def fake_wechat(
-    host: Annotated[str, typer.Option(help="监听地址")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="监听端口")] = 9100,
-) -> None:
-    """启动模拟的微信 / 企业微信接口服务器（用于测试、演示和压测）。"""
-    from leadpush.fakewechat.server import run
-
-    run(host=host, port=port)
-
-
 if __name__ == "__main__":
     app()

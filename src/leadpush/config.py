@@ -1,14 +1,21 @@
-"""The one settings object: every knob is a LEADPUSH_* environment variable."""
+"""The one settings object: every knob is a LEADPUSH_* environment variable.
+
+JSON-valued settings (the channel policy, the WeChat field map) are parsed here, once, when the
+settings are made: the code reads typed objects, and a bad value stops the start with its name.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 from functools import cached_property
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from leadpush.notify.policy import ChannelPolicy, parse_policy
+from leadpush.wechat.format import parse_field_map
 
 
 class Settings(BaseSettings):
@@ -44,9 +51,13 @@ class Settings(BaseSettings):
     wechat_page: str = "pages/customer/detail?id={customerId}"
     wechat_miniprogram_state: Literal["developer", "trial", "formal"] = "formal"
     # JSON object: template key -> notification field (customerName, customerPhone, source, assignTime, ...)
-    wechat_field_map: str = (
-        '{"thing1": "customerName", "phone_number2": "customerPhone", "thing3": "source", "time4": "assignTime"}'
-    )
+    # (NoDecode: the validator below parses the JSON, so a bad value gets a message naming the variable.)
+    wechat_field_map: Annotated[dict[str, str], NoDecode] = {
+        "thing1": "customerName",
+        "phone_number2": "customerPhone",
+        "thing3": "source",
+        "time4": "assignTime",
+    }
     wechat_mask_phone: bool = False
     # Page a digest ("3条新线索") opens; empty = the mini program's home page (no `page` sent).
     wechat_digest_page: str = ""
@@ -70,8 +81,8 @@ class Settings(BaseSettings):
     console_customer_path: str = "/console/customers/{customerId}"
     console_list_path: str = "/console/customers"
 
-    # Which channels each notification kind uses, with fallbacks (JSON; see docs/channels.md).
-    channel_policy: str | None = None
+    # Which channels each notification kind uses, with fallbacks (JSON; see docs/channels.md). Unset = the default.
+    channel_policy: Annotated[ChannelPolicy, NoDecode] = Field(default_factory=lambda: parse_policy(None))
 
     # Outbound webhook channel (optional). Off unless a URL is set.
     webhook_url: str | None = None
@@ -147,21 +158,19 @@ class Settings(BaseSettings):
             )
         return self
 
-    @field_validator("channel_policy")
+    @field_validator("channel_policy", mode="before")
     @classmethod
-    def _check_channel_policy(cls, value: str | None) -> str | None:
-        from leadpush.notify.policy import parse_policy
+    def _parse_channel_policy(cls, value: object) -> ChannelPolicy:
+        if isinstance(value, ChannelPolicy):
+            return value
+        if value is None or isinstance(value, str):
+            return parse_policy(value)
+        raise ValueError("LEADPUSH_CHANNEL_POLICY must be JSON text")
 
-        parse_policy(value)
-        return value
-
-    @field_validator("wechat_field_map")
+    @field_validator("wechat_field_map", mode="before")
     @classmethod
-    def _check_field_map(cls, value: str) -> str:
-        from leadpush.notify.wechat_format import parse_field_map
-
-        parse_field_map(value)
-        return value
+    def _parse_field_map(cls, value: object) -> object:
+        return parse_field_map(value) if isinstance(value, str) else value
 
     @field_validator("wechat_token_mode")
     @classmethod

@@ -6,9 +6,9 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import CursorResult, DateTime, Engine, MetaData, Result, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -131,3 +131,8 @@ class Database:
 def after_commit(session: Session, fn: Callable[[], None]) -> None:
     """Run fn after this session's transaction commits (never if it rolls back)."""
     session.info.setdefault("after_commit", []).append(fn)
+
+
+def rows_changed(result: Result[Any]) -> int:
+    """How many rows an UPDATE or DELETE touched (SQLAlchemy types `Session.execute` as a plain Result)."""
+    return cast(CursorResult[Any], result).rowcount

@@ -3,9 +3,10 @@
 from leadpush.assignment.models import Assignment
 from leadpush.db import Base
 from leadpush.leads.models import Customer, FollowUp
-from leadpush.notify.models import Delivery, KeyValue, Notification, WechatSubscription, Worker
+from leadpush.notify.models import Delivery, KeyValue, Notification, Worker
 from leadpush.transfer.models import Lease, TransferRule, TransferRun
 from leadpush.users.models import ApiToken, User
+from leadpush.wechat.models import WechatSubscription
 
 __all__ = [
     "ApiToken",

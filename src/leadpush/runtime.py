@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from anyio import to_thread
 
@@ -20,56 +20,34 @@ from leadpush.notify.channels.base import Channel
 from leadpush.notify.channels.inapp import InAppChannel
 from leadpush.notify.channels.webhook import WebhookChannel
 from leadpush.notify.dispatcher import Dispatcher
+from leadpush.notify.fallback import FallbackChannel
 from leadpush.notify.hub import Hub
 from leadpush.notify.metrics import LedgerCollector, Metrics
 from leadpush.notify.workers import Heartbeat
+from leadpush.transfer.scheduler import TransferScheduler
 from leadpush.users.service import valid_token_hashes
-
-if TYPE_CHECKING:
-    from leadpush.transfer.scheduler import TransferScheduler
+from leadpush.wechat import channel as wechat_channel
+from leadpush.wecom import channel as wecom_channel
 
 log = logging.getLogger(__name__)
 
+# The outside platforms: each vendor folder builds its channel, or None when it is not configured.
+VENDOR_CHANNELS: tuple[Callable[[AppContext], Channel | None], ...] = (
+    wechat_channel.build_channel,
+    wecom_channel.build_channel,
+)
+
 
 def build_channels(ctx: AppContext, bus: Bus) -> dict[str, Channel]:
-    import httpx
-
-    from leadpush.notify.channels.wechat import WechatChannel
-    from leadpush.notify.channels.wecom import WecomChannel
-    from leadpush.notify.policy import FallbackChannel
-    from leadpush.notify.tokens import TokenCache, make_store, wechat_fetcher, wecom_fetcher
-
     s = ctx.settings
     channels: dict[str, Channel] = {"inapp": InAppChannel(bus)}
     if s.webhook_enabled and s.webhook_url and s.webhook_secret:
         channels["webhook"] = WebhookChannel(
             s.webhook_url, s.webhook_secret, s.send_timeout, s.delivery_backoff_max, now=ctx.clock.now
         )
-
-    if s.wechat_enabled and s.wechat_appid and s.wechat_secret:
-        client = httpx.AsyncClient(timeout=s.send_timeout)
-        base = s.wechat_api_base.rstrip("/")
-        tokens = TokenCache(
-            f"wechat:{s.wechat_appid}",
-            wechat_fetcher(client, base, s.wechat_appid, s.wechat_secret, s.wechat_token_mode),
-            make_store(s.redis_url, ctx.db, ctx.clock, s.redis_prefix),
-            ctx.clock,
-            s.token_refresh_margin,
-            supports_force=s.wechat_token_mode == "stable",
-        )
-        channels["wechat"] = WechatChannel(ctx, tokens, client)
-    if s.wecom_enabled and s.wecom_corpid and s.wecom_secret:
-        client = httpx.AsyncClient(timeout=s.send_timeout)
-        base = s.wecom_api_base.rstrip("/")
-        tokens = TokenCache(
-            f"wecom:{s.wecom_corpid}:{s.wecom_agentid}",
-            wecom_fetcher(client, base, s.wecom_corpid, s.wecom_secret),
-            make_store(s.redis_url, ctx.db, ctx.clock, s.redis_prefix),
-            ctx.clock,
-            s.token_refresh_margin,
-            supports_force=False,
-        )
-        channels["wecom"] = WecomChannel(ctx, tokens, client)
+    for build in VENDOR_CHANNELS:
+        if (channel := build(ctx)) is not None:
+            channels[channel.name] = channel
     # The policy's fallback chains ("wechat|wecom": one of them) apply around every channel.
     return {name: FallbackChannel(channel, ctx) for name, channel in channels.items()}
 
@@ -108,8 +86,6 @@ class Runtime:
             self.bus.on_wake(self.dispatcher.wake)
             self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="leadpush-dispatcher"))
         if "scheduler" in self.roles:
-            from leadpush.transfer.scheduler import TransferScheduler
-
             self.scheduler = TransferScheduler(self.ctx)
             self.bus.on_wake(self.scheduler.wake)
             self._tasks.append(asyncio.create_task(self.scheduler.run(), name="leadpush-scheduler"))

@@ -17,9 +17,10 @@ import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
@@ -56,7 +57,7 @@ def hide_password(url: str) -> str:
     return re.sub(r"(//[^/:@]*:)[^@/]*@", r"\1***@", url)
 
 
-def _hint(field: str, error: dict[str, Any]) -> str:
+def _hint(field: str, error: ErrorDetails) -> str:
     kind = str(error.get("type", ""))
     if field in _FIELD_HINTS and (kind in _TYPE_HINTS or kind in _BOUND_TYPES):
         return _FIELD_HINTS[field]

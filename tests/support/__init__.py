@@ -23,15 +23,26 @@ from support.databases import (
     unavailable,
     wipe,
 )
-from support.servers import FakeClock, ServerThread, free_port, make_settings, running_stack, start_stack
+from support.servers import (
+    NO_SCHEDULER,
+    WITHOUT_SCHEDULER,
+    FakeClock,
+    ServerThread,
+    free_port,
+    make_settings,
+    running_stack,
+    start_stack,
+)
 from support.waiting import wait_for
 
 __all__ = [
     "CJK",
     "DATABASES",
     "IN_CI",
+    "NO_SCHEDULER",
     "PG_ADMIN_URL",
     "REDIS_URL",
+    "WITHOUT_SCHEDULER",
     "Api",
     "FakeClock",
     "Person",

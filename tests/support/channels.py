@@ -26,9 +26,9 @@ from types import TracebackType
 import httpx
 import pytest
 import uvicorn
+from leadpush_fakes.wechat import FakeWeChatState, create_app
 
 from leadpush.context import AppContext
-from leadpush.fakewechat.server import FakeWeChatState, create_app
 from leadpush.migrate import upgrade
 from leadpush.notify.channels.base import Channel, DeliveryJob, SendResult
 from support.api import Api

@@ -10,13 +10,19 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 import uvicorn
 
 from leadpush.app import create_app
 from leadpush.config import Settings
 from leadpush.context import AppContext
 from leadpush.migrate import upgrade
-from support.databases import database_url
+from support.databases import DATABASES, database_url
+
+NO_SCHEDULER = "no-scheduler"
+# The service without its scheduler role, as `leadpush serve --role api` and `--role worker` run it: a transfer
+# run happens only when the test starts one, so the test knows which run found (or moved) a lead.
+WITHOUT_SCHEDULER = pytest.mark.parametrize("stack", [f"{kind}/{NO_SCHEDULER}" for kind in DATABASES], indirect=True)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

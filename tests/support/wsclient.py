@@ -19,7 +19,7 @@ class WsClient:
         self.conn = self._cm.__enter__()
         self.received: list[dict[str, Any]] = []
         self.closed = False
-        self.hello = self.next_of("hello", timeout=5)
+        self.hello = self.next_of("hello", timeout=30)
         if resume is not None:
             self.send({"type": "resume", "after": resume})
 
@@ -41,7 +41,7 @@ class WsClient:
         self.received.append(message)
         return message
 
-    def next_of(self, kind: str, timeout: float = 5) -> dict[str, Any]:
+    def next_of(self, kind: str, timeout: float = 30) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             message = self._recv(max(0.01, deadline - time.monotonic()))
@@ -49,8 +49,11 @@ class WsClient:
                 return message
         raise AssertionError(f"no {kind!r} message within {timeout}s; got {self.received}")
 
-    def notifications(self, count: int, timeout: float = 5) -> list[dict[str, Any]]:
-        """Wait until `count` notifications (messages with an id) arrived; return all of them."""
+    def notifications(self, count: int, timeout: float = 30) -> list[dict[str, Any]]:
+        """Wait until `count` notifications (messages with an id) arrived; return all of them.
+
+        The default deadline is generous for a loaded machine: the wait ends as soon as they are there.
+        """
         deadline = time.monotonic() + timeout
         while len(self.notes()) < count and time.monotonic() < deadline:
             self._recv(max(0.01, deadline - time.monotonic()))

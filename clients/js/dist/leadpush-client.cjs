@@ -84,13 +84,30 @@ function backoffDelay(attempt, backoff, random) {
   return Math.round(d / 2 + (d / 2) * r);
 }
 
+/**
+ * A refused or failed request: `message` (Chinese, for the user), `code` (machine-readable, e.g.
+ * `validation_error`), HTTP `status`, and the envelope's `data` (details, e.g. which field).
+ */
 class LeadpushError extends Error {
-  constructor(message, code, status) {
+  constructor(message, code, status, data) {
     super(message);
     this.name = 'LeadpushError';
     this.code = code;
     this.status = status;
+    this.data = data === undefined ? null : data;
   }
+}
+
+/**
+ * The error for an answer that is not a success. The server's error envelope is
+ * `{success: false, message, code, data}`: `code` and `message` are at its top level (`data` holds
+ * details). An answer that is not an envelope (a proxy's HTML error page) is `http_error`.
+ */
+function errorFromAnswer(status, env) {
+  const isEnvelope = env !== null && typeof env === 'object';
+  const message = isEnvelope && typeof env.message === 'string' && env.message ? env.message : '请求失败（HTTP ' + status + '）';
+  const code = isEnvelope && typeof env.code === 'string' && env.code ? env.code : 'http_error';
+  return new LeadpushError(message, code, status, isEnvelope ? env.data : null);
 }
 
 function adaptStorage(s) {
@@ -641,10 +658,7 @@ class LeadpushClient {
         this._unauthorized();
         throw new LeadpushError((env && env.message) || 'unauthorized', 'unauthorized', 401);
       }
-      if (res.status >= 400 || !env || env.success === false) {
-        const msg = (env && env.message) || 'HTTP ' + res.status;
-        throw new LeadpushError(msg, (env && env.data && env.data.code) || 'http_error', res.status);
-      }
+      if (res.status >= 400 || !env || env.success === false) throw errorFromAnswer(res.status, env);
       return env.data;
     });
     return { promise, abort: handle.abort };

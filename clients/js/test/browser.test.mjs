@@ -103,3 +103,18 @@ test('browser transport without WebSocket long-polls', async () => {
   client.stop();
   assert.deepEqual(seen.states, ['connecting', 'polling', 'stopped']);
 });
+
+test("a refused request rejects with the server's error code and Chinese message, not a generic one", async () => {
+  const sales = users[0];
+  const client = makeClient(sales, browserTransport({ WebSocket: null, localStorage: new MemoryLocalStorage() }));
+  const tooMany = Array.from({ length: 1001 }, (_, i) => i + 1); // the server takes at most 1000 ids
+  const error = await client.markRead(tooMany).then(
+    () => assert.fail('markRead of 1001 ids should be refused'),
+    (e) => e,
+  );
+  assert.equal(error.name, 'LeadpushError');
+  assert.equal(error.status, 422);
+  assert.equal(error.code, 'validation_error');
+  assert.match(error.message, /^参数错误：ids /);
+  assert.ok(Array.isArray(error.data) && error.data[0].field === 'ids', 'the details travel along');
+});

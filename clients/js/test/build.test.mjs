@@ -1,15 +1,20 @@
-// dist/leadpush-client.cjs is committed for the mini program: it must be what the source builds to.
+// The generated copies are committed: dist/leadpush-client.cjs for the mini program, and the copy the
+// Python package ships for the web console. Each must be what the source builds to.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { test } from 'node:test';
 import vm from 'node:vm';
-import { SOURCE, TARGET, build } from '../build.mjs';
+import { CONSOLE_COPY, SOURCE, TARGET, build } from '../build.mjs';
 
 const require = createRequire(import.meta.url);
 
 test('dist/leadpush-client.cjs is up to date with src (run `node build.mjs`)', () => {
   assert.equal(readFileSync(TARGET, 'utf8'), build());
+});
+
+test("the web console's packaged copy is the source, byte for byte (run `node build.mjs`)", () => {
+  assert.ok(readFileSync(CONSOLE_COPY).equals(readFileSync(SOURCE)), `${CONSOLE_COPY} differs from src`);
 });
 
 test('the CommonJS build exports what the ES module exports', async () => {

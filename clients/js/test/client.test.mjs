@@ -32,6 +32,7 @@ function scriptedTransport({ sockets = true } = {}) {
         ...req,
         aborted: false,
         reply: (status, data) => resolve({ status, data: { success: status < 400, message: '', data } }),
+        answer: (status, body) => resolve({ status, data: body }), // any body: an error envelope, null (not JSON)
         fail: (msg = 'network down') => reject(new Error(msg)),
       };
       t.requests.push(r);
@@ -351,4 +352,22 @@ test('reconnect() on an open socket pings it (an answer keeps it)', async () => 
   await tick(20);
   assert.equal(t.sockets.length, 1);
   client.stop();
+});
+
+test("a refused request rejects with the envelope's top-level code and message; a non-envelope is http_error", async () => {
+  const t = scriptedTransport({ sockets: false });
+  const client = makeClient(t);
+  const refused = client.markRead([1]);
+  t.pending('/api/notifications/read')[0].answer(409, { success: false, message: '线索已被他人修改', code: 'version_conflict', data: { version: 3 } });
+  await assert.rejects(refused, (e) => {
+    assert.equal(e.name, 'LeadpushError');
+    assert.deepEqual([e.status, e.code, e.message, e.data], [409, 'version_conflict', '线索已被他人修改', { version: 3 }]);
+    return true;
+  });
+  const proxied = client.markRead([1]);
+  t.pending('/api/notifications/read')[1].answer(502, null); // a proxy's HTML error page
+  await assert.rejects(proxied, (e) => {
+    assert.deepEqual([e.status, e.code, e.message, e.data], [502, 'http_error', '请求失败（HTTP 502）', null]);
+    return true;
+  });
 });

@@ -209,6 +209,19 @@ test('requestCredits posts the subscribe result; the server counts one credit', 
   assert.deepEqual(mine.templates, { [TEMPLATE_ID]: 1 });
 });
 
+test("a subscribe result the server refuses rejects with the server's code and message", async () => {
+  const sales = users[4];
+  const badId = 'T'.repeat(129); // template ids are at most 128 characters
+  const wx = createWx({ refusedUrl, subscribeResult: { errMsg: 'requestSubscribeMessage:ok', [badId]: 'accept' } });
+  const client = makeClient(sales, wx);
+  await assert.rejects(client.requestCredits([badId]), (e) => {
+    assert.equal(e.status, 422);
+    assert.equal(e.code, 'validation_error');
+    assert.equal(e.message, '模板 ID 格式不正确');
+    return true;
+  });
+});
+
 test('a bad token ends in state "unauthorized", without reconnecting', async () => {
   const wx = createWx({ refusedUrl });
   const client = makeClient({ token: 'lp_not-a-token' }, wx);

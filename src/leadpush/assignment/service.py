@@ -1,5 +1,7 @@
 """The one ownership-change path: owner, history and notifications in the caller's transaction.
 
+Who hears of a change and what they read is `assignment.messaging`; who may ask for one, `actions`.
+
 Every way a lead changes hands (web, mini program, batch, public pool, claim, release, automatic
 transfer) ends in `change_owner`. It never commits: the caller's `Database.write()` block does, so a
 rolled-back change leaves no owner change, no history row and no notification.
@@ -8,7 +10,6 @@ rolled-back change leaves no owner change, no history row and no notification.
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,19 +19,22 @@ from sqlalchemy import ColumnElement, case, func, insert, literal, null, select,
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from leadpush.assignment.messaging import Change, notifications_for
 from leadpush.assignment.models import VIAS, Assignment
+from leadpush.assignment.schemas import AssignmentOut
 from leadpush.context import AppContext
 from leadpush.db import UTCDateTime
 from leadpush.errors import ApiError
 from leadpush.leads.models import Customer
-from leadpush.notify.ledger import NewNotification, write_notifications
+from leadpush.leads.service import get_visible
+from leadpush.notify.ledger import write_notifications
 from leadpush.notify.models import Notification
 from leadpush.transfer.deadlines import refresh_deadlines
 from leadpush.transfer.models import TransferRule
 from leadpush.users.models import User
+from leadpush.users.service import users_by_id
 
 CLOSED_STATUSES = ("won", "lost", "invalid")
-DIGEST_PREVIEW = 20
 
 
 @dataclass
@@ -270,122 +274,39 @@ def change_owner(
 
     if result.changed:
         refresh_deadlines(session, result.changed, now, rules)
-        items = _notifications_for(ctx, session, result, previous, actor, via, digest, reason, now)
+        change = Change(ctx, actor, via, batch_id, now)
+        items = notifications_for(session, change, result.changed, previous, digest=digest, reason=reason)
         result.notifications = write_notifications(session, ctx.settings, ctx.signals, items, now)
     return result
 
 
-def _fields(ctx: AppContext, customer: Customer, now: datetime) -> dict[str, object]:
-    return {
-        "customerId": customer.id,
-        "customerName": customer.name,
-        "customerPhone": customer.phone,
-        "source": customer.source,
-        "assignTime": now.astimezone(ctx.settings.tz).isoformat(timespec="seconds"),
-    }
-
-
-def _assigned_body(actor_name: str, via: str, c: Customer) -> str:
-    source = f"（来源：{c.source}）" if c.source else ""
-    if via == "claim":
-        return f"您从公海领取了线索「{c.name}」{source}"
-    if via == "auto_transfer":
-        return f"线索「{c.name}」超时未跟进，已自动流转给您{source}"
-    return f"{actor_name} 将线索「{c.name}」分配给您{source}"
-
-
-def _notifications_for(
-    ctx: AppContext,
-    session: Session,
-    result: ChangeResult,
-    previous: dict[int, int | None],
-    actor: User | None,
-    via: str,
-    digest: bool,
-    reason: str | None,
-    now: datetime,
-) -> list[NewNotification]:
-    gained: dict[int, list[Customer]] = defaultdict(list)
-    lost: dict[int, list[Customer]] = defaultdict(list)
-    for c in result.changed:
-        if c.owner_id is not None:
-            gained[c.owner_id].append(c)
-        before = previous[c.id]
-        if before is not None and before != (actor.id if actor else None):
-            lost[before].append(c)
-    ids = set(gained) | set(lost)
-    users = {u.id: u for u in session.scalars(select(User).where(User.id.in_(ids)))} if ids else {}
-    actor_id = actor.id if actor else None
-    actor_name = actor.name if actor else "系统"
-    common = {"via": via, "actorId": actor_id, "actorName": actor_name, "batchId": result.batch_id}
-    items: list[NewNotification] = []
-
-    for rid, leads in gained.items():
-        if digest and len(leads) > 1:
-            items.append(
-                NewNotification(
-                    recipient=users[rid],
-                    kind="customers_assigned",
-                    title=f"您有 {len(leads)} 条新线索",
-                    body=f"{actor_name} 分配给您 {len(leads)} 条线索",
-                    payload={
-                        **common,
-                        "count": len(leads),
-                        "customerIds": [c.id for c in leads],
-                        "customers": [_fields(ctx, c, now) for c in leads[:DIGEST_PREVIEW]],
-                        "assignTime": now.astimezone(ctx.settings.tz).isoformat(timespec="seconds"),
-                    },
-                    dedupe_key=f"customers_assigned:{result.batch_id}:{rid}",
-                    actor_id=actor_id,
-                )
-            )
-            continue
-        for c in leads:
-            items.append(
-                NewNotification(
-                    recipient=users[rid],
-                    kind="customer_assigned",
-                    title=f"您有一条新线索：{c.name}",
-                    body=_assigned_body(actor_name, via, c),
-                    payload={**common, **_fields(ctx, c, now), "fromUserId": previous[c.id]},
-                    dedupe_key=f"customer_assigned:{c.id}:v{c.version}",
-                    actor_id=actor_id,
-                )
-            )
-
-    why = reason or {"auto_transfer": "超时未跟进，自动流转", "release": "已被释放回公海"}.get(
-        via, f"{actor_name} 重新分配"
+def history(session: Session, actor: User, customer_id: int) -> list[AssignmentOut]:
+    """Every ownership change of one lead the actor may see (404 otherwise), newest first."""
+    get_visible(session, actor, customer_id)
+    rows = session.scalars(
+        select(Assignment).where(Assignment.customer_id == customer_id).order_by(Assignment.id.desc())
+    ).all()
+    names = users_by_id(
+        session, {r.from_user_id for r in rows} | {r.to_user_id for r in rows} | {r.actor_id for r in rows}
     )
-    for rid, leads in lost.items():
-        if digest and len(leads) > 1:
-            items.append(
-                NewNotification(
-                    recipient=users[rid],
-                    kind="customers_recycled",
-                    title=f"您有 {len(leads)} 条线索已被收回",
-                    body=why,
-                    payload={**common, "count": len(leads), "customerIds": [c.id for c in leads], "reason": why},
-                    dedupe_key=f"customers_recycled:{result.batch_id}:{rid}",
-                    actor_id=actor_id,
-                )
-            )
-            continue
-        for c in leads:
-            items.append(
-                NewNotification(
-                    recipient=users[rid],
-                    kind="customer_recycled",
-                    title=f"线索「{c.name}」已被收回",
-                    body=why,
-                    payload={
-                        **common,
-                        "customerId": c.id,
-                        "customerName": c.name,
-                        "toUserId": c.owner_id,
-                        "reason": why,
-                    },
-                    dedupe_key=f"customer_recycled:{c.id}:v{c.version}",
-                    actor_id=actor_id,
-                )
-            )
-    return items
+
+    def name(uid: int | None) -> str | None:
+        return names[uid].name if uid in names else None
+
+    return [
+        AssignmentOut(
+            id=r.id,
+            customer_id=r.customer_id,
+            from_user_id=r.from_user_id,
+            from_user_name=name(r.from_user_id),
+            to_user_id=r.to_user_id,
+            to_user_name=name(r.to_user_id),
+            actor_id=r.actor_id,
+            actor_name=name(r.actor_id),
+            via=r.via,
+            batch_id=r.batch_id,
+            reason=r.reason,
+            created_at=r.created_at,
+        )
+        for r in rows
+    ]

@@ -1,13 +1,11 @@
-"""HTTP routes for every ownership change: the four assignment endpoints, claim and release."""
+"""HTTP routes for every ownership change: creating leads, the four assignment endpoints, claim, release."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from leadpush.assignment import flows
-from leadpush.assignment.models import Assignment
+from leadpush.assignment import actions, service
 from leadpush.assignment.schemas import (
     AssignBody,
     AssignedCustomer,
@@ -20,12 +18,26 @@ from leadpush.assignment.schemas import (
 from leadpush.assignment.service import ChangeResult
 from leadpush.context import AppContext
 from leadpush.deps import Ctx, CurrentUser
-from leadpush.leads.schemas import CustomerOut
-from leadpush.leads.service import customers_out, get_visible, users_by_id
-from leadpush.notify.legacy import notification_data
+from leadpush.leads.schemas import CustomerCreate, CustomerList, CustomerOut
+from leadpush.leads.service import customers_out
 from leadpush.schemas import Envelope
+from leadpush.wechat.legacy import notification_data
 
 router = APIRouter(prefix="/api/customers", tags=["assignment"])
+# Creating leads is an action here (one may be assigned at creation), documented with the other lead routes.
+creation = APIRouter(prefix="/api/customers", tags=["leads"])
+
+
+@creation.post("", response_model=Envelope[CustomerOut] | Envelope[CustomerList], status_code=201)
+def create_customers(body: CustomerCreate | list[CustomerCreate], ctx: Ctx, user: CurrentUser) -> Envelope:
+    """Create one lead, or a list of up to 1,000; in the public pool unless `assignedTo` is given."""
+    items = body if isinstance(body, list) else [body]
+    with ctx.db.write() as session:
+        customers = actions.create_customers(ctx, session, user, items)
+        out = customers_out(session, customers)
+    if isinstance(body, list):
+        return Envelope(message=f"已创建 {len(out)} 条线索", data=CustomerList(customers=out))
+    return Envelope(message="线索已创建", data=out[0])
 
 
 def single_out(ctx: AppContext, session: Session, result: ChangeResult) -> AssignedCustomer:
@@ -47,7 +59,7 @@ def batch_out(ctx: AppContext, session: Session, result: ChangeResult) -> BatchR
 
 def _assign(ctx: AppContext, user: CurrentUser, customer_id: int, body: AssignBody, via: str) -> Envelope:
     with ctx.db.write() as session:
-        result = flows.assign_one(ctx, session, user, customer_id, body.assigned_to, via, body.version)
+        result = actions.assign_one(ctx, session, user, customer_id, body.assigned_to, via, body.version)
         out = single_out(ctx, session, result)
     return Envelope(message="分配成功" if result.changed else "线索已属于该用户，无需分配", data=out)
 
@@ -70,8 +82,8 @@ def _batch_message(result: ChangeResult) -> str:
 
 def _batch(ctx: AppContext, user: CurrentUser, body: BatchAssignBody, *, from_pool: bool) -> Envelope:
     with ctx.db.write() as session:
-        batch = flows.BatchInput(body.customer_ids, body.assigned_to)
-        result = flows.assign_batch(ctx, session, user, batch, from_pool=from_pool)
+        batch = actions.BatchInput(body.customer_ids, body.assigned_to)
+        result = actions.assign_batch(ctx, session, user, batch, from_pool=from_pool)
         out = batch_out(ctx, session, result)
     return Envelope(message=_batch_message(result), data=out)
 
@@ -92,7 +104,7 @@ def public_pool_assign(body: BatchAssignBody, ctx: Ctx, user: CurrentUser) -> En
 def claim(customer_id: int, ctx: Ctx, user: CurrentUser) -> Envelope:
     """A salesperson claims a lead from the public pool."""
     with ctx.db.write() as session:
-        result = flows.claim(ctx, session, user, customer_id)
+        result = actions.claim(ctx, session, user, customer_id)
         out = customers_out(session, result.changed or result.unchanged)[0]
     return Envelope(message="领取成功" if result.changed else "该线索已在您名下", data=out)
 
@@ -101,7 +113,7 @@ def claim(customer_id: int, ctx: Ctx, user: CurrentUser) -> Envelope:
 def release(customer_id: int, ctx: Ctx, user: CurrentUser, body: ReleaseBody | None = None) -> Envelope:
     """Return a lead to the public pool."""
     with ctx.db.write() as session:
-        result = flows.release(ctx, session, user, customer_id, body.reason if body else None)
+        result = actions.release(ctx, session, user, customer_id, body.reason if body else None)
         out = customers_out(session, result.changed)[0]
     return Envelope(message="已释放到公海", data=out)
 
@@ -110,32 +122,5 @@ def release(customer_id: int, ctx: Ctx, user: CurrentUser, body: ReleaseBody | N
 def history(customer_id: int, ctx: Ctx, user: CurrentUser) -> Envelope:
     """Every ownership change of one lead, newest first."""
     with ctx.db.read() as session:
-        get_visible(session, user, customer_id)
-        rows = session.scalars(
-            select(Assignment).where(Assignment.customer_id == customer_id).order_by(Assignment.id.desc())
-        ).all()
-        names = users_by_id(
-            session, {r.from_user_id for r in rows} | {r.to_user_id for r in rows} | {r.actor_id for r in rows}
-        )
-
-        def name(uid: int | None) -> str | None:
-            return names[uid].name if uid in names else None
-
-        out = [
-            AssignmentOut(
-                id=r.id,
-                customer_id=r.customer_id,
-                from_user_id=r.from_user_id,
-                from_user_name=name(r.from_user_id),
-                to_user_id=r.to_user_id,
-                to_user_name=name(r.to_user_id),
-                actor_id=r.actor_id,
-                actor_name=name(r.actor_id),
-                via=r.via,
-                batch_id=r.batch_id,
-                reason=r.reason,
-                created_at=r.created_at,
-            )
-            for r in rows
-        ]
+        out = service.history(session, user, customer_id)
     return Envelope(data=out)

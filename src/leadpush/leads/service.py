@@ -1,4 +1,7 @@
-"""Leads: create, find, list and follow up, always within what the caller may see."""
+"""Leads: find, list and follow up, always within what the caller may see.
+
+Creating leads is an action (`assignment.actions.create_customers`): one assigned at creation changes owner.
+"""
 
 from __future__ import annotations
 
@@ -10,22 +13,14 @@ from sqlalchemy import false, func, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from leadpush.assignment.service import Move, change_owner, raise_failure
 from leadpush.context import AppContext
 from leadpush.errors import ApiError, not_found
 from leadpush.leads.models import Customer, FollowUp
-from leadpush.leads.schemas import CustomerCreate, CustomerOut, FollowUpOut
-from leadpush.permissions import can_see, check_can_assign, same_team, visible_filter
+from leadpush.leads.schemas import CustomerOut, FollowUpOut
+from leadpush.permissions import can_see, same_team, visible_filter
 from leadpush.transfer.deadlines import refresh_deadlines
 from leadpush.users.models import User
-from leadpush.users.service import clean_text, get_user, is_db_id
-
-
-def users_by_id(session: Session, ids: set[int | None]) -> dict[int, User]:
-    wanted = {i for i in ids if is_db_id(i)}
-    if not wanted:
-        return {}
-    return {u.id: u for u in session.scalars(select(User).where(User.id.in_(wanted)))}
+from leadpush.users.service import clean_text, is_db_id, users_by_id
 
 
 def customers_out(session: Session, customers: Sequence[Customer]) -> list[CustomerOut]:
@@ -53,61 +48,6 @@ def get_visible(session: Session, actor: User, customer_id: int, *, lock: bool =
     if not can_see(actor, customer, owner):
         raise not_found("customer")
     return customer, owner
-
-
-def get_assignee(session: Session, user_id: int) -> User:
-    user = get_user(session, user_id)
-    if user is None:
-        raise ApiError(404, "user_not_found", f"用户 {user_id} 不存在")
-    return user
-
-
-def check_can_create_for(actor: User, target: User) -> None:
-    if actor.role == "sales":
-        if target.id != actor.id:
-            raise ApiError(403, "forbidden", "销售人员只能把新线索分配给自己")
-        return
-    check_can_assign(actor, None, target)
-
-
-def create_customers(ctx: AppContext, session: Session, actor: User, items: list[CustomerCreate]) -> list[Customer]:
-    """Insert leads (in the pool unless assignedTo is given); assigned ones go through change_owner."""
-    if not items:
-        raise ApiError(422, "batch_empty", "线索列表不能为空")
-    if len(items) > ctx.settings.max_batch:
-        raise ApiError(422, "batch_too_large", f"一次最多创建 {ctx.settings.max_batch} 条线索")
-    targets = users_by_id(session, {i.assigned_to for i in items})
-    for item in items:
-        if item.assigned_to is not None:
-            if item.assigned_to not in targets:
-                raise ApiError(404, "user_not_found", f"用户 {item.assigned_to} 不存在")
-            check_can_create_for(actor, targets[item.assigned_to])
-    now = ctx.clock.now()
-    customers = [
-        Customer(
-            name=i.name,
-            phone=i.phone,
-            source=i.source,
-            status=i.status,
-            note=i.note,
-            owner_id=None,
-            created_by=actor.id,
-            version=1,
-            created_at=now,
-            updated_at=now,
-        )
-        for i in items
-    ]
-    session.add_all(customers)
-    session.flush()
-    moves = [Move(c, targets[i.assigned_to]) for c, i in zip(customers, items, strict=True) if i.assigned_to]
-    if moves:
-        result = change_owner(
-            ctx, session, actor=actor, moves=moves, via="web" if len(items) == 1 else "batch", digest=len(items) > 1
-        )
-        if result.failed:
-            raise_failure(result.failed[0])
-    return customers
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""HTTP routes for leads: create, list, get, follow-ups."""
+"""HTTP routes for leads: list, get, follow-ups (creating them is in `assignment.views`: an action)."""
 
 from __future__ import annotations
 
@@ -8,29 +8,10 @@ from fastapi import APIRouter, Query
 
 from leadpush.deps import Ctx, CurrentUser
 from leadpush.leads import service
-from leadpush.leads.schemas import (
-    CustomerCreate,
-    CustomerList,
-    CustomerOut,
-    CustomerPage,
-    FollowUpCreate,
-    FollowUpOut,
-)
+from leadpush.leads.schemas import CustomerOut, CustomerPage, FollowUpCreate, FollowUpOut
 from leadpush.schemas import Envelope
 
 router = APIRouter(prefix="/api/customers", tags=["leads"])
-
-
-@router.post("", response_model=Envelope[CustomerOut] | Envelope[CustomerList], status_code=201)
-def create_customers(body: CustomerCreate | list[CustomerCreate], ctx: Ctx, user: CurrentUser) -> Envelope:
-    """Create one lead, or a list of up to 1,000; in the public pool unless `assignedTo` is given."""
-    items = body if isinstance(body, list) else [body]
-    with ctx.db.write() as session:
-        customers = service.create_customers(ctx, session, user, items)
-        out = service.customers_out(session, customers)
-    if isinstance(body, list):
-        return Envelope(message=f"已创建 {len(out)} 条线索", data=CustomerList(customers=out))
-    return Envelope(message="线索已创建", data=out[0])
 
 
 def _list(

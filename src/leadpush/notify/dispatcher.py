@@ -24,7 +24,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from leadpush.context import AppContext
-from leadpush.db import Database
+from leadpush.db import Database, rows_changed
 from leadpush.notify.channels.base import Channel, DeliveryJob, Recipient, SendResult
 from leadpush.notify.ledger import INACTIVE
 from leadpush.notify.metrics import Metrics
@@ -35,7 +35,7 @@ from leadpush.users.models import User
 log = logging.getLogger(__name__)
 
 
-# The longest a channel may ask to wait (WeChat's daily quota waits for midnight); anything longer, or not
+# The longest a channel may ask to wait (a daily quota waits for midnight); anything longer, or not
 # a finite positive number, is a bug and must not overflow a datetime or park a delivery for years.
 MAX_RETRY_AFTER = 86400.0
 
@@ -168,7 +168,7 @@ def record_outcome(ctx: AppContext, job: DeliveryJob, result: SendResult, now: d
             .values(**values)
             .execution_options(synchronize_session=False)
         )
-    return str(values["status"]) if done.rowcount == 1 else "lost"
+    return str(values["status"]) if rows_changed(done) == 1 else "lost"
 
 
 class Dispatcher:

@@ -1,4 +1,4 @@
-"""The notification ledger: notifications, one delivery per channel, and WeChat credits."""
+"""The notification ledger: notifications, one delivery per channel, workers, and small shared state."""
 
 from __future__ import annotations
 
@@ -73,17 +73,6 @@ class Worker(Base):
     beats: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
-class WechatSubscription(Base):
-    __tablename__ = "wechat_subscriptions"
-    __table_args__ = (UniqueConstraint("user_id", "template_id"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    template_id: Mapped[str] = mapped_column(String(128))
-    credits: Mapped[int] = mapped_column(Integer, default=0)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class KeyValue(Base):

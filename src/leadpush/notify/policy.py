@@ -1,4 +1,4 @@
-"""Which channels a notification goes to, why each is used or skipped, and fallbacks between them.
+"""Which channels a notification goes to, and why each is used or skipped: a pure parser and planner.
 
 The policy (LEADPUSH_CHANNEL_POLICY, JSON) maps a notification kind to a list of steps. A step is a
 channel ("wecom") or a fallback chain ("wechat|wecom": WeChat, and only if that cannot deliver,
@@ -9,43 +9,69 @@ not listed; in-app is always on. Example, the default::
      "customers_assigned": ["inapp", "wechat|wecom", "webhook"],
      "*": ["inapp", "wecom", "webhook"]}
 
-At ledger time only the first usable channel of a chain gets a delivery row. The next one's row is
-created only when that delivery ends without reaching the user (skipped — e.g. no WeChat credit —
-or dead), by `FallbackChannel`, which wraps every channel the dispatcher sends through.
+The settings parse it once, at start-up, into a `ChannelPolicy`. At ledger time only the first usable
+channel of a chain gets a delivery row (`plan_deliveries`). The next one's row is created only when
+that delivery ends without reaching the user (skipped — e.g. no WeChat credit — or dead), at send
+time, by `notify.fallback`. This module touches no database and knows no channel class.
 """
 
 from __future__ import annotations
 
 import json
-import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from functools import lru_cache
-from typing import TYPE_CHECKING
-
-from anyio import to_thread
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-
-from leadpush.notify.channels.base import Channel, DeliveryJob, Recipient, SendResult
-from leadpush.notify.models import CHANNELS, Delivery
-
-if TYPE_CHECKING:
-    from leadpush.config import Settings
-    from leadpush.context import AppContext
-    from leadpush.users.models import User
-
-log = logging.getLogger(__name__)
+from typing import NamedTuple, Protocol
 
 DEFAULT_POLICY: dict[str, list[str]] = {
     "customer_assigned": ["inapp", "wechat|wecom", "webhook"],
     "customers_assigned": ["inapp", "wechat|wecom", "webhook"],
     "*": ["inapp", "wecom", "webhook"],
 }
+# Every channel a policy may name (notify.models.CHANNELS), with the name an operator reads.
 NAMES = {"inapp": "站内通知", "wechat": "微信小程序", "wecom": "企业微信", "webhook": "webhook"}
 
 Chain = tuple[str, ...]
-Policy = dict[str, tuple[Chain, ...]]
+
+
+@dataclass(frozen=True)
+class ChannelPolicy:
+    """A parsed policy: per notification kind, its steps as chains, in-app first, no channel twice."""
+
+    kinds: Mapping[str, tuple[Chain, ...]]
+
+    def chains_for(self, kind: str) -> tuple[Chain, ...]:
+        return self.kinds.get(kind) or self.kinds["*"]
+
+    def chain_of(self, kind: str, channel: str) -> Chain:
+        """The chain `channel` belongs to for this kind (a chain of its own when the policy has none)."""
+        for chain in self.chains_for(kind):
+            if channel in chain:
+                return chain
+        return (channel,)
+
+
+class PolicySettings(Protocol):
+    """What planning needs from the settings: the parsed policy and which channels are configured."""
+
+    @property
+    def channel_policy(self) -> ChannelPolicy: ...
+    @property
+    def wechat_enabled(self) -> bool: ...
+    @property
+    def wecom_enabled(self) -> bool: ...
+    @property
+    def webhook_enabled(self) -> bool: ...
+
+
+class Addressee(Protocol):
+    """A recipient as far as the policy cares: who, and which push addresses they have."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def wechat_openid(self) -> str | None: ...
+    @property
+    def wecom_userid(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -55,80 +81,86 @@ class ChannelPlan:
     reason: str
 
 
-@lru_cache(maxsize=8)
-def parse_policy(raw: str | None) -> Policy:
-    """The default policy, with the kinds given in `raw` (JSON) replacing theirs."""
+class Verdict(NamedTuple):
+    usable: bool
+    skip_reason: str | None  # when not usable: the reason to record as a skipped row, or None for no row
+    why: str  # when usable: why this channel is used
+
+
+def _steps(raw: str | None) -> dict[str, list[str]]:
+    """The default policy's steps, with the kinds given in `raw` (JSON) replacing theirs."""
     merged: dict[str, list[str]] = dict(DEFAULT_POLICY)
-    if raw and raw.strip():
-        try:
-            data = json.loads(raw)
-        except ValueError as exc:
-            raise ValueError(f"LEADPUSH_CHANNEL_POLICY is not valid JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ValueError("LEADPUSH_CHANNEL_POLICY must be a JSON object: kind -> list of steps")
-        for kind, steps in data.items():
-            if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
-                raise ValueError(f"LEADPUSH_CHANNEL_POLICY[{kind!r}] must be a list of strings like 'wechat|wecom'")
-            merged[kind] = steps
-    policy: Policy = {}
-    for kind, steps in merged.items():
-        chains: list[Chain] = [("inapp",)]
-        seen = {"inapp"}
-        for step in steps:
-            chain = tuple(c.strip() for c in step.split("|") if c.strip())
-            unknown = [c for c in chain if c not in CHANNELS]
-            if unknown:
-                raise ValueError(
-                    f"LEADPUSH_CHANNEL_POLICY: unknown channel {unknown[0]!r} (known: {', '.join(CHANNELS)})"
-                )
-            chain = tuple(c for c in dict.fromkeys(chain) if c not in seen)
-            seen.update(chain)
-            if chain:
-                chains.append(chain)
-        policy[kind] = tuple(chains)
-    return policy
+    if raw is None or not raw.strip():
+        return merged
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"LEADPUSH_CHANNEL_POLICY is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError("LEADPUSH_CHANNEL_POLICY must be a JSON object: kind -> list of steps")
+    for kind, steps in data.items():
+        if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
+            raise ValueError(f"LEADPUSH_CHANNEL_POLICY[{kind!r}] must be a list of strings like 'wechat|wecom'")
+        merged[kind] = steps
+    return merged
 
 
-def chains_for(settings: Settings, kind: str) -> tuple[Chain, ...]:
-    policy = parse_policy(settings.channel_policy)
-    return policy.get(kind) or policy["*"]
+def _chains(steps: list[str]) -> tuple[Chain, ...]:
+    chains: list[Chain] = [("inapp",)]
+    seen = {"inapp"}
+    for step in steps:
+        chain = tuple(c.strip() for c in step.split("|") if c.strip())
+        unknown = [c for c in chain if c not in NAMES]
+        if unknown:
+            raise ValueError(f"LEADPUSH_CHANNEL_POLICY: unknown channel {unknown[0]!r} (known: {', '.join(NAMES)})")
+        chain = tuple(c for c in dict.fromkeys(chain) if c not in seen)
+        seen.update(chain)
+        if chain:
+            chains.append(chain)
+    return tuple(chains)
 
 
-def chain_of(settings: Settings, kind: str, channel: str) -> Chain:
-    for chain in chains_for(settings, kind):
-        if channel in chain:
-            return chain
-    return (channel,)
+def parse_policy(raw: str | None) -> ChannelPolicy:
+    """LEADPUSH_CHANNEL_POLICY (JSON text; None or blank = the default) as a `ChannelPolicy`.
+
+    Raises ValueError naming the variable, so a bad policy stops the service from starting.
+    """
+    return ChannelPolicy({kind: _chains(steps) for kind, steps in _steps(raw).items()})
 
 
-def _judge(settings: Settings, channel: str, openid: str | None, wecom_userid: str | None, self_action: bool):
-    """(usable, row to record when not usable: reason or None, why usable)."""
+def judge(
+    settings: PolicySettings, channel: str, openid: str | None, wecom_userid: str | None, self_action: bool
+) -> Verdict:
+    """Whether `channel` can reach a user with these addresses, and what to record when it cannot."""
     if channel == "inapp":
-        return True, None, "站内通知始终发送"
+        return Verdict(True, None, "站内通知始终发送")
     if channel == "webhook":
-        return (True, None, "已配置出站 webhook") if settings.webhook_enabled else (False, None, "")
+        return Verdict(True, None, "已配置出站 webhook") if settings.webhook_enabled else Verdict(False, None, "")
     address, enabled, bound = (
         (openid, settings.wechat_enabled, "用户已绑定小程序 openid")
         if channel == "wechat"
         else (wecom_userid, settings.wecom_enabled, "用户已绑定企业微信账号")
     )
     if not address:
-        return False, None, ""
+        return Verdict(False, None, "")
     if not enabled:
-        return False, f"未配置{NAMES[channel]}渠道", ""
+        return Verdict(False, f"未配置{NAMES[channel]}渠道", "")
     if self_action:
-        return False, "本人操作，不推送", ""
-    return True, None, bound
+        return Verdict(False, "本人操作，不推送", "")
+    return Verdict(True, None, bound)
 
 
-def _describe(chain: Chain, channel: str, why: str) -> str:
+def describe(chain: Chain, channel: str, why: str) -> str:
+    """Why `channel` is used, and which channels of its chain take over should it not reach the user."""
     rest = chain[chain.index(channel) + 1 :]
     if not rest:
         return why
     return f"{why}；未送达时改用{'、'.join(NAMES[c] for c in rest)}（{'|'.join(chain)}，只发其一）"
 
 
-def plan_deliveries(settings: Settings, kind: str, recipient: User, actor_id: int | None) -> list[ChannelPlan]:
+def plan_deliveries(
+    settings: PolicySettings, kind: str, recipient: Addressee, actor_id: int | None
+) -> list[ChannelPlan]:
     """One plan per step of the kind's policy: the first usable channel of each chain is pending.
 
     A channel the user has an address for but the deployment has not configured is recorded as
@@ -137,128 +169,14 @@ def plan_deliveries(settings: Settings, kind: str, recipient: User, actor_id: in
     """
     self_action = actor_id is not None and actor_id == recipient.id
     plans: list[ChannelPlan] = []
-    for chain in chains_for(settings, kind):
+    for chain in settings.channel_policy.chains_for(kind):
         for channel in chain:
-            usable, skip_reason, why = _judge(
-                settings, channel, recipient.wechat_openid, recipient.wecom_userid, self_action
-            )
-            if usable:
-                plans.append(ChannelPlan(channel, "pending", _describe(chain, channel, why)[:200]))
+            verdict = judge(settings, channel, recipient.wechat_openid, recipient.wecom_userid, self_action)
+            if verdict.usable:
+                plans.append(ChannelPlan(channel, "pending", describe(chain, channel, verdict.why)[:200]))
                 break
-            if skip_reason:
-                plans.append(ChannelPlan(channel, "skipped", skip_reason))
+            if verdict.skip_reason:
+                plans.append(ChannelPlan(channel, "skipped", verdict.skip_reason))
                 if self_action:
                     break
     return plans
-
-
-# --------------------------------------------------------------------------------------
-# Fallback at send time
-# --------------------------------------------------------------------------------------
-
-
-def _self_action(job: DeliveryJob) -> bool:
-    actor = job.payload.get("actorId")
-    return actor is not None and actor == job.recipient.id
-
-
-def create_fallback(ctx: AppContext, job: DeliveryJob, chain: Chain, why: str, now: datetime) -> str | None:
-    """After `job` ended without reaching the user, give the next usable channel of its chain a row.
-
-    Fenced like the dispatcher's own writes: nothing happens unless this worker still holds the
-    delivery. Idempotent: a second call finds the row already there. Returns the channel used.
-    """
-    settings = ctx.settings
-    rest = chain[chain.index(job.channel) + 1 :] if job.channel in chain else ()
-    if not rest:
-        return None
-    r: Recipient = job.recipient
-    try:
-        with ctx.db.write() as session:
-            mine = session.scalar(
-                select(Delivery.id).where(
-                    Delivery.id == job.delivery_id, Delivery.status == "sending", Delivery.attempts == job.attempts
-                )
-            )
-            if mine is None:
-                return None
-            existing = set(
-                session.scalars(select(Delivery.channel).where(Delivery.notification_id == job.notification_id))
-            )
-            for channel in rest:
-                if channel in existing:
-                    return None  # a fallback was already created (an earlier attempt got this far)
-                usable, skip_reason, _ = _judge(settings, channel, r.wechat_openid, r.wecom_userid, _self_action(job))
-                if not usable and not skip_reason:
-                    continue
-                reason = f"{NAMES[job.channel]}未送达（{why}），改用{NAMES[channel]}"
-                session.add(
-                    Delivery(
-                        notification_id=job.notification_id,
-                        recipient_id=r.id,
-                        channel=channel,
-                        status="pending" if usable else "skipped",
-                        policy=_describe(chain, channel, reason)[:200] if usable else skip_reason,
-                        next_attempt_at=now if usable else None,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
-                if usable:
-                    return channel
-            return None
-    except IntegrityError:
-        return None  # created concurrently by another worker
-
-
-def sent_alternative(ctx: AppContext, job: DeliveryJob, chain: Chain) -> str | None:
-    """Another channel of the same chain already reached (or is about to reach) the user for this
-    notification — e.g. an admin retried a dead WeChat delivery after WeCom had taken over. Then this
-    one must not send. An earlier channel counts only once sent: while it is still `sending` it is
-    the very delivery whose failure created this one."""
-    position = chain.index(job.channel) if job.channel in chain else 0
-    earlier, later = chain[:position], chain[position + 1 :]
-    if not earlier and not later:
-        return None
-    with ctx.db.read() as session:
-        rows = session.execute(
-            select(Delivery.channel, Delivery.status).where(
-                Delivery.notification_id == job.notification_id,
-                Delivery.channel.in_(earlier + later),
-                Delivery.id != job.delivery_id,
-            )
-        ).all()
-    for channel, status in rows:
-        if status == "sent" or (channel in later and status in ("pending", "sending", "failed")):
-            return channel
-    return None
-
-
-class FallbackChannel:
-    """Wraps a channel: applies the policy's "one of" chains around its sends."""
-
-    def __init__(self, inner: Channel, ctx: AppContext) -> None:
-        self.inner = inner
-        self.ctx = ctx
-        self.name = inner.name
-
-    async def send(self, job: DeliveryJob) -> SendResult:
-        chain = chain_of(self.ctx.settings, job.kind, job.channel)
-        if len(chain) == 1:
-            return await self.inner.send(job)
-        other = await to_thread.run_sync(sent_alternative, self.ctx, job, chain)
-        if other is not None:
-            return SendResult.skipped(f"已改由{NAMES.get(other, other)}发送，不再重复")
-        result = await self.inner.send(job)
-        final = result.outcome in ("skipped", "permanent") or (
-            result.outcome == "retry" and job.attempts >= self.ctx.settings.delivery_max_attempts
-        )
-        if final:
-            now = self.ctx.clock.now()
-            used = await to_thread.run_sync(create_fallback, self.ctx, job, chain, result.detail[:60], now)
-            if used is not None:
-                log.info("投递 %s（%s）未送达，改用 %s", job.delivery_id, job.channel, used)
-        return result
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()

@@ -1,17 +1,23 @@
-"""Reading a user's notifications: catch-up by id, unread counts, read marks."""
+"""Reading a user's notifications (catch-up by id, newest, read marks) and the delivery ledger (list, retry)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from leadpush.db import after_commit, rows_changed
+from leadpush.errors import ApiError, not_found
 from leadpush.notify.models import Delivery, Notification
 from leadpush.notify.schemas import DeliveryOut, NotificationOut
+from leadpush.notify.signals import Signals
+from leadpush.permissions import team_members
 from leadpush.users.models import User
+from leadpush.users.service import is_db_id
 
 
 def to_out(n: Notification) -> NotificationOut:
@@ -38,6 +44,13 @@ def notifications_after(session: Session, user_id: int, after: int, limit: int) 
         .where(Notification.recipient_id == user_id, Notification.id > after)
         .order_by(Notification.id)
         .limit(limit)
+    ).all()
+
+
+def newest(session: Session, user_id: int, limit: int) -> Sequence[Notification]:
+    """The user's newest notifications, newest first."""
+    return session.scalars(
+        select(Notification).where(Notification.recipient_id == user_id).order_by(Notification.id.desc()).limit(limit)
     ).all()
 
 
@@ -78,7 +91,7 @@ def mark(session: Session, user_id: int, ids: list[int] | None, now: datetime, *
             .values(delivered_at=now)
             .execution_options(synchronize_session=False)
         )
-    return result.rowcount or 0
+    return rows_changed(result) or 0
 
 
 def delivery_out(d: Delivery, n: Notification, u: User) -> DeliveryOut:
@@ -100,3 +113,69 @@ def delivery_out(d: Delivery, n: Notification, u: User) -> DeliveryOut:
         updated_at=d.updated_at,
         sent_at=d.sent_at,
     )
+
+
+@dataclass
+class DeliveryFilters:
+    status: str | None = None
+    channel: str | None = None
+    user_id: int | None = None
+    notification_id: int | None = None
+
+
+def list_deliveries(
+    session: Session, actor: User, filters: DeliveryFilters, page: int, page_size: int
+) -> tuple[list[DeliveryOut], int]:
+    """The delivery ledger (admins: everyone; managers: their team), newest first, and how many match."""
+    query = (
+        select(Delivery, Notification, User)
+        .join(Notification, Notification.id == Delivery.notification_id)
+        .join(User, User.id == Delivery.recipient_id)
+    )
+    if actor.role == "manager":
+        query = query.where(team_members(actor))
+    if filters.status:
+        query = query.where(Delivery.status == filters.status)
+    if filters.channel:
+        query = query.where(Delivery.channel == filters.channel)
+    if filters.user_id:
+        query = query.where(Delivery.recipient_id == filters.user_id)
+    if filters.notification_id:
+        query = query.where(Delivery.notification_id == filters.notification_id)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.execute(query.order_by(Delivery.id.desc()).offset((page - 1) * page_size).limit(page_size))
+    return [delivery_out(d, n, u) for d, n, u in rows], total
+
+
+def retry_delivery(session: Session, signals: Signals, delivery_id: int, now: datetime) -> DeliveryOut:
+    """Send a dead, failed or skipped delivery again with a fresh set of attempts; workers wake on commit."""
+    delivery = session.get(Delivery, delivery_id) if is_db_id(delivery_id) else None
+    if delivery is None:
+        raise not_found("delivery")
+    if delivery.status not in ("dead", "failed", "skipped"):
+        raise ApiError(409, "not_retryable", f"只有失败、死信或跳过的投递可以重试（当前：{delivery.status}）")
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id == delivery_id)
+        .values(status="pending", attempts=0, next_attempt_at=now, lease_until=None, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(delivery)
+    notification = session.get_one(Notification, delivery.notification_id)
+    recipient = session.get_one(User, delivery.recipient_id)
+    out = delivery_out(delivery, notification, recipient)
+    recipient_id = delivery.recipient_id
+    after_commit(session, lambda: signals.notifications_committed({recipient_id}))
+    return out
+
+
+def delivery_counts(session: Session, actor: User) -> list[tuple[str, str, int]]:
+    """(channel, status, count) of the deliveries `actor` may see (admins: everyone; managers: their team)."""
+    query = (
+        select(Delivery.channel, Delivery.status, func.count())
+        .join(User, User.id == Delivery.recipient_id)
+        .group_by(Delivery.channel, Delivery.status)
+    )
+    if actor.role == "manager":
+        query = query.where(team_members(actor))
+    return [(c, s, n) for c, s, n in session.execute(query).all()]

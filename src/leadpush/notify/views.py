@@ -8,20 +8,16 @@ from typing import Annotated
 
 from anyio import to_thread
 from fastapi import APIRouter, Query, Request
-from sqlalchemy import func, select, update
 
-from leadpush.db import after_commit
 from leadpush.deps import AdminUser, Ctx, CurrentUser, StaffUser, bearer_token
-from leadpush.errors import ApiError, not_found
+from leadpush.errors import ApiError
 from leadpush.notify import service
 from leadpush.notify.hub import Waiter
 from leadpush.notify.ledger import unread_count
-from leadpush.notify.models import CHANNELS, STATUSES, Delivery, Notification
+from leadpush.notify.models import CHANNELS, STATUSES
 from leadpush.notify.schemas import DeliveryOut, DeliveryPage, MarkReadBody, NotificationPage, UnreadOut
-from leadpush.permissions import team_members
 from leadpush.schemas import Envelope
-from leadpush.users.models import User
-from leadpush.users.service import MAX_ID, hash_token, is_db_id
+from leadpush.users.service import MAX_ID, hash_token
 
 router = APIRouter(tags=["notifications"])
 
@@ -121,48 +117,15 @@ def list_deliveries(
         raise ApiError(422, "invalid_filter", f"status 必须是 {' / '.join(STATUSES)} 之一")
     if channel is not None and channel not in CHANNELS:
         raise ApiError(422, "invalid_filter", f"channel 必须是 {' / '.join(CHANNELS)} 之一")
-    query = (
-        select(Delivery, Notification, User)
-        .join(Notification, Notification.id == Delivery.notification_id)
-        .join(User, User.id == Delivery.recipient_id)
-    )
-    if user.role == "manager":
-        query = query.where(team_members(user))
-    if status:
-        query = query.where(Delivery.status == status)
-    if channel:
-        query = query.where(Delivery.channel == channel)
-    if user_id:
-        query = query.where(Delivery.recipient_id == user_id)
-    if notification_id:
-        query = query.where(Delivery.notification_id == notification_id)
+    filters = service.DeliveryFilters(status, channel, user_id, notification_id)
     with ctx.db.read() as session:
-        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-        rows = session.execute(query.order_by(Delivery.id.desc()).offset((page - 1) * page_size).limit(page_size))
-        items = [service.delivery_out(d, n, u) for d, n, u in rows]
+        items, total = service.list_deliveries(session, user, filters, page, page_size)
     return Envelope(data=DeliveryPage(items=items, total=total, page=page, page_size=page_size))
 
 
 @router.post("/api/deliveries/{delivery_id:int}/retry", response_model=Envelope[DeliveryOut])
 def retry_delivery(delivery_id: int, ctx: Ctx, admin: AdminUser) -> Envelope:
     """Send a dead (or failed) delivery again, with a fresh set of attempts."""
-    now = ctx.clock.now()
     with ctx.db.write() as session:
-        delivery = session.get(Delivery, delivery_id) if is_db_id(delivery_id) else None
-        if delivery is None:
-            raise not_found("delivery")
-        if delivery.status not in ("dead", "failed", "skipped"):
-            raise ApiError(409, "not_retryable", f"只有失败、死信或跳过的投递可以重试（当前：{delivery.status}）")
-        session.execute(
-            update(Delivery)
-            .where(Delivery.id == delivery_id)
-            .values(status="pending", attempts=0, next_attempt_at=now, lease_until=None, updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        session.refresh(delivery)
-        notification = session.get(Notification, delivery.notification_id)
-        recipient = session.get(User, delivery.recipient_id)
-        out = service.delivery_out(delivery, notification, recipient)
-        recipient_id = delivery.recipient_id
-        after_commit(session, lambda: ctx.signals.notifications_committed({recipient_id}))
+        out = service.retry_delivery(session, ctx.signals, delivery_id, ctx.clock.now())
     return Envelope(message="已重新加入发送队列", data=out)

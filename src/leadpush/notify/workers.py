@@ -27,7 +27,7 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from leadpush.clock import Clock
-from leadpush.db import Database
+from leadpush.db import Database, rows_changed
 from leadpush.notify.models import Delivery, Worker
 
 log = logging.getLogger(__name__)
@@ -89,15 +89,17 @@ class Heartbeat:
         )
 
     def _take_over_predecessors(self, session: Session, now: datetime) -> None:
-        released = session.execute(
-            update(Delivery)
-            .where(
-                Delivery.status == "sending",
-                or_(Delivery.lease_holder.is_(None), Delivery.lease_holder != self.id),
+        released = rows_changed(
+            session.execute(
+                update(Delivery)
+                .where(
+                    Delivery.status == "sending",
+                    or_(Delivery.lease_holder.is_(None), Delivery.lease_holder != self.id),
+                )
+                .values(lease_until=now - timedelta(seconds=1))
+                .execution_options(synchronize_session=False)
             )
-            .values(lease_until=now - timedelta(seconds=1))
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        )
         session.execute(delete(Worker).where(Worker.id != self.id))
         if released:
             log.warning("接管上一个进程退出时正在发送的 %d 条投递", released)
@@ -113,12 +115,14 @@ class Heartbeat:
                 self._register()
             with self.db.write() as session:
                 now = self.clock.now()
-                mine = session.execute(
-                    update(Worker)
-                    .where(Worker.id == self.id)
-                    .values(beats=Worker.beats + 1, heartbeat_at=now)
-                    .execution_options(synchronize_session=False)
-                ).rowcount
+                mine = rows_changed(
+                    session.execute(
+                        update(Worker)
+                        .where(Worker.id == self.id)
+                        .values(beats=Worker.beats + 1, heartbeat_at=now)
+                        .execution_options(synchronize_session=False)
+                    )
+                )
                 if not mine:
                     session.add(self._row(now))  # our row was removed (an operator, a test's wipe): reappear
                 counts = {wid: beats for wid, beats in session.execute(select(Worker.id, Worker.beats))}

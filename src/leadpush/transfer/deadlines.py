@@ -76,7 +76,9 @@ def refresh_deadlines(
         return
     rules = enabled_rules(session) if rules is None else rules
     owner_ids = {c.owner_id for c in customers if c.owner_id is not None}
-    teams = dict(session.execute(select(User.id, User.team).where(User.id.in_(owner_ids))).all()) if owner_ids else {}
+    teams: dict[int | None, str | None] = (
+        dict(session.execute(select(User.id, User.team).where(User.id.in_(owner_ids))).all()) if owner_ids else {}
+    )
     changes: list[dict[str, object]] = []
     for customer in customers:
         deadline = deadline_for(rules, customer, teams.get(customer.owner_id)) if rules else None

@@ -4,6 +4,10 @@ Runs never overlap (a lease row in the database, so this holds across processes 
 each lead is handled in its own short transaction with a conditional update on its version, so a lead
 moves once even if something else touches it meanwhile. A lead that cannot move (its target is full,
 say) is recorded as failed and retried a little later; the run goes on.
+
+A run's row in the history is written when it starts, and its counts grow in the same transaction as
+each move, warning or failure they count: whoever sees a lead moved sees it counted, even while the
+run is still going (or after its process died mid-run).
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ from sqlalchemy.exc import IntegrityError
 
 from leadpush.assignment.service import Move, change_owner, open_lead_count
 from leadpush.context import AppContext
+from leadpush.db import rows_changed
 from leadpush.leads.models import Customer
-from leadpush.notify.ledger import NewNotification, write_notifications
+from leadpush.notify.ledger import write_notifications
 from leadpush.transfer.deadlines import deadline_for, enabled_rules, refresh_deadlines
+from leadpush.transfer.messaging import transfer_reason, transfer_warning
 from leadpush.transfer.models import Lease, TransferRule, TransferRun
 from leadpush.users.models import User
 
@@ -36,7 +42,6 @@ FAILED_RETRY = timedelta(minutes=10)
 PREVIEW_LIMIT = 1000
 FAILURES_KEPT = 100  # per team, in the run's history
 COUNTS = ("examined", "moved", "warned", "failed")
-ACTION_NAMES = {"public_pool": "退回公海", "round_robin": "团队内轮流分配", "user": "转给指定人员"}
 
 
 class TransferBusy(Exception):
@@ -88,11 +93,13 @@ def holder_id() -> str:
 def acquire_lease(ctx: AppContext, holder: str, now: datetime) -> bool:
     until = now + timedelta(seconds=LEASE_SECONDS)
     with ctx.db.write() as session:
-        taken = session.execute(
-            update(Lease)
-            .where(Lease.name == LEASE_NAME, or_(Lease.until < now, Lease.holder == holder))
-            .values(holder=holder, until=until)
-        ).rowcount
+        taken = rows_changed(
+            session.execute(
+                update(Lease)
+                .where(Lease.name == LEASE_NAME, or_(Lease.until < now, Lease.holder == holder))
+                .values(holder=holder, until=until)
+            )
+        )
         if taken:
             return True
         if session.get(Lease, LEASE_NAME) is not None:
@@ -108,6 +115,20 @@ def acquire_lease(ctx: AppContext, holder: str, now: datetime) -> bool:
 def release_lease(ctx: AppContext, holder: str) -> None:
     with ctx.db.write() as session:
         session.execute(delete(Lease).where(Lease.name == LEASE_NAME, Lease.holder == holder))
+
+
+def _count(session, report: RunReport, **delta: int) -> None:  # noqa: ANN001
+    """Add to the run's stored counts, in the caller's transaction (a dry run stores them only at its end)."""
+    if report.run_id is None or report.dry_run:
+        return
+    columns = {name: getattr(TransferRun, name) + n for name, n in delta.items() if n}
+    if columns:
+        session.execute(
+            update(TransferRun)
+            .where(TransferRun.id == report.run_id)
+            .values(**columns)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def _warn(ctx: AppContext, report: RunReport, now: datetime, team: str | None) -> None:
@@ -144,28 +165,7 @@ def _warn(ctx: AppContext, report: RunReport, now: datetime, team: str | None) -
                 rule = rules.get(customer.transfer_rule_id or -1)
                 due = customer.transfer_due_at
                 assert due is not None
-                hours_left = max(0.0, (due - now).total_seconds() / 3600)
-                action = ACTION_NAMES.get(rule.action, "流转") if rule else "流转"
-                items.append(
-                    NewNotification(
-                        recipient=owner,
-                        kind="transfer_warning",
-                        title=f"线索「{customer.name}」即将被自动流转",
-                        body=f"请在 {due.astimezone(ctx.settings.tz):%m-%d %H:%M} 前跟进，否则将{action}（约 {hours_left:.1f} 小时后）",
-                        payload={
-                            "customerId": customer.id,
-                            "customerName": customer.name,
-                            "customerPhone": customer.phone,
-                            "source": customer.source,
-                            "dueAt": due.astimezone(ctx.settings.tz).isoformat(timespec="seconds"),
-                            "assignTime": due.astimezone(ctx.settings.tz).isoformat(timespec="seconds"),
-                            "ruleId": rule.id if rule else None,
-                            "ruleName": rule.name if rule else None,
-                            "action": rule.action if rule else None,
-                        },
-                        dedupe_key=f"transfer_warning:{customer.id}:{due.isoformat()}",
-                    )
-                )
+                items.append(transfer_warning(owner, customer, rule, due, now, ctx.settings.tz))
                 session.execute(
                     update(Customer)
                     .where(Customer.id == customer.id, Customer.transfer_due_at == due)
@@ -175,6 +175,7 @@ def _warn(ctx: AppContext, report: RunReport, now: datetime, team: str | None) -
             write_notifications(session, ctx.settings, ctx.signals, items, now)
             for _customer, owner in rows:
                 report.tally(owner.team, "warned")
+            _count(session, report, warned=len(items))
 
 
 def pick_round_robin(session, rule: TransferRule, customer: Customer, owner: User | None) -> User | None:  # noqa: ANN001
@@ -245,13 +246,14 @@ def _move_one(ctx: AppContext, report: RunReport, customer_id: int, now: datetim
             report.fail(team, {**item, "reason": why})
             if not report.dry_run:
                 _postpone(session, customer.id, now)
+                _count(session, report, failed=1)
             return
         if report.dry_run:
             report.tally(team, "moved")
             if len(report.items) < PREVIEW_LIMIT:
                 report.items.append(item)
             return
-        reason = f"{rule.name}：超时未跟进，{ACTION_NAMES.get(rule.action, '自动流转')}"
+        reason = transfer_reason(rule)
         result = change_owner(
             ctx,
             session,
@@ -266,9 +268,11 @@ def _move_one(ctx: AppContext, report: RunReport, customer_id: int, now: datetim
             report.fail(team, {**item, "reason": result.failed[0].message})
             if result.failed[0].code != "version_conflict":
                 _postpone(session, customer.id, now)
+            _count(session, report, failed=1)
             return
         if rule.action == "round_robin" and target is not None:
             session.execute(update(TransferRule).where(TransferRule.id == rule.id).values(last_assignee_id=target.id))
+        _count(session, report, moved=1)
         report.tally(team, "moved")
         if len(report.items) < PREVIEW_LIMIT:
             report.items.append(item)
@@ -304,6 +308,8 @@ def _move_due(ctx: AppContext, report: RunReport, now: datetime, team: str | Non
             report.tally(owner_team, "examined")
         if not acquire_lease(ctx, holder, ctx.clock.now()):  # renew; lost only if we stalled past the lease
             raise TransferBusy()
+        with ctx.db.write() as session:
+            _count(session, report, examined=len(rows))
         for customer_id, owner_team in rows:
             try:
                 _move_one(ctx, report, customer_id, now)
@@ -313,6 +319,7 @@ def _move_due(ctx: AppContext, report: RunReport, now: datetime, team: str | Non
                 if not report.dry_run:
                     with ctx.db.write() as session:
                         _postpone(session, customer_id, now)
+                        _count(session, report, failed=1)
 
 
 def run_transfer(ctx: AppContext, trigger: str, *, dry_run: bool = False, team: str | None = None) -> RunReport:

@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from anyio import to_thread
 from apscheduler.triggers.cron import CronTrigger
 
 from leadpush.context import AppContext
 from leadpush.transfer.deadlines import earliest_pending
-from leadpush.transfer.engine import TransferBusy, run_transfer
+from leadpush.transfer.engine import RunReport, TransferBusy, run_transfer
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,12 @@ def cron_trigger(ctx: AppContext) -> CronTrigger:
 
 
 def next_cron_after(trigger: CronTrigger, now: datetime) -> datetime:
-    fire = trigger.get_next_fire_time(None, now)
+    """The first fire time strictly after `now`.
+
+    APScheduler's answer includes `now` itself; a run that starts on the hour would then be due again at
+    every look until the clock moves on (under a coarse or stopped clock, a run every READ_INTERVAL).
+    """
+    fire = trigger.get_next_fire_time(None, now + timedelta(microseconds=1))
     assert fire is not None
     return fire
 
@@ -54,17 +59,17 @@ class TransferScheduler:
         with self.ctx.db.read() as session:
             return earliest_pending(session)
 
-    async def _run(self, trigger: str) -> bool:
+    async def _run(self, trigger: str) -> RunReport | None:
         try:
-            await to_thread.run_sync(lambda: run_transfer(self.ctx, trigger))
+            report = await to_thread.run_sync(lambda: run_transfer(self.ctx, trigger))
         except TransferBusy:
             log.info("另一个自动流转正在运行，跳过本次（%s）", trigger)
-            return False
+            return None
         except Exception:
             log.exception("自动流转（%s）失败", trigger)
-            return False
+            return None
         self.runs.append(trigger)
-        return True
+        return report
 
     async def run(self) -> None:
         next_cron = next_cron_after(self.trigger, self.ctx.clock.now())
@@ -82,8 +87,10 @@ class TransferScheduler:
                 next_cron = earlier  # the clock was set back: do not wait for a fire time that moved away
             if now >= next_cron:
                 ran = await self._run("cron")
-                next_cron = next_cron_after(self.trigger, max(now, self.ctx.clock.now()))
-                if not ran:
+                # The next hour after the run's start (a fire time it already covered is not served again), not
+                # after its end: an hour that struck during a long run is caught up once.
+                next_cron = next_cron_after(self.trigger, max(now, ran.started_at) if ran else now)
+                if ran is None:
                     await asyncio.sleep(BUSY_BACKOFF)
                 continue
             try:
@@ -92,7 +99,7 @@ class TransferScheduler:
                 log.exception("读取最近的流转截止时间失败")
                 earliest = None
             if earliest is not None and now >= earliest:
-                if not await self._run("deadline"):
+                if await self._run("deadline") is None:
                     await asyncio.sleep(BUSY_BACKOFF)
                 continue
             target = min(next_cron, earliest) if earliest is not None else next_cron

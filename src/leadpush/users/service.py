@@ -1,4 +1,4 @@
-"""Creating users, issuing and checking API tokens."""
+"""Users: creating, listing and changing them, issuing, checking and revoking API tokens."""
 
 from __future__ import annotations
 
@@ -6,14 +6,17 @@ import hashlib
 import re
 import secrets
 from collections.abc import Collection
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from leadpush.db import after_commit
-from leadpush.errors import ApiError
+from leadpush.errors import ApiError, not_found
 from leadpush.notify.signals import Signals
+from leadpush.permissions import team_members
 from leadpush.text import single_line
 from leadpush.users.models import ROLES, ApiToken, User
 
@@ -38,6 +41,29 @@ def clean_text(value: str | None) -> str | None:
 
 def get_user(session: Session, user_id: int) -> User | None:
     return session.get(User, user_id) if is_db_id(user_id) else None
+
+
+def existing_user(session: Session, user_id: int) -> User:
+    """The user with this id, or a 404."""
+    user = get_user(session, user_id)
+    if user is None:
+        raise not_found("user")
+    return user
+
+
+def users_by_id(session: Session, ids: Collection[int | None]) -> dict[int, User]:
+    wanted = {i for i in ids if is_db_id(i)}
+    if not wanted:
+        return {}
+    return {u.id: u for u in session.scalars(select(User).where(User.id.in_(wanted)))}
+
+
+def get_assignee(session: Session, user_id: int) -> User:
+    """The user a lead is to go to, or a 404 naming the id."""
+    user = get_user(session, user_id)
+    if user is None:
+        raise ApiError(404, "user_not_found", f"用户 {user_id} 不存在")
+    return user
 
 
 def hash_token(token: str) -> str:
@@ -147,3 +173,51 @@ def create_user(
     except IntegrityError as exc:
         raise ApiError(409, "identity_taken", "该微信 openid 或企业微信账号已绑定其他用户") from exc
     return user, issue_token(session, user)
+
+
+def list_users(session: Session, actor: User) -> list[User]:
+    """Admins see everyone; managers their team (to pick an assignee); sales themselves."""
+    query = select(User).order_by(User.id)
+    if actor.role == "manager":
+        query = query.where(team_members(actor))
+    elif actor.role == "sales":
+        query = query.where(User.id == actor.id)
+    return list(session.scalars(query).all())
+
+
+def check_changes(changes: dict[str, Any]) -> dict[str, Any]:
+    """An update's fields, checked and cleaned before anything is written."""
+    for key in ("name", "role", "active"):
+        if key in changes and changes[key] is None:
+            raise ApiError(422, "validation_error", f"参数错误：{key} 不能为空")
+    if "role" in changes:
+        check_role(changes["role"])
+    text = {k: changes[k] for k in FIELD_LIMITS if k in changes}
+    changes.update(check_fields(**text))
+    if "name" in changes and not changes["name"]:
+        raise ApiError(422, "invalid_name", "姓名不能为空")
+    return changes
+
+
+def update_user(session: Session, signals: Signals, user_id: int, changes: dict[str, Any]) -> User:
+    """Apply checked changes (`check_changes`); deactivating someone ends their sessions once committed."""
+    user = existing_user(session, user_id)
+    for key, value in changes.items():
+        setattr(user, key, value)
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        raise ApiError(409, "identity_taken", "该微信 openid 或企业微信账号已绑定其他用户") from exc
+    if changes.get("active") is False:
+        end_sessions_after_commit(session, signals, user_id)
+    return user
+
+
+def revoke_tokens(session: Session, signals: Signals, user_id: int, now: datetime) -> User:
+    """Revoke every token of a user; their sockets and long polls end once committed."""
+    user = existing_user(session, user_id)
+    session.execute(
+        update(ApiToken).where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None)).values(revoked_at=now)
+    )
+    end_sessions_after_commit(session, signals, user_id)
+    return user

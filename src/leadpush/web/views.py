@@ -16,17 +16,14 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import Field
-from sqlalchemy import func, select
 
-import leadpush
 from leadpush.context import AppContext
 from leadpush.deps import Ctx, CurrentUser, StaffUser, authenticate_or_refuse, client_address
 from leadpush.errors import ApiError
 from leadpush.notify import service as notify_service
 from leadpush.notify.ledger import unread_count
-from leadpush.notify.models import CHANNELS, STATUSES, Delivery, Notification
+from leadpush.notify.models import CHANNELS, STATUSES
 from leadpush.notify.schemas import NotificationOut
-from leadpush.permissions import team_members
 from leadpush.schemas import CamelModel, Envelope, RequestModel
 from leadpush.users.models import User
 from leadpush.users.schemas import UserOut
@@ -38,8 +35,9 @@ HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 
-# The shared JS client (issue 9) lives outside the package, in the repository's clients/ folder.
-CLIENT_MODULE = Path(leadpush.__file__).resolve().parents[2] / "clients" / "js" / "src" / "leadpush-client.mjs"
+# The shared JS client kit: an exact copy of clients/js/src/leadpush-client.mjs that clients/js/build.mjs
+# writes into the package (a test checks it is current), so an installed leadpush serves it too.
+CLIENT_MODULE = STATIC_DIR / "leadpush-client.mjs"
 STATIC_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]*\.(js|mjs|css|svg|png)$")
 MEDIA_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 
@@ -133,7 +131,7 @@ def _static(path: Path) -> FileResponse:
 
 @router.get("/console/static/leadpush-client.mjs")
 def client_module() -> Response:
-    """The shared browser / mini-program client (clients/js), served as-is so the console uses the same code."""
+    """The shared browser / mini-program client (clients/js, packaged), served as-is so the console uses the same code."""
     if not CLIENT_MODULE.is_file():
         log.error("console: the shared JS client is missing at %s; the live inbox cannot start", CLIENT_MODULE)
         return Response(
@@ -181,13 +179,7 @@ class RecentNotifications(CamelModel):
 def recent_notifications(ctx: Ctx, user: CurrentUser, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> Envelope:
     """The caller's newest notifications, newest first (the inbox's first screen; live ones come by WebSocket)."""
     with ctx.db.read() as session:
-        rows = session.scalars(
-            select(Notification)
-            .where(Notification.recipient_id == user.id)
-            .order_by(Notification.id.desc())
-            .limit(limit)
-        ).all()
-        items = [notify_service.to_out(n) for n in rows]
+        items = [notify_service.to_out(n) for n in notify_service.newest(session, user.id, limit)]
         unread = unread_count(session, user.id)
     return Envelope(data=RecentNotifications(items=items, latest_id=items[0].id if items else 0, unread=unread))
 
@@ -207,14 +199,7 @@ class DeliveryStats(CamelModel):
 @router.get("/console/api/delivery-stats", response_model=Envelope[DeliveryStats])
 def delivery_stats(ctx: Ctx, user: StaffUser) -> Envelope:
     """Deliveries by channel and status (admins: everyone; managers: their team), for the monitor's counters."""
-    query = (
-        select(Delivery.channel, Delivery.status, func.count())
-        .join(User, User.id == Delivery.recipient_id)
-        .group_by(Delivery.channel, Delivery.status)
-    )
-    if user.role == "manager":
-        query = query.where(team_members(user))
     with ctx.db.read() as session:
-        rows = session.execute(query).all()
+        rows = notify_service.delivery_counts(session, user)
     counts = [DeliveryCount(channel=c, status=s, count=n) for c, s, n in rows]
     return Envelope(data=DeliveryStats(channels=list(CHANNELS), statuses=list(STATUSES), counts=counts))

@@ -1,1 +1,1 @@
-"""The mini program's WeChat side: binding a user's openid and recording subscribe-message credits."""
+"""Everything about WeChat mini-program subscribe messages: credits, formatting, login, the channel."""

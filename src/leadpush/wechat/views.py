@@ -11,7 +11,8 @@ from pydantic import BeforeValidator, Field
 from leadpush.deps import Ctx, CurrentUser
 from leadpush.schemas import CamelModel, Envelope, RequestModel
 from leadpush.text import refuse_lone_surrogates
-from leadpush.wechat import service
+from leadpush.wechat import credits
+from leadpush.wechat.login import bind_openid, openid_from_code
 
 router = APIRouter(prefix="/api/wechat", tags=["wechat"])
 
@@ -43,12 +44,12 @@ def _credits_out(ctx: Ctx, templates: dict[str, int], added: int = 0) -> Credits
 async def login(body: LoginBody, ctx: Ctx, user: CurrentUser) -> Envelope:
     """Exchange a mini-program login code for the openid and bind it to the signed-in user."""
     ctx.limiter.check("wechat-login", str(user.id), ctx.settings.token_issues_per_minute)
-    openid = await service.openid_from_code(ctx.settings, body.code)
+    openid = await openid_from_code(ctx.settings, body.code)
 
     def bind() -> BindingOut:
         with ctx.db.write() as session:
-            changed = service.bind_openid(session, user.id, openid, ctx.clock.now())
-            templates = service.credits_of(session, user.id)
+            changed = bind_openid(session, user.id, openid, ctx.clock.now())
+            templates = credits.credits_of(session, user.id)
         tid = ctx.settings.wechat_template_id or ""
         return BindingOut(user_id=user.id, openid=openid, changed=changed, credits=templates.get(tid, 0))
 
@@ -67,10 +68,10 @@ def report_subscriptions(
     ],
 ) -> Envelope:
     """Each `accept` in the result is one message the user agreed to receive on that template."""
-    accepted = service.accepted_templates(result)
+    accepted = credits.accepted_templates(result)
     with ctx.db.write() as session:
-        service.add_credits(session, user.id, accepted, ctx.clock.now())
-        templates = service.credits_of(session, user.id)
+        credits.add_credits(session, user.id, accepted, ctx.clock.now())
+        templates = credits.credits_of(session, user.id)
     message = f"已记录 {len(accepted)} 次订阅" if accepted else "没有新的订阅次数"
     return Envelope(message=message, data=_credits_out(ctx, templates, len(accepted)))
 
@@ -79,5 +80,5 @@ def report_subscriptions(
 def my_credits(ctx: Ctx, user: CurrentUser) -> Envelope:
     """The signed-in user's remaining subscribe-message credits."""
     with ctx.db.read() as session:
-        templates = service.credits_of(session, user.id)
+        templates = credits.credits_of(session, user.id)
     return Envelope(data=_credits_out(ctx, templates))

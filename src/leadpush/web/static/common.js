@@ -45,8 +45,19 @@ export class ApiError extends Error {
     super(message);
     this.status = status;
     this.code = code;
-    this.data = data;
+    this.data = data ?? null;
   }
+}
+
+// The error for an answer that is not a success. The error envelope is {success: false, message, code, data}:
+// code and message are at its top level (data holds details). Not an envelope (a proxy's error page):
+// http_error. The same rule as the client kit's errorFromAnswer (clients/js), so the page's own calls and the
+// live inbox's report one error the same way (tests/test_console.py checks they agree).
+function errorFromAnswer(status, json) {
+  const isEnvelope = json !== null && typeof json === 'object';
+  const message = isEnvelope && typeof json.message === 'string' && json.message ? json.message : `请求失败（HTTP ${status}）`;
+  const code = isEnvelope && typeof json.code === 'string' && json.code ? json.code : 'http_error';
+  return new ApiError(status, code, message, isEnvelope ? json.data : null);
 }
 
 export function loginUrl() {
@@ -54,7 +65,8 @@ export function loginUrl() {
   return '/console/login' + (next.startsWith('/console') && next !== '/console/login' ? '?next=' + encodeURIComponent(next) : '');
 }
 
-// Calls the JSON API with the stored token; answers the envelope ({success, message, data}) or throws ApiError.
+// Calls the JSON API with the stored token; answers the envelope ({success, message, data}) or throws ApiError
+// (status, code, message, data).
 export async function api(path, { method = 'GET', body, token = getToken(), query } = {}) {
   const headers = { Accept: 'application/json' };
   if (token) headers.Authorization = 'Bearer ' + token;
@@ -81,9 +93,7 @@ export async function api(path, { method = 'GET', body, token = getToken(), quer
     location.assign(loginUrl());
     throw new ApiError(401, 'unauthorized', '登录已失效，请重新登录');
   }
-  if (!response.ok || !json || json.success === false) {
-    throw new ApiError(response.status, json?.code ?? 'http_error', json?.message ?? `请求失败（HTTP ${response.status}）`, json?.data);
-  }
+  if (!response.ok || !json || json.success === false) throw errorFromAnswer(response.status, json);
   return json;
 }
 

@@ -15,6 +15,9 @@ const STATE_TEXT = {
 
 let client = null;
 let starting = null;
+// Set by sign-out: from then on no client is made, and a start still in flight gives up at its next step
+// (sign-out wins over a live inbox that was still connecting).
+let signedOut = false;
 let baselineId = Number.POSITIVE_INFINITY; // notifications at or below this id were there before the page loaded
 const seen = new Set();
 let resolveRecent;
@@ -22,8 +25,16 @@ let resolveRecent;
 export const recent = new Promise((resolve) => { resolveRecent = resolve; });
 
 export function startLive(me) {
+  if (signedOut) return Promise.resolve(null);
   starting ??= start(me);
   return starting;
+}
+
+// Whether a start in flight must stop here: signed out meanwhile (or the token is gone).
+function abandoned() {
+  if (!signedOut && getToken()) return false;
+  console.info('live inbox not started: signed out');
+  return true;
 }
 
 async function start(me) {
@@ -37,6 +48,7 @@ async function start(me) {
   for (const n of first.items) seen.add(n.id);
   setUnread(first.unread);
   resolveRecent(first);
+  if (abandoned()) return null;
 
   let mod;
   try {
@@ -46,6 +58,7 @@ async function start(me) {
     setState('unavailable');
     return null;
   }
+  if (abandoned()) return null;
   client = mod.createClient({
     baseUrl: location.origin,
     token: getToken(),
@@ -67,6 +80,7 @@ async function start(me) {
 }
 
 export function stopLive() {
+  signedOut = true;
   if (client) client.stop();
   client = null;
 }

@@ -1,10 +1,7 @@
-"""WeChat mini-program subscribe messages, paid for with the user's one-time credits.
+"""The WeChat channel: mini-program subscribe messages, paid for with the user's one-time credits.
 
-Credits are reserved before the call, not after: a conditional decrement (`credits > 0`) in the
-database, so two workers can never both spend a user's last credit, plus a marker row keyed by the
-delivery so a delivery re-tried after a crash reuses its reservation instead of taking another.
-Success keeps the credit spent; 43101 sets the balance to 0 (WeChat says none is left); any other
-failure gives it back. A delivery with no credit is skipped without calling WeChat.
+Each send reserves a credit before calling WeChat and settles it by the answer (see credits.py); a
+delivery with no credit is skipped without calling WeChat.
 """
 
 from __future__ import annotations
@@ -17,84 +14,19 @@ from typing import Any
 
 import httpx
 from anyio import to_thread
-from sqlalchemy import delete, update
 
 from leadpush.context import AppContext
-from leadpush.db import Database
 from leadpush.notify.channels.base import DeliveryJob, SendResult, lease_left
-from leadpush.notify.models import KeyValue, WechatSubscription
-from leadpush.notify.tokens import (
-    ApiReply,
-    TokenCache,
-    TokenUnavailable,
-    call_platform,
-    call_with_token,
-    retry_for,
-    short_errmsg,
-)
-from leadpush.notify.wechat_format import parse_field_map, subscribe_page, template_data, template_fields
+from leadpush.tencent.client import ApiReply, call_platform, call_with_token, issued_token
+from leadpush.tencent.errcodes import retry_for, short_errmsg
+from leadpush.tencent.tokens import Fetch, TokenCache, TokenUnavailable, shared_token_cache
+from leadpush.wechat.credits import Settlement, reserve_credit, settle_credit
+from leadpush.wechat.format import subscribe_page, template_data, template_fields
 
 SEND_PATH = "/cgi-bin/message/subscribe/send"
 NO_CREDIT = "无订阅次数（no credit）：用户未在小程序中允许接收，或次数已用完"
 
 log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------------------
-# Credits
-# --------------------------------------------------------------------------------------
-
-
-def _reservation_key(delivery_id: int) -> str:
-    return f"wechat-credit:{delivery_id}"
-
-
-def reserve_credit(db: Database, user_id: int, template_id: str, delivery_id: int, now: datetime) -> bool:
-    """Take one credit for this delivery (or find the one an earlier attempt took); False = none left."""
-    key = _reservation_key(delivery_id)
-    with db.write() as session:
-        if session.get(KeyValue, key) is not None:
-            return True
-        taken = session.execute(
-            update(WechatSubscription)
-            .where(
-                WechatSubscription.user_id == user_id,
-                WechatSubscription.template_id == template_id,
-                WechatSubscription.credits > 0,
-            )
-            .values(credits=WechatSubscription.credits - 1, updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        if taken.rowcount != 1:
-            return False
-        session.add(KeyValue(key=key, value=f"{user_id}:{template_id}", expires_at=None))
-        return True
-
-
-def settle_credit(db: Database, user_id: int, template_id: str, delivery_id: int, outcome: str, now: datetime) -> None:
-    """outcome: "spent" (sent), "refund" (not sent, give it back) or "none_left" (43101: balance is 0)."""
-    with db.write() as session:
-        held = session.execute(delete(KeyValue).where(KeyValue.key == _reservation_key(delivery_id))).rowcount
-        sub = (WechatSubscription.user_id == user_id, WechatSubscription.template_id == template_id)
-        if outcome == "refund" and held:
-            session.execute(
-                update(WechatSubscription)
-                .where(*sub)
-                .values(credits=WechatSubscription.credits + 1, updated_at=now)
-                .execution_options(synchronize_session=False)
-            )
-        elif outcome == "none_left":
-            session.execute(
-                update(WechatSubscription)
-                .where(*sub)
-                .values(credits=0, updated_at=now)
-                .execution_options(synchronize_session=False)
-            )
-
-
-# --------------------------------------------------------------------------------------
-# The channel
-# --------------------------------------------------------------------------------------
 
 
 def seconds_until_quota_resets(now: datetime, tz: Any, cap: float) -> float:
@@ -122,7 +54,7 @@ class WechatChannel:
         self.tokens = tokens
         self.client = client
         self.template_id = s.wechat_template_id
-        self.field_map = parse_field_map(s.wechat_field_map)
+        self.field_map = s.wechat_field_map
         self.url = s.wechat_api_base.rstrip("/") + SEND_PATH
         self._settling: set[asyncio.Future[None]] = set()
 
@@ -161,11 +93,11 @@ class WechatChannel:
         else:
             result = self.classify(reply)
             none_left = reply.errcode == 43101
-        outcome = "spent" if result.outcome == "sent" else "none_left" if none_left else "refund"
+        outcome: Settlement = "spent" if result.outcome == "sent" else "none_left" if none_left else "refund"
         await self._settle(job, outcome)
         return result
 
-    async def _settle(self, job: DeliveryJob, outcome: str) -> None:
+    async def _settle(self, job: DeliveryJob, outcome: Settlement) -> None:
         """Settle the credit without letting a slow or failing database hold back WeChat's answer.
 
         The answer must reach the ledger while this worker still holds the lease, or the delivery would
@@ -221,3 +153,37 @@ class WechatChannel:
             await asyncio.wait(self._settling, timeout=10)
         await self.client.aclose()
         await self.tokens.store.aclose()
+
+
+def token_fetcher(client: httpx.AsyncClient, base: str, appid: str, secret: str, mode: str = "stable") -> Fetch:
+    """The mini program's access token: `stable_token` (safe for many servers) or the legacy endpoint."""
+
+    async def fetch(force: bool) -> tuple[str, int]:
+        if mode == "legacy":
+            reply = await call_platform(
+                client,
+                "GET",
+                f"{base}/cgi-bin/token",
+                params={"grant_type": "client_credential", "appid": appid, "secret": secret},
+            )
+        else:
+            reply = await call_platform(
+                client,
+                "POST",
+                f"{base}/cgi-bin/stable_token",
+                body={"grant_type": "client_credential", "appid": appid, "secret": secret, "force_refresh": force},
+            )
+        return issued_token(reply, "微信")
+
+    return fetch
+
+
+def build_channel(ctx: AppContext) -> WechatChannel | None:
+    """The WeChat channel when appid, secret and template are configured; None leaves it off."""
+    s = ctx.settings
+    if not (s.wechat_enabled and s.wechat_appid and s.wechat_secret):
+        return None
+    client = httpx.AsyncClient(timeout=s.send_timeout)
+    fetch = token_fetcher(client, s.wechat_api_base.rstrip("/"), s.wechat_appid, s.wechat_secret, s.wechat_token_mode)
+    tokens = shared_token_cache(ctx, f"wechat:{s.wechat_appid}", fetch, supports_force=s.wechat_token_mode == "stable")
+    return WechatChannel(ctx, tokens, client)

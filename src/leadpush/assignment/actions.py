@@ -1,6 +1,7 @@
-"""The user-facing ownership actions: assign one, assign a batch, claim, release.
+"""The user-facing ownership actions: create leads, assign one, assign a batch, claim, release.
 
-Each checks who may do what, then hands the work to `change_owner`, the one path.
+One function per thing a user does, and the only door to it: each checks who may do what, then hands
+the work to `change_owner`, the one path, in the caller's transaction.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from leadpush.assignment.service import ChangeResult, ItemFailure, Move, change_
 from leadpush.context import AppContext
 from leadpush.errors import ApiError, forbidden, not_found
 from leadpush.leads.models import Customer
-from leadpush.leads.service import get_assignee, get_visible, users_by_id
+from leadpush.leads.schemas import CustomerCreate
+from leadpush.leads.service import get_visible
 from leadpush.permissions import can_see, check_can_assign, check_can_release
+from leadpush.transfer.pool_rules import check_claim_allowed
 from leadpush.users.models import User
-from leadpush.users.service import is_db_id
+from leadpush.users.service import get_assignee, is_db_id, users_by_id
 
 
 def assign_one(
@@ -101,8 +104,6 @@ def claim(ctx: AppContext, session: Session, actor: User, customer_id: int) -> C
         # Salespeople race for pool leads: whoever lost sees "already claimed" (409), whether the winner is
         # someone they can see or not — on every database, not a 404 for a lead that was on their screen.
         raise ApiError(409, "not_in_pool", "该线索已被他人领取")
-    from leadpush.transfer.pool_rules import check_claim_allowed
-
     if ctx.settings.claim_daily_limit > 0:
         # The claimer's row is held until commit, so their concurrent claims are counted one after the other.
         lock_users(session, [actor.id])
@@ -122,3 +123,51 @@ def release(ctx: AppContext, session: Session, actor: User, customer_id: int, re
     if result.failed:
         raise_failure(result.failed[0])
     return result
+
+
+def check_can_create_for(actor: User, target: User) -> None:
+    if actor.role == "sales":
+        if target.id != actor.id:
+            raise ApiError(403, "forbidden", "销售人员只能把新线索分配给自己")
+        return
+    check_can_assign(actor, None, target)
+
+
+def create_customers(ctx: AppContext, session: Session, actor: User, items: list[CustomerCreate]) -> list[Customer]:
+    """Insert leads (in the pool unless assignedTo is given); assigned ones go through change_owner."""
+    if not items:
+        raise ApiError(422, "batch_empty", "线索列表不能为空")
+    if len(items) > ctx.settings.max_batch:
+        raise ApiError(422, "batch_too_large", f"一次最多创建 {ctx.settings.max_batch} 条线索")
+    targets = users_by_id(session, {i.assigned_to for i in items})
+    for item in items:
+        if item.assigned_to is not None:
+            if item.assigned_to not in targets:
+                raise ApiError(404, "user_not_found", f"用户 {item.assigned_to} 不存在")
+            check_can_create_for(actor, targets[item.assigned_to])
+    now = ctx.clock.now()
+    customers = [
+        Customer(
+            name=i.name,
+            phone=i.phone,
+            source=i.source,
+            status=i.status,
+            note=i.note,
+            owner_id=None,
+            created_by=actor.id,
+            version=1,
+            created_at=now,
+            updated_at=now,
+        )
+        for i in items
+    ]
+    session.add_all(customers)
+    session.flush()
+    moves = [Move(c, targets[i.assigned_to]) for c, i in zip(customers, items, strict=True) if i.assigned_to]
+    if moves:
+        result = change_owner(
+            ctx, session, actor=actor, moves=moves, via="web" if len(items) == 1 else "batch", digest=len(items) > 1
+        )
+        if result.failed:
+            raise_failure(result.failed[0])
+    return customers

@@ -1,73 +1,20 @@
-"""Credits from wx.requestSubscribeMessage, and binding an openid from a mini-program login code."""
+"""Mini-program login: the openid behind a wx.login code, bound to the signed-in user."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from leadpush.config import Settings
 from leadpush.errors import ApiError
-from leadpush.notify.models import WechatSubscription
-from leadpush.notify.tokens import call_platform, short_errmsg
+from leadpush.tencent.client import call_platform
+from leadpush.tencent.errcodes import short_errmsg
 from leadpush.users.models import User
-
-MAX_TEMPLATES = 20  # wx.requestSubscribeMessage asks for at most 3 at once; anything bigger is not its result
-
-
-def accepted_templates(result: dict[str, Any]) -> list[str]:
-    """The template ids the user tapped "allow" for; reject / ban / filter earn nothing.
-
-    A failed call (errMsg not ending in ":ok") earns nothing either.
-    """
-    if len(result) > MAX_TEMPLATES + 1:
-        raise ApiError(422, "validation_error", f"订阅结果最多包含 {MAX_TEMPLATES} 个模板")
-    err = result.get("errMsg")
-    if err is not None and not str(err).endswith(":ok"):
-        return []
-    out = []
-    for key, value in result.items():
-        if key == "errMsg":
-            continue
-        if not key or len(key) > 128:
-            raise ApiError(422, "validation_error", "模板 ID 格式不正确")
-        if value == "accept":
-            out.append(key)
-    return out
-
-
-def add_credits(session: Session, user_id: int, template_ids: list[str], now: datetime) -> None:
-    """+1 credit per accepted template, atomically (concurrent reports each count)."""
-    for tid in template_ids:
-        bumped = session.execute(
-            update(WechatSubscription)
-            .where(WechatSubscription.user_id == user_id, WechatSubscription.template_id == tid)
-            .values(credits=WechatSubscription.credits + 1, updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        if bumped.rowcount == 1:
-            continue
-        try:
-            with session.begin_nested():
-                session.add(WechatSubscription(user_id=user_id, template_id=tid, credits=1, updated_at=now))
-        except IntegrityError:  # created concurrently: add to theirs
-            session.execute(
-                update(WechatSubscription)
-                .where(WechatSubscription.user_id == user_id, WechatSubscription.template_id == tid)
-                .values(credits=WechatSubscription.credits + 1, updated_at=now)
-                .execution_options(synchronize_session=False)
-            )
-
-
-def credits_of(session: Session, user_id: int) -> dict[str, int]:
-    rows = session.execute(
-        select(WechatSubscription.template_id, WechatSubscription.credits).where(WechatSubscription.user_id == user_id)
-    )
-    return {tid: credits for tid, credits in rows}
+from leadpush.wechat.credits import zero_credits
 
 
 async def openid_from_code(settings: Settings, code: str) -> str:
@@ -117,12 +64,7 @@ def bind_openid(session: Session, user_id: int, openid: str, now: datetime) -> b
     had_other = user.wechat_openid is not None
     user.wechat_openid = openid
     if had_other:
-        session.execute(
-            update(WechatSubscription)
-            .where(WechatSubscription.user_id == user_id)
-            .values(credits=0, updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
+        zero_credits(session, user_id, now)
     try:
         session.flush()
     except IntegrityError as exc:

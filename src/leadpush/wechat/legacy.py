@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 
 from leadpush.context import AppContext
 from leadpush.notify.models import Delivery, Notification
-from leadpush.notify.wechat_format import parse_field_map, subscribe_page, template_data, template_fields
 from leadpush.users.models import User
+from leadpush.wechat.format import subscribe_page, template_data, template_fields
 
 # Channels that reach a phone from the server, as the old page's own WeChat send did.
 PUSH_CHANNELS = ("wechat", "wecom")
@@ -38,7 +38,6 @@ def _pushed(session: Session, notes: list[Notification]) -> set[int]:
 
 def notification_data(ctx: AppContext, session: Session, notes: list[Notification]) -> list[dict[str, Any]]:
     s = ctx.settings
-    field_map = parse_field_map(s.wechat_field_map)
     notes = [n for n in notes if n.kind in ("customer_assigned", "customers_assigned")]
     pushed = _pushed(session, notes)
     out: list[dict[str, Any]] = []
@@ -53,7 +52,7 @@ def notification_data(ctx: AppContext, session: Session, notes: list[Notificatio
                 "openid": recipient.wechat_openid if recipient else None,
                 "templateId": s.wechat_template_id,
                 "page": subscribe_page(note.kind, fields, s.wechat_page, s.wechat_digest_page),
-                "data": template_data(fields, field_map, s.tz, s.wechat_mask_phone),
+                "data": template_data(fields, s.wechat_field_map, s.tz, s.wechat_mask_phone),
                 "sentByServer": note.id in pushed,
             }
         )

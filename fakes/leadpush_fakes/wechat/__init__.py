@@ -1,0 +1,27 @@
+"""A faithful fake of the WeChat / WeCom HTTP APIs that leadpush calls, for tests, demos and benchmarks.
+
+It mimics the real platform (every answer is HTTP 200 with a JSON ``errcode``), keeps all of its
+data in a :class:`FakeWeChatState` (one per app, thread-safe), and offers control endpoints under
+``/_fake/`` plus the same operations as Python methods. Where things are: `rules.py` (what the
+platform accepts), `state.py`, one router per API (`tokens.py`, `miniprogram.py`, `wecom.py`,
+`control.py`), `faults.py` (injected faults), `app.py` (assembly and the command).
+"""
+
+from leadpush_fakes.wechat.app import create_app, main, run
+from leadpush_fakes.wechat.faults import ConnectionDropped
+from leadpush_fakes.wechat.rules import SUBSCRIBE_PATH, WECOM_SEND_PATH, check_data_value, data_type_of
+from leadpush_fakes.wechat.state import FakeWeChatState, Fault, TokenRecord
+
+__all__ = [
+    "SUBSCRIBE_PATH",
+    "WECOM_SEND_PATH",
+    "ConnectionDropped",
+    "FakeWeChatState",
+    "Fault",
+    "TokenRecord",
+    "check_data_value",
+    "create_app",
+    "data_type_of",
+    "main",
+    "run",
+]

@@ -1,0 +1,566 @@
+"""Everything the fake knows, in one thread-safe :class:`FakeWeChatState` per app.
+
+Tokens, credits, login codes, accepted messages, counters, injected faults and WeCom's per-member
+pacing. Tests drive it directly through its methods; the control endpoints (`control.py`) do the
+same over HTTP.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import secrets
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from leadpush_fakes.wechat.rules import (
+    FAULT_KINDS,
+    MESSAGE_KINDS,
+    STABLE_ROTATE_BEFORE,
+    TOKEN_TTL,
+    WECOM_PER_HOUR,
+    WECOM_PER_MINUTE,
+)
+
+
+@dataclass
+class TokenRecord:
+    token: str
+    namespace: str  # "wechat" | "wecom"
+    endpoint: str  # "stable_token" | "token" | "gettoken"
+    owner: str  # appid or corpid
+    issued_at: float
+    expires_at: float
+    status: str = "valid"  # "valid" | "expired" | "revoked"
+
+
+@dataclass
+class Fault:
+    id: int
+    path: str
+    kind: str
+    errcode: int = -1
+    errmsg: str | None = None
+    status: int = 502
+    delay: float = 1.0
+    count: int | None = None
+    rate: float | None = None
+    seed: int | None = None
+    fired: int = 0
+    rng: random.Random = field(default_factory=random.Random, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "path": self.path,
+            "kind": self.kind,
+            "errcode": self.errcode,
+            "errmsg": self.errmsg,
+            "status": self.status,
+            "delay": self.delay,
+            "count": self.count,
+            "rate": self.rate,
+            "seed": self.seed,
+            "fired": self.fired,
+        }
+
+
+class FakeWeChatState:
+    """Everything the fake knows. All public methods take the lock; safe across threads.
+
+    Configuration fields (plain attributes, set them directly or via the constructor):
+    ``appid``/``secret``/``corpid``/``corpsecret``/``agentid`` (None = accept any),
+    ``accept_any_openid``, ``known_openids``, ``templates``, ``accept_any_template``,
+    ``long_term_templates``, ``allowed_pages``, ``wecom_users``,
+    ``token_ttl``, ``clock``.
+    """
+
+    def __init__(
+        self,
+        *,
+        appid: str | None = None,
+        secret: str | None = None,
+        corpid: str | None = None,
+        corpsecret: str | None = None,
+        agentid: int | None = None,
+        accept_any_openid: bool = True,
+        known_openids: Iterable[str] = (),
+        templates: Iterable[str] | None = None,
+        accept_any_template: bool | None = None,
+        long_term_templates: Iterable[str] = (),
+        allowed_pages: Iterable[str] = ("pages/",),
+        wecom_users: Iterable[str] = (),
+        token_ttl: int = TOKEN_TTL,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.lock = threading.RLock()
+        self.clock: Callable[[], float] = clock
+        self.time_offset = 0.0
+        self._initial: dict[str, Any] = {}
+        self.appid = appid
+        self.secret = secret
+        self.corpid = corpid
+        self.corpsecret = corpsecret
+        self.agentid = agentid
+        self.accept_any_openid = accept_any_openid
+        self.known_openids: set[str] = set(known_openids)
+        self.templates: set[str] = set(templates or ())
+        # Without an explicit template list every non-empty template id is accepted.
+        self.accept_any_template = (templates is None) if accept_any_template is None else accept_any_template
+        self.long_term_templates: set[str] = set(long_term_templates)
+        self.allowed_pages: list[str] = list(allowed_pages)
+        self.wecom_users: set[str] = {u.lower() for u in wecom_users}
+        self.token_ttl = token_ttl
+        self._initial = self._config_snapshot()
+        self._init_runtime()
+
+    _CONFIG_SNAPSHOT_FIELDS = (
+        "appid",
+        "secret",
+        "corpid",
+        "corpsecret",
+        "agentid",
+        "accept_any_openid",
+        "known_openids",
+        "templates",
+        "accept_any_template",
+        "long_term_templates",
+        "allowed_pages",
+        "wecom_users",
+        "token_ttl",
+    )
+
+    def _config_snapshot(self) -> dict[str, Any]:
+        return {name: copy.copy(getattr(self, name)) for name in self._CONFIG_SNAPSHOT_FIELDS}
+
+    def _init_runtime(self) -> None:
+        self.tokens: dict[str, TokenRecord] = {}
+        self._stable_current: dict[str, str] = {}  # appid -> token
+        self._wecom_current: dict[tuple[str, str], str] = {}  # (corpid, corpsecret) -> token
+        self.credits: dict[tuple[str, str], int] = {}
+        self.codes: dict[str, tuple[str, str | None]] = {}  # js_code -> (openid, unionid)
+        self.used_codes: set[str] = set()
+        self.messages: dict[str, list[dict[str, Any]]] = {k: [] for k in MESSAGE_KINDS}
+        self.faults: list[Fault] = []
+        self._fault_seq = 0
+        self.token_requests: Counter[str] = Counter()
+        self.tokens_issued: Counter[str] = Counter()
+        self.accepted: Counter[str] = Counter()
+        self.rejected: Counter[int] = Counter()
+        self.rejected_by_kind: dict[str, Counter[int]] = {}
+        self.faults_fired: Counter[str] = Counter()
+        self.wecom_dropped: Counter[str] = Counter()
+        self._wecom_windows: dict[tuple[int, str], deque[float]] = {}
+        self._msgid = 10**18 + random.getrandbits(59)
+        self._seq = 0
+
+    # ---- time -----------------------------------------------------------------------
+
+    def now(self) -> float:
+        return self.clock() + self.time_offset
+
+    def advance(self, seconds: float) -> float:
+        """Move the fake's notion of time forward (on top of ``clock``)."""
+        with self.lock:
+            self.time_offset += seconds
+            return self.now()
+
+    # ---- configuration helpers -------------------------------------------------------
+
+    def register_openid(self, *openids: str) -> None:
+        with self.lock:
+            self.known_openids.update(openids)
+
+    def register_template(self, *template_ids: str, long_term: bool = False) -> None:
+        with self.lock:
+            self.templates.update(template_ids)
+            if long_term:
+                self.long_term_templates.update(template_ids)
+
+    def register_code(self, code: str, openid: str, unionid: str | None = None) -> None:
+        with self.lock:
+            self.codes[code] = (openid, unionid)
+            self.used_codes.discard(code)
+
+    def add_wecom_users(self, *users: str, replace: bool = False) -> set[str]:
+        with self.lock:
+            if replace:
+                self.wecom_users = set()
+            self.wecom_users.update(u.lower() for u in users)
+            return set(self.wecom_users)
+
+    # ---- credits ---------------------------------------------------------------------
+
+    def add_credits(self, openid: str, template_id: str, count: int = 1) -> int:
+        """Add (or with a negative count, remove) subscribe credits; returns the new balance."""
+        with self.lock:
+            key = (openid, template_id)
+            self.credits[key] = max(0, self.credits.get(key, 0) + int(count))
+            return self.credits[key]
+
+    def set_credits(self, openid: str, template_id: str, count: int) -> int:
+        with self.lock:
+            self.credits[(openid, template_id)] = max(0, int(count))
+            return self.credits[(openid, template_id)]
+
+    def get_credits(self, openid: str, template_id: str) -> int:
+        with self.lock:
+            return self.credits.get((openid, template_id), 0)
+
+    # ---- tokens ----------------------------------------------------------------------
+
+    def _new_token(self, namespace: str, endpoint: str, owner: str) -> TokenRecord:
+        now = self.now()
+        prefix = "wx" if namespace == "wechat" else "wc"
+        rec = TokenRecord(
+            token=f"{prefix}_{secrets.token_urlsafe(48)}",
+            namespace=namespace,
+            endpoint=endpoint,
+            owner=owner,
+            issued_at=now,
+            expires_at=now + self.token_ttl,
+        )
+        self.tokens[rec.token] = rec
+        self.tokens_issued[endpoint] += 1
+        return rec
+
+    def _usable(self, rec: TokenRecord | None, now: float) -> bool:
+        return rec is not None and rec.status == "valid" and now < rec.expires_at
+
+    def issue_stable_token(self, appid: str, force_refresh: bool = False) -> tuple[str, int]:
+        with self.lock:
+            now = self.now()
+            current = self.tokens.get(self._stable_current.get(appid, ""))
+            if force_refresh and current is not None:
+                current.status = "revoked"  # force_refresh invalidates the old token at once
+            if force_refresh or not self._usable(current, now) or current.expires_at - now <= STABLE_ROTATE_BEFORE:
+                # On normal rotation the previous token stays valid until its own expiry (overlap).
+                current = self._new_token("wechat", "stable_token", appid)
+                self._stable_current[appid] = current.token
+            assert current is not None
+            return current.token, max(1, int(current.expires_at - now))
+
+    def issue_legacy_token(self, appid: str) -> tuple[str, int]:
+        with self.lock:
+            rec = self._new_token("wechat", "token", appid)
+            return rec.token, self.token_ttl
+
+    def issue_wecom_token(self, corpid: str, corpsecret: str) -> tuple[str, int]:
+        with self.lock:
+            now = self.now()
+            key = (corpid, corpsecret)
+            current = self.tokens.get(self._wecom_current.get(key, ""))
+            if not self._usable(current, now):
+                current = self._new_token("wecom", "gettoken", corpid)
+                self._wecom_current[key] = current.token
+            assert current is not None
+            return current.token, max(1, int(current.expires_at - now))
+
+    def check_token(self, token: str | None, namespace: str) -> int:
+        """0 if ``token`` is usable in ``namespace``, else the platform errcode."""
+        if token is None:
+            return 40001
+        if not token or any(c.isspace() or not c.isprintable() for c in token):
+            return 40014
+        with self.lock:
+            rec = self.tokens.get(token)
+            if rec is None or rec.namespace != namespace or rec.status == "revoked":
+                return 40001
+            if rec.status == "expired" or self.now() >= rec.expires_at:
+                return 42001
+            return 0
+
+    def _mark_tokens(self, status: str, token: str | None) -> int:
+        with self.lock:
+            targets = [self.tokens[token]] if token in self.tokens else [] if token else list(self.tokens.values())
+            n = 0
+            for rec in targets:
+                if rec.status == "valid" or (status == "revoked" and rec.status != "revoked"):
+                    rec.status = status
+                    n += 1
+            return n
+
+    def expire_tokens(self, token: str | None = None) -> int:
+        """Mark one token (or all) expired: later calls get 42001. Returns how many changed."""
+        return self._mark_tokens("expired", token)
+
+    def revoke_tokens(self, token: str | None = None) -> int:
+        """Mark one token (or all) invalid: later calls get 40001. Returns how many changed."""
+        return self._mark_tokens("revoked", token)
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        with self.lock:
+            now = self.now()
+            return [
+                {
+                    "token": r.token,
+                    "namespace": r.namespace,
+                    "endpoint": r.endpoint,
+                    "owner": r.owner,
+                    "status": r.status if r.status != "valid" or now < r.expires_at else "expired",
+                    "expiresIn": max(0, int(r.expires_at - now)),
+                }
+                for r in self.tokens.values()
+            ]
+
+    # ---- faults ----------------------------------------------------------------------
+
+    def add_fault(
+        self,
+        path: str = "*",
+        kind: str = "errcode",
+        *,
+        errcode: int = -1,
+        errmsg: str | None = None,
+        status: int = 502,
+        delay: float = 1.0,
+        count: int | None = None,
+        rate: float | None = None,
+        seed: int | None = None,
+    ) -> Fault:
+        """Inject a fault for ``path`` (exact request path, or "*" for every platform endpoint).
+
+        ``count``: fire on the next N matching requests; ``rate``: fire with that probability
+        (``seed`` makes it reproducible); neither: fire on every matching request until cleared.
+        """
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(FAULT_KINDS)}")
+        if count is not None and int(count) < 1:
+            raise ValueError("count must be >= 1")
+        if rate is not None and not 0.0 <= float(rate) <= 1.0:
+            raise ValueError("rate must be within [0, 1]")
+        with self.lock:
+            self._fault_seq += 1
+            fault = Fault(
+                id=self._fault_seq,
+                path=path,
+                kind=kind,
+                errcode=int(errcode),
+                errmsg=errmsg,
+                status=int(status),
+                delay=float(delay),
+                count=None if count is None else int(count),
+                rate=None if rate is None else float(rate),
+                seed=seed,
+                rng=random.Random(seed),
+            )
+            self.faults.append(fault)
+            return fault
+
+    def clear_faults(self) -> None:
+        with self.lock:
+            self.faults.clear()
+
+    def pick_fault(self, path: str) -> Fault | None:
+        """The fault that fires for this request, if any (consumes counts / draws rates)."""
+        if not self.faults:
+            return None
+        with self.lock:
+            for fault in list(self.faults):
+                if fault.path != "*" and fault.path != path:
+                    continue
+                if fault.rate is not None and fault.rng.random() >= fault.rate:
+                    continue
+                if fault.count is not None:
+                    fault.count -= 1
+                    if fault.count <= 0:
+                        self.faults.remove(fault)
+                fault.fired += 1
+                self.faults_fired[fault.kind] += 1
+                return fault
+            return None
+
+    # ---- bookkeeping -----------------------------------------------------------------
+
+    def next_msgid(self) -> int:
+        with self.lock:
+            self._msgid += 1
+            return self._msgid
+
+    def count_token_request(self, endpoint: str) -> None:
+        with self.lock:
+            self.token_requests[endpoint] += 1
+
+    def record_reject(self, kind: str, errcode: int) -> None:
+        with self.lock:
+            self.rejected[errcode] += 1
+            self.rejected_by_kind.setdefault(kind, Counter())[errcode] += 1
+
+    def get_messages(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """Accepted messages (newest last), of one kind or all kinds ordered by arrival."""
+        with self.lock:
+            if kind is not None:
+                return list(self.messages.get(kind, []))
+            out = [m for k in MESSAGE_KINDS for m in self.messages[k]]
+        out.sort(key=lambda m: m["seq"])
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "token_requests": dict(self.token_requests),
+                "tokens_issued": dict(self.tokens_issued),
+                "accepted": dict(self.accepted),
+                "rejected": dict(self.rejected),
+                "rejected_by_kind": {k: dict(v) for k, v in self.rejected_by_kind.items()},
+                "wecom_dropped": dict(self.wecom_dropped),
+                "faults_fired": dict(self.faults_fired),
+                "messages": {k: len(v) for k, v in self.messages.items()},
+            }
+
+    def reset(self, full: bool = False) -> None:
+        """Forget tokens, credits, codes, messages, counters, faults and rate windows.
+
+        Configuration (credentials, known openids/templates/users/keys, pages) is kept
+        unless ``full`` is true, which restores the constructor's configuration too.
+        ``clock`` is kept; the ``advance`` offset goes back to 0.
+        """
+        with self.lock:
+            if full:
+                for name, value in self._initial.items():
+                    setattr(self, name, copy.copy(value))
+            self.time_offset = 0.0
+            self._init_runtime()
+
+    # ---- message handling (called by the app; each takes the lock once) -------------
+
+    def _append_message(self, kind: str, record: dict[str, Any]) -> None:
+        self._seq += 1
+        record["seq"] = self._seq
+        self.messages[kind].append(record)
+        self.accepted[kind] += 1
+
+    def openid_ok(self, openid: Any) -> bool:
+        if not isinstance(openid, str) or not openid:
+            return False
+        with self.lock:
+            if openid in self.known_openids:
+                return True
+            return self.accept_any_openid and not openid.startswith("oOA")
+
+    def template_ok(self, template_id: Any) -> bool:
+        if not isinstance(template_id, str) or not template_id:
+            return False
+        with self.lock:
+            return template_id in self.templates or self.accept_any_template
+
+    def page_ok(self, page: Any) -> bool:
+        if page is None or page == "":
+            return True
+        if not isinstance(page, str):
+            return False
+        with self.lock:
+            return any(page.startswith(p) for p in self.allowed_pages)
+
+    def consume_subscribe(self, openid: str, template_id: str, body: dict[str, Any]) -> int | None:
+        """Spend a credit and record the message; returns the msgid, or None for 43101."""
+        with self.lock:
+            if template_id not in self.long_term_templates:
+                key = (openid, template_id)
+                left = self.credits.get(key, 0)
+                if left <= 0:
+                    return None
+                self.credits[key] = left - 1
+            self._msgid += 1
+            msgid = self._msgid
+            self._append_message(
+                "subscribe",
+                {
+                    "kind": "subscribe",
+                    "msgid": msgid,
+                    "openid": openid,
+                    "templateId": template_id,
+                    "page": body.get("page"),
+                    "body": body,
+                    "receivedAt": self.now(),
+                },
+            )
+            return msgid
+
+    def wecom_user_known(self, user: str) -> bool:
+        with self.lock:
+            return not self.wecom_users or user in self.wecom_users
+
+    def deliver_wecom(
+        self, agentid: int, users: list[str], invalid: list[str], body: dict[str, Any]
+    ) -> tuple[str, list[str], list[str]]:
+        """Apply per-member pacing; returns (msgid, delivered, dropped)."""
+        with self.lock:
+            now = self.now()
+            delivered: list[str] = []
+            dropped: list[str] = []
+            for user in users:
+                window = self._wecom_windows.setdefault((agentid, user), deque())
+                while window and window[0] <= now - 3600:
+                    window.popleft()
+                last_minute = 0
+                for t in reversed(window):
+                    if t <= now - 60:
+                        break
+                    last_minute += 1
+                    if last_minute >= WECOM_PER_MINUTE:
+                        break
+                if last_minute >= WECOM_PER_MINUTE or len(window) >= WECOM_PER_HOUR:
+                    dropped.append(user)
+                    self.wecom_dropped[user] += 1
+                else:
+                    window.append(now)
+                    delivered.append(user)
+            msgid = secrets.token_urlsafe(24)
+            if delivered:
+                self._append_message(
+                    "wecom",
+                    {
+                        "kind": "wecom",
+                        "msgid": msgid,
+                        "agentid": agentid,
+                        "msgtype": body.get("msgtype"),
+                        "touser": delivered,
+                        "dropped": dropped,
+                        "invaliduser": invalid,
+                        "body": body,
+                        "receivedAt": now,
+                    },
+                )
+            else:
+                self.accepted["wecom_all_dropped"] += 1
+            return msgid, delivered, dropped
+
+    def login(self, code: str) -> tuple[str, str | None] | None:
+        """Consume a js_code; returns (openid, unionid) or None (unknown or reused)."""
+        with self.lock:
+            if code in self.used_codes or code not in self.codes:
+                return None
+            self.used_codes.add(code)
+            openid, unionid = self.codes.pop(code)
+            self.known_openids.add(openid)
+            self.accepted["jscode2session"] += 1
+            return openid, unionid
+
+    # ---- generic configuration ------------------------------------------------------
+
+    CONFIG_FIELDS = (
+        "appid",
+        "secret",
+        "corpid",
+        "corpsecret",
+        "agentid",
+        "accept_any_openid",
+        "accept_any_template",
+        "allowed_pages",
+        "token_ttl",
+    )
+
+    def configure(self, **values: Any) -> dict[str, Any]:
+        with self.lock:
+            for name, value in values.items():
+                if name not in self.CONFIG_FIELDS:
+                    raise ValueError(f"unknown config field {name!r}")
+                if name == "allowed_pages":
+                    value = list(value)
+                setattr(self, name, value)
+            return {name: getattr(self, name) for name in self.CONFIG_FIELDS}

@@ -1,0 +1,95 @@
+"""What a WeCom member sees: a textcard per notification, or one digest card for those folded together.
+
+WeCom limits a card's title to 128 and its description to 512 UTF-8 bytes; every stored value is
+shown as one line, so data from before input was checked (or from another system) cannot fake lines.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from leadpush.config import Settings
+from leadpush.notify.channels.base import DeliveryJob
+from leadpush.wechat.format import clean_text, format_time, mask_phone
+from leadpush.wecom.pacing import Folded
+
+TITLE_BYTES = 128
+DESCRIPTION_BYTES = 512
+ASSIGNED_KINDS = ("customer_assigned", "customers_assigned")
+
+
+def one_line(value: Any) -> str:
+    """A stored value as one line of a card: line breaks (CR, LF, U+0085, U+2028/9) and bidi controls
+    in data written before input refused them, or by another system, must not fake card lines."""
+    return clean_text(str(value or ""))
+
+
+def cut_bytes(text: str, limit: int) -> str:
+    """At most `limit` UTF-8 bytes, cut on a character boundary with an ellipsis."""
+    if len(text.encode()) <= limit:
+        return text
+    out = text.encode()[: limit - 3].decode(errors="ignore")
+    return out + "…"
+
+
+def link(s: Settings, customer_id: Any = None) -> str:
+    """The console page a card opens: the lead's page, or the lead list."""
+    base = s.public_url.rstrip("/")
+    if customer_id in (None, ""):
+        return base + s.console_list_path
+    return base + s.console_customer_path.replace("{customerId}", str(customer_id))
+
+
+def textcard(s: Settings, job: DeliveryJob) -> dict[str, str]:
+    p = job.payload
+    when = format_time(p.get("assignTime"), s.tz, job.created_at)
+    if job.kind == "customer_assigned":
+        phone = one_line(p.get("customerPhone"))
+        lines = [
+            f"客户：{one_line(p.get('customerName')) or '-'}",
+            f"电话：{(mask_phone(phone) if s.wecom_mask_phone else phone) or '-'}",
+            f"来源：{one_line(p.get('source')) or '-'}",
+            f"分配人：{one_line(p.get('actorName')) or '系统'}",
+            f"时间：{when}",
+        ]
+        url = link(s, p.get("customerId"))
+    elif job.kind in ("customers_assigned", "customers_recycled"):
+        names = [one_line(c.get("customerName")) for c in p.get("customers") or [] if isinstance(c, dict)]
+        lines = [one_line(job.body)] if job.body else []
+        if names:
+            lines.append("客户：" + "、".join(names[:10]) + (" 等" if len(names) > 10 else ""))
+        lines.append(f"时间：{when}")
+        url = link(s)
+    else:
+        lines = [one_line(job.body or job.title), f"时间：{when}"]
+        url = link(s, p.get("customerId"))
+    return {
+        "title": cut_bytes(one_line(job.title) or "新通知", TITLE_BYTES),
+        "description": cut_bytes("\n".join(lines), DESCRIPTION_BYTES),
+        "url": url,
+        "btntxt": "查看",
+    }
+
+
+def digest_card(s: Settings, job: DeliveryJob, folded: list[Folded]) -> dict[str, str]:
+    items = [(job.kind, job.title, job.payload)] + [(f.kind, f.title, f.payload) for f in folded]
+    if all(kind in ASSIGNED_KINDS for kind, _, _ in items):
+        leads = sum(int(p.get("count") or 1) if kind == "customers_assigned" else 1 for kind, _, p in items)
+        title = f"您有 {leads} 条新线索"
+    else:
+        title = f"您有 {len(items)} 条新通知"
+    lines = [f"· {one_line(t)}" for _, t, _ in items]
+    description = ""
+    for i, line in enumerate(lines):
+        more = f"\n……等 {len(lines)} 条" if i < len(lines) - 1 else ""
+        candidate = (description + "\n" if description else "") + line
+        if len((candidate + more).encode()) > DESCRIPTION_BYTES:
+            description += f"\n……等 {len(lines)} 条"
+            break
+        description = candidate
+    return {
+        "title": cut_bytes(title, TITLE_BYTES),
+        "description": cut_bytes(description, DESCRIPTION_BYTES),
+        "url": link(s),
+        "btntxt": "查看",
+    }
