@@ -6,7 +6,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test venv lint services
+.PHONY: run test quick venv lint services
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -33,3 +33,9 @@ lint: venv
 
 test: venv
 	bash scripts/test.sh
+
+# The fast tier while working (under a minute): Python tests not marked `slow` (browser, fault, kill -9,
+# subprocess, fuzz, exhaustive and long tests), on SQLite only, without the JS kit's suite.
+# `make test` (CI) runs everything, on both databases.
+quick: venv
+	bash scripts/test.sh --quick

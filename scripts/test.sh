@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
 # The whole test suite: Python (SQLite + PostgreSQL + Redis, real browser) and the JS client kit.
+# `--quick` (make quick): the fast tier only: Python tests not marked `slow`, on SQLite, no JS kit suite.
+# Other arguments go to pytest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
+QUICK=0
+if [ "${1:-}" = "--quick" ]; then
+  QUICK=1
+  shift
+  export LEADPUSH_TEST_DATABASES="${LEADPUSH_TEST_DATABASES:-sqlite}"
+  set -- -m "not slow" "$@"
+fi
 
 # Start local PostgreSQL / Redis if this machine has them installed but stopped.
 if command -v pg_ctlcluster >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 2>/dev/null; then
@@ -14,7 +23,7 @@ fi
 
 PYTHONPATH=src:tests $BIN/python -m pytest "$@"
 rc=$?
-if [ -d clients/js/test ] && command -v node >/dev/null 2>&1; then
+if [ "$QUICK" = 0 ] && [ -d clients/js/test ] && command -v node >/dev/null 2>&1; then
   (cd clients/js && node --test test/) || rc=1
 fi
 exit $rc

@@ -1,27 +1,42 @@
-"""Fixtures: every API test runs against a real server on SQLite and on PostgreSQL."""
+"""Fixtures: every API test runs against a real server on SQLite and on PostgreSQL.
+
+`LEADPUSH_TEST_DATABASES=sqlite` narrows the database-parametrised fixtures to SQLite (`make quick`);
+CI sets nothing and runs both.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
-from support import NO_SCHEDULER, Api, FakeClock, database_url, start_stack, wipe
+
+# The support package's helpers assert (e.g. `ok`, `refused`): rewrite them for readable failures.
+pytest.register_assert_rewrite("support")
+
+from support import DATABASES, NO_SCHEDULER, Api, FakeClock, running_stack, wipe  # noqa: E402
+
+# Fixtures shared by several test modules: the fake WeChat server and leadpush against it, `leadpush
+# serve` clusters, the browser.
+pytest_plugins = ["support.channels", "support.procs", "support.browser"]
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+# A test that opens chromium or spawns a `leadpush serve` cluster is slow, wherever it is.
+SLOW_FIXTURES = frozenset({"browser", "cluster"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session", params=DATABASES)
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     """The running service; a param "<kind>/no-scheduler" (support.WITHOUT_SCHEDULER) leaves out that role."""
     kind, _, variant = request.param.partition("/")
-    gen = database_url(kind, str(tmp_path_factory.mktemp(kind)))
-    url = next(gen)
     roles = frozenset({"api", "worker"}) if variant == NO_SCHEDULER else frozenset({"api", "worker", "scheduler"})
-    ctx, server = start_stack(url, roles=roles)
-    try:
-        yield ctx, server
-    finally:
-        server.stop()
-        ctx.db.dispose()
-        gen.close()
+    with running_stack(kind, str(tmp_path_factory.mktemp(kind)), roles=roles) as started:
+        yield started
 
 
 @pytest.fixture

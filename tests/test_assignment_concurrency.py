@@ -7,35 +7,14 @@ serialises them and the later ones must see the earlier one's change).
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import httpx
 import pytest
-from test_assignment import about, customer, history, notes, notes_about, ok, refused
+from support.api import ok, refused
+from support.leads import about, at_once, customer, history, notes, notes_about, warm
 
 from leadpush.notify.models import Notification
-
-
-def at_once(calls: list[Callable[[], httpx.Response]]) -> list[httpx.Response]:
-    barrier = threading.Barrier(len(calls))
-
-    def run(call: Callable[[], httpx.Response]) -> httpx.Response:
-        barrier.wait(timeout=30)
-        return call()
-
-    with ThreadPoolExecutor(len(calls)) as pool:
-        return list(pool.map(run, calls))
-
-
-def warm(api: Any, person: Any) -> httpx.Client:
-    """A client with its connection already open, so the race is decided by the server, not by TCP set-up."""
-    c = api.client(person)
-    ok(c.get("/api/me"))
-    return c
 
 
 def managers(api: Any, n: int) -> list[Any]:

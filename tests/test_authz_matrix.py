@@ -19,6 +19,8 @@ from websockets.sync.client import connect
 
 from leadpush.notify.models import Delivery
 
+pytestmark = pytest.mark.slow  # exhaustive: every route and socket for every kind of caller (360 tests)
+
 CALLERS = ["anonymous", "bad_token", "owner", "same_team", "other_team", "manager", "other_manager", "admin"]
 
 

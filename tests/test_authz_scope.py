@@ -7,21 +7,9 @@ lead by hand. The run history shows a manager only their team's runs, counts and
 
 from __future__ import annotations
 
-import time
-
-from support import Api
+from support import Api, wait_for
 
 from leadpush.transfer.models import TransferRule
-
-
-def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 def create_rule(api: Api, who, **body):

@@ -2,73 +2,21 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from support import free_port
-from test_assignment import CJK
+from support.api import CJK
+from support.procs import clean_env, cli_create_user, leadpush, serving
 
-LEADPUSH = str(Path(sys.executable).with_name("leadpush"))
-
-
-def clean_env(db_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADPUSH_")}
-    env["LEADPUSH_DATABASE_URL"] = db_url
-    return env
-
-
-def leadpush(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([LEADPUSH, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
-
-
-def create_user(env: dict[str, str], cwd: Path, *args: str) -> dict[str, Any]:
-    done = leadpush(env, "user", "create", *args, "--json", cwd=cwd)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+pytestmark = pytest.mark.slow  # each test runs the `leadpush` console script (and `leadpush serve`) as subprocesses
 
 
 @pytest.fixture
 def home(tmp_path: Path) -> tuple[dict[str, str], Path]:
     return clean_env(f"sqlite:///{tmp_path}/leadpush.db"), tmp_path
-
-
-@contextmanager
-def serving(env: dict[str, str], cwd: Path, *args: str, name: str = "serve") -> Iterator[tuple[str, Path]]:
-    """`leadpush serve --port P [args]` as its own process until the block ends; yields its URL and log file."""
-    port = free_port()
-    log_path = cwd / f"{name}.log"
-    log = open(log_path, "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([LEADPUSH, "serve", "--port", str(port), *args], env=env, cwd=cwd, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "leadpush serve did not answer:\n" + log_path.read_text()
-            time.sleep(0.1)
-        yield url, log_path
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        log.close()
 
 
 @pytest.fixture
@@ -85,15 +33,15 @@ def test_user_create_refuses_a_bad_role_or_a_taken_openid_in_chinese(home):
     assert done.returncode != 0 and done.stdout == ""
     assert CJK.search(done.stderr) and "角色" in done.stderr
     assert "Traceback" not in done.stderr
-    create_user(env, cwd, "--name", "李丽", "--role", "sales", "--wechat-openid", "o-li")
+    cli_create_user(env, cwd, "--name", "李丽", "--role", "sales", "--wechat-openid", "o-li")
     done = leadpush(env, "user", "create", "--name", "冒名", "--role", "sales", "--wechat-openid", "o-li", cwd=cwd)
     assert done.returncode != 0 and CJK.search(done.stderr) and "Traceback" not in done.stderr
 
 
 def test_tokens_from_the_cli_work_against_leadpush_serve_through_all_four_endpoints(home, served):
     env, cwd = home
-    manager = create_user(env, cwd, "--name", "王经理", "--role", "manager", "--team", "A")
-    sales = create_user(
+    manager = cli_create_user(env, cwd, "--name", "王经理", "--role", "manager", "--team", "A")
+    sales = cli_create_user(
         env, cwd, "--name", "李丽", "--role", "sales", "--team", "A", "--wechat-openid", "o-li", "--wecom-userid", "li"
     )
     assert isinstance(manager["id"], int) and isinstance(manager["token"], str) and manager["token"]
@@ -127,7 +75,7 @@ def test_tokens_from_the_cli_work_against_leadpush_serve_through_all_four_endpoi
         polled = s.get("/api/notifications", params={"after": 0}).json()["data"]["items"]
         assert sorted(n["type"] for n in polled) == sorted(["customer_assigned"] * 3 + ["customers_assigned"])
         # A person created while the service runs can sign in at once.
-        late = create_user(env, cwd, "--name", "赵强", "--role", "sales", "--team", "A")
+        late = cli_create_user(env, cwd, "--name", "赵强", "--role", "sales", "--team", "A")
         with as_(late) as b:
             assert b.get("/api/me").json()["data"]["id"] == late["id"]
 

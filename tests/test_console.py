@@ -13,13 +13,9 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import expect
-from receiver import WebhookReceiver
 from support import NO_SCHEDULER, Api, start_stack
-
-pytest.register_assert_rewrite("browser")  # before the import: its fixtures are a plugin (below)
-from browser import PHONE, Consoles  # noqa: E402
-
-pytest_plugins = ["browser"]  # the `browser` and `consoles` fixtures
+from support.browser import PHONE, Consoles  # the `browser` and `consoles` fixtures: a plugin (conftest)
+from support.receiver import WebhookReceiver
 
 SQLITE_ONLY = pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
 # Without the scheduler role: a transfer run happens only when the page asks for one.

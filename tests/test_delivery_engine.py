@@ -15,10 +15,10 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from procs import ROOT
-from receiver import WebhookReceiver
 from sqlalchemy import select, update
-from support import Api, database_url, start_stack, wipe
+from support import DATABASES, Api, running_stack, wait_for, wipe
+from support.procs import ROOT
+from support.receiver import WebhookReceiver
 
 from leadpush.notify.dispatcher import backoff_seconds, claim_due_deliveries
 from leadpush.notify.models import Delivery, Worker
@@ -27,38 +27,26 @@ from leadpush.notify.workers import Heartbeat
 SECRET = "whsec-test-0123456789"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=DATABASES)
 def hooked(request, tmp_path) -> Iterator[tuple[Api, WebhookReceiver]]:
     """A leadpush whose webhook channel points at a real receiver."""
-    with WebhookReceiver() as receiver:
-        gen = database_url(request.param, str(tmp_path))
-        url = next(gen)
-        ctx, server = start_stack(
-            url,
+    with (
+        WebhookReceiver() as receiver,
+        running_stack(
+            request.param,
+            str(tmp_path),
             webhook_url=receiver.url,
             webhook_secret=SECRET,
             delivery_max_attempts=3,
             delivery_poll_interval=0.2,
-        )
+        ) as (ctx, server),
+    ):
         wipe(ctx)
         api = Api(url=server.url, ctx=ctx)
         try:
             yield api, receiver
         finally:
             api.close()
-            server.stop()
-            ctx.db.dispose()
-            gen.close()
-
-
-def wait_for(predicate, timeout: float = 5.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 def deliveries(api: Api, who, **params) -> list[dict]:
@@ -144,6 +132,7 @@ def test_exhausted_attempts_become_dead_with_the_reason(hooked):
     assert dead["attempts"] == 3 and "502" in dead["lastError"] and "3" in dead["lastError"]
 
 
+@pytest.mark.slow  # waits out a lease
 def test_a_delivery_held_by_a_crashed_worker_is_taken_again_after_its_lease(hooked):
     api, receiver = hooked
     receiver.always = 503  # keep it from completing first
@@ -164,6 +153,7 @@ def test_a_delivery_held_by_a_crashed_worker_is_taken_again_after_its_lease(hook
     wait_for(lambda: receiver.accepted() == 1)
 
 
+@pytest.mark.slow  # long concurrency
 def test_two_claimers_never_take_the_same_delivery(api, team):
     lead_ids = [api.lead(team.manager, name=f"客户{i}")["id"] for i in range(30)]
     # Stop this stack's own worker from interfering: make everything due in the future first.
@@ -237,6 +227,7 @@ HOSTILE_RETRY_AFTER = [
 ]
 
 
+@pytest.mark.slow  # waits out retries
 def test_a_webhooks_retry_after_is_capped_and_garbage_is_ignored(hooked):
     api, receiver = hooked
     cap = api.ctx.settings.delivery_backoff_max
@@ -272,6 +263,7 @@ def test_a_webhooks_retry_after_is_capped_and_garbage_is_ignored(hooked):
     assert len(receiver.requests) == len(HOSTILE_RETRY_AFTER)
 
 
+@pytest.mark.slow  # `leadpush serve` as a subprocess
 def test_a_webhook_without_a_secret_is_refused_at_start(tmp_path):
     from pydantic import ValidationError
 
@@ -305,6 +297,7 @@ def test_a_webhook_without_a_secret_is_refused_at_start(tmp_path):
     assert "签名" in done.stdout + done.stderr
 
 
+@pytest.mark.slow  # waits out a heartbeat
 def test_a_worker_whose_heartbeat_stops_is_judged_dead_and_its_claims_taken_over(api):
     """A killed worker leaves its row with a counter that no longer moves; a live one keeps beating.
     Only the first is judged dead (after DEAD_AFTER_SECONDS of watching), and only its

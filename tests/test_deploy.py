@@ -29,6 +29,7 @@ def compose_command() -> list[str]:
     pytest.skip(message)
 
 
+@pytest.mark.slow  # runs `docker compose config`
 def test_compose_file_is_accepted_and_has_every_role():
     result = subprocess.run(
         [*compose_command(), "-f", str(DEPLOY / "docker-compose.yml"), "config"],

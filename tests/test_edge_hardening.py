@@ -14,9 +14,9 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from procs import LeadpushProcess
 from sqlalchemy import select
 from support import Api, ServerThread
+from support.procs import LeadpushProcess
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -456,6 +456,7 @@ def test_the_limiter_tries_redis_again_after_the_breaker_and_counts_locally_mean
         hung.close()
 
 
+@pytest.mark.slow  # `leadpush serve` as a subprocess
 @pytest.mark.parametrize("trusted, expected", [("10.255.255.1", [401, 401, 401, 429]), ("127.0.0.1", [401] * 4)])
 def test_leadpush_serve_trusts_forwarded_for_only_from_the_configured_proxies(
     tmp_path, trusted: str, expected: list[int]

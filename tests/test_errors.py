@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from test_assignment import CJK, count, notes, ok, refused
+from support.api import CJK, ok, refused
+from support.leads import count, notes
 
 from leadpush.leads.models import Customer
 

@@ -16,12 +16,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import fakewechat_fixture  # noqa: E402
-from fakewechat_fixture import FakeWeChatServer  # noqa: E402
 from leadpush_fakes.wechat import FakeWeChatState, check_data_value  # noqa: E402
 from leadpush_fakes.wechat.rules import has_non_ascii_u_escape  # noqa: E402
-
-fake_wechat = fakewechat_fixture.fake_wechat  # the shared fixture, under test here too
+from support.channels import FakeWeChatServer  # noqa: E402  (its `fake_wechat` fixture is under test here too)
 
 SUBSCRIBE = "/cgi-bin/message/subscribe/send"
 WECOM_SEND = "/cgi-bin/message/send"
@@ -591,6 +588,7 @@ def test_fault_slow_does_not_block_others(client: httpx.Client, fake_wechat: Fak
     assert fast_t < 0.3
 
 
+@pytest.mark.slow  # waits out a slow answer
 def test_a_client_that_gives_up_costs_one_log_line_and_no_message(
     fake_wechat: FakeWeChatServer, client: httpx.Client, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -7,7 +7,7 @@ real HTTP, and breaks something in the middle of a burst of assignments:
 - the WeChat API failing 30% of sends with -1 and timing out on 10% (1,000 assignments);
 - WeChat access tokens revoked / expired mid-burst;
 - Redis stopped and restarted mid-burst (a cluster of api and worker processes);
-- PostgreSQL stopped (crashed) and restarted mid-burst (a private cluster, see pgcluster.py);
+- PostgreSQL stopped (crashed) and restarted mid-burst (a private cluster, see support/pgcluster.py);
 - kill -9 of a worker process and of an API process (2 api + 2 workers).
 
 "Once" is counted where the message lands: WeChat messages at the fake by page (one page per lead),
@@ -34,15 +34,16 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from fakewechat_fixture import TEMPLATE, FakeWeChatServer, channel_settings, strict_state
 from leadpush_fakes.wechat import SUBSCRIBE_PATH
-from pgcluster import PrivatePostgres
-from procs import LeadpushProcess, PrivateRedis
-from receiver import WebhookReceiver
 from sqlalchemy import func, select
 from support import REDIS_URL, postgres_database, service_unavailable, start_stack
+from support.channels import TEMPLATE, FakeWeChatServer, channel_settings, strict_state
+from support.leads import create_leads
+from support.pgcluster import PrivatePostgres
+from support.procs import LeadpushProcess, PrivateRedis
+from support.receiver import WebhookReceiver
+from support.wsclient import WsClient
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
-from wsclient import WsClient
 
 from leadpush.clock import SystemClock
 from leadpush.config import Settings
@@ -52,6 +53,10 @@ from leadpush.notify.models import Delivery
 from leadpush.users.service import create_user
 from leadpush.wechat.credits import add_credits
 from leadpush.wechat.models import WechatSubscription
+
+pytestmark = (
+    pytest.mark.slow
+)  # fault injection: bursts of 1,000 assignments, private PostgreSQL and Redis stopped mid-burst
 
 PAGE = "pages/customer/detail?id={}"
 
@@ -92,17 +97,6 @@ def credits_left(ctx: AppContext, seller: Seller) -> int:
             )
             or 0
         )
-
-
-def create_leads(base_url: str, token: str, n: int) -> list[int]:
-    r = httpx.post(
-        f"{base_url}/api/customers",
-        json=[{"name": f"客户{i}", "phone": f"1380000{i:04d}", "source": "官网"} for i in range(n)],
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=60,
-    )
-    assert r.status_code == 201, r.text
-    return [c["id"] for c in r.json()["data"]["customers"]]
 
 
 def statuses(ctx: AppContext) -> dict[tuple[str, str], int]:

@@ -14,6 +14,8 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 from support import Api, database_url, start_stack, wipe
 
+pytestmark = pytest.mark.slow  # schemathesis fuzzes every route
+
 
 @pytest.fixture(scope="module")
 def fuzz_target(tmp_path_factory) -> Iterator[tuple[Api, str]]:

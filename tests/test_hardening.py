@@ -7,9 +7,9 @@ import time
 
 import httpx
 import pytest
-from fakewechat_fixture import TEMPLATE, FakeWeChatServer, channel_settings, strict_state, wait_until
-from support import Api, database_url, start_stack, wipe
-from wsclient import WsClient
+from support import Api, database_url, start_stack, wait_for, wipe
+from support.channels import TEMPLATE, FakeWeChatServer, channel_settings, strict_state
+from support.wsclient import WsClient
 
 HOSTILE_NAMES = [
     "Robert'); DROP TABLE customers;--",
@@ -89,6 +89,7 @@ WECOM_SECRET = "wwsecret-0d9e8f7a6b5c4d3e2f1a"
 WEBHOOK_SECRET = "whsecret-5e4d3c2b1a0f9e8d7c6b"
 
 
+@pytest.mark.slow  # a whole day of traffic at DEBUG
 @pytest.mark.parametrize("kind", ["sqlite"])
 def test_no_secret_or_token_ever_reaches_the_logs_or_responses(kind, tmp_path, caplog):
     """A whole day in one go, with every logger at DEBUG; then search everything for every secret."""
@@ -124,7 +125,7 @@ def test_no_secret_or_token_ever_reaches_the_logs_or_responses(kind, tmp_path, c
             responses.append(
                 api.client(manager).patch(f"/api/customers/{lead['id']}/assign", json={"assignedTo": alice.id}).text
             )
-            wait_until(lambda: fake.state.get_messages("subscribe") or fake.state.get_messages("wecom"), 10)
+            wait_for(lambda: fake.state.get_messages("subscribe") or fake.state.get_messages("wecom"), 10)
             fake.state.revoke_tokens()  # forces a refresh: new access tokens flow through
             lead2 = api.lead(manager)
             api.client(manager).patch(f"/api/customers/{lead2['id']}/assign", json={"assignedTo": alice.id})

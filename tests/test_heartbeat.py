@@ -9,12 +9,15 @@ import socket
 import time
 
 import httpx
-from procs import LeadpushProcess
+import pytest
+from support.procs import LeadpushProcess
 
 from leadpush.config import Settings
 from leadpush.context import AppContext
 from leadpush.migrate import upgrade
 from leadpush.users.service import create_user
+
+pytestmark = pytest.mark.slow  # a `leadpush serve` subprocess waits out the ping timeout
 
 
 def connected_clients(url: str) -> int:

@@ -6,9 +6,9 @@ import threading
 import time
 
 import pytest
+from support.wsclient import WsClient
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
-from wsclient import WsClient
 
 
 def assign(api, manager, lead_id: int, to) -> None:
@@ -128,6 +128,7 @@ def test_acks_mark_delivered_and_reads_update_the_unread_badge(api, team):
     bob.close()
 
 
+@pytest.mark.slow  # waits out a long poll
 def test_polling_returns_what_is_there_and_long_polling_waits_for_the_next(api, team):
     alice = api.client(team.alice)
     lead = api.lead(team.manager)
@@ -171,6 +172,7 @@ def test_unread_count_and_mark_read(api, team):
     assert api.client(team.bob).get("/api/notifications").json()["data"]["items"] == []
 
 
+@pytest.mark.slow  # waits out a long poll
 def test_a_long_poll_is_not_cut_short_by_a_wake_up_with_nothing_new(api, team):
     alice = api.client(team.alice)
     # A hint for Alice (as a commit would send) that brings nothing she has not got.

@@ -12,13 +12,14 @@ import time
 from collections import Counter
 
 import httpx
-from fakewechat_fixture import TEMPLATE, FakeWeChatServer, channel_settings, strict_state
+import pytest
 from leadpush_fakes.wechat import SUBSCRIBE_PATH
-from procs import LeadpushProcess
-from receiver import WebhookReceiver
 from sqlalchemy import func, select
 from support import postgres_database
-from wsclient import WsClient
+from support.channels import TEMPLATE, FakeWeChatServer, channel_settings, strict_state
+from support.procs import LeadpushProcess
+from support.receiver import WebhookReceiver
+from support.wsclient import WsClient
 
 from leadpush.config import Settings
 from leadpush.context import AppContext
@@ -26,6 +27,8 @@ from leadpush.migrate import upgrade
 from leadpush.notify.models import Delivery, Worker
 from leadpush.users.service import create_user
 from leadpush.wechat.credits import add_credits
+
+pytestmark = pytest.mark.slow  # kill -9 of `leadpush serve` processes mid-burst
 
 ASSIGNMENTS = 200
 CONCURRENCY = 8

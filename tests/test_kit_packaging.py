@@ -11,7 +11,8 @@ import zipfile
 from pathlib import Path
 
 import httpx
-from procs import ROOT, LeadpushProcess
+import pytest
+from support.procs import ROOT, LeadpushProcess
 
 KIT_SOURCE = ROOT / "clients" / "js" / "src" / "leadpush-client.mjs"
 PACKAGED_KIT = ROOT / "src" / "leadpush" / "web" / "static" / "leadpush-client.mjs"
@@ -42,6 +43,7 @@ def build_wheel(tmp_path: Path) -> Path:
     return wheel
 
 
+@pytest.mark.slow  # builds a wheel and starts `leadpush serve` from it
 def test_a_normal_install_from_the_wheel_serves_the_kit(tmp_path):
     wheel = build_wheel(tmp_path)
     with zipfile.ZipFile(wheel) as archive:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from test_assignment import count, expect_channels, history, notes, ok, refused
+from support.api import ok, refused
+from support.leads import count, expect_channels, history, notes
 
 from leadpush.leads.models import Customer
 

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.procs import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 pytestmark = pytest.mark.slow

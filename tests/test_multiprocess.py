@@ -4,70 +4,16 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
 from collections import Counter
-from collections.abc import Iterator
 
 import httpx
 import pytest
-import redis
-from procs import LeadpushProcess, PrivateRedis
-from support import REDIS_URL, postgres_database, service_unavailable
-from wsclient import WsClient
+from support import postgres_database
+from support.leads import create_leads
+from support.procs import Cluster, PrivateRedis
+from support.wsclient import WsClient
 
-from leadpush.config import Settings
-from leadpush.context import AppContext
-from leadpush.migrate import upgrade
-from leadpush.users.service import create_user
-
-
-def require_redis(url: str) -> None:
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
-    except redis.RedisError as exc:
-        service_unavailable("Redis", exc)
-
-
-class Cluster:
-    def __init__(self, db_url: str, redis_url: str, tmp_path) -> None:
-        self.env = {
-            "LEADPUSH_DATABASE_URL": db_url,
-            "LEADPUSH_REDIS_URL": redis_url,
-            "LEADPUSH_REDIS_PREFIX": "lp-test-" + uuid.uuid4().hex[:8],
-            "LEADPUSH_DELIVERY_POLL_INTERVAL": "1",
-            "LEADPUSH_DELIVERY_BACKOFF_BASE": "0.5",
-            "LEADPUSH_LOG_LEVEL": "WARNING",
-        }
-        self.tmp_path = tmp_path
-        self.procs: list[LeadpushProcess] = []
-        upgrade(db_url)
-        self.ctx = AppContext.from_settings(Settings(database_url=db_url))
-
-    def spawn(self, *roles: str, name: str) -> LeadpushProcess:
-        proc = LeadpushProcess(self.env, roles, self.tmp_path, name)
-        self.procs.append(proc)
-        return proc.start()
-
-    def user(self, name: str, role: str = "sales", team: str = "A") -> tuple[int, str]:
-        with self.ctx.db.write() as session:
-            user, token = create_user(session, name=name, role=role, team=team)
-            return user.id, token
-
-    def close(self) -> None:
-        for proc in self.procs:
-            proc.stop()
-        self.ctx.db.dispose()
-
-
-@pytest.fixture
-def cluster(tmp_path) -> Iterator[Cluster]:
-    require_redis(REDIS_URL)
-    with postgres_database() as db_url:
-        c = Cluster(db_url, REDIS_URL, tmp_path)
-        try:
-            yield c
-        finally:
-            c.close()
+pytestmark = pytest.mark.slow  # clusters of `leadpush serve` processes
 
 
 def assign(base_url: str, token: str, lead_id: int, to: int) -> None:
@@ -78,17 +24,6 @@ def assign(base_url: str, token: str, lead_id: int, to: int) -> None:
         timeout=30,
     )
     assert r.status_code == 200, r.text
-
-
-def create_leads(base_url: str, token: str, n: int) -> list[int]:
-    r = httpx.post(
-        f"{base_url}/api/customers",
-        json=[{"name": f"客户{i}", "phone": f"1380000{i:04d}", "source": "官网"} for i in range(n)],
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=30,
-    )
-    assert r.status_code == 201, r.text
-    return [c["id"] for c in r.json()["data"]["customers"]]
 
 
 def test_two_api_processes_and_two_workers_deliver_each_notification_once_to_its_owner(cluster):

@@ -9,18 +9,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from support import database_url, start_stack
-from test_assignment import assign, ok
+from support import DATABASES, running_stack
+from support.api import ok
+from support.leads import assign
 
 DIGEST_PAGE = "pages/inbox/index"
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+@pytest.fixture(scope="module", params=DATABASES)
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    gen = database_url(request.param, str(tmp_path_factory.mktemp(f"nd-{request.param}")))
-    url = next(gen)
-    ctx, server = start_stack(
-        url,
+    with running_stack(
+        request.param,
+        str(tmp_path_factory.mktemp(f"nd-{request.param}")),
         roles=frozenset({"api"}),
         wechat_appid="wx-test",
         wechat_secret="wx-secret",
@@ -29,13 +29,8 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         wecom_corpid="corp",
         wecom_secret="corp-secret",
         wecom_agentid=1000002,
-    )
-    try:
-        yield ctx, server
-    finally:
-        server.stop()
-        ctx.db.dispose()
-        gen.close()
+    ) as started:
+        yield started
 
 
 def test_a_digest_names_the_page_wechat_is_sent_and_a_single_lead_its_own_page(api, team):

@@ -7,7 +7,10 @@ import sys
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import pytest
+from support.procs import ROOT
+
+pytestmark = pytest.mark.slow  # builds the wheel and runs subprocesses
 
 
 def test_the_product_wheel_contains_no_fake(tmp_path: Path) -> None:

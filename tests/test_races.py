@@ -15,12 +15,15 @@ from collections import Counter
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import func, select
-from test_assignment import customer, history, notes, ok, refused
-from test_assignment_concurrency import at_once, warm
+from support.api import ok, refused
+from support.leads import at_once, customer, history, notes, warm
 
 from leadpush.assignment.models import Assignment
 from leadpush.leads.models import Customer
+
+pytestmark = pytest.mark.slow  # long concurrency: dozens of threads hammering the same leads
 
 HAMMER_SECONDS = 4.0
 

@@ -16,12 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
-from fakewechat_fixture import FakeWeChatServer, leadpush_against, strict_state, wait_until
 from leadpush_fakes.wechat import WECOM_SEND_PATH
 from sqlalchemy import select, update
-from support import REDIS_URL, Api, postgres_database, wipe
-from test_multiprocess import Cluster, require_redis
-from wsclient import WsClient
+from support import Api, wait_for
+from support.channels import FakeWeChatServer, strict_state
+from support.wsclient import WsClient
 
 from leadpush.notify.models import Delivery, Notification
 from leadpush.users.models import ApiToken
@@ -71,7 +70,7 @@ def open_socket_and_poll(api: Api, stack: Any, token: str) -> tuple[WsClient, Lo
     ws = WsClient(api.url, token, resume=0)
     ws.next_of("unread")
     poll = LongPoll(api.url, token)
-    wait_until(lambda: listeners(stack) == before + 2, timeout=30)
+    wait_for(lambda: listeners(stack) == before + 2, timeout=30)
     return ws, poll
 
 
@@ -149,17 +148,6 @@ def test_a_socket_of_another_still_valid_token_stays_open(api, team, stack):
 # --------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def cluster(tmp_path) -> Iterator[Cluster]:
-    require_redis(REDIS_URL)
-    with postgres_database() as db_url:
-        c = Cluster(db_url, REDIS_URL, tmp_path)
-        try:
-            yield c
-        finally:
-            c.close()
-
-
 def test_a_revoke_through_one_api_process_closes_the_socket_on_another(cluster):
     api_a = cluster.spawn("api", name="api-a")
     api_b = cluster.spawn("api", name="api-b")
@@ -198,26 +186,9 @@ def test_a_lost_message_is_made_up_by_the_periodic_check(cluster):
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeWeChatServer]:
+    """Overrides the shared `fake`: here WeCom knows two members."""
     with FakeWeChatServer(strict_state(wecom_users=["alice", "bob"])) as server:
         yield server
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def running(request: pytest.FixtureRequest, fake: FakeWeChatServer, tmp_path_factory: pytest.TempPathFactory):
-    with leadpush_against(fake, request.param, str(tmp_path_factory.mktemp(request.param))) as stack:
-        yield stack
-
-
-@pytest.fixture
-def pushing(running, fake: FakeWeChatServer) -> Iterator[Api]:
-    ctx, server = running
-    fake.state.reset(full=True)
-    wipe(ctx)
-    api = Api(url=server.url, ctx=ctx)
-    try:
-        yield api
-    finally:
-        api.close()
 
 
 def deliveries_of(api: Api, user_id: int) -> list[Delivery]:
@@ -236,13 +207,13 @@ def test_a_deactivated_user_gets_no_push_but_keeps_the_history(pushing: Api, fak
     alice = api.user("李丽", wecom_userid="alice")
     bob = api.user("赵强", wecom_userid="bob")
     lead = api.lead(manager, assignedTo=alice.id)
-    wait_until(lambda: wecom_to(fake, "alice"), timeout=30)
+    wait_for(lambda: wecom_to(fake, "alice"), timeout=30)
     assert api.client(admin).patch(f"/api/users/{alice.id}", json={"active": False}).status_code == 200
 
     # Taking her lead away would tell her (customer_recycled): not any more, she has left.
     r = api.client(manager).patch(f"/api/customers/{lead['id']}/assign", json={"assignedTo": bob.id})
     assert r.status_code == 200, r.text
-    wait_until(lambda: wecom_to(fake, "bob"), timeout=30)
+    wait_for(lambda: wecom_to(fake, "bob"), timeout=30)
     with api.ctx.db.read() as session:
         recycled = session.scalars(
             select(Notification).where(Notification.recipient_id == alice.id, Notification.kind == "customer_recycled")
@@ -253,6 +224,7 @@ def test_a_deactivated_user_gets_no_push_but_keeps_the_history(pushing: Api, fak
     assert len(wecom_to(fake, "alice")) == 1  # only the one from before
 
 
+@pytest.mark.slow  # waits for a failed send to be retried
 def test_pending_pushes_of_a_user_deactivated_meanwhile_are_skipped(pushing: Api, fake: FakeWeChatServer):
     api = pushing
     admin = api.user("管理员", "admin", None)
@@ -260,13 +232,13 @@ def test_pending_pushes_of_a_user_deactivated_meanwhile_are_skipped(pushing: Api
     alice = api.user("李丽", wecom_userid="alice")
     fake.state.add_fault(WECOM_SEND_PATH, errcode=-1)  # "system busy": retried later
     api.lead(manager, assignedTo=alice.id)
-    wait_until(
+    wait_for(
         lambda: any(d.channel == "wecom" and d.status == "failed" for d in deliveries_of(api, alice.id)), timeout=30
     )
     assert api.client(admin).patch(f"/api/users/{alice.id}", json={"active": False}).status_code == 200
     fake.state.clear_faults()
     api.ctx.clock.advance(seconds=3600)  # the retry is due
-    rows = wait_until(
+    rows = wait_for(
         lambda: [d for d in deliveries_of(api, alice.id) if d.channel == "wecom" and d.status == "skipped"], timeout=30
     )
     assert isinstance(rows, list)

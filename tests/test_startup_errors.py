@@ -13,8 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 from support import free_port
-from test_assignment import CJK
-from test_cli import LEADPUSH, clean_env, leadpush, serving
+from support.api import CJK
+from support.procs import LEADPUSH, clean_env, leadpush, serving
+
+pytestmark = pytest.mark.slow  # each test runs the `leadpush` console script as a subprocess
 
 # A PostgreSQL address where nothing listens (a port just released by free_port).
 UNREACHABLE_PG = "postgresql://postgres:pw-not-shown@127.0.0.1:{port}/leadpush"

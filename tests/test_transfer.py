@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import func, select
-from support import WITHOUT_SCHEDULER, Api, FakeClock
+from support import WITHOUT_SCHEDULER, Api, FakeClock, wait_for
 
 from leadpush.assignment.models import Assignment
 from leadpush.clock import SystemClock
@@ -18,16 +18,6 @@ from leadpush.transfer.models import TransferRun
 from leadpush.transfer.scheduler import cron_trigger, next_cron_after
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
-
-
-def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 def nudge(api: Api, **delta: float) -> None:
@@ -223,6 +213,7 @@ def test_a_runs_counts_are_committed_with_each_move_while_it_is_still_going(api,
     assert done["finishedAt"] is not None and (done["examined"], done["moved"], done["failed"]) == (2, 2, 0)
 
 
+@pytest.mark.slow  # waits for the scheduler to warn
 def test_the_owner_is_warned_once_before_the_deadline(api, team):
     rule(api, team.admin, thresholdHours=24, warnBeforeHours=2)
     lead = assigned_lead(api, team, team.alice)
@@ -281,6 +272,7 @@ def test_dry_run_lists_what_would_move_and_moves_nothing(api, team):
         assert s.scalar(select(func.count()).select_from(Assignment).where(Assignment.via == "auto_transfer")) == 0
 
 
+@pytest.mark.slow  # long concurrency
 @WITHOUT_SCHEDULER
 def test_two_runners_at_once_move_each_lead_once(api, team):
     rule(api, team.admin, thresholdHours=1)
@@ -333,6 +325,7 @@ def test_manual_run_reports_and_history(api, team):
     assert manual[0]["moved"] == 1 and manual[0]["finishedAt"] is not None
 
 
+@pytest.mark.slow  # waits for the scheduler to fire
 def test_cron_fires_on_the_hour_in_shanghai(api, team):
     trigger = cron_trigger(api.ctx)
     fire = next_cron_after(trigger, datetime(2026, 11, 24, 10, 59, 30, tzinfo=SHANGHAI))
@@ -406,6 +399,7 @@ def realtime_api(stack):
     ctx.clock = FakeClock()
 
 
+@pytest.mark.slow  # waits for a real deadline
 def test_real_clock_lead_moves_within_two_seconds_of_its_deadline(realtime_api):
     api = realtime_api
     admin = api.user("管理员", "admin", None)

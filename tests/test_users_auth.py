@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import select
-from test_assignment import ok, refused
+from support.api import ok, refused
 
 from leadpush.users.models import ApiToken
 

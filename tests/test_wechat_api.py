@@ -2,37 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from fakewechat_fixture import TEMPLATE, FakeWeChatServer, leadpush_against, strict_state
-from support import Api, wipe
+from support import Api
+from support.channels import TEMPLATE, FakeWeChatServer
 
 from leadpush.users.models import User
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeWeChatServer]:
-    with FakeWeChatServer(strict_state()) as server:
-        yield server
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def running(request: pytest.FixtureRequest, fake: FakeWeChatServer, tmp_path_factory: pytest.TempPathFactory):
-    with leadpush_against(fake, request.param, str(tmp_path_factory.mktemp(request.param))) as stack:
-        yield stack
-
-
 @pytest.fixture
-def api(running, fake: FakeWeChatServer) -> Iterator[Api]:
-    ctx, server = running
-    fake.state.reset(full=True)
-    wipe(ctx)
-    a = Api(url=server.url, ctx=ctx)
-    try:
-        yield a
-    finally:
-        a.close()
+def api(pushing: Api) -> Api:
+    """Here `api` is leadpush against the shared fake WeChat server."""
+    return pushing
 
 
 def test_login_binds_the_openid_to_the_signed_in_user(api: Api, fake: FakeWeChatServer) -> None:

@@ -17,13 +17,12 @@ from typing import Any
 
 import httpx
 import pytest
-from fakewechat_fixture import APPID, SECRET, TEMPLATE, FakeWeChatServer, channel_settings, send, strict_state
 from leadpush_fakes.wechat import SUBSCRIBE_PATH, check_data_value, data_type_of
 from support import REDIS_URL, FakeClock, wipe
+from support.channels import APPID, SECRET, TEMPLATE, FakeWeChatServer, channel_settings, send
 
 from leadpush.config import Settings
 from leadpush.context import AppContext
-from leadpush.migrate import upgrade
 from leadpush.notify.channels.base import DeliveryJob, Recipient, SendResult
 from leadpush.tencent.store import DbStore, RedisStore, SharedStore
 from leadpush.tencent.tokens import TokenCache
@@ -40,19 +39,6 @@ LEAD = {
     "assignTime": "2026-11-24T10:01:00+08:00",
     "actorName": "王经理",
 }
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeWeChatServer]:
-    with FakeWeChatServer(strict_state()) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def db_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    url = f"sqlite:///{tmp_path_factory.mktemp('wechat')}/channel.db"
-    upgrade(url)
-    return url
 
 
 @dataclass
@@ -104,10 +90,10 @@ class Env:
 
 
 @pytest.fixture
-def env(fake: FakeWeChatServer, db_url: str) -> Iterator[Env]:
+def env(fake: FakeWeChatServer, channel_db_url: str) -> Iterator[Env]:
     fake.state.reset(full=True)
     ctx = AppContext.from_settings(
-        Settings(database_url=db_url, send_timeout=1.0, **channel_settings(fake.url)), clock=FakeClock()
+        Settings(database_url=channel_db_url, send_timeout=1.0, **channel_settings(fake.url)), clock=FakeClock()
     )
     wipe(ctx)
     with ctx.db.write() as session:
@@ -304,7 +290,7 @@ def test_47003_names_the_field(env: Env) -> None:
         {"kind": "errcode", "errcode": -1},
         {"kind": "http", "status": 502},
         {"kind": "http", "status": 500},
-        {"kind": "slow", "delay": 1.5},
+        pytest.param({"kind": "slow", "delay": 1.5}, marks=pytest.mark.slow),  # waits out the send timeout
         {"kind": "drop"},
     ],
     ids=["system-busy", "http-502", "http-500", "timeout", "dropped-connection"],

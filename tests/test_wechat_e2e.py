@@ -7,24 +7,21 @@ A real leadpush (uvicorn, dispatcher, SQLite and PostgreSQL) talks to the fake o
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 import pytest
-from fakewechat_fixture import (
+from leadpush_fakes.wechat import SUBSCRIBE_PATH
+from sqlalchemy import select
+from support import Api, Person, database_url, start_stack, wait_for
+from support.channels import (
     AGENTID,
     PUBLIC_URL,
     TEMPLATE,
     FakeWeChatServer,
     channel_settings,
-    leadpush_against,
     strict_state,
-    wait_until,
 )
-from leadpush_fakes.wechat import SUBSCRIBE_PATH
-from sqlalchemy import select
-from support import Api, Person, database_url, start_stack, wipe
 
 from leadpush.clock import SystemClock
 from leadpush.context import AppContext
@@ -32,18 +29,6 @@ from leadpush.notify.models import Delivery
 from leadpush.wechat.credits import add_credits, credits_of
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeWeChatServer]:
-    with FakeWeChatServer(strict_state()) as server:
-        yield server
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def running(request: pytest.FixtureRequest, fake: FakeWeChatServer, tmp_path_factory: pytest.TempPathFactory):
-    with leadpush_against(fake, request.param, str(tmp_path_factory.mktemp(request.param))) as stack:
-        yield stack
 
 
 @dataclass
@@ -76,7 +61,7 @@ class World:
 
     def settled(self) -> list[Delivery]:
         """Wait until no delivery is pending or being sent; return them all."""
-        rows = wait_until(
+        rows = wait_for(
             lambda: (r := self.deliveries()) and all(d.status not in ("pending", "sending") for d in r) and r
         )
         assert isinstance(rows, list)
@@ -87,23 +72,17 @@ class World:
 
 
 @pytest.fixture
-def world(running, fake: FakeWeChatServer) -> Iterator[World]:
-    ctx, server = running
-    fake.state.reset(full=True)
-    wipe(ctx)
-    api = Api(url=server.url, ctx=ctx)
-    try:
-        yield World(
-            api=api,
-            ctx=ctx,
-            fake=fake,
-            admin=api.user("管理员", "admin", None),
-            manager=api.user("王经理", "manager", "A"),
-            alice=api.user("李丽", "sales", "A", wechat_openid="o-alice", wecom_userid="alice"),
-            dave=api.user("周杰", "sales", "A", wecom_userid="Dave"),
-        )
-    finally:
-        api.close()
+def world(pushing: Api, fake: FakeWeChatServer) -> World:
+    api = pushing
+    return World(
+        api=api,
+        ctx=api.ctx,
+        fake=fake,
+        admin=api.user("管理员", "admin", None),
+        manager=api.user("王经理", "manager", "A"),
+        alice=api.user("李丽", "sales", "A", wechat_openid="o-alice", wecom_userid="alice"),
+        dave=api.user("周杰", "sales", "A", wecom_userid="Dave"),
+    )
 
 
 def assign(w: World, endpoint: str, to: Person, ids: list[int]) -> None:
@@ -128,7 +107,7 @@ def test_assignment_reaches_wechat_as_the_original_template(world: World, endpoi
     w.give_credits(w.alice, 2)
     ids = w.leads(n, name="张三", phone="138 0013 8000", source="抖音广告")
     assign(w, endpoint, w.alice, ids)
-    [message] = wait_until(lambda: w.fake.state.get_messages("subscribe"))
+    [message] = wait_for(lambda: w.fake.state.get_messages("subscribe"))
     body = message["body"]
     expected = {
         "touser": "o-alice",
@@ -159,7 +138,7 @@ def test_assignment_reaches_wecom_as_a_textcard(world: World, endpoint: str, n: 
     w = world
     ids = w.leads(n, name="张三", phone="13800138000", source="抖音广告")
     assign(w, endpoint, w.dave, ids)
-    [message] = wait_until(lambda: w.fake.state.get_messages("wecom"))
+    [message] = wait_for(lambda: w.fake.state.get_messages("wecom"))
     when = w.assign_time()
     if n == 1:
         card = {
@@ -186,10 +165,10 @@ def test_without_credit_wechat_is_skipped_and_wecom_takes_over(world: World) -> 
     w.give_credits(w.alice, 1)
     first, second = w.leads(2)
     assign(w, "web", w.alice, [first])
-    wait_until(lambda: w.fake.state.get_messages("subscribe"))
+    wait_for(lambda: w.fake.state.get_messages("subscribe"))
     assign(w, "web", w.alice, [second])
     try:
-        [card] = wait_until(lambda: w.fake.state.get_messages("wecom"))
+        [card] = wait_for(lambda: w.fake.state.get_messages("wecom"))
     except AssertionError:
         raise AssertionError(
             [(d.channel, d.status, d.last_error, d.policy, d.next_attempt_at) for d in w.deliveries()],
@@ -220,7 +199,7 @@ def test_without_credit_wechat_is_skipped_and_wecom_takes_over(world: World) -> 
     w.give_credits(w.alice, 1)
     r = w.api.client(w.admin).post(f"/api/deliveries/{items['wechat']['id']}/retry")
     assert r.status_code == 200, r.text
-    wait_until(lambda: next(d for d in w.deliveries() if d.id == items["wechat"]["id"]).status == "skipped")
+    wait_for(lambda: next(d for d in w.deliveries() if d.id == items["wechat"]["id"]).status == "skipped")
     retried = next(d for d in w.settled() if d.id == items["wechat"]["id"])
     assert "已改由企业微信发送" in (retried.last_error or "")
     assert len(w.fake.state.get_messages("subscribe")) == 1
@@ -232,26 +211,27 @@ def test_43101_falls_back_to_wecom_and_zeroes_credits(world: World) -> None:
     w.fake.state.set_credits("o-alice", TEMPLATE, 0)  # the user cancelled in WeChat
     [lead] = w.leads(1)
     assign(w, "web", w.alice, [lead])
-    wait_until(lambda: w.fake.state.get_messages("wecom"))
+    wait_for(lambda: w.fake.state.get_messages("wecom"))
     rows = w.settled()
     assert {d.channel: d.status for d in rows} == {"inapp": "sent", "wechat": "dead", "wecom": "sent"}
     assert w.api.client(w.alice).get("/api/wechat/subscriptions").json()["data"]["credits"] == 0
 
 
+@pytest.mark.slow  # 31 sends through the pacer
 def test_wecom_pacing_folds_the_excess_into_one_digest(world: World) -> None:
     w = world
     ids = w.leads(33)
     for lead in ids:
         assign(w, "web", w.dave, [lead])
-    wait_until(lambda: len(w.fake.state.get_messages("wecom")) == 30)
-    deferred = wait_until(lambda: [d for d in w.deliveries() if d.channel == "wecom" and d.status == "failed"] or None)
-    wait_until(lambda: len([d for d in w.deliveries() if d.channel == "wecom" and d.status == "failed"]) == 3)
+    wait_for(lambda: len(w.fake.state.get_messages("wecom")) == 30)
+    deferred = wait_for(lambda: [d for d in w.deliveries() if d.channel == "wecom" and d.status == "failed"] or None)
+    wait_for(lambda: len([d for d in w.deliveries() if d.channel == "wecom" and d.status == "failed"]) == 3)
     assert all("限速" in (d.last_error or "") for d in deferred)
     w.ctx.clock.advance(seconds=61)
     w.fake.state.advance(61)  # WeCom's own minute passes too
     w.ctx.signals.notifications_committed(set())
     try:
-        wait_until(lambda: len(w.fake.state.get_messages("wecom")) == 31)
+        wait_for(lambda: len(w.fake.state.get_messages("wecom")) == 31)
     except AssertionError:
         raise AssertionError(
             [
@@ -285,6 +265,7 @@ def test_a_users_own_claim_is_not_pushed(world: World) -> None:
     assert w.fake.state.get_messages() == []
 
 
+@pytest.mark.slow  # slow on purpose: each step near its timeout
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_a_send_accepted_after_a_slow_token_refresh_is_sent_once(kind: str, tmp_path) -> None:
     """The token dies; the send meets 40001, the token is fetched again and the send repeated, each step
@@ -308,7 +289,7 @@ def test_a_send_accepted_after_a_slow_token_refresh_is_sent_once(kind: str, tmp_
             first, second = (api.lead(manager)["id"] for _ in range(2))
             m = api.client(manager)
             assert m.patch(f"/api/customers/{first}/assign", json={"assignedTo": alice.id}).status_code == 200
-            wait_until(lambda: len(fake.state.get_messages("subscribe")) == 1, timeout=30)  # a token is cached
+            wait_for(lambda: len(fake.state.get_messages("subscribe")) == 1, timeout=30)  # a token is cached
 
             fake.state.revoke_tokens()
             slow = send_timeout * 0.6  # each step well within its own timeout, together past any one's
@@ -320,7 +301,7 @@ def test_a_send_accepted_after_a_slow_token_refresh_is_sent_once(kind: str, tmp_
                 with ctx.db.read() as session:
                     return list(session.scalars(select(Delivery).where(Delivery.channel == "wechat")))
 
-            rows = wait_until(lambda: (r := wechat_rows()) and all(d.status == "sent" for d in r) and r, timeout=30)
+            rows = wait_for(lambda: (r := wechat_rows()) and all(d.status == "sent" for d in r) and r, timeout=30)
             time.sleep(1.0)  # a duplicate, had the send been cut, would be on its way now
             assert [d.attempts for d in rows] == [1, 1], [(d.attempts, d.last_error) for d in wechat_rows()]
             pages = [msg["body"]["page"] for msg in fake.state.get_messages("subscribe")]

@@ -11,13 +11,12 @@ from typing import Any
 
 import httpx
 import pytest
-from fakewechat_fixture import AGENTID, CORPID, PUBLIC_URL, FakeWeChatServer, channel_settings, send, strict_state
 from leadpush_fakes.wechat import WECOM_SEND_PATH
 from support import FakeClock, wipe
+from support.channels import AGENTID, CORPID, PUBLIC_URL, FakeWeChatServer, channel_settings, send, strict_state
 
 from leadpush.config import Settings
 from leadpush.context import AppContext
-from leadpush.migrate import upgrade
 from leadpush.notify.channels.base import DeliveryJob, Recipient, SendResult
 from leadpush.tencent.client import ApiReply
 from leadpush.tencent.store import DbStore
@@ -37,15 +36,9 @@ LEAD = {
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeWeChatServer]:
+    """Overrides the shared `fake`: here WeCom knows one member."""
     with FakeWeChatServer(strict_state(wecom_users=["alice"])) as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def db_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    url = f"sqlite:///{tmp_path_factory.mktemp('wecom')}/channel.db"
-    upgrade(url)
-    return url
 
 
 @dataclass
@@ -81,10 +74,10 @@ class Env:
 
 
 @pytest.fixture
-def env(fake: FakeWeChatServer, db_url: str) -> Iterator[Env]:
+def env(fake: FakeWeChatServer, channel_db_url: str) -> Iterator[Env]:
     fake.state.reset(full=True)
     ctx = AppContext.from_settings(
-        Settings(database_url=db_url, send_timeout=1.0, **channel_settings(fake.url)), clock=FakeClock()
+        Settings(database_url=channel_db_url, send_timeout=1.0, **channel_settings(fake.url)), clock=FakeClock()
     )
     wipe(ctx)
     yield Env(ctx, fake)
@@ -170,7 +163,7 @@ def test_a_wrong_agentid_is_caught_by_wecom_for_real(env: Env) -> None:
     [
         {"kind": "errcode", "errcode": -1},
         {"kind": "http", "status": 503},
-        {"kind": "slow", "delay": 1.5},
+        pytest.param({"kind": "slow", "delay": 1.5}, marks=pytest.mark.slow),  # waits out the send timeout
         {"kind": "drop"},
         {"kind": "errcode", "errcode": 45009},
     ],

@@ -6,9 +6,9 @@ import json
 import threading
 
 import httpx
-from fakewechat_fixture import wait_until
+from support import wait_for
+from support.wsclient import WsClient, refused_with
 from websockets.exceptions import ConnectionClosed
-from wsclient import WsClient, refused_with
 
 TOO_MANY = 1013  # "try again later"
 TOO_BIG = 1009
@@ -36,7 +36,7 @@ def test_a_user_may_hold_20_sockets_and_the_21st_is_refused(api, team):
     bob.close()
     # Closing one frees its place.
     sockets.pop().close()
-    wait_until(lambda: refused_with(api.url, team.alice.token) is None, timeout=30)
+    wait_for(lambda: refused_with(api.url, team.alice.token) is None, timeout=30)
     for ws in sockets:
         ws.close()
 
@@ -53,7 +53,7 @@ def test_a_sixth_concurrent_long_poll_is_refused(api, team):
     threads = [threading.Thread(target=poll, daemon=True) for _ in range(6)]
     for t in threads:
         t.start()
-    wait_until(lambda: answers, timeout=30)
+    wait_for(lambda: answers, timeout=30)
     [refused] = answers
     assert refused.status_code == 429, refused.text
     assert refused.json()["code"] == "too_many_polls"

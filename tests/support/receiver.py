@@ -9,7 +9,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from support import ServerThread
+
+from support.servers import ServerThread
 
 
 class WebhookReceiver:

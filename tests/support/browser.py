@@ -1,4 +1,4 @@
-"""Browser fixtures: Debian's chromium driven by Playwright (sync API), headless, one browser per session.
+"""Browser fixtures (a pytest plugin, registered in conftest.py): Debian's chromium driven by Playwright (sync API), headless, one browser per session.
 
 `consoles` opens console pages as a given user in their own browser context (separate localStorage, as
 separate people on separate machines) and fails the test on any JavaScript error or native dialog.
@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from support.databases import unavailable
+
 CHROMIUM = os.environ.get("LEADPUSH_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -24,8 +26,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-sync",
 ]
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 # Chromium's rasteriser differs by a pixel or two from run to run, so the committed screenshots are only
 # rewritten when asked (or missing); otherwise they go to the test's temporary directory.
 REFRESH_SCREENSHOTS = os.environ.get("LEADPUSH_SCREENSHOTS", "").lower() in ("1", "true", "yes")
@@ -35,12 +36,6 @@ TOKEN_KEY = "leadpush.console.token"
 # Chromium reports every failed HTTP response (a 401 for a bad token, a 409 refused claim) on the console;
 # those are expected answers the page shows, not script errors.
 BENIGN_CONSOLE = ("Failed to load resource",)
-
-
-def unavailable(message: str) -> None:
-    if IN_CI:
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 # Module scope, not session: Playwright's sync API keeps an asyncio loop running on the main thread while

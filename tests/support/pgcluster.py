@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-import pytest
-from support import IN_CI, free_port
+from support.databases import unavailable
+from support.servers import free_port
 
 PG_BIN_DIRS = [
     os.environ.get("LEADPUSH_TEST_PG_BIN", ""),
@@ -59,18 +59,12 @@ class PrivatePostgres:
     def __init__(self, max_connections: int = 300) -> None:
         found = find_pg_bin()
         if found is None:
-            message = "PostgreSQL server binaries (initdb, pg_ctl) are not installed; the restart test needs them"
-            if IN_CI:
-                pytest.fail(message)
-            pytest.skip(message)
+            unavailable("PostgreSQL server binaries (initdb, pg_ctl) are not installed; the restart test needs them")
         self.bin: Path = found
         # initdb refuses to run as root: then the cluster belongs to the `postgres` OS user.
         self._as_postgres = os.geteuid() == 0
         if self._as_postgres and (shutil.which("runuser") is None or not _user_exists("postgres")):
-            message = "running as root, a private PostgreSQL cluster needs the `postgres` OS user and runuser"
-            if IN_CI:
-                pytest.fail(message)
-            pytest.skip(message)
+            unavailable("running as root, a private PostgreSQL cluster needs the `postgres` OS user and runuser")
         self.port = free_port()
         self.max_connections = max_connections
         self.root = Path(tempfile.mkdtemp(prefix="leadpush-pg-"))

@@ -1,8 +1,10 @@
-"""Run the fake WeChat / WeCom server on a real port for a test.
+"""The fake WeChat / WeCom server on a real port for a test, and leadpush pointed at it.
+
+A pytest plugin (registered in conftest.py): `fake_wechat` is a fresh fake per test; `fake` is one strict
+fake per module (a module that needs another fake state overrides `fake`), `running` a leadpush on each
+database talking to it, and `pushing` an `Api` on that leadpush with the fake and the tables emptied.
 
 Usage::
-
-    from fakewechat_fixture import FakeWeChatServer, fake_wechat  # noqa: F401 (fixture)
 
     def test_something(fake_wechat: FakeWeChatServer) -> None:
         fake_wechat.state.add_credits("openid-1", "TPL", 1)
@@ -15,7 +17,6 @@ Usage::
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -26,16 +27,13 @@ import httpx
 import pytest
 import uvicorn
 from leadpush_fakes.wechat import FakeWeChatState, create_app
-from support import ServerThread, database_url, start_stack
 
 from leadpush.context import AppContext
+from leadpush.migrate import upgrade
 from leadpush.notify.channels.base import Channel, DeliveryJob, SendResult
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+from support.api import Api
+from support.databases import DATABASES, wipe
+from support.servers import ServerThread, free_port, running_stack
 
 
 class FakeWeChatServer:
@@ -56,7 +54,7 @@ class FakeWeChatServer:
     def start(self, timeout: float = 10.0) -> FakeWeChatServer:
         last_error = "did not start"
         for _attempt in range(5):  # a picked port can be taken before uvicorn binds it
-            self.port = _free_port(self.host)
+            self.port = free_port(self.host)
             config = uvicorn.Config(
                 self.app,
                 host=self.host,
@@ -156,33 +154,14 @@ def channel_settings(fake_url: str, **overrides: object) -> dict[str, object]:
     return settings
 
 
-def wait_until(predicate: object, timeout: float = 10.0, interval: float = 0.02) -> object:
-    """Poll until `predicate()` is truthy; returns its value (fails the test on timeout)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()  # type: ignore[operator]
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(interval)
-
-
 @contextmanager
 def leadpush_against(
     fake: FakeWeChatServer, kind: str, tmp_dir: str, **overrides: object
 ) -> Iterator[tuple[AppContext, ServerThread]]:
     """A running leadpush (api + worker + scheduler) on `kind` (sqlite | postgres) whose WeChat and
     WeCom channels talk to `fake`."""
-    gen = database_url(kind, tmp_dir)
-    url = next(gen)
-    ctx, server = start_stack(url, **channel_settings(fake.url, **overrides))
-    try:
-        yield ctx, server
-    finally:
-        server.stop()
-        ctx.db.dispose()
-        gen.close()
+    with running_stack(kind, tmp_dir, **channel_settings(fake.url, **overrides)) as stack:
+        yield stack
 
 
 def send(channel: Channel, *jobs: DeliveryJob) -> list[SendResult]:
@@ -195,3 +174,40 @@ def send(channel: Channel, *jobs: DeliveryJob) -> list[SendResult]:
             await channel.aclose()
 
     return asyncio.run(run())
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeWeChatServer]:
+    """One fake per module that knows exactly leadpush's credentials (`fake.state.reset(full=True)` per test)."""
+    with FakeWeChatServer(strict_state()) as server:
+        yield server
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def running(
+    request: pytest.FixtureRequest, fake: FakeWeChatServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[AppContext, ServerThread]]:
+    """A leadpush (api + worker + scheduler) per module and database whose channels talk to `fake`."""
+    with leadpush_against(fake, request.param, str(tmp_path_factory.mktemp(request.param))) as stack:
+        yield stack
+
+
+@pytest.fixture
+def pushing(running: tuple[AppContext, ServerThread], fake: FakeWeChatServer) -> Iterator[Api]:
+    """`running` for one test: the fake and the tables emptied."""
+    ctx, server = running
+    fake.state.reset(full=True)
+    wipe(ctx)
+    api = Api(url=server.url, ctx=ctx)
+    try:
+        yield api
+    finally:
+        api.close()
+
+
+@pytest.fixture(scope="module")
+def channel_db_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A migrated SQLite file per module, for tests that drive a channel directly (no server)."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('channel')}/channel.db"
+    upgrade(url)
+    return url
