@@ -110,7 +110,7 @@ def test_a_long_poll_outlives_a_token_check_of_its_own_user(api, team, stack):
     # still-valid token for a revoked one (it answered 401 and the client stopped for good).
     before = listeners(stack)
     poll = LongPoll(api.url, team.alice.token, after=0)
-    wait_until(lambda: listeners(stack) == before + 1, timeout=30)
+    wait_for(lambda: listeners(stack) == before + 1, timeout=30)
     ws = WsClient(api.url, team.alice.token, resume=0)
     ws.send({"type": "ping"})
     ws.next_of("pong", timeout=30)  # answered after the socket's token check has run

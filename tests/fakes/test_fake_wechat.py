@@ -5,20 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from leadpush_fakes.wechat import FakeWeChatState, check_data_value  # noqa: E402
-from leadpush_fakes.wechat.rules import has_non_ascii_u_escape  # noqa: E402
-from support.channels import FakeWeChatServer  # noqa: E402  (its `fake_wechat` fixture is under test here too)
+from leadpush_fakes.wechat import FakeWeChatState, check_data_value
+from leadpush_fakes.wechat.rules import has_non_ascii_u_escape
+from support.channels import FakeWeChatServer  # its `fake_wechat` fixture is under test here too
 
 SUBSCRIBE = "/cgi-bin/message/subscribe/send"
 WECOM_SEND = "/cgi-bin/message/send"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from leadpush.config import Settings
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 
 def test_every_setting_is_in_the_readme():
@@ -21,7 +21,7 @@ def test_readme_names_the_two_commands():
 def test_every_linked_file_exists():
     import re
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     links = re.findall(r"\]\(((?:docs|clients|deploy)/[^)#]+)\)", README)
     assert links, "the README links its docs"
     missing = [link for link in links if not (root / link).exists()]

@@ -13,7 +13,7 @@ from support import IN_CI
 
 from leadpush.config import Settings
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 
 def compose_command() -> list[str]:
