@@ -8,20 +8,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from support.procs import ROOT
+from support.procs import ROOT, build_wheel
 
 pytestmark = pytest.mark.slow  # builds the wheel and runs subprocesses
 
 
 def test_the_product_wheel_contains_no_fake(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stderr
-    [wheel] = tmp_path.glob("leadpush-*.whl")
+    wheel = build_wheel(tmp_path)
     names = zipfile.ZipFile(wheel).namelist()
     assert any(n.startswith("leadpush/app.py") for n in names), names  # the product is there
     fakes = [n for n in names if "fake" in n.lower()]

@@ -209,3 +209,22 @@ def serving(env: dict[str, str], cwd: Path, *args: str, name: str = "serve") -> 
             proc.kill()
             proc.wait(timeout=5)
         log.close()
+
+
+def build_wheel(tmp_path: Path) -> Path:
+    """The product wheel, built from what the image's Dockerfile copies (pyproject.toml, README.md, src/), in a clean tree."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, tree / name)
+    shutil.copytree(ROOT / "src", tree / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    out = tmp_path / "wheel"
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(tree)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    (wheel,) = out.glob("leadpush-*.whl")
+    return wheel

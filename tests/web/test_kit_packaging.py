@@ -4,15 +4,13 @@ serves the same kit as the repository's clients/js/src, with no checkout next to
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import httpx
 import pytest
-from support.procs import ROOT, LeadpushProcess
+from support.procs import ROOT, LeadpushProcess, build_wheel
 
 KIT_SOURCE = ROOT / "clients" / "js" / "src" / "leadpush-client.mjs"
 PACKAGED_KIT = ROOT / "src" / "leadpush" / "web" / "static" / "leadpush-client.mjs"
@@ -22,25 +20,6 @@ KIT_IN_WHEEL = "leadpush/web/static/leadpush-client.mjs"
 def test_the_packaged_kit_is_the_kit_source():
     assert PACKAGED_KIT.is_file(), "run `cd clients/js && node build.mjs`"
     assert PACKAGED_KIT.read_bytes() == KIT_SOURCE.read_bytes(), "stale copy: run `cd clients/js && node build.mjs`"
-
-
-def build_wheel(tmp_path: Path) -> Path:
-    """Build from what the image's Dockerfile copies (pyproject.toml, README.md, src/), in a clean tree."""
-    tree = tmp_path / "tree"
-    tree.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, tree / name)
-    shutil.copytree(ROOT / "src", tree / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    out = tmp_path / "wheel"
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(tree)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    (wheel,) = out.glob("leadpush-*.whl")
-    return wheel
 
 
 @pytest.mark.slow  # builds a wheel and starts `leadpush serve` from it
