@@ -555,6 +555,7 @@ def test_fault_rate_with_seed_is_reproducible(fake_wechat: FakeWeChatServer, cli
     assert 0 < first.count(45009) < 15
 
 
+@pytest.mark.slow  # several processes / many concurrent sends / a slow fault
 def test_fault_slow_does_not_block_others(client: httpx.Client, fake_wechat: FakeWeChatServer) -> None:
     client.post("/_fake/faults", json={"path": GETTOKEN, "kind": "slow", "delay": 0.6, "count": 1})
 

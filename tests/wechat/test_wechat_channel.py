@@ -362,6 +362,7 @@ def test_a_token_that_stays_rejected_is_not_refreshed_in_a_loop(env: Env) -> Non
     assert env.credits() == 1
 
 
+@pytest.mark.slow  # several processes / many concurrent sends / a slow fault
 def test_fifty_concurrent_sends_with_an_expired_token_refresh_it_once(env: Env) -> None:
     env.give(51)
     channel = env.channel()
@@ -399,10 +400,12 @@ def _two_processes(env: Env, make_store: Any) -> None:
     assert env.fake.state.stats()["token_requests"] == {"stable_token": 2}
 
 
+@pytest.mark.slow  # several processes / many concurrent sends / a slow fault
 def test_two_processes_share_the_token_through_the_database(env: Env) -> None:
     _two_processes(env, lambda: DbStore(env.ctx.db, env.ctx.clock))
 
 
+@pytest.mark.slow  # several processes / many concurrent sends / a slow fault
 def test_two_processes_share_the_token_through_redis(env: Env) -> None:
     prefix = f"leadpush-test-{uuid.uuid4().hex[:8]}:"
     try:
