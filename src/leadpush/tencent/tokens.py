@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from leadpush.clock import Clock
 from leadpush.context import AppContext
 from leadpush.logredact import install_log_redaction
+from leadpush.notify.channels.base import SendResult
 from leadpush.tencent.store import SharedStore, make_store
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,10 @@ class TokenUnavailable(Exception):
         super().__init__(detail)
         self.detail = detail
         self.permanent = permanent
+
+    def as_result(self) -> SendResult:
+        """What a send that could not get a token amounts to: nothing was sent."""
+        return SendResult.permanent(self.detail) if self.permanent else SendResult.retry(self.detail)
 
 
 # fetch(force_refresh) -> (token, expires_in seconds)

@@ -89,7 +89,7 @@ class WechatChannel:
                 self.tokens, post, lambda: lease_left(job, self.ctx.clock.now()), s.send_timeout + 1
             )
         except TokenUnavailable as exc:
-            result = SendResult.permanent(exc.detail) if exc.permanent else SendResult.retry(exc.detail)
+            result = exc.as_result()
         else:
             result = self.classify(reply)
             none_left = reply.errcode == 43101

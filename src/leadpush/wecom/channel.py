@@ -64,7 +64,7 @@ class WecomChannel:
                 self.tokens, post, lambda: lease_left(job, self.ctx.clock.now()), s.send_timeout + 1
             )
         except TokenUnavailable as exc:
-            result = SendResult.permanent(exc.detail) if exc.permanent else SendResult.retry(exc.detail)
+            result = exc.as_result()
         else:
             result = self.classify(reply, member)
         if folded:
