@@ -22,8 +22,9 @@ $(VENV)/.installed-test: pyproject.toml fakes/pyproject.toml | $(BIN)/python
 
 venv: $(VENV)/.installed-test
 
+# `make run PORT=9000` (or HOST=0.0.0.0) changes where it listens; LEADPUSH_PORT / LEADPUSH_HOST work too.
 run: $(VENV)/.installed-run
-	$(BIN)/leadpush serve
+	$(BIN)/leadpush serve $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks fakes
