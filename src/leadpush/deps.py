@@ -54,8 +54,8 @@ def token_or_refuse(ctx: AppContext, token: str, address: str) -> tuple[User, Ap
         found = find_token(session, token, now=now, settings=ctx.settings)
     if found is not None:
         row = found[1]
-        if ctx.token_uses.due(row.id, row.last_used_at, now):
-            ctx.token_uses.record_use(ctx.db, row.id, now)
+        if ctx.token_uses.due(row, now):
+            ctx.token_uses.record_use(ctx.db, row, now)
         return found
     limit = ctx.settings.auth_failures_per_minute
     ctx.limiter.refuse_if_over("auth-fail", address, limit)

@@ -112,29 +112,30 @@ class TokenUses:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._recorded: dict[int, datetime] = {}
+        self._recorded: dict[str, datetime] = {}  # by token hash
 
-    def due(self, token_id: int, stored: datetime | None, now: datetime) -> bool:
+    def due(self, token: ApiToken, now: datetime) -> bool:
         """True (once) when the token's use should be written now; the caller then calls `record_use`."""
+        stored = token.last_used_at
         with self._lock:
-            last = self._recorded.get(token_id)
+            last = self._recorded.get(token.token_hash)
             if stored is not None and (last is None or stored > last):
                 last = stored
             if last is not None and now - last < USE_RECORDED_EVERY:
                 return False
             if len(self._recorded) > 10_000:
                 self._recorded = {k: v for k, v in self._recorded.items() if now - v < USE_RECORDED_EVERY}
-            self._recorded[token_id] = now
+            self._recorded[token.token_hash] = now
             return True
 
-    def record_use(self, db: Database, token_id: int, now: datetime) -> None:
+    def record_use(self, db: Database, token: ApiToken, now: datetime) -> None:
         """Write the token's last use; best effort (a busy or unreachable database skips it this time)."""
         try:
             with db.write() as session:
                 session.execute(
                     update(ApiToken)
                     .where(
-                        ApiToken.id == token_id,
+                        ApiToken.id == token.id,
                         or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at < now - USE_RECORDED_EVERY),
                     )
                     .values(last_used_at=now)
@@ -142,4 +143,4 @@ class TokenUses:
         except (OperationalError, InterfaceError) as exc:
             log.debug("令牌使用时间暂未记录（%s）", type(exc).__name__)
             with self._lock:
-                self._recorded.pop(token_id, None)
+                self._recorded.pop(token.token_hash, None)

@@ -117,6 +117,9 @@ def change_my_password(body: PasswordChange, request: Request, ctx: Ctx, user: C
     """Set or change one's own password (the current one is needed once there is one); ends one's other
     sessions, keeps this one and API tokens."""
     address = client_address(request)
+    if user.login_name is None:
+        raise ApiError(422, "login_name_required", "请先让管理员为你设置登录名，再设置密码")
+    passwords.check_policy(body.new_password, user.login_name)  # before the (slow) check of the current one
     if user.password_hash is not None:
         limit = ctx.settings.auth_failures_per_minute
         ctx.limiter.refuse_if_over("auth-fail", address, limit)
