@@ -6,14 +6,16 @@ Hashing a password costs tens of milliseconds (argon2), so only the people whose
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 
 import httpx
 import pytest
 from sqlalchemy import update
-from support import Api, Person, ok, refused
+from support import REDIS_URL, Api, Person, ok, refused, require_redis
 from support.wsclient import WsClient
 
+from leadpush.ratelimit import RateLimiter
 from leadpush.users import passwords
 from leadpush.users.models import User
 
@@ -107,6 +109,35 @@ def test_five_failures_lock_the_account_on_that_address_only(api, team):
     for _ in range(4):
         refused(login(api, "ghost", "wrong-password", office), 401, "invalid_credentials")
     refused(login(api, "ghost", "wrong-password", office), 429, "too_many_attempts")
+
+
+def test_a_lock_on_an_address_runs_out_after_fifteen_minutes(api, team):
+    api.ctx.limiter = RateLimiter(now=lambda: api.ctx.clock.now().timestamp())  # the limiter on the test's clock
+    with_password(api, team.alice, "alice")
+    for _ in range(5):
+        r = login(api, "alice", "wrong-password", "203.0.113.7")
+    refused(r, 429, "too_many_attempts")
+    api.ctx.clock.advance(minutes=14)
+    r = refused(login(api, "alice", PASSWORD, "203.0.113.7"), 429, "too_many_attempts")
+    assert "1 分钟" in r["message"]
+    api.ctx.clock.advance(minutes=1, seconds=1)
+    ok(login(api, "alice", PASSWORD, "203.0.113.7"))
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["in-process", "redis"])
+def test_runs_of_failures_and_locks_count_alike_in_process_and_in_redis(shared: bool) -> None:
+    if shared:
+        require_redis(REDIS_URL)
+    limiter = RateLimiter(REDIS_URL if shared else None, prefix="lp-test-" + uuid.uuid4().hex[:8])
+    assert [limiter.strike("pair", "k", 900) for _ in range(3)] == [1, 2, 3]
+    assert limiter.strike("pair", "other", 900) == 1
+    limiter.forget("pair", "k")
+    assert limiter.strike("pair", "k", 900) == 1
+    assert limiter.locked_for("pair", "k") == 0
+    limiter.lock("pair", "k", 900)
+    assert 899 <= limiter.locked_for("pair", "k") <= 900
+    assert limiter.locked_for("pair", "other") == 0
+    assert limiter.strike("pair", "k", 900) == 1  # a lock starts a fresh run for afterwards
 
 
 def test_a_successful_sign_in_starts_the_count_afresh(api, team):
