@@ -13,6 +13,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 from support import Api, database_url, start_stack, wipe
+from support.channels import FakeWeChatServer, channel_settings, strict_state
 
 pytestmark = pytest.mark.slow  # schemathesis fuzzes every route
 
@@ -21,7 +22,9 @@ pytestmark = pytest.mark.slow  # schemathesis fuzzes every route
 def fuzz_target(tmp_path_factory) -> Iterator[tuple[Api, str]]:
     gen = database_url("sqlite", str(tmp_path_factory.mktemp("fuzz")))
     url = next(gen)
-    ctx, server = start_stack(url)
+    # WeChat and WeCom configured (against the fake), so that the routes that call them answer as deployed.
+    fake = FakeWeChatServer(strict_state()).start()
+    ctx, server = start_stack(url, **channel_settings(fake.url))
     wipe(ctx)
     api = Api(url=server.url, ctx=ctx)
     admin = api.user("管理员", "admin", None)
@@ -36,6 +39,7 @@ def fuzz_target(tmp_path_factory) -> Iterator[tuple[Api, str]]:
         api.close()
         server.stop()
         ctx.db.dispose()
+        fake.stop()
         gen.close()
 
 

@@ -170,8 +170,9 @@ def clean_env(db_url: str) -> dict[str, str]:
     return env
 
 
-def leadpush(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([LEADPUSH, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
+def leadpush(env: dict[str, str], *args: str, cwd: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """Run the `leadpush` command (what is typed at its prompts given as `stdin`)."""
+    return subprocess.run([LEADPUSH, *args], env=env, cwd=cwd, input=stdin, capture_output=True, text=True, timeout=60)
 
 
 def cli_create_user(env: dict[str, str], cwd: Path, *args: str) -> dict[str, Any]:

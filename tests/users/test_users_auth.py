@@ -30,6 +30,12 @@ PROTECTED = [
     ("POST", "/api/customers/1/release", None),
     ("GET", "/api/customers/1/assignments", None),
     ("GET", "/api/notifications", None),
+    ("POST", "/api/auth/logout", None),
+    ("POST", "/api/me/password", {"newPassword": "long-enough-1"}),
+    ("POST", "/api/users/1/password", {"newPassword": "long-enough-1"}),
+    ("GET", "/api/tokens", None),
+    ("POST", "/api/tokens", {"name": "对接"}),
+    ("DELETE", "/api/tokens/1", None),
 ]
 
 
