@@ -148,6 +148,7 @@ def user_create(
                 wechat_openid=wechat_openid,
                 wecom_userid=wecom_userid,
                 capacity=capacity,
+                create_missing_team=True,
             )
             user_id = user.id
     except ApiError as exc:
