@@ -161,7 +161,10 @@ def assign_held_burst(ctx: AppContext, fake: FakeWeChatServer, url: str) -> list
     with ctx.db.write() as s:
         _, manager = create_user(s, name="王经理", role="manager", team="A", create_missing_team=True)
         sellers = [
-            create_user(s, name=f"销售{i}", role="sales", team="A", create_missing_team=True, wechat_openid=f"o-held-{i}")[0] for i in range(3)
+            create_user(
+                s, name=f"销售{i}", role="sales", team="A", create_missing_team=True, wechat_openid=f"o-held-{i}"
+            )[0]
+            for i in range(3)
         ]
         for seller in sellers:
             add_credits(s, seller.id, [TEMPLATE] * HELD, ctx.clock.now())

@@ -84,14 +84,14 @@ def summaries(session: Session) -> dict[str, TeamSummary]:
     for name, active, count in session.execute(
         select(User.team, User.active, func.count()).where(User.team.is_not(None)).group_by(User.team, User.active)
     ):
-        summary = out.setdefault(name, TeamSummary())
+        summary = out.setdefault(name or "", TeamSummary())
         summary.members += count
         if active:
             summary.active_members += count
     for name, count in session.execute(
         select(TransferRule.team, func.count()).where(TransferRule.team.is_not(None)).group_by(TransferRule.team)
     ):
-        out.setdefault(name, TeamSummary()).rules = count
+        out.setdefault(name or "", TeamSummary()).rules = count
     for manager in session.scalars(
         select(User).where(User.role == "manager", User.team.is_not(None)).order_by(User.id)
     ):
