@@ -116,7 +116,8 @@ def test_only_admins_change_teams(api, team):
 
 # --- the migration ------------------------------------------------------------------------------------------
 
-BEFORE_TEAMS = "0002"  # the revision 0003_teams builds on
+# A database from before teams, with people, their tokens and leads: every later migration must keep them.
+FREE_TEXT_TEAMS = "0002"
 
 
 @pytest.fixture(params=DATABASES)
@@ -131,7 +132,7 @@ def blank_database(request: pytest.FixtureRequest, tmp_path: Path):
 
 def test_the_migration_turns_free_text_team_names_into_teams(blank_database):
     url = blank_database
-    upgrade(url, BEFORE_TEAMS)
+    upgrade(url, FREE_TEXT_TEAMS)
     engine = make_engine(url)  # as the service connects (SQLite: foreign_keys=ON)
     stamp = "2026-01-01 00:00:00"
     true = "true" if engine.dialect.name == "postgresql" else "1"
@@ -150,6 +151,13 @@ def test_the_migration_turns_free_text_team_names_into_teams(blank_database):
             text("INSERT INTO api_tokens (user_id, token_hash, prefix, created_at) VALUES (2, 'h', 'lp_x', :at)"),
             {"at": stamp},
         )
+        c.execute(
+            text(
+                "INSERT INTO customers (name, phone, source, status, note, owner_id, version, created_at, updated_at)"
+                " VALUES ('张三', '13800138000', '展会', 'new', '', 2, 1, :at, :at)"
+            ),
+            {"at": stamp},
+        )
         for name, team in [("A组规则", "A"), ("C组规则", "C"), ("全公司", None)]:
             c.execute(
                 text(
@@ -163,7 +171,9 @@ def test_the_migration_turns_free_text_team_names_into_teams(blank_database):
     try:
         with engine.begin() as c:
             assert c.execute(text("SELECT name FROM teams ORDER BY name")).scalars().all() == ["A", "B", "C"]
-            assert c.execute(text("SELECT count(*) FROM api_tokens")).scalar() == 1  # nothing else was touched
+            # Nothing else was touched: the token still signs 李丽 in, the lead is still hers.
+            assert c.execute(text("SELECT user_id FROM api_tokens")).scalars().all() == [2]
+            assert c.execute(text("SELECT owner_id FROM customers")).scalars().all() == [2]
             assert c.execute(text("SELECT name, team FROM users ORDER BY id")).all() == [
                 ("王经理", "A"),
                 ("李丽", "A"),
