@@ -1,7 +1,7 @@
 """teams: a teams table; users.team and transfer_rules.team become foreign keys to teams.name
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-12-01 06:40:00.000000
 
 The teams are made from the distinct free-text names already in users and transfer rules. The `team`
@@ -22,8 +22,8 @@ from alembic import op
 import leadpush.db
 
 
-revision: str = '0003'
-down_revision: str | None = '0002'
+revision: str = '0004'
+down_revision: str | None = '0003'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
