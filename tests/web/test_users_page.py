@@ -6,12 +6,15 @@ is tested on both databases in tests/teams and tests/users). The tests also save
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 from support import Api
 from support.browser import DESKTOP, PHONE, Consoles  # the `browser` and `consoles` fixtures: a plugin (conftest)
+
+from leadpush.users.models import User
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("stack", ["sqlite"], indirect=True)]
 SCREENS = pytest.mark.parametrize("screen", ["desktop", "phone"])
@@ -39,6 +42,10 @@ def cell(row: Any, label: str) -> str:
     return row.locator(f"td[data-label='{label}']").inner_text().strip()
 
 
+def login(api: Api, login_name: str, password: str) -> Any:
+    return api.client().post("/api/auth/login", json={"loginName": login_name, "password": password})
+
+
 def new_token(page: Any, previous: str | None = None) -> str:
     """The token the page shows once (waiting until it is not `previous`)."""
     box = page.locator("#token-value")
@@ -63,13 +70,16 @@ def test_an_admin_creates_edits_binds_reissues_and_deactivates_a_salesperson(crm
     form.get_by_label("姓名").fill("周杰")
     form.get_by_label("角色").select_option("sales")
     form.get_by_label("团队").select_option("A")
+    form.get_by_label("登录名").fill("zhoujie")
+    form.get_by_label("初始密码").fill("Zhou-2026-pass")
     page.get_by_role("button", name="创建用户").click()
     page.get_by_role("status").filter(has_text="用户已创建：周杰").wait_for()
     first_token = new_token(page)
     assert first_token.startswith("lp_")
     zhou = user_row(page, "周杰")
     assert (cell(zhou, "角色"), cell(zhou, "团队"), cell(zhou, "线索上限")) == ("销售", "A", "不限")
-    assert (cell(zhou, "企业微信"), cell(zhou, "状态")) == ("未绑定", "在职")
+    assert (cell(zhou, "登录名"), cell(zhou, "企业微信"), cell(zhou, "状态")) == ("zhoujie", "未绑定", "在职")
+    assert login(crm, "zhoujie", "Zhou-2026-pass").status_code == 200  # the initial password signs in too
     page.get_by_role("button", name="我已保存，关闭").click()
 
     # 周杰 signs in with it and keeps the console open on their own device.
@@ -103,6 +113,22 @@ def test_an_admin_creates_edits_binds_reissues_and_deactivates_a_salesperson(crm
     if screen == "phone":
         no_horizontal_overflow(page)  # the long token wraps
     assert crm.client(second_token).get("/api/me").json()["data"]["name"] == "周杰"
+
+    # Locked out after too many failed sign-ins: the page says until when; a password reset lifts it.
+    with crm.ctx.db.write() as session:
+        session.execute(
+            update(User).where(User.name == "周杰").values(locked_until=datetime.now(UTC) + timedelta(minutes=15))
+        )
+    page.reload()
+    admin.ready()
+    assert cell(user_row(page, "周杰"), "锁定至") != "—"
+    user_row(page, "周杰").get_by_role("button", name="编辑用户：周杰").click()
+    page.get_by_label("新密码").fill("Zhou-new-pass-2")
+    page.get_by_role("button", name="重置密码").click()
+    page.get_by_role("status").filter(has_text="密码已重置").wait_for()
+    assert cell(user_row(page, "周杰"), "锁定至") == "—"
+    assert login(crm, "zhoujie", "Zhou-new-pass-2").status_code == 200
+    assert login(crm, "zhoujie", "Zhou-2026-pass").status_code == 401
 
     # Deactivating asks in the page, then ends 周杰's sign-in: their open page goes to the sign-in page.
     page.get_by_role("button", name="停用账号").click()

@@ -16,7 +16,6 @@ const showInactive = document.getElementById('show-inactive');
 let users = [];
 let teams = [];
 let editing = null; // the user open in the editor
-let signInApi = false; // the server knows login names and passwords (UserOut has hasPassword)
 
 for (const node of document.querySelectorAll('.admin-only')) node.hidden = !isAdmin;
 document.getElementById('scope-note').textContent = isAdmin
@@ -184,7 +183,7 @@ function lockedText(user) {
 function userRow(user) {
   const row = h('tr', { dataset: { userId: user.id }, class: user.active ? null : 'inactive' },
     h('td', { 'data-label': '姓名' }, h('strong', { text: user.name })),
-    h('td', { 'data-label': '登录名', text: user.loginName || '—' }),
+    h('td', { 'data-label': '登录名', text: user.loginName ? user.loginName + (user.hasPassword ? '' : '（未设密码）') : '—' }),
     h('td', { 'data-label': '角色', text: label('role', user.role) }),
     h('td', { 'data-label': '团队', text: user.team || '无团队' }),
     h('td', { 'data-label': '线索上限', text: user.capacity ?? '不限' }),
@@ -209,8 +208,6 @@ function renderUsers() {
 
 async function loadUsers() {
   users = (await api('/api/users')).data;
-  signInApi = users.some((u) => 'hasPassword' in u);
-  for (const node of document.querySelectorAll('.sign-in-field')) node.hidden = !signInApi;
   renderUsers();
   if (editing) {
     const fresh = users.find((u) => u.id === editing.id);
@@ -270,8 +267,8 @@ editForm.addEventListener('submit', async (event) => {
     capacity: text('e-capacity') === null ? null : Number(text('e-capacity')),
     wechatOpenid: text('e-openid'),
     wecomUserid: text('e-wecom'),
+    loginName: text('e-login'),
   };
-  if (signInApi) wanted.loginName = text('e-login');
   const changes = {};
   for (const [key, value] of Object.entries(wanted)) if ((editing[key] ?? null) !== value) changes[key] = value;
   if (!Object.keys(changes).length) {
@@ -337,9 +334,9 @@ document.getElementById('password-form').addEventListener('submit', async (event
   const input = document.getElementById('e-password');
   try {
     const r = await api(`/api/users/${editing.id}/password`, { method: 'POST', body: { newPassword: input.value } });
-    say(`${r.message || '密码已重置'}：${editing.name}`);
     input.value = '';
     await loadUsers();
+    say(`${r.message}：${r.data.name}`);
   } catch (error) {
     sayError(error);
   }
@@ -350,12 +347,11 @@ document.getElementById('password-form').addEventListener('submit', async (event
 createForm.addEventListener('submit', async (event) => {
   event.preventDefault();
   const body = { name: text('c-name') ?? '', role: document.getElementById('c-role').value };
-  const optional = { team: 'c-team', wechatOpenid: 'c-openid', wecomUserid: 'c-wecom' };
-  if (signInApi) Object.assign(optional, { loginName: 'c-login' });
+  const optional = { team: 'c-team', wechatOpenid: 'c-openid', wecomUserid: 'c-wecom', loginName: 'c-login' };
   for (const [key, id] of Object.entries(optional)) if (text(id) !== null) body[key] = text(id);
   if (text('c-capacity') !== null) body.capacity = Number(text('c-capacity'));
   const password = document.getElementById('c-password').value;
-  if (signInApi && password) body.password = password;
+  if (password) body.password = password;
   try {
     const r = await api('/api/users', { method: 'POST', body });
     createForm.reset();
