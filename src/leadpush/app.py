@@ -309,6 +309,7 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
     from leadpush.notify.ws import router as ws_router
     from leadpush.ops import router as ops_router
     from leadpush.schemas import ErrorEnvelope
+    from leadpush.teams.views import router as teams_router
     from leadpush.transfer.views import router as transfer_router
     from leadpush.users.views import router as users_router
     from leadpush.web.views import router as web_router
@@ -328,6 +329,7 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
         # belong to the api processes behind the proxy.
         return app
     app.include_router(users_router, responses=errors)
+    app.include_router(teams_router, responses=errors)
     app.include_router(creation_router, responses=errors)
     app.include_router(leads_router, responses=errors)
     app.include_router(assignment_router, responses=errors)

@@ -156,6 +156,7 @@ def user_create(
                 capacity=capacity,
                 login_name=login,
                 password=secret,
+                create_missing_team=True,
             )
             user_id = user.id
     except ApiError as exc:

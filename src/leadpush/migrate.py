@@ -47,12 +47,42 @@ def _current(connection: Connection) -> tuple[str, ...]:
     return MigrationContext.configure(connection).get_current_heads()
 
 
+@contextmanager
+def _sqlite_foreign_keys_deferred(connection: Connection) -> Iterator[None]:
+    """SQLite: foreign keys off while the migrations run (SQLite's documented way to change a schema).
+
+    Alembic's batch mode rebuilds a table (create a copy, DROP the old one, rename the copy). With foreign
+    keys enforced, that DROP deletes every row first: ON DELETE CASCADE children (api_tokens) are wiped and
+    any other child row (a lead's owner) makes the DROP fail. The pragma only takes effect outside a
+    transaction, so it is set on the raw connection before BEGIN; `_check_sqlite_foreign_keys` checks the
+    result before the commit.
+    """
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    raw = connection.connection.dbapi_connection
+    assert raw is not None
+    raw.execute("PRAGMA foreign_keys=OFF")
+    try:
+        yield
+    finally:
+        raw.execute("PRAGMA foreign_keys=ON")
+
+
+def _check_sqlite_foreign_keys(connection: Connection) -> None:
+    if connection.dialect.name == "sqlite":
+        broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+        if broken:
+            raise RuntimeError(f"database migration would break foreign keys: {broken[:5]}")
+
+
 def upgrade(url: str, revision: str = "head") -> list[str]:
     """Upgrade the schema; safe when several processes start at once.
 
     Returns the revisions applied, oldest first ("0001 initial schema"); empty when the database was
     already up to date. PostgreSQL: a transaction-level advisory lock makes concurrent upgraders take
-    turns. SQLite: the migration runs in a BEGIN IMMEDIATE transaction, a write lock from the start.
+    turns. SQLite: the migration runs in a BEGIN IMMEDIATE transaction, a write lock from the start, with
+    foreign keys checked once at its end (see `_sqlite_foreign_keys_deferred`).
     """
     with _quiet_alembic():
         from alembic import command
@@ -61,13 +91,15 @@ def upgrade(url: str, revision: str = "head") -> list[str]:
         cfg = alembic_config(url)
         engine = make_engine(url)
         try:
-            with engine.execution_options(sqlite_begin="IMMEDIATE").begin() as connection:
-                if connection.dialect.name == "postgresql":
-                    connection.execute(text("SELECT pg_advisory_xact_lock(7300)"))
-                cfg.attributes["connection"] = connection
-                before = _current(connection)
-                command.upgrade(cfg, revision)
-                after = _current(connection)
+            with engine.connect() as connection, _sqlite_foreign_keys_deferred(connection):
+                with connection.execution_options(sqlite_begin="IMMEDIATE").begin():
+                    if connection.dialect.name == "postgresql":
+                        connection.execute(text("SELECT pg_advisory_xact_lock(7300)"))
+                    cfg.attributes["connection"] = connection
+                    before = _current(connection)
+                    command.upgrade(cfg, revision)
+                    after = _current(connection)
+                    _check_sqlite_foreign_keys(connection)
         finally:
             engine.dispose()
         if before == after:

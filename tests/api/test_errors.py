@@ -146,7 +146,8 @@ def test_no_input_however_odd_makes_the_server_fail(api, team):
             admin.get("/api/customers/public-pool", params={"keyword": text[:100]}),
             m.post("/api/customers", json={"name": text, "phone": "13800138000", "source": text, "note": text}),
             m.post(f"/api/customers/{lead['id']}/follow-ups", json={"content": text}),
-            admin.post("/api/users", json={"name": text, "role": "sales", "team": text, "wecomUserid": text}),
+            admin.post("/api/users", json={"name": text, "role": "sales", "wecomUserid": text}),
+            admin.post("/api/users", json={"name": "odd team", "role": "sales", "team": text}),  # no such team
             admin.patch(f"/api/users/{team.bob.id}", json={"team": text}),
         ]
     json_type = {"content-type": "application/json"}

@@ -109,7 +109,9 @@ def test_the_fallback_is_not_mistaken_for_a_duplicate_while_its_trigger_is_still
     ctx = AppContext.from_settings(Settings(database_url=url, **BOTH), clock=FakeClock())
     now = datetime.now(UTC)
     with ctx.db.write() as session:
-        user, _ = create_user(session, name="李丽", role="sales", team="A", wechat_openid="o", wecom_userid="u")
+        user, _ = create_user(
+            session, name="李丽", role="sales", team="A", create_missing_team=True, wechat_openid="o", wecom_userid="u"
+        )
         note = Notification(
             recipient_id=user.id, kind="customer_assigned", title="t", body="", payload={}, dedupe_key="k"
         )

@@ -30,7 +30,7 @@ def test_a_silent_client_is_dropped_after_the_ping_timeout(tmp_path):
     upgrade(db_url)
     ctx = AppContext.from_settings(Settings(database_url=db_url))
     with ctx.db.write() as s:
-        _, token = create_user(s, name="李丽", role="sales", team="A")
+        _, token = create_user(s, name="李丽", role="sales", team="A", create_missing_team=True)
     ctx.db.dispose()
     node = LeadpushProcess(
         {"LEADPUSH_DATABASE_URL": db_url, "LEADPUSH_WS_PING_INTERVAL": "0.5", "LEADPUSH_WS_PING_TIMEOUT": "0.5"},

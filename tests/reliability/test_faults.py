@@ -75,7 +75,7 @@ class Seller:
 
 def make_user(ctx: AppContext, name: str, role: str = "sales", **kw: Any) -> Seller:
     with ctx.db.write() as session:
-        user, token = create_user(session, name=name, role=role, team="A", **kw)
+        user, token = create_user(session, name=name, role=role, team="A", create_missing_team=True, **kw)
         return Seller(user.id, token, user.wechat_openid)
 
 

@@ -44,8 +44,8 @@ def test_kill_9_mid_delivery_then_restart_delivers_everything(tmp_path):
     upgrade(db_url)
     ctx = AppContext.from_settings(Settings(database_url=db_url))
     with ctx.db.write() as s:
-        manager_user, manager = create_user(s, name="王经理", role="manager", team="A")
-        alice_user, alice = create_user(s, name="李丽", role="sales", team="A")
+        manager_user, manager = create_user(s, name="王经理", role="manager", team="A", create_missing_team=True)
+        alice_user, alice = create_user(s, name="李丽", role="sales", team="A", create_missing_team=True)
         alice_id = alice_user.id
 
     with WebhookReceiver(delay=0.2) as receiver:
@@ -159,9 +159,12 @@ def wechat_sent(ctx: AppContext) -> int:
 def assign_held_burst(ctx: AppContext, fake: FakeWeChatServer, url: str) -> list[int]:
     """HELD assignments to three sellers with credits; WeChat answers every send SLOW_SEND late."""
     with ctx.db.write() as s:
-        _, manager = create_user(s, name="王经理", role="manager", team="A")
+        _, manager = create_user(s, name="王经理", role="manager", team="A", create_missing_team=True)
         sellers = [
-            create_user(s, name=f"销售{i}", role="sales", team="A", wechat_openid=f"o-held-{i}")[0] for i in range(3)
+            create_user(
+                s, name=f"销售{i}", role="sales", team="A", create_missing_team=True, wechat_openid=f"o-held-{i}"
+            )[0]
+            for i in range(3)
         ]
         for seller in sellers:
             add_credits(s, seller.id, [TEMPLATE] * HELD, ctx.clock.now())

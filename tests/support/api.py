@@ -40,7 +40,7 @@ class Api:
 
     def user(self, name: str, role: str = "sales", team: str | None = "A", **kw: Any) -> Person:
         with self.ctx.db.write() as session:
-            user, token = create_user(session, name=name, role=role, team=team, **kw)
+            user, token = create_user(session, name=name, role=role, team=team, create_missing_team=True, **kw)
             return Person(user.id, token, name, role, team)
 
     def lead(

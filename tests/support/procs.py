@@ -139,7 +139,7 @@ class Cluster:
 
     def user(self, name: str, role: str = "sales", team: str = "A") -> tuple[int, str]:
         with self.ctx.db.write() as session:
-            user, token = create_user(session, name=name, role=role, team=team)
+            user, token = create_user(session, name=name, role=role, team=team, create_missing_team=True)
             return user.id, token
 
     def close(self) -> None:

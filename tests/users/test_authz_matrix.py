@@ -88,6 +88,7 @@ def build_world(api) -> World:
         )
         .json()["data"]
     )
+    empty_team = api.client(admin).post("/api/teams", json={"name": "C"}).json()["data"]
     with api.ctx.db.write() as s:  # one dead delivery for the retry endpoint
         s.execute(update(Delivery).values(status="dead", last_error="测试"))
         dead_id = s.query(Delivery.id).order_by(Delivery.id).first()[0]
@@ -115,6 +116,7 @@ def build_world(api) -> World:
             "admin": admin.id,
             "delivery": dead_id,
             "owner": owner.id,
+            "team": empty_team["id"],
             "token": token_id,
         },
     )
@@ -134,6 +136,10 @@ MATRIX: dict[str, tuple[str, str, Any, tuple[int, ...]]] = {
     "users.update": ("PATCH", "/api/users/{spare}", {"capacity": 10}, (401, 401, 403, 403, 403, 403, 403, 200)),
     "users.token": ("POST", "/api/users/{spare}/tokens", None, (401, 401, 403, 403, 403, 403, 403, 201)),
     "users.revoke": ("POST", "/api/users/{spare}/tokens/revoke", None, (401, 401, 403, 403, 403, 403, 403, 200)),
+    "teams.list": ("GET", "/api/teams", None, (401, 401, 200, 200, 200, 200, 200, 200)),
+    "teams.create": ("POST", "/api/teams", {"name": "新团队"}, (401, 401, 403, 403, 403, 403, 403, 201)),
+    "teams.rename": ("PATCH", "/api/teams/{team}", {"name": "改名"}, (401, 401, 403, 403, 403, 403, 403, 200)),
+    "teams.delete": ("DELETE", "/api/teams/{team}", None, (401, 401, 403, 403, 403, 403, 403, 200)),
     "leads.create": (
         "POST",
         "/api/customers",
@@ -331,6 +337,7 @@ def test_every_api_route_is_in_the_matrix(world: World):
                 .replace("{rule}", "{rule_id:int}")
                 .replace("{company_rule}", "{rule_id:int}")
                 .replace("{delivery}", "{delivery_id:int}")
+                .replace("{team}", "{team_id:int}")
                 .replace("{token}", "{token_id:int}"),
             )
         )

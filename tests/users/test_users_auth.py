@@ -181,3 +181,12 @@ def test_an_admin_issues_a_second_token_and_revokes_them_all(api, team):
     ok(api.client(team.bob).get("/api/me"))
     refused(admin.post("/api/users/98765/tokens"), 404, "user_not_found")
     refused(admin.post("/api/users/98765/tokens/revoke"), 404, "user_not_found")
+
+
+def test_an_admin_cannot_deactivate_or_demote_themselves(api, team):
+    admin = api.client(team.admin)
+    refused(admin.patch(f"/api/users/{team.admin.id}", json={"active": False}), 409, "cannot_demote_self")
+    refused(admin.patch(f"/api/users/{team.admin.id}", json={"role": "manager"}), 409, "cannot_demote_self")
+    assert ok(admin.patch(f"/api/users/{team.admin.id}", json={"capacity": 10, "role": "admin"}))["capacity"] == 10
+    other = api.user("第二管理员", "admin", None)
+    assert ok(api.client(other).patch(f"/api/users/{team.admin.id}", json={"role": "manager"}))["role"] == "manager"

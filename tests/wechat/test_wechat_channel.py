@@ -97,7 +97,9 @@ def env(fake: FakeWeChatServer, channel_db_url: str) -> Iterator[Env]:
     )
     wipe(ctx)
     with ctx.db.write() as session:
-        user, _ = create_user(session, name="李丽", role="sales", team="A", wechat_openid=OPENID)
+        user, _ = create_user(
+            session, name="李丽", role="sales", team="A", create_missing_team=True, wechat_openid=OPENID
+        )
         user_id = user.id
     yield Env(ctx, fake, user_id)
     ctx.db.dispose()

@@ -21,7 +21,8 @@ class TransferRule(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100))
-    team: Mapped[str | None] = mapped_column(String(64))
+    # The team's name (teams.name, None = company-wide); a rename follows through ON UPDATE CASCADE.
+    team: Mapped[str | None] = mapped_column(ForeignKey("teams.name", onupdate="CASCADE"))
     condition: Mapped[str] = mapped_column(String(32))
     # Hours for no_follow_up_after_assign; days are stored as hours too (days * 24).
     threshold_hours: Mapped[float] = mapped_column(Float)

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from leadpush.context import AppContext
 from leadpush.errors import ApiError, forbidden, not_found
 from leadpush.permissions import check_can_assign, manages_team
+from leadpush.teams.service import require_team
 from leadpush.transfer.deadlines import recompute_all
 from leadpush.transfer.engine import RunReport, TransferBusy, run_transfer
 from leadpush.transfer.models import TransferRule, TransferRun
@@ -75,6 +76,7 @@ def list_rules(session: Session, user: User) -> list[TransferRule]:
 
 def create_rule(ctx: AppContext, session: Session, user: User, body: RuleCreate) -> TransferRule:
     check_rule_scope(user, body.team)
+    require_team(session, body.team)
     rule = TransferRule(
         name=body.name,
         team=body.team,
@@ -112,6 +114,7 @@ def update_rule(session: Session, user: User, rule_id: int, body: RuleFields) ->
     rule = load_rule(session, user, rule_id)
     if "team" in changes:
         check_rule_scope(user, changes["team"])
+        require_team(session, changes["team"])
     hours = body.hours()
     changes.pop("threshold_days", None)
     changes.pop("threshold_hours", None)

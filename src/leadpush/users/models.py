@@ -19,7 +19,8 @@ class User(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64))
     role: Mapped[str] = mapped_column(String(16))
-    team: Mapped[str | None] = mapped_column(String(64), index=True)
+    # The team's name (teams.name): the API speaks names, and a rename follows through ON UPDATE CASCADE.
+    team: Mapped[str | None] = mapped_column(ForeignKey("teams.name", onupdate="CASCADE"), index=True)
     wechat_openid: Mapped[str | None] = mapped_column(String(128), unique=True)
     wecom_userid: Mapped[str | None] = mapped_column(String(64), unique=True)
     capacity: Mapped[int | None] = mapped_column(Integer)

@@ -17,6 +17,7 @@ from leadpush.db import after_commit
 from leadpush.errors import ApiError, not_found
 from leadpush.notify.signals import Signals
 from leadpush.permissions import team_members
+from leadpush.teams.service import ensure_team, require_team
 from leadpush.text import single_line
 from leadpush.users import passwords
 from leadpush.users.models import ROLES, ApiToken, User
@@ -185,9 +186,13 @@ def create_user(
     login_name: str | None = None,
     password: str | None = None,
     now: datetime | None = None,
+    create_missing_team: bool = False,
 ) -> tuple[User, str]:
     """Create a user and their first API token (returned once, stored only as a hash); with a login name and
-    a password, the person can also sign in with them."""
+    a password, the person can also sign in with them.
+
+    The team must exist (422 `team_not_found`) unless `create_missing_team` (the CLI) makes it.
+    """
     check_role(role)
     fields = check_fields(
         name=name, team=team, wechat_openid=wechat_openid, wecom_userid=wecom_userid, login_name=login_name
@@ -196,6 +201,10 @@ def create_user(
         raise ApiError(422, "invalid_name", "姓名不能为空")
     if capacity is not None and capacity < 0:
         raise ApiError(422, "invalid_capacity", "线索上限不能为负数")
+    if create_missing_team:
+        ensure_team(session, fields["team"])
+    else:
+        require_team(session, fields["team"])
     if password is not None:
         if fields["login_name"] is None:
             raise ApiError(422, "login_name_required", "设置密码需要同时设置登录名")
@@ -245,6 +254,8 @@ def check_changes(changes: dict[str, Any]) -> dict[str, Any]:
 def update_user(session: Session, signals: Signals, user_id: int, changes: dict[str, Any]) -> User:
     """Apply checked changes (`check_changes`); deactivating someone ends their sessions once committed."""
     user = existing_user(session, user_id)
+    if "team" in changes:
+        require_team(session, changes["team"])
     if "login_name" in changes:
         check_login_name_free(session, changes["login_name"], user_id)
     for key, value in changes.items():

@@ -53,6 +53,9 @@ def create_user(body: UserCreate, ctx: Ctx, admin: AdminUser) -> Envelope:
 @router.patch("/users/{user_id:int}", response_model=Envelope[UserOut])
 def update_user(user_id: int, body: UserUpdate, ctx: Ctx, admin: AdminUser) -> Envelope:
     changes = service.check_changes(body.model_dump(exclude_unset=True))
+    if user_id == admin.id and (changes.get("active") is False or changes.get("role", "admin") != "admin"):
+        # An admin locking themselves out could leave the company without one.
+        raise ApiError(409, "cannot_demote_self", "不能停用自己的账号或取消自己的管理员角色")
     with ctx.db.write() as session:
         user = service.update_user(session, ctx.signals, user_id, changes)
         out = UserOut.model_validate(user)

@@ -114,6 +114,11 @@ def transfer_page(request: Request) -> Response:
     return page(request, "transfer.html", title="自动流转", nav="transfer", script="transfer.js")
 
 
+@router.get("/console/users")
+def users_page(request: Request) -> Response:
+    return page(request, "users.html", title="用户", nav="users", script="users.js")
+
+
 @router.get("/console/deliveries")
 def deliveries_page(request: Request) -> Response:
     return page(request, "deliveries.html", title="投递监控", nav="deliveries", script="deliveries.js")

@@ -17,11 +17,17 @@ for (const [value, text] of Object.entries(LABELS.status)) {
   document.getElementById('r-exempt').appendChild(h('label', { for: id },
     h('input', { type: 'checkbox', id, name: 'exempt', value, checked: value === 'won' }), text));
 }
-if (me.role === 'manager') {
-  teamInput.value = me.team ?? '';
-  teamInput.readOnly = true;
-  teamInput.previousElementSibling.textContent = '适用团队（经理只能管理本团队）';
-}
+// The team is picked from the real teams; a manager's rules are their team's.
+api('/api/teams').then(({ data }) => {
+  for (const t of data) {
+    if (me.role === 'admin' || t.name === me.team) teamInput.appendChild(h('option', { value: t.name, text: `${t.name} 组` }));
+  }
+  if (me.role === 'manager') {
+    teamInput.value = me.team ?? '';
+    teamInput.firstElementChild.disabled = true;
+    teamInput.previousElementSibling.textContent = '适用团队（经理只能管理本团队）';
+  }
+}).catch(sayError);
 assignees(me).then((users) => fillUserSelect(document.getElementById('r-target'), users.filter((u) => u.role === 'sales')))
   .catch(sayError);
 actionSelect.addEventListener('change', () => { targetField.hidden = actionSelect.value !== 'user'; });
