@@ -118,6 +118,12 @@ def deliveries_page(request: Request) -> Response:
     return page(request, "deliveries.html", title="投递监控", nav="deliveries", script="deliveries.js")
 
 
+@router.get("/console/account")
+def account_page(request: Request) -> Response:
+    """Every role's own account: password and API tokens for integrations."""
+    return page(request, "account.html", title="我的账号", nav="account", script="account.js")
+
+
 # --- static files ------------------------------------------------------------------------------------------
 
 
