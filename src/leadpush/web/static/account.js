@@ -81,7 +81,7 @@ const newToken = document.getElementById('new-token');
 const newTokenValue = document.getElementById('new-token-value');
 
 function tokenRow(token) {
-  const name = token.name || `#${token.id}`;
+  const name = token.name || `未命名令牌 #${token.id}`;
   const actions = h('td', { class: 'actions' });
   const revoked = Boolean(token.revokedAt);
 
