@@ -260,3 +260,26 @@ def test_a_salesperson_creates_copies_and_revokes_an_api_token_on_the_account_pa
     assert not session_works(crm, token)
     assert page.get_by_role("button", name="吊销令牌：ERP 对接").count() == 0
     assert "/console/account" in page.url  # her own session is untouched
+
+
+@SQLITE_ONLY
+def test_a_session_that_expired_while_the_page_was_open_asks_to_sign_in_again(crm, team, consoles: Consoles):
+    give_password(crm, team.admin, team.bob, "zhaoqiang", "bob-pass-12")
+    bob = consoles.new(crm.url)
+    page = bob.sign_in_with_password("zhaoqiang", "bob-pass-12", "/console/account")
+    bob.ready()
+    idle = crm.ctx.settings.session_idle_hours
+    crm.ctx.clock.advance(hours=idle + 1)  # he left the page open overnight
+
+    page.get_by_label("令牌名称").fill("报表脚本")
+    page.get_by_role("button", name="生成令牌").click()
+    page.wait_for_url(ended)
+    page.locator("#login-info", has_text=EXPIRED).wait_for()
+    assert page.evaluate(f"localStorage.getItem('{TOKEN_KEY}')") is None
+    # Signing in again, right there, brings him back to the page he was on.
+    page.get_by_label("登录名").fill("zhaoqiang")
+    page.get_by_label("密码", exact=True).fill("bob-pass-12")
+    page.get_by_role("button", name="登录", exact=True).click()
+    page.wait_for_url("**/console/account")
+    bob.ready()
+    assert page.locator("#tokens tbody tr", has_text="报表脚本").count() == 0  # nothing was made meanwhile
