@@ -32,7 +32,7 @@ function renderPasswordForm() {
   document.getElementById('password-submit').textContent = title;
   document.getElementById('current-password-field').hidden = !me.hasPassword;
   document.getElementById('no-login-name').hidden = Boolean(me.loginName);
-  for (const el of passwordForm.elements) el.disabled = !me.loginName;
+  passwordForm.hidden = !me.loginName;
 }
 
 passwordForm.addEventListener('submit', async (event) => {
@@ -67,7 +67,7 @@ passwordForm.addEventListener('submit', async (event) => {
     sayError(error, passwordStatus);
     (error.code === 'wrong_password' ? current : fresh).focus();
   } finally {
-    button.disabled = !me.loginName;
+    button.disabled = false;
   }
 });
 
