@@ -74,10 +74,20 @@ class Console:
         return self.page
 
     def sign_in(self, token: str, path: str = "/console") -> Any:
-        """Sign in the way a person does: type the token on the sign-in page and press Enter."""
+        """Sign in with an API token the way a person does: type it into the sign-in page's second form and
+        press Enter (the page exchanges it for a session and keeps only the session token)."""
         self.page.goto(self.base_url + "/console/login?next=" + path)
         self.page.get_by_label("API 令牌").fill(token)
         self.page.get_by_label("API 令牌").press("Enter")
+        self.page.wait_for_url(lambda url: "/console/login" not in url)
+        return self.page
+
+    def sign_in_with_password(self, login: str, password: str, path: str = "/console") -> Any:
+        """Sign in with a login name and password: type both on the sign-in page and press Enter."""
+        self.page.goto(self.base_url + "/console/login?next=" + path)
+        self.page.get_by_label("登录名").fill(login)
+        self.page.get_by_label("密码", exact=True).fill(password)
+        self.page.get_by_label("密码", exact=True).press("Enter")
         self.page.wait_for_url(lambda url: "/console/login" not in url)
         return self.page
 

@@ -65,7 +65,7 @@ def test_sign_in_with_a_bad_token_shows_an_error_and_sign_out_forgets_the_token(
 
     page.get_by_label("API 令牌").fill("lp_not-a-real-token")
     page.get_by_label("API 令牌").press("Enter")
-    error = page.locator("#login-error")
+    error = page.locator("#token-error")
     error.wait_for()
     assert "令牌无效" in error.inner_text()
     assert "/console/login" in page.url

@@ -1,8 +1,9 @@
 """The web console: Jinja2 page shells, their static files, and the few JSON helpers only the console uses.
 
 Pages carry no lead data: small JavaScript modules call the Bearer-token JSON API and render rows with
-`textContent`, so untrusted text (customer names, notes) never reaches the page as markup. The token is
-kept in the browser's localStorage; signing in only checks it (see `sign_in`).
+`textContent`, so untrusted text (customer names, notes) never reaches the page as markup. Signing in
+(a password at /api/auth/login, or an API token exchanged here, see `sign_in`) gives a session token, the
+only credential the browser keeps (localStorage); signing out ends it on the server (/api/auth/logout).
 """
 
 from __future__ import annotations
@@ -122,6 +123,12 @@ def users_page(request: Request) -> Response:
 @router.get("/console/deliveries")
 def deliveries_page(request: Request) -> Response:
     return page(request, "deliveries.html", title="投递监控", nav="deliveries", script="deliveries.js")
+
+
+@router.get("/console/account")
+def account_page(request: Request) -> Response:
+    """Every role's own account: password and API tokens for integrations."""
+    return page(request, "account.html", title="我的账号", nav="account", script="account.js")
 
 
 # --- static files ------------------------------------------------------------------------------------------

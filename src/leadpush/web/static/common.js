@@ -60,14 +60,27 @@ function errorFromAnswer(status, json) {
   return new ApiError(status, code, message, isEnvelope ? json.data : null);
 }
 
-export function loginUrl() {
+// The sign-in page, coming back here afterwards. expired: the session ended (expired, revoked, signed out
+// elsewhere) while the page was open; the sign-in page says so.
+export function loginUrl({ expired = false } = {}) {
   const next = location.pathname + location.search;
-  return '/console/login' + (next.startsWith('/console') && next !== '/console/login' ? '?next=' + encodeURIComponent(next) : '');
+  const params = new URLSearchParams();
+  if (next.startsWith('/console') && !next.startsWith('/console/login')) params.set('next', next);
+  if (expired) params.set('expired', '1');
+  const qs = params.toString();
+  return '/console/login' + (qs ? '?' + qs : '');
+}
+
+// Forgets the session and goes to the sign-in page, which says the session has ended.
+export function sessionEnded() {
+  clearToken();
+  location.assign(loginUrl({ expired: true }));
 }
 
 // Calls the JSON API with the stored token; answers the envelope ({success, message, data}) or throws ApiError
-// (status, code, message, data).
-export async function api(path, { method = 'GET', body, token = getToken(), query } = {}) {
+// (status, code, message, data). A 401 for the stored token means the session has ended: the page goes to the
+// sign-in page (unless signInOn401 is false).
+export async function api(path, { method = 'GET', body, token = getToken(), query, signInOn401 = true } = {}) {
   const headers = { Accept: 'application/json' };
   if (token) headers.Authorization = 'Bearer ' + token;
   if (body !== undefined) headers['Content-Type'] = 'application/json';
@@ -88,9 +101,8 @@ export async function api(path, { method = 'GET', body, token = getToken(), quer
   }
   let json = null;
   try { json = await response.json(); } catch { /* not JSON */ }
-  if (response.status === 401 && token && path !== '/console/api/session') {
-    clearToken();
-    location.assign(loginUrl());
+  if (response.status === 401 && token && signInOn401) {
+    sessionEnded();
     throw new ApiError(401, 'unauthorized', '登录已失效，请重新登录');
   }
   if (!response.ok || !json || json.success === false) throw errorFromAnswer(response.status, json);
@@ -197,11 +209,25 @@ export async function boot({ roles } = {}) {
   return me;
 }
 
+// Sign-out: the live inbox stops first (so the server closing its socket is not taken for an ended session),
+// then the server ends the session (POST /api/auth/logout closes its sockets and long polls everywhere), then
+// the page forgets the token. A session the server no longer knows, or an unreachable server, still signs
+// this browser out.
 export async function signOut() {
+  const button = document.getElementById('sign-out');
+  if (button) button.disabled = true;
   try {
     const live = await import('./live.js');
     live.stopLive();
   } catch { /* never started */ }
+  const token = getToken();
+  if (token) {
+    try {
+      await api('/api/auth/logout', { method: 'POST', token, signInOn401: false });
+    } catch (error) {
+      console.warn('sign-out: the server did not end the session', error.code);
+    }
+  }
   clearToken();
   location.assign('/console/login?signedOut=1');
 }

@@ -1,7 +1,7 @@
 // The live inbox on every console page: the shared leadpush client (clients/js, served as
 // /console/static/leadpush-client.mjs) keeps a WebSocket open, resumes after reconnects and falls back to
 // long-polling; this module turns its events into toasts, the unread badge and page events.
-import { api, clearToken, getToken, h, label, loginUrl } from './common.js';
+import { api, getToken, h, label, sessionEnded } from './common.js';
 
 const CLIENT_URL = '/console/static/leadpush-client.mjs';
 const TOAST_MS = 10000;
@@ -69,10 +69,9 @@ async function start(me) {
   client.on('unread', (count) => setUnread(count));
   client.on('state', (state) => {
     setState(state);
-    if (state === 'unauthorized') { // token revoked while the page was open
-      clearToken();
-      location.assign(loginUrl());
-    }
+    // The session expired or was revoked (or signed out elsewhere) while the page was open: the server
+    // closed the socket with 4401 or answered a long poll 401.
+    if (state === 'unauthorized' && !signedOut) sessionEnded();
   });
   addEventListener('online', () => client && client.reconnect()); // back online: do not wait for the backoff
   client.start();
