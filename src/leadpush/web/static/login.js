@@ -1,5 +1,6 @@
 // Sign-in: the server checks the API token (POST /console/api/session); the page keeps it in localStorage.
 import { api, ApiError, clearToken, setToken } from './common.js';
+import './wecomlogin.js'; // WeCom sign-in: its button, and the hand-over of a session from WeCom
 
 const form = document.getElementById('login-form');
 const input = document.getElementById('token');
