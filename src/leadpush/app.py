@@ -109,7 +109,10 @@ def database_down(exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message, exc.details)
+        response = error_response(exc.status, exc.code, exc.message, exc.details)
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -217,9 +220,13 @@ class BodySizeLimit:
         await self.app(scope, replay, send)
 
 
+# The routes that sign people in: they take credentials in their body, not a bearer token.
+SIGN_IN_PATHS = frozenset({"/api/auth/login", "/api/auth/miniprogram", "/console/api/session"})
+
+
 def signs_in_by_header(path: str) -> bool:
-    """Routes that need `Authorization: Bearer`: the API, and the console's JSON except its sign-in form."""
-    return path.startswith("/api/") or (path.startswith("/console/api/") and path != "/console/api/session")
+    """Routes that need `Authorization: Bearer`: the API and the console's JSON, except the sign-in routes."""
+    return (path.startswith("/api/") or path.startswith("/console/api/")) and path not in SIGN_IN_PATHS
 
 
 class SignInBeforeBody:
@@ -248,7 +255,10 @@ class SignInBeforeBody:
         try:
             user = await to_thread.run_sync(user_from_headers, self.ctx, headers, address)
         except ApiError as exc:
-            await refuse_unread(exc.status, exc.code, exc.message)(scope, receive, send)
+            response = refuse_unread(exc.status, exc.code, exc.message)
+            if exc.headers:
+                response.headers.update(exc.headers)
+            await response(scope, receive, send)
             return
         except (OperationalError, InterfaceError) as exc:  # outside the app's exception handlers here
             response = database_down(exc)
@@ -303,6 +313,7 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
     from leadpush.users.views import router as users_router
     from leadpush.web.views import router as web_router
     from leadpush.wechat.views import router as wechat_router
+    from leadpush.wechat.views import sign_in_router as wechat_sign_in_router
     from leadpush.wecom.views import router as wecom_router
 
     errors: dict[int | str, dict[str, Any]] = {
@@ -325,6 +336,7 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
     app.include_router(ws_router)
     app.include_router(transfer_router, responses=errors)
     app.include_router(wechat_router, responses=errors)
+    app.include_router(wechat_sign_in_router, responses=errors)
     app.include_router(wecom_router)
     app.include_router(web_router)
     return app

@@ -120,6 +120,11 @@ class Settings(BaseSettings):
     # every client shares the proxy's address. Never list a network untrusted clients connect from.
     trusted_proxies: str = "127.0.0.1"
 
+    # People's sessions (password, WeCom, mini-program sign-in) end this long after their last use, and at the
+    # latest this long after signing in. API tokens (for systems) do not expire.
+    session_idle_hours: float = Field(default=12.0, gt=0)
+    session_max_hours: float = Field(default=168.0, gt=0)
+
     # Limits.
     max_batch: int = 1000
     max_body_bytes: int = 2_000_000

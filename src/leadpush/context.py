@@ -9,6 +9,7 @@ from leadpush.config import Settings
 from leadpush.db import Database
 from leadpush.notify.signals import Signals
 from leadpush.ratelimit import RateLimiter
+from leadpush.users.sessions import TokenUses
 
 
 @dataclass
@@ -18,6 +19,7 @@ class AppContext:
     clock: Clock = field(default_factory=SystemClock)
     signals: Signals = field(default_factory=Signals)
     limiter: RateLimiter = field(default_factory=RateLimiter)
+    token_uses: TokenUses = field(default_factory=TokenUses)
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock | None = None) -> AppContext:

@@ -9,8 +9,8 @@ from starlette.datastructures import Headers
 
 from leadpush.context import AppContext
 from leadpush.errors import ApiError
-from leadpush.users.models import User
-from leadpush.users.service import authenticate
+from leadpush.users.models import ApiToken, User
+from leadpush.users.service import find_token
 
 # Where the edge middleware leaves the user it signed in before reading a request's body (see app.py).
 SIGNED_IN_USER = "leadpush.user"
@@ -35,17 +35,28 @@ def client_address(request: Request) -> str:
 
 
 def authenticate_or_refuse(ctx: AppContext, token: str, address: str) -> User:
-    """Check a token. A valid token always signs in; only failures are counted and throttled.
+    """Check a token (see `token_or_refuse`); the user it signs in."""
+    return token_or_refuse(ctx, token, address)[0]
+
+
+def token_or_refuse(ctx: AppContext, token: str, address: str) -> tuple[User, ApiToken]:
+    """Check a token (an API token or a live session), recording its use at most once a minute.
+
+    A valid token always signs in; only failures are counted and throttled.
 
     Once a client address made too many failed attempts in a minute, its further bad tokens are refused
     with 429 (a lockout, so clients back off instead of giving up) while valid tokens from the same
     address, e.g. colleagues behind one office NAT, keep working. Tokens are 256-bit random, so answering
     a right guess during the lockout teaches a guesser nothing it could use.
     """
+    now = ctx.clock.now()
     with ctx.db.read() as session:
-        user = authenticate(session, token)
-    if user is not None:
-        return user
+        found = find_token(session, token, now=now, settings=ctx.settings)
+    if found is not None:
+        row = found[1]
+        if ctx.token_uses.due(row, now):
+            ctx.token_uses.record_use(ctx.db, row, now)
+        return found
     limit = ctx.settings.auth_failures_per_minute
     ctx.limiter.refuse_if_over("auth-fail", address, limit)
     ctx.limiter.hit("auth-fail", address)

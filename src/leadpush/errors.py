@@ -8,12 +8,16 @@ from typing import Any
 class ApiError(Exception):
     """An expected failure: HTTP status, machine-readable code, Chinese message for the user."""
 
-    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.details = details
+        # Extra response headers, e.g. Retry-After on a 429.
+        self.headers = headers
 
 
 def not_found(what: str = "customer") -> ApiError:

@@ -37,6 +37,9 @@ class RateLimiter:
         self._monotonic = monotonic
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, str, int], int] = {}
+        # Runs of failures (count, when the run expires) and locks (until when), kept locally without Redis.
+        self._runs: dict[tuple[str, str], tuple[int, float]] = {}
+        self._locks: dict[tuple[str, str], float] = {}
         self._prefix = prefix
         self._redis = None
         self._redis_skipped_until = 0.0
@@ -103,3 +106,71 @@ class RateLimiter:
         """Refuse with 429 when `limit` was already reached (without counting this attempt)."""
         if limit > 0 and self.count(bucket, key, window) >= limit:
             raise ApiError(429, "too_many_requests", "失败次数过多，请一分钟后再试")
+
+    # --- runs of failures and locks (sign-in lockouts) -------------------------------------------------------
+
+    def strike(self, bucket: str, key: str, window: int) -> int:
+        """Count one more failure in the run of failures for `key`; the run ends `window` seconds after its first
+        failure. Returns the failures in the current run."""
+        shared = self._shared()
+        if shared is not None:
+            name = f"{self._prefix}:run:{bucket}:{key}"
+            try:
+                pipe = shared.pipeline()
+                pipe.set(name, 0, ex=window, nx=True)
+                pipe.incr(name)  # INCR keeps the expiry the first failure set
+                return int(pipe.execute()[1])
+            except Exception as exc:  # noqa: BLE001
+                self._redis_failed(exc)
+        now = self._now()
+        with self._lock:
+            if len(self._runs) > 10_000:
+                self._runs = {k: v for k, v in self._runs.items() if v[1] > now}
+            count, ends = self._runs.get((bucket, key), (0, 0.0))
+            if ends <= now:
+                count, ends = 0, now + window
+            self._runs[(bucket, key)] = (count + 1, ends)
+            return count + 1
+
+    def forget(self, bucket: str, key: str) -> None:
+        """End the run of failures for `key` (a success)."""
+        shared = self._shared()
+        if shared is not None:
+            try:
+                shared.delete(f"{self._prefix}:run:{bucket}:{key}")
+            except Exception as exc:  # noqa: BLE001
+                self._redis_failed(exc)
+        with self._lock:
+            self._runs.pop((bucket, key), None)
+
+    def lock(self, bucket: str, key: str, seconds: int) -> None:
+        """Lock `key` for `seconds` (and start a fresh run of failures for afterwards)."""
+        shared = self._shared()
+        if shared is not None:
+            try:
+                pipe = shared.pipeline()
+                pipe.set(f"{self._prefix}:lock:{bucket}:{key}", 1, ex=seconds)
+                pipe.delete(f"{self._prefix}:run:{bucket}:{key}")
+                pipe.execute()
+            except Exception as exc:  # noqa: BLE001
+                self._redis_failed(exc)
+        now = self._now()
+        with self._lock:
+            if len(self._locks) > 10_000:
+                self._locks = {k: v for k, v in self._locks.items() if v > now}
+            self._locks[(bucket, key)] = now + seconds
+            self._runs.pop((bucket, key), None)
+
+    def locked_for(self, bucket: str, key: str) -> int:
+        """Seconds (rounded up) until `key`'s lock ends; 0 when it is not locked."""
+        shared = self._shared()
+        if shared is not None:
+            try:
+                ttl = int(shared.ttl(f"{self._prefix}:lock:{bucket}:{key}"))
+                return max(ttl, 0)
+            except Exception as exc:  # noqa: BLE001
+                self._redis_failed(exc)
+        with self._lock:
+            until = self._locks.get((bucket, key), 0.0)
+        left = until - self._now()
+        return int(-(-left // 1)) if left > 0 else 0

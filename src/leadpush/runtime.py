@@ -135,7 +135,7 @@ class Runtime:
 
     def _valid_tokens(self, hashes: set[str]) -> set[str]:
         with self.ctx.db.read() as session:
-            return valid_token_hashes(session, hashes)
+            return valid_token_hashes(session, hashes, now=self.ctx.clock.now(), settings=self.ctx.settings)
 
     async def _recheck_periodically(self) -> None:
         """The safety net should a "sign-in changed" message be lost: one query for all open sockets."""

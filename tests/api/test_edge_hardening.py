@@ -128,7 +128,7 @@ def test_an_unauthenticated_body_is_refused_before_it_is_read(api: Api, team, au
     assert m.get("/api/customers").json()["data"]["total"] == 0
     assert api.lead(team.manager)["name"] == "张三"
     r = httpx.post(api.url + "/console/api/session", json={"token": team.alice.token})
-    assert r.status_code == 200 and r.json()["data"]["id"] == team.alice.id
+    assert r.status_code == 200 and r.json()["data"]["user"]["id"] == team.alice.id
     assert httpx.get(api.url + "/healthz").status_code == 200
     assert httpx.get(api.url + "/console/login").status_code == 200
 

@@ -20,6 +20,7 @@ from sqlalchemy import create_engine, text
 from leadpush.context import AppContext
 from leadpush.models import Base
 from leadpush.ratelimit import RateLimiter
+from leadpush.users.sessions import TokenUses
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_ADMIN_URL = os.environ.get("LEADPUSH_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -91,6 +92,7 @@ def require_redis(url: str) -> None:
 def wipe(ctx: AppContext) -> None:
     """Empty every table between tests (the schema stays, built once by the real migrations)."""
     ctx.limiter = RateLimiter(ctx.settings.redis_url, ctx.settings.redis_prefix)
+    ctx.token_uses = TokenUses()
     tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
     with ctx.db.engine.begin() as conn:
         if ctx.db.is_postgres:

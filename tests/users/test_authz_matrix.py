@@ -18,6 +18,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from leadpush.notify.models import Delivery
+from leadpush.users.models import ApiToken
 
 pytestmark = pytest.mark.slow  # exhaustive: every route and socket for every kind of caller (360 tests)
 
@@ -90,6 +91,7 @@ def build_world(api) -> World:
     with api.ctx.db.write() as s:  # one dead delivery for the retry endpoint
         s.execute(update(Delivery).values(status="dead", last_error="测试"))
         dead_id = s.query(Delivery.id).order_by(Delivery.id).first()[0]
+        token_id = s.query(ApiToken.id).filter(ApiToken.user_id == spare.id).one()[0]
     return World(
         api=api,
         tokens={
@@ -113,6 +115,7 @@ def build_world(api) -> World:
             "admin": admin.id,
             "delivery": dead_id,
             "owner": owner.id,
+            "token": token_id,
         },
     )
 
@@ -254,6 +257,27 @@ MATRIX: dict[str, tuple[str, str, Any, tuple[int, ...]]] = {
         (401, 401, 200, 200, 200, 200, 200, 200),
     ),
     "wechat.login": ("POST", "/api/wechat/login", {"code": "0a1b2c"}, (401, 401, 503, 503, 503, 503, 503, 503)),
+    # Signing in needs no token (a wrong password is 401 for everyone; WeChat is not configured here).
+    "auth.login": (
+        "POST",
+        "/api/auth/login",
+        {"loginName": "nobody", "password": "wrong-password"},
+        (401, 401, 401, 401, 401, 401, 401, 401),
+    ),
+    "auth.miniprogram": ("POST", "/api/auth/miniprogram", {"code": "0a1b2c"}, (503,) * 8),
+    # Signing out ends a session; these callers hold API tokens.
+    "auth.logout": ("POST", "/api/auth/logout", None, (401, 401, 400, 400, 400, 400, 400, 400)),
+    # Nobody here has a login name yet, which a password needs.
+    "me.password": ("POST", "/api/me/password", {"newPassword": "long-enough-1"}, (401, 401) + (422,) * 6),
+    "users.password": (
+        "POST",
+        "/api/users/{spare}/password",
+        {"newPassword": "long-enough-1"},
+        (401, 401, 403, 403, 403, 403, 403, 422),
+    ),
+    "tokens.list": ("GET", "/api/tokens", None, (401, 401, 200, 200, 200, 200, 200, 200)),
+    "tokens.create": ("POST", "/api/tokens", {"name": "对接"}, (401, 401, 201, 201, 201, 201, 201, 201)),
+    "tokens.revoke": ("DELETE", "/api/tokens/{token}", None, (401, 401, 404, 404, 404, 404, 404, 200)),
     "healthz": ("GET", "/healthz", None, (200, 200, 200, 200, 200, 200, 200, 200)),
     "readyz": ("GET", "/readyz", None, (200, 200, 200, 200, 200, 200, 200, 200)),
     "metrics": ("GET", "/metrics", None, (200, 200, 200, 200, 200, 200, 200, 200)),
@@ -306,7 +330,8 @@ def test_every_api_route_is_in_the_matrix(world: World):
                 .replace("{spare}", "{user_id:int}")
                 .replace("{rule}", "{rule_id:int}")
                 .replace("{company_rule}", "{rule_id:int}")
-                .replace("{delivery}", "{delivery_id:int}"),
+                .replace("{delivery}", "{delivery_id:int}")
+                .replace("{token}", "{token_id:int}"),
             )
         )
     missing = []

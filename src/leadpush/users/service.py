@@ -1,10 +1,8 @@
-"""Users: creating, listing and changing them, issuing, checking and revoking API tokens."""
+"""Users: creating, listing and changing them, their passwords, issuing, checking and revoking API tokens."""
 
 from __future__ import annotations
 
-import hashlib
 import re
-import secrets
 from collections.abc import Collection
 from datetime import datetime
 from typing import Any
@@ -13,14 +11,19 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from leadpush.clock import utcnow
+from leadpush.config import Settings
 from leadpush.db import after_commit
 from leadpush.errors import ApiError, not_found
 from leadpush.notify.signals import Signals
 from leadpush.permissions import team_members
 from leadpush.text import single_line
+from leadpush.users import passwords
 from leadpush.users.models import ROLES, ApiToken, User
+from leadpush.users.sessions import alive, end_sessions
+from leadpush.users.tokens import SHOWN_CHARS, TOKEN_PREFIX, hash_token, new_token
 
-TOKEN_PREFIX = "lp_"
+__all__ = ["TOKEN_PREFIX", "hash_token"]  # re-exported: callers know tokens through this module
 # Ids are INTEGER columns (32-bit on PostgreSQL): a larger number cannot name a row, and handing it to the
 # database would fail the query (a 500) instead of answering "not found".
 MAX_ID = 2**31 - 1
@@ -66,32 +69,41 @@ def get_assignee(session: Session, user_id: int) -> User:
     return user
 
 
-def hash_token(token: str) -> str:
-    # Tokens are 256-bit random strings, so a plain SHA-256 is enough (no password stretching needed).
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 def issue_token(session: Session, user: User, name: str | None = None) -> str:
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    session.add(ApiToken(user_id=user.id, token_hash=hash_token(token), prefix=token[:8], name=name))
-    return token
+    """A new API token (for a system: no expiry) of the user; returned once, stored only as a hash."""
+    return issue_api_token(session, user, name)[0]
 
 
-def authenticate(session: Session, token: str) -> User | None:
+def issue_api_token(session: Session, user: User, name: str | None = None) -> tuple[str, ApiToken]:
+    token = new_token(TOKEN_PREFIX)
+    row = ApiToken(user_id=user.id, token_hash=hash_token(token), prefix=token[:SHOWN_CHARS], name=name, kind="api")
+    session.add(row)
+    session.flush()
+    return token, row
+
+
+def find_token(session: Session, token: str, *, now: datetime, settings: Settings) -> tuple[User, ApiToken] | None:
+    """The active user a token (API token or live session) signs in, with the token's row."""
     if not token or len(token) > 200:
         return None
     row = session.execute(
-        select(User)
+        select(User, ApiToken)
         .join(ApiToken, ApiToken.user_id == User.id)
-        .where(ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None))
-    ).scalar_one_or_none()
-    if row is None or not row.active:
+        .where(ApiToken.token_hash == hash_token(token), alive(now, settings))
+    ).one_or_none()
+    if row is None or not row[0].active:
         return None
-    return row
+    return row[0], row[1]
 
 
-def valid_token_hashes(session: Session, hashes: Collection[str]) -> set[str]:
-    """Which of these token hashes still sign someone in (not revoked, user active), as `authenticate`."""
+def authenticate(session: Session, token: str, *, now: datetime, settings: Settings) -> User | None:
+    found = find_token(session, token, now=now, settings=settings)
+    return found[0] if found is not None else None
+
+
+def valid_token_hashes(session: Session, hashes: Collection[str], *, now: datetime, settings: Settings) -> set[str]:
+    """Which of these token hashes still sign someone in (not revoked or expired, user active), as
+    `authenticate`."""
     items = list(hashes)
     valid: set[str] = set()
     for start in range(0, len(items), 500):
@@ -101,7 +113,7 @@ def valid_token_hashes(session: Session, hashes: Collection[str]) -> set[str]:
                 .join(User, User.id == ApiToken.user_id)
                 .where(
                     ApiToken.token_hash.in_(items[start : start + 500]),
-                    ApiToken.revoked_at.is_(None),
+                    alive(now, settings),
                     User.active.is_(True),
                 )
             )
@@ -125,6 +137,7 @@ FIELD_LIMITS = {
     "team": ("团队", 64),
     "wechat_openid": ("openid", 128),
     "wecom_userid": ("企业微信 userid", 64),
+    "login_name": ("登录名", 64),
 }
 
 
@@ -140,8 +153,24 @@ def check_fields(**values: str | None) -> dict[str, str | None]:
             raise ApiError(422, "validation_error", str(exc)) from exc
         if cleaned is not None and len(cleaned) > limit:
             raise ApiError(422, "validation_error", f"{label}不能超过 {limit} 个字符")
+        if key == "login_name" and cleaned is not None and re.search(r"\s", cleaned):
+            raise ApiError(422, "invalid_login_name", "登录名不能包含空格")
         out[key] = cleaned
     return out
+
+
+def check_login_name_free(session: Session, login_name: str | None, user_id: int | None = None) -> None:
+    if login_name is None:
+        return
+    owner = session.scalar(select(User.id).where(User.login_name == login_name))
+    if owner is not None and owner != user_id:
+        raise ApiError(409, "login_name_taken", f"登录名 {login_name} 已被其他用户使用")
+
+
+def identity_taken(exc: IntegrityError) -> ApiError:
+    if "login_name" in str(exc.orig):
+        return ApiError(409, "login_name_taken", "该登录名已被其他用户使用")
+    return ApiError(409, "identity_taken", "该微信 openid 或企业微信账号已绑定其他用户")
 
 
 def create_user(
@@ -153,25 +182,39 @@ def create_user(
     wechat_openid: str | None = None,
     wecom_userid: str | None = None,
     capacity: int | None = None,
+    login_name: str | None = None,
+    password: str | None = None,
+    now: datetime | None = None,
 ) -> tuple[User, str]:
-    """Create a user and their first API token (returned once, stored only as a hash)."""
+    """Create a user and their first API token (returned once, stored only as a hash); with a login name and
+    a password, the person can also sign in with them."""
     check_role(role)
-    fields = check_fields(name=name, team=team, wechat_openid=wechat_openid, wecom_userid=wecom_userid)
+    fields = check_fields(
+        name=name, team=team, wechat_openid=wechat_openid, wecom_userid=wecom_userid, login_name=login_name
+    )
     if not fields["name"]:
         raise ApiError(422, "invalid_name", "姓名不能为空")
     if capacity is not None and capacity < 0:
         raise ApiError(422, "invalid_capacity", "线索上限不能为负数")
+    if password is not None:
+        if fields["login_name"] is None:
+            raise ApiError(422, "login_name_required", "设置密码需要同时设置登录名")
+        passwords.check_policy(password, fields["login_name"])
+    check_login_name_free(session, fields["login_name"])
     user = User(
         role=role,
         **fields,
         capacity=capacity,
         active=True,
     )
+    if password is not None:
+        user.password_hash = passwords.hash_password(password)
+        user.password_changed_at = now or utcnow()
     session.add(user)
     try:
         session.flush()
     except IntegrityError as exc:
-        raise ApiError(409, "identity_taken", "该微信 openid 或企业微信账号已绑定其他用户") from exc
+        raise identity_taken(exc) from exc
     return user, issue_token(session, user)
 
 
@@ -202,12 +245,14 @@ def check_changes(changes: dict[str, Any]) -> dict[str, Any]:
 def update_user(session: Session, signals: Signals, user_id: int, changes: dict[str, Any]) -> User:
     """Apply checked changes (`check_changes`); deactivating someone ends their sessions once committed."""
     user = existing_user(session, user_id)
+    if "login_name" in changes:
+        check_login_name_free(session, changes["login_name"], user_id)
     for key, value in changes.items():
         setattr(user, key, value)
     try:
         session.flush()
     except IntegrityError as exc:
-        raise ApiError(409, "identity_taken", "该微信 openid 或企业微信账号已绑定其他用户") from exc
+        raise identity_taken(exc) from exc
     if changes.get("active") is False:
         end_sessions_after_commit(session, signals, user_id)
     return user
@@ -221,3 +266,59 @@ def revoke_tokens(session: Session, signals: Signals, user_id: int, now: datetim
     )
     end_sessions_after_commit(session, signals, user_id)
     return user
+
+
+# --- passwords ------------------------------------------------------------------------------------------------
+
+
+def set_password(
+    session: Session, signals: Signals, user: User, new_password: str, now: datetime, *, keep: str | None = None
+) -> int:
+    """Set the user's password (after the policy check), clear their lockout, and end their sessions but the one
+    with token `keep` (their sockets and long polls close once committed). How many sessions ended.
+
+    A new `password_changed_at` also starts new runs of failed sign-ins per client address (users.login)."""
+    if user.login_name is None:
+        raise ApiError(422, "login_name_required", "请先为该用户设置登录名，再设置密码")
+    passwords.check_policy(new_password, user.login_name)
+    user.password_hash = passwords.hash_password(new_password)
+    user.password_changed_at = now
+    user.failed_logins = 0
+    user.last_failed_at = None
+    user.locked_until = None
+    ended = end_sessions(session, user.id, now, keep=keep)
+    end_sessions_after_commit(session, signals, user.id)
+    return ended
+
+
+# --- named API tokens -------------------------------------------------------------------------------------------
+
+
+def list_api_tokens(session: Session, user_id: int) -> list[ApiToken]:
+    """The user's API tokens (not sessions), newest first, revoked ones included."""
+    return list(
+        session.scalars(
+            select(ApiToken).where(ApiToken.user_id == user_id, ApiToken.kind == "api").order_by(ApiToken.id.desc())
+        )
+    )
+
+
+def revoke_api_token(session: Session, signals: Signals, actor: User, token_id: int, now: datetime) -> ApiToken:
+    """Revoke one API token: the caller's own, or anyone's for an admin (404 otherwise, not revealing it)."""
+    row = session.get(ApiToken, token_id) if is_db_id(token_id) else None
+    if row is None or row.kind != "api" or (row.user_id != actor.id and actor.role != "admin"):
+        raise ApiError(404, "token_not_found", "令牌不存在")
+    if row.revoked_at is None:
+        row.revoked_at = now
+        end_sessions_after_commit(session, signals, row.user_id)
+    return row
+
+
+def check_token_name(name: str) -> str:
+    cleaned = clean_text(name) or ""
+    if not cleaned:
+        raise ApiError(422, "invalid_name", "令牌名称不能为空")
+    try:
+        return single_line(cleaned, "令牌名称")
+    except ValueError as exc:
+        raise ApiError(422, "validation_error", str(exc)) from exc

@@ -18,7 +18,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import Field
 
 from leadpush.context import AppContext
-from leadpush.deps import Ctx, CurrentUser, StaffUser, authenticate_or_refuse, client_address
+from leadpush.deps import Ctx, CurrentUser, StaffUser, client_address, token_or_refuse
 from leadpush.errors import ApiError
 from leadpush.notify import service as notify_service
 from leadpush.notify.ledger import unread_count
@@ -26,7 +26,8 @@ from leadpush.notify.models import CHANNELS, STATUSES
 from leadpush.notify.schemas import NotificationOut
 from leadpush.schemas import CamelModel, Envelope, RequestModel
 from leadpush.users.models import User
-from leadpush.users.schemas import UserOut
+from leadpush.users.schemas import SessionOut, UserOut
+from leadpush.users.sessions import session_ends, start_session
 
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
@@ -157,16 +158,29 @@ class SignInBody(RequestModel):
     token: str = Field(max_length=200)
 
 
-def sign_in(ctx: AppContext, token: str, address: str) -> User:
-    """Check an API token typed into the sign-in page (401 if bad), under the API's limit on failed
-    sign-ins per address (429)."""
-    return authenticate_or_refuse(ctx, token.strip(), address)
+def sign_in(ctx: AppContext, token: str, address: str) -> SessionOut:
+    """Exchange an API token typed into the sign-in page for a session (401 if bad), under the API's limit on
+    failed sign-ins per address (429). A session token is refused: exchanging it would outlive its end."""
+    user, row = token_or_refuse(ctx, token.strip(), address)
+    if row.kind != "api":
+        raise ApiError(422, "not_an_api_token", "这是登录会话，不是 API 令牌：请输入 API 令牌（lp_ 开头）")
+    if not user.active:
+        raise ApiError(403, "user_inactive", "该账号已停用，请联系管理员")
+    now = ctx.clock.now()
+    with ctx.db.write() as session:
+        fresh = session.get(User, user.id)
+        if fresh is None:
+            raise ApiError(401, "invalid_token", "登录凭证无效或已失效")
+        session_token = start_session(session, fresh, via="token", now=now, settings=ctx.settings, client=address)
+        return SessionOut(
+            token=session_token, expires_at=session_ends(now, ctx.settings), user=UserOut.model_validate(fresh)
+        )
 
 
-@router.post("/console/api/session", response_model=Envelope[UserOut])
+@router.post("/console/api/session", response_model=Envelope[SessionOut])
 def create_session(body: SignInBody, request: Request, ctx: Ctx) -> Envelope:
-    user = sign_in(ctx, body.token, client_address(request))
-    return Envelope(message="登录成功", data=UserOut.model_validate(user))
+    """The console exchanges an API token for a session and then keeps only the session token."""
+    return Envelope(message="登录成功", data=sign_in(ctx, body.token, client_address(request)))
 
 
 class LoginOptions(CamelModel):

@@ -1,20 +1,27 @@
-"""HTTP routes the mini program calls: bind the signed-in user's openid, report subscribe results."""
+"""HTTP routes the mini program calls: sign in with wx.login, bind the signed-in user's openid, report subscribe
+results."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from anyio import to_thread
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Request
 from pydantic import BeforeValidator, Field
+from sqlalchemy import select
 
-from leadpush.deps import Ctx, CurrentUser
+from leadpush.deps import Ctx, CurrentUser, client_address
+from leadpush.errors import ApiError
 from leadpush.schemas import CamelModel, Envelope, RequestModel
 from leadpush.text import refuse_lone_surrogates
+from leadpush.users.models import User
+from leadpush.users.schemas import SessionOut, UserOut
+from leadpush.users.sessions import session_ends, start_session
 from leadpush.wechat import credits
 from leadpush.wechat.login import bind_openid, openid_from_code
 
 router = APIRouter(prefix="/api/wechat", tags=["wechat"])
+sign_in_router = APIRouter(prefix="/api/auth", tags=["auth"])
 
 
 class LoginBody(RequestModel):
@@ -38,6 +45,34 @@ class CreditsOut(CamelModel):
 def _credits_out(ctx: Ctx, templates: dict[str, int], added: int = 0) -> CreditsOut:
     tid = ctx.settings.wechat_template_id
     return CreditsOut(template_id=tid, credits=templates.get(tid or "", 0), added=added, templates=templates)
+
+
+@sign_in_router.post("/miniprogram", response_model=Envelope[SessionOut])
+async def miniprogram_sign_in(body: LoginBody, request: Request, ctx: Ctx) -> Envelope:
+    """Sign in from the mini program: a wx.login code whose openid is bound to a user starts a session.
+
+    403 `wechat_not_bound` when no user has that openid (an admin binds it, or the person signs in another way
+    and calls POST /api/wechat/login); 403 `user_inactive` for a deactivated user.
+    """
+    address = client_address(request)
+    ctx.limiter.refuse_if_over("auth-fail", address, ctx.settings.auth_failures_per_minute)
+    openid = await openid_from_code(ctx.settings, body.code)
+
+    def sign_in() -> SessionOut:
+        now = ctx.clock.now()
+        with ctx.db.write() as session:
+            user = session.scalar(select(User).where(User.wechat_openid == openid))
+            if user is None:
+                ctx.limiter.hit("auth-fail", address)
+                raise ApiError(403, "wechat_not_bound", "该微信尚未绑定账号，请联系管理员绑定后再登录")
+            if not user.active:
+                raise ApiError(403, "user_inactive", "该账号已停用，请联系管理员")
+            token = start_session(session, user, via="miniprogram", now=now, settings=ctx.settings, client=address)
+            return SessionOut(
+                token=token, expires_at=session_ends(now, ctx.settings), user=UserOut.model_validate(user)
+            )
+
+    return Envelope(message="登录成功", data=await to_thread.run_sync(sign_in))
 
 
 @router.post("/login", response_model=Envelope[BindingOut])

@@ -32,6 +32,7 @@ from leadpush.tencent.client import ApiReply, call_platform, call_with_token
 from leadpush.tencent.errcodes import BUSY, TOKEN_ERRORS, short_errmsg
 from leadpush.tencent.tokens import TokenUnavailable, shared_token_cache
 from leadpush.users.models import User
+from leadpush.users.sessions import start_session
 from leadpush.wecom.channel import token_fetcher
 
 START_PATH = "/console/auth/wecom"
@@ -231,14 +232,12 @@ def user_for_member(session: Session, userid: str) -> User:
             f"企业微信账号 {userid} 尚未绑定 leadpush 用户，请管理员在用户管理中绑定企业微信账号",
         )
     if not user.active:
-        raise ApiError(403, "user_inactive", "该账号已停用，无法登录，请联系管理员")
+        raise ApiError(403, "user_inactive", "该账号已停用，请联系管理员")
     return user
 
 
 def open_session(ctx: AppContext, userid: str, client: str | None) -> str:
     """A console session (the same kind password sign-in gives) for the user bound to this member."""
-    from leadpush.users.sessions import start_session
-
     with ctx.db.write() as session:
         user = user_for_member(session, userid)
         return start_session(session, user, via="wecom", now=ctx.clock.now(), settings=ctx.settings, client=client)
