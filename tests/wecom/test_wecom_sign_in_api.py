@@ -15,8 +15,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from sqlalchemy import select
 from support import CJK, Api, ok
 from support.channels import AGENTID, CORPID, FakeWeChatServer
+
+from leadpush.users.models import ApiToken
 
 WXWORK_UA = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
@@ -141,6 +144,9 @@ def test_inside_wecom_a_member_is_signed_in_silently_and_lands_where_they_were_g
     answer = alice.back(alice.at_wecom(start))
     assert signed_in_as(wecom, answer) == "李丽"
     assert answer.meta("leadpush-next") == "/console/inbox"
+    with wecom.ctx.db.read() as session:  # the same kind of session a password gives, signed in via WeCom
+        row = session.scalars(select(ApiToken).where(ApiToken.user_id == team.alice.id, ApiToken.kind == "session"))
+        assert [(t.via, t.client) for t in row] == [("wecom", "127.0.0.1")]
     headers = answer.response.headers
     assert headers["cache-control"] == "no-store" and "script-src 'self'" in headers["content-security-policy"]
     assert 'leadpush_wecom_state=""' in headers["set-cookie"]  # the state is spent: its cookie goes
