@@ -296,3 +296,21 @@ def test_login_options_say_whether_wecom_is_offered(wecom: Api) -> None:
         refused_page(Answer(httpx.get(wecom.url + "/console/auth/wecom")), 404, "wecom_not_configured")
     finally:
         ctx.settings = settings
+
+
+def test_an_address_with_too_many_failed_sign_ins_has_to_wait(wecom: Api, team, fake) -> None:
+    fake.state.set_wecom_login(userid="zhangwei")
+    ctx = wecom.ctx
+    settings = ctx.settings
+    ctx.settings = settings.model_copy(update={"auth_failures_per_minute": 2})
+    try:
+        office = Person(wecom, fake)
+        office.browser.headers["X-Forwarded-For"] = "203.0.113.77"  # via the trusted proxy (127.0.0.1)
+        for _ in range(2):
+            refused_page(office.sign_in(), 403, "wecom_not_bound")
+        refused_page(Answer(office.browser.get("/console/auth/wecom")), 429, "too_many_requests")
+        # Another address is not affected.
+        fake.state.set_wecom_login(userid="alice")
+        assert signed_in_as(wecom, Person(wecom, fake).sign_in()) == "李丽"
+    finally:
+        ctx.settings = settings

@@ -22,6 +22,11 @@ from leadpush.wecom import signin
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 
+# Starts allowed per client address and minute, as a multiple of LEADPUSH_AUTH_FAILURES_PER_MINUTE.
+STARTS_PER_FAILURE = 5
+# Failures that count against the address like a wrong password (WeCom's own trouble does not).
+COUNTED_FAILURES = frozenset({"invalid_code", "wecom_not_bound", "not_wecom_member", "user_inactive", "wecom_denied"})
+
 
 def sign_in_page(
     request: Request,
@@ -60,6 +65,14 @@ def start(request: Request, ctx: Ctx, next: Annotated[str | None, Query(max_leng
                 404, "wecom_not_configured", "未启用企业微信登录（管理员尚未配置企业微信应用），请使用其他方式登录"
             ),
         )
+    address = client_address(request)
+    try:
+        # Each start stores a state row: bounded per address (generously: an office behind one NAT signs in
+        # together in the morning), and refused while the address is over its limit of failed sign-ins.
+        ctx.limiter.refuse_if_over("auth-fail", address, s.auth_failures_per_minute)
+        ctx.limiter.check("wecom-start", address, STARTS_PER_FAILURE * s.auth_failures_per_minute)
+    except ApiError as exc:
+        return sign_in_page(request, error=exc)
     ttl = s.wecom_login_state_seconds
     state = signin.begin(ctx.db, ctx.clock.now(), ttl, signin.safe_next(next))
     link = signin.sign_in_link(
@@ -107,6 +120,8 @@ async def callback(
         token = await to_thread.run_sync(signin.open_session, ctx, userid, client_address(request))
     except ApiError as exc:
         log.info("企业微信登录失败：%s", exc.code)
+        if exc.code in COUNTED_FAILURES:
+            await to_thread.run_sync(ctx.limiter.hit, "auth-fail", client_address(request))
         return sign_in_page(request, error=exc, forget_state=True)
     log.info("企业微信登录成功")
     return sign_in_page(request, session_token=token, next_path=next_path, forget_state=True)
