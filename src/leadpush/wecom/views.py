@@ -50,7 +50,13 @@ def sign_in_page(
     if error is not None:
         response.status_code = error.status
     if forget_state:
-        response.delete_cookie(signin.STATE_COOKIE, path=signin.START_PATH, httponly=True, samesite="lax")
+        response.delete_cookie(
+            signin.STATE_COOKIE,
+            path=signin.START_PATH,
+            httponly=True,
+            samesite="lax",
+            secure=request.url.scheme == "https",
+        )
     return response
 
 
