@@ -315,6 +315,7 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
     from leadpush.web.views import router as web_router
     from leadpush.wechat.views import router as wechat_router
     from leadpush.wechat.views import sign_in_router as wechat_sign_in_router
+    from leadpush.wecom.views import router as wecom_router
 
     errors: dict[int | str, dict[str, Any]] = {
         status: {"model": ErrorEnvelope, "description": message}
@@ -338,5 +339,6 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
     app.include_router(transfer_router, responses=errors)
     app.include_router(wechat_router, responses=errors)
     app.include_router(wechat_sign_in_router, responses=errors)
+    app.include_router(wecom_router)
     app.include_router(web_router)
     return app

@@ -77,6 +77,15 @@ class Settings(BaseSettings):
     wecom_per_minute: int = Field(default=30, ge=1, le=30)
     wecom_per_hour: int = Field(default=1000, ge=1, le=1000)
     wecom_mask_phone: bool = False
+    # WeCom sign-in (offered when corpid+secret+agentid are set): the two hosts the browser is sent to (OAuth
+    # inside WeCom's own browser; the QR login page on a desktop), and leadpush's own address as the browser
+    # reaches it, for the redirect_uri (its host must be a trusted domain of the WeCom app). Unset = the
+    # address of the request itself (scheme from X-Forwarded-Proto when the peer is a trusted proxy).
+    wecom_oauth_base: str = "https://open.weixin.qq.com"
+    wecom_login_base: str = "https://login.work.weixin.qq.com"
+    wecom_redirect_base: str | None = None
+    # How long a started WeCom sign-in may take (its state cookie's lifetime).
+    wecom_login_state_seconds: int = Field(default=600, ge=60, le=3600)
     # Console paths a WeCom textcard links to, appended to LEADPUSH_PUBLIC_URL.
     console_customer_path: str = "/console/customers/{customerId}"
     console_list_path: str = "/console/customers"
@@ -144,6 +153,18 @@ class Settings(BaseSettings):
         if backend not in ("sqlite", "postgresql"):
             raise ValueError(f"只支持 SQLite 和 PostgreSQL，{example}")
         return value
+
+    @field_validator("wecom_oauth_base", "wecom_login_base", "wecom_redirect_base")
+    @classmethod
+    def _check_base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError("必须是 http:// 或 https:// 开头的地址，例如 https://crm.example.com（不带查询参数）")
+        return value.strip().rstrip("/")
 
     @field_validator("log_level")
     @classmethod

@@ -119,9 +119,14 @@ class Consoles:
         self.shots = shots
         self.opened: list[Console] = []
 
-    def new(self, base_url: str, viewport: dict[str, int] | None = None) -> Console:
+    def new(self, base_url: str, viewport: dict[str, int] | None = None, user_agent: str | None = None) -> Console:
+        """A person at their own browser; `user_agent` to be another browser (e.g. WeCom's, "wxwork")."""
         context = self.browser.new_context(
-            viewport=viewport or DESKTOP, locale="zh-CN", timezone_id="Asia/Shanghai", device_scale_factor=1
+            viewport=viewport or DESKTOP,
+            locale="zh-CN",
+            timezone_id="Asia/Shanghai",
+            device_scale_factor=1,
+            user_agent=user_agent,
         )
         context.set_default_timeout(10_000)
         page = context.new_page()

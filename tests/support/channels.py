@@ -138,7 +138,7 @@ def strict_state(**overrides: object) -> FakeWeChatState:
 
 
 def channel_settings(fake_url: str, **overrides: object) -> dict[str, object]:
-    """LEADPUSH_* settings for both channels against the fake."""
+    """LEADPUSH_* settings for both channels (and WeCom sign-in) against the fake."""
     settings: dict[str, object] = dict(
         wechat_appid=APPID,
         wechat_secret=SECRET,
@@ -148,6 +148,9 @@ def channel_settings(fake_url: str, **overrides: object) -> dict[str, object]:
         wecom_secret=CORPSECRET,
         wecom_agentid=AGENTID,
         wecom_api_base=fake_url,
+        # WeCom sign-in: the browser goes to the fake's OAuth and QR login pages too.
+        wecom_oauth_base=fake_url,
+        wecom_login_base=fake_url,
         public_url=PUBLIC_URL,
     )
     settings.update(overrides)

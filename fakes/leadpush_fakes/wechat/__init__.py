@@ -4,7 +4,8 @@ It mimics the real platform (every answer is HTTP 200 with a JSON ``errcode``), 
 data in a :class:`FakeWeChatState` (one per app, thread-safe), and offers control endpoints under
 ``/_fake/`` plus the same operations as Python methods. Where things are: `rules.py` (what the
 platform accepts), `state.py`, one router per API (`tokens.py`, `miniprogram.py`, `wecom.py`,
-`control.py`), `faults.py` (injected faults), `app.py` (assembly and the command).
+`wecomlogin.py` for WeCom sign-in, `control.py`), `faults.py` (injected faults), `app.py` (assembly and
+the command).
 """
 
 from leadpush_fakes.wechat.app import create_app, main, run

@@ -7,7 +7,7 @@ import argparse
 import uvicorn
 from fastapi import FastAPI
 
-from leadpush_fakes.wechat import control, miniprogram, tokens, wecom
+from leadpush_fakes.wechat import control, miniprogram, tokens, wecom, wecomlogin
 from leadpush_fakes.wechat.faults import FakeWeChatApp
 from leadpush_fakes.wechat.state import FakeWeChatState
 
@@ -18,7 +18,7 @@ def create_app(state: FakeWeChatState | None = None) -> FastAPI:
     app = FakeWeChatApp(title="fake wechat", docs_url=None, redoc_url=None, openapi_url=None)
     app.fake_state = st
     app.state.fake = st
-    for module in (tokens, miniprogram, wecom, control):
+    for module in (tokens, miniprogram, wecom, wecomlogin, control):
         app.include_router(module.router)
     return app
 

@@ -151,6 +151,21 @@ async def wecom_users(request: Request) -> JSONResponse:
     return JSONResponse({"users": sorted(current)})
 
 
+@router.post("/wecom/login")
+async def wecom_login(request: Request) -> JSONResponse:
+    """Who the next sign-in codes stand for: ``{"userid": "alice"}`` (a member), ``{"openid": "o…"}``
+    (someone outside the corp) or ``{}`` (nobody)."""
+    try:
+        body = await control_body(request)
+        userid, openid = body.get("userid"), body.get("openid")
+        if not all(v is None or (isinstance(v, str) and v) for v in (userid, openid)):
+            raise ValueError("userid / openid must be non-empty strings")
+    except ValueError as exc:
+        return bad_request(str(exc))
+    identity = state_of(request).set_wecom_login(userid=userid, openid=openid)
+    return JSONResponse({"identity": None if identity is None else {identity[0]: identity[1]}})
+
+
 @router.post("/openids")
 async def openids(request: Request) -> JSONResponse:
     try:

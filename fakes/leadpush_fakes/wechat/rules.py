@@ -17,6 +17,7 @@ STABLE_ROTATE_BEFORE = 300  # the platform rotates a stable token 5 minutes befo
 
 WECOM_PER_MINUTE = 30
 WECOM_PER_HOUR = 1000
+WECOM_CODE_TTL = 300  # a WeCom sign-in code is single-use and expires 5 minutes after it is issued
 
 SUBSCRIBE_PATH = "/cgi-bin/message/subscribe/send"
 WECOM_SEND_PATH = "/cgi-bin/message/send"
@@ -51,6 +52,7 @@ ERRMSG: dict[int, str] = {
     45011: "api minute-quota reach limit  mustslower  retry next minute",
     47001: "data format error",
     47003: "argument invalid!",
+    50001: "redirect_uri not authorized",
     81013: "user & party & tag all invalid",
 }
 

@@ -22,6 +22,7 @@ from leadpush_fakes.wechat.rules import (
     MESSAGE_KINDS,
     STABLE_ROTATE_BEFORE,
     TOKEN_TTL,
+    WECOM_CODE_TTL,
     WECOM_PER_HOUR,
     WECOM_PER_MINUTE,
 )
@@ -36,6 +37,15 @@ class TokenRecord:
     issued_at: float
     expires_at: float
     status: str = "valid"  # "valid" | "expired" | "revoked"
+
+
+@dataclass
+class WecomCode:
+    """A sign-in code WeCom issued (OAuth in its browser, or a confirmed QR login)."""
+
+    identity: tuple[str, str]  # ("userid", "alice") for a member, ("openid", "o…") for anyone else
+    issued_at: float
+    redirect_host: str  # host[:port] of the redirect_uri it was issued for (50001 if not trusted)
 
 
 @dataclass
@@ -76,6 +86,7 @@ class FakeWeChatState:
     ``appid``/``secret``/``corpid``/``corpsecret``/``agentid`` (None = accept any),
     ``accept_any_openid``, ``known_openids``, ``templates``, ``accept_any_template``,
     ``long_term_templates``, ``allowed_pages``, ``wecom_users``,
+    ``wecom_trusted_domains`` (the sign-in app's 可信域名, host[:port]; None = any),
     ``token_ttl``, ``clock``.
     """
 
@@ -94,6 +105,7 @@ class FakeWeChatState:
         long_term_templates: Iterable[str] = (),
         allowed_pages: Iterable[str] = ("pages/",),
         wecom_users: Iterable[str] = (),
+        wecom_trusted_domains: Iterable[str] | None = None,
         token_ttl: int = TOKEN_TTL,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -114,6 +126,9 @@ class FakeWeChatState:
         self.long_term_templates: set[str] = set(long_term_templates)
         self.allowed_pages: list[str] = list(allowed_pages)
         self.wecom_users: set[str] = {u.lower() for u in wecom_users}
+        self.wecom_trusted_domains: list[str] | None = (
+            None if wecom_trusted_domains is None else [d.lower() for d in wecom_trusted_domains]
+        )
         self.token_ttl = token_ttl
         self._initial = self._config_snapshot()
         self._init_runtime()
@@ -131,6 +146,7 @@ class FakeWeChatState:
         "long_term_templates",
         "allowed_pages",
         "wecom_users",
+        "wecom_trusted_domains",
         "token_ttl",
     )
 
@@ -144,6 +160,9 @@ class FakeWeChatState:
         self.credits: dict[tuple[str, str], int] = {}
         self.codes: dict[str, tuple[str, str | None]] = {}  # js_code -> (openid, unionid)
         self.used_codes: set[str] = set()
+        # WeCom sign-in: who the person at the (fake) phone or WeCom browser is, and the codes issued.
+        self.wecom_login_identity: tuple[str, str] | None = None
+        self.wecom_codes: dict[str, WecomCode] = {}
         self.messages: dict[str, list[dict[str, Any]]] = {k: [] for k in MESSAGE_KINDS}
         self.faults: list[Fault] = []
         self._fault_seq = 0
@@ -541,6 +560,46 @@ class FakeWeChatState:
             self.accepted["jscode2session"] += 1
             return openid, unionid
 
+    # ---- WeCom sign-in (OAuth in WeCom's browser, QR login on a desktop) ----------------
+
+    def set_wecom_login(self, *, userid: str | None = None, openid: str | None = None) -> tuple[str, str] | None:
+        """Who every sign-in code issued from now on stands for: a member's userid, or the openid of
+        someone outside the corp; neither = nobody (the sign-in pages then refuse to issue codes)."""
+        with self.lock:
+            if userid:
+                self.wecom_login_identity = ("userid", userid)
+            elif openid:
+                self.wecom_login_identity = ("openid", openid)
+            else:
+                self.wecom_login_identity = None
+            return self.wecom_login_identity
+
+    def issue_wecom_code(self, redirect_host: str) -> str | None:
+        """A fresh sign-in code for the current identity (None when no identity is set)."""
+        with self.lock:
+            if self.wecom_login_identity is None:
+                return None
+            code = secrets.token_urlsafe(24)
+            self.wecom_codes[code] = WecomCode(self.wecom_login_identity, self.now(), redirect_host.lower())
+            self.accepted["wecom_codes_issued"] += 1
+            return code
+
+    def redeem_wecom_code(self, code: str) -> tuple[int, tuple[str, str] | None]:
+        """(0, identity) for a valid code, spending it; else (40029 or 50001, None).
+
+        Like the platform: a code works once and for 5 minutes, and only if the redirect_uri it was
+        issued for is on the app's trusted domains.
+        """
+        with self.lock:
+            found = self.wecom_codes.pop(code, None)
+            if found is None or self.now() - found.issued_at > WECOM_CODE_TTL:
+                return 40029, None
+            trusted = self.wecom_trusted_domains
+            if trusted is not None and found.redirect_host not in trusted:
+                return 50001, None
+            self.accepted["wecom_getuserinfo"] += 1
+            return 0, found.identity
+
     # ---- generic configuration ------------------------------------------------------
 
     CONFIG_FIELDS = (
@@ -552,6 +611,7 @@ class FakeWeChatState:
         "accept_any_openid",
         "accept_any_template",
         "allowed_pages",
+        "wecom_trusted_domains",
         "token_ttl",
     )
 
@@ -562,5 +622,7 @@ class FakeWeChatState:
                     raise ValueError(f"unknown config field {name!r}")
                 if name == "allowed_pages":
                     value = list(value)
+                if name == "wecom_trusted_domains" and value is not None:
+                    value = [str(d).lower() for d in value]
                 setattr(self, name, value)
             return {name: getattr(self, name) for name in self.CONFIG_FIELDS}

@@ -195,6 +195,17 @@ def create_session(body: SignInBody, request: Request, ctx: Ctx) -> Envelope:
     return Envelope(message="登录成功", data=sign_in(ctx, body.token, client_address(request)))
 
 
+class LoginOptions(CamelModel):
+    password: bool
+    wecom: bool
+
+
+@router.get("/console/api/login-options", response_model=Envelope[LoginOptions])
+def login_options(ctx: Ctx) -> Envelope:
+    """How one may sign in here (public): the sign-in page offers 企业微信登录 only when WeCom is configured."""
+    return Envelope(data=LoginOptions(password=True, wecom=ctx.settings.wecom_enabled))
+
+
 class RecentNotifications(CamelModel):
     items: list[NotificationOut]
     latest_id: int

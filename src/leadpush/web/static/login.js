@@ -1,6 +1,7 @@
 // Sign-in: a login name and password (POST /api/auth/login), or an API token exchanged for a session
 // (POST /console/api/session). Either way the page keeps only the session token (lps_…) in localStorage.
 import { api, ApiError, clearToken, setToken } from './common.js';
+import './wecomlogin.js'; // WeCom sign-in: its button, and the hand-over of a session from WeCom
 
 const params = new URLSearchParams(location.search);
 const info = document.getElementById('login-info');
