@@ -66,11 +66,13 @@ export function loginUrl() {
 }
 
 // Calls the JSON API with the stored token; answers the envelope ({success, message, data}) or throws ApiError
-// (status, code, message, data).
-export async function api(path, { method = 'GET', body, token = getToken(), query } = {}) {
+// (status, code, message, data). `raw` (a Blob or string) is sent as-is with `contentType` instead of a JSON body:
+// a file upload.
+export async function api(path, { method = 'GET', body, raw, contentType, token = getToken(), query } = {}) {
   const headers = { Accept: 'application/json' };
   if (token) headers.Authorization = 'Bearer ' + token;
   if (body !== undefined) headers['Content-Type'] = 'application/json';
+  if (raw !== undefined) headers['Content-Type'] = contentType || 'application/octet-stream';
   let url = path;
   if (query) {
     const params = new URLSearchParams();
@@ -82,7 +84,8 @@ export async function api(path, { method = 'GET', body, token = getToken(), quer
   }
   let response;
   try {
-    response = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    const payload = raw !== undefined ? raw : body === undefined ? undefined : JSON.stringify(body);
+    response = await fetch(url, { method, headers, body: payload });
   } catch {
     throw new ApiError(0, 'network_error', '网络错误，请检查连接后重试');
   }
