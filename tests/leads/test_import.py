@@ -229,6 +229,28 @@ def zip_bomb() -> bytes:
     return out.getvalue()
 
 
+def entity_bomb() -> bytes:
+    """A workbook whose sheet XML expands one cell through nested entities to a billion characters."""
+    source = zipfile.ZipFile(io.BytesIO(xlsx([["姓名", "电话"], ["周杰", "13800138000"]])))
+    entities = '<!ENTITY lol "lol">' + "".join(
+        f'<!ENTITY lol{i + 1} "{("&lol" + (str(i) if i else "") + ";") * 10}">' for i in range(9)
+    )
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for info in source.infolist():
+            data = source.read(info.filename)
+            if info.filename == "xl/worksheets/sheet1.xml":
+                body = data.split(b"?>", 1)[1] if data.startswith(b"<?xml") else data
+                data = f'<?xml version="1.0"?><!DOCTYPE lolz [{entities}]>'.encode() + body
+                data = data.replace("<t>周杰</t>".encode(), b"<t>&lol9;</t>")
+            archive.writestr(info, data)
+    return out.getvalue()
+
+
+def test_an_xlsx_whose_xml_expands_without_end_is_refused(api, team):
+    refused(post_sheet(api.client(team.manager), entity_bomb(), XLSX), 422, "import_bad_xlsx")
+
+
 def test_files_that_cannot_be_imported_are_refused_with_a_reason(api, team):
     client = api.client(team.manager)
     cases = [
@@ -275,3 +297,12 @@ def test_a_sheet_may_hold_a_thousand_rows_and_five_megabytes(api, team):
         413,
         "payload_too_large",
     )
+
+
+def test_the_consoles_template_is_a_sheet_the_import_reads(api, team):
+    r = api.client().get("/console/customers/import/template.csv")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    assert r.content.startswith(b"\xef\xbb\xbf")  # a BOM, so that Excel opens it as UTF-8
+    result = ok(post_sheet(api.client(team.manager), r.content + "周杰,13800138000,展会,赵强,\r\n".encode(), CSV))
+    assert [c["field"] for c in result["columns"]] == ["name", "phone", "source", "assignee", "note"]
+    assert result["ignoredColumns"] == [] and result["valid"] == 1

@@ -202,7 +202,7 @@ def warn_duplicates(session: Session, actor: User, rows: list[CheckedRow]) -> No
     first: dict[str, int] = {}
     for row in rows:
         phone = row.out.values.phone
-        if not phone or row.out.errors and any(i.field == "phone" for i in row.out.errors):
+        if not phone or any(i.field == "phone" for i in row.out.errors):
             continue
         if phone in first:
             row.out.warnings.append(f"电话与第 {first[phone]} 行相同")
