@@ -166,26 +166,35 @@ def declared_length(scope: dict[str, Any]) -> int | None:
     return int(values.pop())
 
 
+def size_text(n: int) -> str:
+    return f"{n / 1_000_000:g} MB" if n >= 1_000_000 and n % 100_000 == 0 else f"{n} 字节"
+
+
 class BodySizeLimit:
     """Refuse request bodies over the limit before they are read into memory (413), and any
-    Content-Length that is not a plain number (400)."""
+    Content-Length that is not a plain number (400). `larger` names the few paths (file uploads) allowed
+    a larger body than the JSON API's."""
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
+    def __init__(self, app: Any, max_bytes: int, larger: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = larger or {}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.larger.get(scope["path"], self.max_bytes)
+        what = "文件" if scope["path"] in self.larger else "请求体"
+        too_large = f"{what}不能超过 {size_text(max_bytes)}"
         try:
             length = declared_length(scope)
         except ValueError:
             response = refuse_unread(400, "invalid_content_length", "请求头 Content-Length 必须是一个十进制整数")
             await response(scope, receive, send)
             return
-        if length is not None and length > self.max_bytes:
-            await refuse_unread(413, "payload_too_large", f"请求体不能超过 {self.max_bytes} 字节")(scope, receive, send)
+        if length is not None and length > max_bytes:
+            await refuse_unread(413, "payload_too_large", too_large)(scope, receive, send)
             return
         if length is not None:
             await self.app(scope, receive, send)
@@ -200,10 +209,8 @@ class BodySizeLimit:
                 return
             body = message.get("body", b"")
             seen += len(body)
-            if seen > self.max_bytes:
-                await error_response(413, "payload_too_large", f"请求体不能超过 {self.max_bytes} 字节")(
-                    scope, receive, send
-                )
+            if seen > max_bytes:
+                await error_response(413, "payload_too_large", too_large)(scope, receive, send)
                 return
             chunks.append(body)
             if not message.get("more_body", False):
@@ -298,7 +305,11 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
     app.state.ctx = ctx
     install_error_handlers(app)
     # Outermost last: the real client address first, then sign-in, then the body's size.
-    app.add_middleware(BodySizeLimit, max_bytes=ctx.settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=ctx.settings.max_body_bytes,
+        larger={"/api/customers/import": ctx.settings.max_import_bytes},
+    )
     app.add_middleware(SignInBeforeBody, ctx=ctx)
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=ctx.settings.trusted_proxy_hosts)
 

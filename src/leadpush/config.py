@@ -128,6 +128,8 @@ class Settings(BaseSettings):
     # Limits.
     max_batch: int = 1000
     max_body_bytes: int = 2_000_000
+    # A spreadsheet imported as leads (POST /api/customers/import) may be larger than a JSON body.
+    max_import_bytes: int = Field(default=5_000_000, ge=1_000, le=100_000_000)
 
     @model_validator(mode="after")
     def _lease_outlives_a_send(self) -> Settings:

@@ -1,4 +1,4 @@
-"""The user-facing ownership actions: create leads, assign one, assign a batch, claim, release.
+"""The user-facing ownership actions: create (and import) leads, assign one, assign a batch, claim, release.
 
 One function per thing a user does, and the only door to it: each checks who may do what, then hands
 the work to `change_owner`, the one path, in the caller's transaction.
@@ -14,9 +14,11 @@ from sqlalchemy.orm import Session
 from leadpush.assignment.service import ChangeResult, ItemFailure, Move, change_owner, lock_users, raise_failure
 from leadpush.context import AppContext
 from leadpush.errors import ApiError, forbidden, not_found
+from leadpush.leads import importing
 from leadpush.leads.models import Customer
-from leadpush.leads.schemas import CustomerCreate
+from leadpush.leads.schemas import CustomerCreate, ImportResult
 from leadpush.leads.service import get_visible
+from leadpush.leads.sheets import Sheet
 from leadpush.permissions import can_see, check_can_assign, check_can_release
 from leadpush.transfer.pool_rules import check_claim_allowed
 from leadpush.users.models import User
@@ -171,3 +173,37 @@ def create_customers(ctx: AppContext, session: Session, actor: User, items: list
         if result.failed:
             raise_failure(result.failed[0])
     return customers
+
+
+def import_customers(ctx: AppContext, session: Session, actor: User, sheet: Sheet, *, dry_run: bool) -> ImportResult:
+    """Check every row of an imported sheet; unless `dry_run`, create the valid ones in this transaction
+    through `create_customers` (so assignments are checked again, recorded and notified as usual, a batch
+    as one digest per person), and report the created ids and the skipped rows."""
+    if actor.role not in ("admin", "manager"):
+        raise forbidden("只有管理员和经理可以批量导入线索")
+    columns = importing.map_columns(sheet)
+    rows = importing.check_rows(session, actor, sheet, columns)
+    valid = [r for r in rows if r.item is not None]
+    result = ImportResult(
+        dry_run=dry_run,
+        format=sheet.format,
+        header_row=sheet.header.number,
+        columns=columns.found,
+        ignored_columns=columns.ignored,
+        total=len(rows),
+        valid=len(valid),
+        invalid=len(rows) - len(valid),
+        rows=[r.out for r in rows],
+    )
+    if dry_run:
+        return result
+    if not valid:
+        raise ApiError(
+            422, "import_nothing_valid", "没有可导入的行：请先改正表格中的错误", result.model_dump(by_alias=True)
+        )
+    created = create_customers(ctx, session, actor, [r.item for r in valid if r.item is not None])
+    for row, customer in zip(valid, created, strict=True):
+        row.out.customer_id = customer.id
+    result.created = [c.id for c in created]
+    result.skipped = [r.out.row for r in rows if r.item is None]
+    return result

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from leadpush.assignment import actions, service
@@ -18,9 +21,12 @@ from leadpush.assignment.schemas import (
 from leadpush.assignment.service import ChangeResult
 from leadpush.context import AppContext
 from leadpush.deps import Ctx, CurrentUser
-from leadpush.leads.schemas import CustomerCreate, CustomerList, CustomerOut
+from leadpush.errors import forbidden
+from leadpush.leads.schemas import CustomerCreate, CustomerList, CustomerOut, ImportResult
 from leadpush.leads.service import customers_out
+from leadpush.leads.sheets import XLSX_TYPE, read_sheet
 from leadpush.schemas import Envelope
+from leadpush.users.models import User
 from leadpush.wechat.legacy import notification_data
 
 router = APIRouter(prefix="/api/customers", tags=["assignment"])
@@ -38,6 +44,53 @@ def create_customers(body: CustomerCreate | list[CustomerCreate], ctx: Ctx, user
     if isinstance(body, list):
         return Envelope(message=f"已创建 {len(out)} 条线索", data=CustomerList(customers=out))
     return Envelope(message="线索已创建", data=out[0])
+
+
+SHEET_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "文件本身作为请求体（不是 multipart）：CSV（UTF-8 或 GBK）、粘贴的单元格（制表符分隔）或 .xlsx",
+        "content": {
+            "text/csv": {"schema": {"type": "string"}},
+            "text/tab-separated-values": {"schema": {"type": "string"}},
+            XLSX_TYPE: {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+@creation.post("/import", response_model=Envelope[ImportResult], openapi_extra=SHEET_BODY)
+async def import_customers(
+    request: Request,
+    ctx: Ctx,
+    user: CurrentUser,
+    dry_run: Annotated[
+        bool, Query(alias="dryRun", description="true（默认）只检查并预览；false 创建所有无错误的行")
+    ] = True,
+) -> Envelope:
+    """Import leads from a spreadsheet (admins and managers): a header row, then one lead per row.
+
+    Every row is answered with its row number as the sheet shows it, its cleaned values, its errors and
+    warnings. With `dryRun=false` the valid rows are created in one transaction (assigned ones notified,
+    one digest per person) and the rows with errors are skipped.
+    """
+    if user.role not in ("admin", "manager"):  # refused before the body is read
+        raise forbidden("只有管理员和经理可以批量导入线索")
+    body = await request.body()
+    content_type = request.headers.get("content-type", "")
+    return await run_in_threadpool(_import, ctx, user, body, content_type, dry_run)
+
+
+def _import(ctx: AppContext, user: User, body: bytes, content_type: str, dry_run: bool) -> Envelope:
+    sheet = read_sheet(body, content_type, ctx.settings.max_batch)
+    if dry_run:
+        with ctx.db.read() as session:
+            result = actions.import_customers(ctx, session, user, sheet, dry_run=True)
+        return Envelope(message=f"可导入 {result.valid} 条，有错误 {result.invalid} 条", data=result)
+    with ctx.db.write() as session:
+        result = actions.import_customers(ctx, session, user, sheet, dry_run=False)
+    skipped = f"，跳过 {len(result.skipped)} 行有错误的数据" if result.skipped else ""
+    return Envelope(message=f"已导入 {len(result.created)} 条线索{skipped}", data=result)
 
 
 def single_out(ctx: AppContext, session: Session, result: ChangeResult) -> AssignedCustomer:

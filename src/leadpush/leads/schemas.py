@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator
 
@@ -132,3 +132,52 @@ class FollowUpOut(CamelModel):
     content: str
     status: str | None
     created_at: datetime
+
+
+ImportField = Literal["name", "phone", "source", "assignee", "note", "status"]
+
+
+class ImportColumn(CamelModel):
+    header: str = Field(description="表头原文")
+    field: ImportField
+
+
+class ImportIssue(CamelModel):
+    field: ImportField | None = Field(default=None, description="出错的列；None 表示整行")
+    message: str
+
+
+class ImportValues(CamelModel):
+    """A row's values as they will be saved (cleaned the way POST /api/customers cleans them)."""
+
+    name: str
+    phone: str
+    source: str
+    note: str
+    status: str
+    assignee: str = Field(description="表格中填写的负责人")
+    assigned_to: int | None = Field(default=None, description="负责人对应的用户 id；空 = 进入公海")
+    assignee_name: str | None = None
+
+
+class ImportRowOut(CamelModel):
+    row: int = Field(description="该行在表格中的行号（与 Excel 中看到的一致）")
+    ok: bool = True
+    values: ImportValues
+    errors: list[ImportIssue] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    customer_id: int | None = Field(default=None, description="导入后创建的线索 id")
+
+
+class ImportResult(CamelModel):
+    dry_run: bool
+    format: Literal["csv", "tsv", "xlsx"]
+    header_row: int
+    columns: list[ImportColumn]
+    ignored_columns: list[str] = Field(description="未识别、已忽略的列")
+    total: int
+    valid: int
+    invalid: int
+    created: list[int] = Field(default_factory=list, description="新建线索的 id（dryRun=false）")
+    skipped: list[int] = Field(default_factory=list, description="因错误未导入的行号（dryRun=false）")
+    rows: list[ImportRowOut]

@@ -93,6 +93,38 @@ def customers_page(request: Request) -> Response:
     return page(request, "customers.html", title="线索", nav="customers", script="customers.js")
 
 
+@router.get("/console/customers/import")
+def import_page(request: Request) -> Response:
+    settings = request.app.state.ctx.settings
+    return page(
+        request,
+        "customers_import.html",
+        title="批量导入线索",
+        nav="customers",
+        script="customers-import.js",
+        max_bytes=settings.max_import_bytes,
+        max_mb=f"{settings.max_import_bytes / 1_000_000:g}",
+        max_rows=settings.max_batch,
+    )
+
+
+# The import template: the Chinese headers the import recognises, with a BOM so that Excel opens it as UTF-8.
+IMPORT_TEMPLATE = "\ufeff姓名,电话,来源,负责人,备注\r\n".encode()
+
+
+@router.get("/console/customers/import/template.csv")
+def import_template() -> Response:
+    return Response(
+        IMPORT_TEMPLATE,
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": "attachment; filename=leads-template.csv; "
+            "filename*=UTF-8''%E7%BA%BF%E7%B4%A2%E5%AF%BC%E5%85%A5%E6%A8%A1%E6%9D%BF.csv",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
 @router.get("/console/customers/{customer_id:int}")
 def customer_page(request: Request, customer_id: int) -> Response:
     return page(

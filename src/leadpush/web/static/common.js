@@ -79,11 +79,13 @@ export function sessionEnded() {
 
 // Calls the JSON API with the stored token; answers the envelope ({success, message, data}) or throws ApiError
 // (status, code, message, data). A 401 for the stored token means the session has ended: the page goes to the
-// sign-in page (unless signInOn401 is false).
-export async function api(path, { method = 'GET', body, token = getToken(), query, signInOn401 = true } = {}) {
+// sign-in page (unless signInOn401 is false). `raw` (a Blob or string) is sent as-is with `contentType` instead of
+// a JSON body: a file upload.
+export async function api(path, { method = 'GET', body, raw, contentType, token = getToken(), query, signInOn401 = true } = {}) {
   const headers = { Accept: 'application/json' };
   if (token) headers.Authorization = 'Bearer ' + token;
   if (body !== undefined) headers['Content-Type'] = 'application/json';
+  if (raw !== undefined) headers['Content-Type'] = contentType || 'application/octet-stream';
   let url = path;
   if (query) {
     const params = new URLSearchParams();
@@ -95,7 +97,8 @@ export async function api(path, { method = 'GET', body, token = getToken(), quer
   }
   let response;
   try {
-    response = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    const payload = raw !== undefined ? raw : body === undefined ? undefined : JSON.stringify(body);
+    response = await fetch(url, { method, headers, body: payload });
   } catch {
     throw new ApiError(0, 'network_error', '网络错误，请检查连接后重试');
   }

@@ -1,8 +1,8 @@
 // /console/customers: managers see the leads table with filters and assign selected rows;
-// salespeople see their own leads.
+// salespeople see their own leads. Everyone may create a lead here (salespeople for themselves).
 import {
-  api, assignees, boot, clear, customerLink, fillOptions, fillUserSelect, fmtTime, formValues, fromUrl, h, pill,
-  sayError, toUrl,
+  api, ApiError, assignees, boot, clear, customerLink, fillOptions, fillUserSelect, fmtTime, formValues, fromUrl, h,
+  pill, say, sayError, toUrl,
 } from './common.js';
 import { assignSelected, emptyRow, PAGE_SIZE, Pager, Selection } from './leadtable.js';
 
@@ -26,6 +26,7 @@ if (staff) {
     const users = await assignees(me);
     fillUserSelect(owner, users);
     fillUserSelect(assignTo, users);
+    fillUserSelect(document.getElementById('c-assignee'), users);
   } catch (error) {
     sayError(error);
   }
@@ -38,8 +39,10 @@ const selection = new Selection({
 });
 const pager = new Pager((p) => load(p));
 
+let justCreated = null; // the id of the lead made with the form, marked in the list
+
 function row(c) {
-  const tr = h('tr', { dataset: { customerId: c.id } });
+  const tr = h('tr', { dataset: { customerId: c.id }, class: c.id === justCreated ? 'just-added' : null });
   if (staff) tr.appendChild(selection.cell(c, tr));
   tr.append(
     h('td', {}, customerLink(c.id, c.name)),
@@ -67,8 +70,10 @@ async function load(p = page) {
     if (!data.items.length) tbody.appendChild(emptyRow(staff ? 9 : 8, '没有符合条件的线索'));
     for (const c of data.items) tbody.appendChild(row(c));
     pager.show(data.total, data.page, data.pageSize);
+    return data.items;
   } catch (error) {
     sayError(error);
+    return [];
   }
 }
 
@@ -85,6 +90,85 @@ assignForm.addEventListener('submit', async (event) => {
     batchPath: '/api/customers/batch-assign',
   });
   if (done) await load();
+});
+
+// --- 新建线索: an in-page form; errors are shown next to their field ----------------------------------------
+
+const createCard = document.getElementById('create-card');
+const createForm = document.getElementById('create-form');
+const newLead = document.getElementById('new-lead');
+const createStatus = document.getElementById('create-status');
+const FIELDS = { name: 'c-name', phone: 'c-phone', source: 'c-source', assignedTo: 'c-assignee' };
+
+function showCreate(open) {
+  createCard.hidden = !open;
+  newLead.setAttribute('aria-expanded', String(open));
+  if (open) document.getElementById('c-name').focus();
+  else newLead.focus();
+}
+
+function fieldError(name, message) {
+  const input = document.getElementById(FIELDS[name]);
+  const note = document.getElementById(`${FIELDS[name]}-error`);
+  note.textContent = message || '';
+  note.hidden = !message;
+  if (message) input.setAttribute('aria-invalid', 'true');
+  else input.removeAttribute('aria-invalid');
+}
+
+function clearFieldErrors() {
+  for (const name of Object.keys(FIELDS)) fieldError(name, '');
+  say('', false, createStatus);
+}
+
+// Which field an error answer is about: validation errors name theirs; a refused assignee is the 负责人's.
+function errorsByField(error) {
+  if (error instanceof ApiError && error.code === 'validation_error' && Array.isArray(error.data)) {
+    return error.data.filter((e) => FIELDS[e.field]).map((e) => [e.field, e.message]);
+  }
+  if (error instanceof ApiError && staff && ['forbidden', 'user_not_found'].includes(error.code)) {
+    return [['assignedTo', error.message]];
+  }
+  return [];
+}
+
+newLead.addEventListener('click', () => showCreate(createCard.hidden));
+document.getElementById('create-cancel').addEventListener('click', () => showCreate(false));
+createForm.addEventListener('submit', async (event) => {
+  event.preventDefault();
+  clearFieldErrors();
+  const values = formValues(createForm);
+  const missing = [['name', '请填写姓名'], ['phone', '请填写电话']].filter(([k]) => !values[k]);
+  for (const [name, message] of missing) fieldError(name, message);
+  if (missing.length) {
+    document.getElementById(FIELDS[missing[0][0]]).focus();
+    return;
+  }
+  const body = { name: values.name, phone: values.phone, source: values.source };
+  if (staff && values.assignedTo) body.assignedTo = Number(values.assignedTo);
+  if (!staff) body.assignedTo = me.id;
+  const submit = document.getElementById('create-submit');
+  submit.disabled = true;
+  try {
+    const { data } = await api('/api/customers', { method: 'POST', body });
+    justCreated = data.id;
+    say(`已创建线索：${data.name}（${data.inPool ? '公海' : data.ownerName}）`, false, createStatus);
+    document.getElementById('c-name').value = '';
+    document.getElementById('c-phone').value = '';
+    const items = await load(1);
+    if (!items.some((c) => c.id === data.id)) {
+      form.reset(); // the filters hid it: show everything, newest first
+      await load(1);
+    }
+    document.getElementById('c-name').focus();
+  } catch (error) {
+    const byField = errorsByField(error);
+    for (const [name, message] of byField) fieldError(name, message);
+    if (byField.length) document.getElementById(FIELDS[byField[0][0]]).focus();
+    else sayError(error, createStatus);
+  } finally {
+    submit.disabled = false;
+  }
 });
 
 await load();
