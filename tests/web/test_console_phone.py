@@ -133,7 +133,7 @@ def test_claiming_a_lead_or_assigning_one_to_yourself_pops_no_toast_and_leaves_n
     assert detail.locator("#unread-badge").inner_text() == "1"
 
 
-def rule_to(api: Api, who, target, name: str = "15分钟未跟进转给赵强") -> dict:
+def rule_to(api: Api, who, target, name: str = "15分钟未跟进转交专人") -> dict:
     return ok(
         api.client(who).post(
             "/api/auto-transfer/rules",
@@ -178,7 +178,7 @@ def test_a_lead_taken_back_by_a_rule_says_when_and_how_and_shows_nothing_of_it(c
     page = inbox
     assert page.locator("h1").inner_text() == "线索已被收回"
     said = page.locator("#page-status").inner_text()
-    assert "2026/03/02 09:20" in said and f"自动流转规则「{rule['name']}」" in said and "其他同事" in said, said
+    assert "2026/03/02 09:25" in said and f"自动流转规则「{rule['name']}」" in said and "其他同事" in said, said
     assert page.locator(".detail-grid").is_hidden()  # no empty sections
     assert page.locator("main").inner_text().count("13300000001") == 0
     alice.screenshot("lead-taken-back-phone")
