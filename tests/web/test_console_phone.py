@@ -226,6 +226,7 @@ def test_rules_and_runs_show_names_and_a_deleted_rule_says_so(crm, team, console
     latest = page.locator("#runs tbody tr").first
     latest.locator("text=何静").wait_for()  # the failure is listed with its lead and its rule, by name
     assert rule["name"] in latest.inner_text()
+    admin.screenshot("transfer-names")
 
     ok(crm.client(team.admin).delete(f"/api/auto-transfer/rules/{rule['id']}"))
     page.reload()

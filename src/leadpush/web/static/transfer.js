@@ -164,7 +164,7 @@ function showPreview(report, title) {
     tbody.appendChild(h('tr', {},
       h('td', {}, h('a', { href: `/console/customers/${encodeURIComponent(i.customerId)}`, text: i.customerName ?? `#${i.customerId}` })),
       h('td', { text: i.fromUserName ?? (i.fromUserId ? `#${i.fromUserId}` : '—') }),
-      h('td', { text: i.toUserName ?? (i.action === 'public_pool' || !i.toUserId ? '公海' : `#${i.toUserId}`) }),
+      h('td', { text: i.toUserName ?? (i.action === 'public_pool' ? '公海' : '—') }), // a failure has no receiver
       h('td', { text: i.ruleName ?? (i.ruleId ? `已删除的规则 #${i.ruleId}` : '—') }),
       h('td', { text: fmtTime(i.dueAt) }),
       h('td', { class: 'wrap', text: i.note }),
