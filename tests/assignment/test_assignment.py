@@ -104,8 +104,9 @@ def test_taking_a_lead_from_alice_for_bob_tells_both_of_them(api, team, via):
         (None, team.alice.id, "web"),
         (team.alice.id, team.bob.id, via),
     ]
-    # Alice no longer sees the lead; bob does.
-    refused(api.client(team.alice).get(f"/api/customers/{lead['id']}"), 404, "customer_not_found")
+    # Alice no longer sees the lead, only that it was taken back from her (and how); bob sees it.
+    gone = refused(api.client(team.alice).get(f"/api/customers/{lead['id']}"), 404, "customer_recycled")["data"]
+    assert (gone["via"], gone["actorName"], gone["toPool"]) == (via, "王经理", False)
     assert ok(api.client(team.bob).get(f"/api/customers/{lead['id']}"))["ownerId"] == team.bob.id
 
 
@@ -386,6 +387,39 @@ def test_history_is_visible_to_whoever_sees_the_lead_newest_first(api, team):
     assert ok(api.client(team.carol).get(f"/api/customers/{lead['id']}/assignments")) == rows
     for who in (team.manager, team.alice, team.bob):
         refused(api.client(who).get(f"/api/customers/{lead['id']}/assignments"), 404, "customer_not_found")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A lead taken back: its former owner follows the notice's link.
+
+
+def test_a_former_owner_learns_how_a_lead_left_them_and_nothing_of_it_now(api, team):
+    lead = api.lead(team.manager, name="林峰", phone="13300000001", note="预算 20 万", assignedTo=team.alice.id)
+    ok(assign(api, team.manager, "web", lead["id"], team.bob))
+
+    body = refused(api.client(team.alice).get(f"/api/customers/{lead['id']}"), 404, "customer_recycled")
+    gone = body["data"]
+    assert gone["customerId"] == lead["id"] and gone["via"] == "web" and gone["takenBackAt"]
+    assert (gone["actorName"], gone["byYou"], gone["toPool"], gone["ruleName"]) == ("王经理", False, False, None)
+    assert not {"name", "phone", "note", "ownerId", "toUserId"} & set(gone)
+    assert "13300000001" not in str(body) and "赵强" not in str(body)
+    # Whoever never had it is told only that there is no such lead.
+    for stranger in (team.carol, team.manager_b):
+        assert (
+            refused(api.client(stranger).get(f"/api/customers/{lead['id']}"), 404, "customer_not_found")["data"] is None
+        )
+    refused(api.client(team.alice).get("/api/customers/999999"), 404, "customer_not_found")
+    # The lead's other pages stay closed to her.
+    refused(api.client(team.alice).get(f"/api/customers/{lead['id']}/assignments"), 404, "customer_not_found")
+
+
+def test_a_lead_released_to_the_pool_and_claimed_by_another_says_who_released_it(api, team):
+    lead = api.lead(team.manager, assignedTo=team.alice.id)
+    ok(api.client(team.alice).post(f"/api/customers/{lead['id']}/release", json={"reason": "客户无意向"}))
+    assert ok(api.client(team.alice).get(f"/api/customers/{lead['id']}"))["inPool"] is True  # the pool: she sees it
+    ok(api.client(team.bob).post(f"/api/customers/{lead['id']}/claim"))
+    gone = refused(api.client(team.alice).get(f"/api/customers/{lead['id']}"), 404, "customer_recycled")["data"]
+    assert (gone["via"], gone["byYou"], gone["toPool"], gone["reason"]) == ("release", True, True, "客户无意向")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -128,6 +128,22 @@ def test_acks_mark_delivered_and_reads_update_the_unread_badge(api, team):
     bob.close()
 
 
+def test_a_notice_about_your_own_action_is_born_read(api, team):
+    """Claiming a lead, or a manager taking one themselves, is listed in their inbox but is no news to them."""
+    alice = api.client(team.alice)
+    lead = api.lead(team.manager)
+    assert alice.post(f"/api/customers/{lead['id']}/claim").status_code == 200
+    [note] = alice.get("/api/notifications").json()["data"]["items"]
+    assert note["type"] == "customer_assigned" and note["readAt"] is not None
+    assert alice.get("/api/notifications/unread-count").json()["data"]["unread"] == 0
+
+    boss = api.client(team.manager)
+    assign(api, team.manager, api.lead(team.manager)["id"], team.manager)
+    assert boss.get("/api/notifications/unread-count").json()["data"]["unread"] == 0
+    assign(api, team.admin, api.lead(team.manager)["id"], team.manager)  # someone else's action: news
+    assert boss.get("/api/notifications/unread-count").json()["data"]["unread"] == 1
+
+
 @pytest.mark.slow  # waits out a long poll
 def test_polling_returns_what_is_there_and_long_polling_waits_for_the_next(api, team):
     alice = api.client(team.alice)

@@ -420,3 +420,43 @@ def test_a_new_rule_gives_existing_leads_their_deadlines(api, team):
     rule(api, team.admin, thresholdHours=5)
     due = wait_for(lambda: get_lead(api, team.alice, lead["id"])["transferDueAt"])
     assert datetime.fromisoformat(due) == datetime.fromisoformat(lead["assignedAt"]) + timedelta(hours=5)
+
+
+@WITHOUT_SCHEDULER
+def test_rules_and_runs_name_people_and_rules_and_a_deleted_rule_is_marked(api, team):
+    to_bob = rule(
+        api, team.admin, name="一小时未跟进转给专人", thresholdHours=1, action="user", targetUserId=team.bob.id
+    )
+    assert to_bob["targetUserName"] == "赵强"
+    lead = assigned_lead(api, team, team.alice, name="林峰")
+    stuck = assigned_lead(api, team, team.bob, name="何静")  # already the rule's target: cannot move
+    api.ctx.clock.advance(hours=2)
+    run_now(api, team.admin)
+
+    # The lead's former owner learns it was taken back, by which rule, and nothing of it now.
+    r = api.client(team.alice).get(f"/api/customers/{lead['id']}")
+    assert r.status_code == 404 and r.json()["code"] == "customer_recycled"
+    gone = r.json()["data"]
+    assert (gone["via"], gone["ruleName"], gone["actorName"], gone["toPool"]) == (
+        "auto_transfer",
+        "一小时未跟进转给专人",
+        None,
+        False,
+    )
+
+    [failure] = [f for run in runs(api, team.admin) for f in run["failures"]]
+    assert failure["customerId"] == stuck["id"] and failure["ruleName"] == "一小时未跟进转给专人"
+    assert failure["ruleDeleted"] is False
+    assert api.client(team.admin).delete(f"/api/auto-transfer/rules/{to_bob['id']}").status_code == 200
+    [failure] = [f for run in runs(api, team.admin) for f in run["failures"]]
+    assert failure["ruleId"] == to_bob["id"] and failure["ruleName"] is None and failure["ruleDeleted"] is True
+
+
+def test_a_rules_name_is_read_back_from_the_reason_it_wrote() -> None:
+    from leadpush.transfer.messaging import rule_name_in, transfer_reason
+    from leadpush.transfer.models import TransferRule
+
+    for name in ("24小时未跟进退回公海", "A组：两天未跟进", "x"):
+        for action in ("public_pool", "round_robin", "user"):
+            assert rule_name_in(transfer_reason(TransferRule(name=name, action=action))) == name
+    assert rule_name_in("客户无意向") is None and rule_name_in(None) is None

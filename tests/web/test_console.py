@@ -405,7 +405,7 @@ def test_a_dead_delivery_is_retried_from_the_monitor(tmp_path, consoles: Console
             me.screenshot("deliveries")
 
             receiver.always = None  # the other system is fixed
-            row.get_by_role("button", name="重试").click()
+            row.get_by_role("button", name="重新发送").click()
             page.get_by_role("status").filter(has_text="已重新加入发送队列").wait_for()
             page.locator("#deliveries tbody tr[data-status='sent']").wait_for(timeout=10_000)
             counters.locator("td[data-status='sent']", has_text="1").wait_for(timeout=10_000)
@@ -416,7 +416,7 @@ def test_a_dead_delivery_is_retried_from_the_monitor(tmp_path, consoles: Console
             view = boss.sign_in(manager.token, "/console/deliveries")
             boss.ready()
             assert view.locator("#retry-hint").is_visible()
-            assert view.get_by_role("button", name="重试").count() == 0
+            assert view.get_by_role("button", name="重新发送").count() == 0
         finally:
             crm.close()
             server.stop()

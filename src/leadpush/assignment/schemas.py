@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -63,3 +63,23 @@ class AssignmentOut(CamelModel):
     batch_id: str | None
     reason: str | None
     created_at: datetime
+
+
+Via = Literal["web", "miniprogram", "batch", "public_pool", "claim", "release", "auto_transfer"]
+
+
+class TakenBackOut(CamelModel):
+    """How a lead left someone who may no longer see it: what they were told then, nothing of it now.
+
+    The `data` of the 404 `customer_recycled` answer (GET /api/customers/{id}) to a former owner.
+    """
+
+    customer_id: int
+    taken_back_at: datetime = Field(description="何时被收回")
+    via: Via = Field(description="收回方式：auto_transfer 自动流转、release 释放到公海、其他为重新分配")
+    rule_name: str | None = Field(description="自动流转时：规则名称")
+    actor_id: int | None = Field(description="操作人；null = 系统（自动流转）")
+    actor_name: str | None
+    by_you: bool = Field(description="是否本人操作（本人释放到公海）")
+    to_pool: bool = Field(description="true = 退回公海；false = 转给了其他同事（不透露是谁）")
+    reason: str | None = Field(description="当时告知的原因")

@@ -21,7 +21,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from leadpush.assignment.messaging import Change, notifications_for
 from leadpush.assignment.models import VIAS, Assignment
-from leadpush.assignment.schemas import AssignmentOut
+from leadpush.assignment.schemas import AssignmentOut, TakenBackOut
 from leadpush.context import AppContext
 from leadpush.db import UTCDateTime
 from leadpush.errors import ApiError
@@ -30,9 +30,10 @@ from leadpush.leads.service import get_visible
 from leadpush.notify.ledger import write_notifications
 from leadpush.notify.models import Notification
 from leadpush.transfer.deadlines import refresh_deadlines
+from leadpush.transfer.messaging import rule_name_in
 from leadpush.transfer.models import TransferRule
 from leadpush.users.models import User
-from leadpush.users.service import users_by_id
+from leadpush.users.service import is_db_id, users_by_id
 
 CLOSED_STATUSES = ("won", "lost", "invalid")
 
@@ -310,3 +311,33 @@ def history(session: Session, actor: User, customer_id: int) -> list[AssignmentO
         )
         for r in rows
     ]
+
+
+def taken_back(session: Session, actor: User, customer_id: int) -> TakenBackOut | None:
+    """How a lead `actor` cannot see any more left them: their last loss of it; None if it never was theirs.
+
+    Only what they were told when it happened (when, how, by which rule or by whom, to the pool or to a
+    colleague), never the lead as it is now nor who has it: they may no longer see it.
+    """
+    if not is_db_id(customer_id):
+        return None
+    row = session.scalars(
+        select(Assignment)
+        .where(Assignment.customer_id == customer_id, Assignment.from_user_id == actor.id)
+        .order_by(Assignment.id.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return None
+    by = session.get(User, row.actor_id) if row.actor_id else None
+    return TakenBackOut(
+        customer_id=customer_id,
+        taken_back_at=row.created_at,
+        via=row.via,  # type: ignore[arg-type]  # one of VIAS, checked when written
+        rule_name=rule_name_in(row.reason) if row.via == "auto_transfer" else None,
+        actor_id=row.actor_id,
+        actor_name=by.name if by else None,
+        by_you=row.actor_id == actor.id,
+        to_pool=row.to_user_id is None,
+        reason=row.reason,
+    )

@@ -1,4 +1,5 @@
-"""HTTP routes for every ownership change: creating leads, the four assignment endpoints, claim, release."""
+"""HTTP routes for every ownership change: creating leads, the four assignment endpoints, claim, release;
+and reading one lead, which for a former owner answers how it left them."""
 
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ from leadpush.assignment.schemas import (
 from leadpush.assignment.service import ChangeResult
 from leadpush.context import AppContext
 from leadpush.deps import Ctx, CurrentUser
-from leadpush.errors import forbidden
+from leadpush.errors import ApiError, forbidden
 from leadpush.leads.schemas import CustomerCreate, CustomerList, CustomerOut, ImportResult
-from leadpush.leads.service import customers_out
+from leadpush.leads.service import customers_out, get_visible
 from leadpush.leads.sheets import XLSX_TYPE, read_sheet
 from leadpush.schemas import Envelope
 from leadpush.users.models import User
@@ -91,6 +92,28 @@ def _import(ctx: AppContext, user: User, body: bytes, content_type: str, dry_run
         result = actions.import_customers(ctx, session, user, sheet, dry_run=False)
     skipped = f"，跳过 {len(result.skipped)} 行有错误的数据" if result.skipped else ""
     return Envelope(message=f"已导入 {len(result.created)} 条线索{skipped}", data=result)
+
+
+@creation.get("/{customer_id:int}", response_model=Envelope[CustomerOut])
+def get_customer(customer_id: int, ctx: Ctx, user: CurrentUser) -> Envelope:
+    """One lead the caller may see.
+
+    404 `customer_not_found` for a lead they cannot see; but to someone who once owned it and lost it,
+    404 `customer_recycled` whose `data` says how it left them (`TakenBackOut`: when, how, which rule or
+    who, to the pool or to a colleague) — and nothing of the lead as it is now.
+    """
+    with ctx.db.read() as session:
+        try:
+            customer, _ = get_visible(session, user, customer_id)
+        except ApiError as exc:
+            gone = service.taken_back(session, user, customer_id) if exc.code == "customer_not_found" else None
+            if gone is None:
+                raise
+            raise ApiError(
+                404, "customer_recycled", "线索已被收回，您已无法查看", gone.model_dump(by_alias=True, mode="json")
+            ) from exc
+        out = customers_out(session, [customer])[0]
+    return Envelope(data=out)
 
 
 def single_out(ctx: AppContext, session: Session, result: ChangeResult) -> AssignedCustomer:

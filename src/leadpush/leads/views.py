@@ -1,4 +1,8 @@
-"""HTTP routes for leads: list, get, follow-ups (creating them is in `assignment.views`: an action)."""
+"""HTTP routes for leads: list and follow-ups.
+
+Creating one and reading one are in `assignment.views`: creating may assign it, and a lead the caller
+no longer sees answers how it left them, from the ownership history.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from fastapi import APIRouter, Query
 
 from leadpush.deps import Ctx, CurrentUser
 from leadpush.leads import service
-from leadpush.leads.schemas import CustomerOut, CustomerPage, FollowUpCreate, FollowUpOut
+from leadpush.leads.schemas import CustomerPage, FollowUpCreate, FollowUpOut
 from leadpush.schemas import Envelope
 
 router = APIRouter(prefix="/api/customers", tags=["leads"])
@@ -60,14 +64,6 @@ def public_pool(
     """The public pool (公海): leads nobody owns."""
     filters = service.CustomerFilters(in_pool=True, keyword=keyword, source=source)
     return _list(ctx, user, filters, page, page_size)
-
-
-@router.get("/{customer_id:int}", response_model=Envelope[CustomerOut])
-def get_customer(customer_id: int, ctx: Ctx, user: CurrentUser) -> Envelope:
-    with ctx.db.read() as session:
-        customer, _ = service.get_visible(session, user, customer_id)
-        out = service.customers_out(session, [customer])[0]
-    return Envelope(data=out)
 
 
 @router.post("/{customer_id:int}/follow-ups", response_model=Envelope[FollowUpOut], status_code=201)

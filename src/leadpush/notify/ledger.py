@@ -30,6 +30,10 @@ class NewNotification:
     actor_id: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def about_own_action(self) -> bool:
+        return self.actor_id is not None and self.actor_id == self.recipient.id
+
 
 def lock_recipients(session: Session, recipient_ids: set[int]) -> None:
     """On PostgreSQL, serialise notification inserts per recipient until commit.
@@ -68,6 +72,9 @@ def write_notifications(
             dedupe_key=item.dedupe_key,
             created_at=now,
             prev_id=last_id.get(item.recipient.id),
+            # A notice about the recipient's own action (a claim, a manager taking a lead themselves) is
+            # kept in their history but is no news to them: it is born read, so no badge and no toast.
+            read_at=now if item.about_own_action else None,
         )
         session.add(note)
         session.flush()  # assigns the id, which the recipient's next notification points back to

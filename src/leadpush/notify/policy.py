@@ -28,7 +28,7 @@ DEFAULT_POLICY: dict[str, list[str]] = {
     "*": ["inapp", "wecom", "webhook"],
 }
 # Every channel a policy may name (notify.models.CHANNELS), with the name an operator reads.
-NAMES = {"inapp": "站内通知", "wechat": "微信小程序", "wecom": "企业微信", "webhook": "webhook"}
+NAMES = {"inapp": "站内通知", "wechat": "微信小程序", "wecom": "企业微信", "webhook": "对接系统推送"}
 
 Chain = tuple[str, ...]
 
@@ -135,7 +135,7 @@ def judge(
     if channel == "inapp":
         return Verdict(True, None, "站内通知始终发送")
     if channel == "webhook":
-        return Verdict(True, None, "已配置出站 webhook") if settings.webhook_enabled else Verdict(False, None, "")
+        return Verdict(True, None, "已配置对接系统推送") if settings.webhook_enabled else Verdict(False, None, "")
     address, enabled, bound = (
         (openid, settings.wechat_enabled, "用户已绑定小程序 openid")
         if channel == "wechat"

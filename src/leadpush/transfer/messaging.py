@@ -17,9 +17,19 @@ from leadpush.users.models import User
 ACTION_NAMES = {"public_pool": "退回公海", "round_robin": "团队内轮流分配", "user": "转给指定人员"}
 
 
+REASON_MARK = "：超时未跟进，"
+
+
 def transfer_reason(rule: TransferRule) -> str:
     """Why a lead moved under `rule`, as its previous owner reads it and the history keeps it."""
-    return f"{rule.name}：超时未跟进，{ACTION_NAMES.get(rule.action, '自动流转')}"
+    return f"{rule.name}{REASON_MARK}{ACTION_NAMES.get(rule.action, '自动流转')}"
+
+
+def rule_name_in(reason: str | None) -> str | None:
+    """The rule's name as `transfer_reason` wrote it into a history row (the rule may since be renamed or
+    deleted; the name is the one the owner was told)."""
+    name, mark, _action = (reason or "").rpartition(REASON_MARK)
+    return name or None if mark else None
 
 
 def transfer_warning(

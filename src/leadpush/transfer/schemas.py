@@ -71,6 +71,7 @@ class RuleOut(CamelModel):
     exempt_statuses: list[str]
     action: str
     target_user_id: int | None
+    target_user_name: str | None = Field(default=None, description="action 为 user 时：接收人姓名")
     warn_before_hours: float | None
     enabled: bool
     created_at: datetime
@@ -91,7 +92,10 @@ class RunOut(CamelModel):
     warned: int
     failed: int
     items: list[dict[str, Any]] = Field(default_factory=list, description="演练时列出将要流转的线索")
-    failures: list[dict[str, Any]] = Field(default_factory=list)
+    failures: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="未能流转的线索，各含 ruleId、ruleName（规则现在的名称；规则已删除时为 null 且 ruleDeleted 为 true）和 reason",
+    )
 
 
 class RunPage(CamelModel):

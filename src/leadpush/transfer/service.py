@@ -154,7 +154,18 @@ def runs_visible(user: User) -> ColumnElement[bool]:
     return or_(run_team.is_(None), run_team == user.team)
 
 
-def run_out(user: User, run: TransferRun) -> RunOut:
+def with_rule_names(failures: list[dict[str, Any]], names: dict[int, str]) -> list[dict[str, Any]]:
+    """Each failure with its rule's current name, or `ruleDeleted` (the page says 已删除的规则 #id)."""
+    out = []
+    for failure in failures:
+        rule_id = failure.get("ruleId")
+        if isinstance(rule_id, int):
+            failure = {**failure, "ruleName": names.get(rule_id), "ruleDeleted": rule_id not in names}
+        out.append(failure)
+    return out
+
+
+def run_out(user: User, run: TransferRun, rule_names: dict[int, str] | None = None) -> RunOut:
     """A run as `user` may see it: a manager sees only their team's counts and leads of a company-wide run."""
     details: dict[str, Any] = run.details or {}
     counts = {"examined": run.examined, "moved": run.moved, "warned": run.warned, "failed": run.failed}
@@ -170,7 +181,7 @@ def run_out(user: User, run: TransferRun) -> RunOut:
         dry_run=run.dry_run,
         started_at=run.started_at,
         finished_at=run.finished_at,
-        failures=failures,
+        failures=with_rule_names(failures, rule_names or {}),
         examined=counts["examined"],
         moved=counts["moved"],
         warned=counts["warned"],
@@ -189,4 +200,5 @@ def list_runs(session: Session, user: User, page: int, page_size: int) -> tuple[
         .offset((page - 1) * page_size)
         .limit(page_size)
     ).all()
-    return [run_out(user, r) for r in rows], total
+    names = {rule_id: name for rule_id, name in session.execute(select(TransferRule.id, TransferRule.name))}
+    return [run_out(user, r, names) for r in rows], total

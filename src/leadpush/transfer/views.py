@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Query
+from sqlalchemy.orm import Session
 
 from leadpush.deps import Ctx, StaffUser
 from leadpush.schemas import Envelope
@@ -12,11 +13,13 @@ from leadpush.transfer import service
 from leadpush.transfer.engine import RunReport
 from leadpush.transfer.models import TransferRule
 from leadpush.transfer.schemas import RuleCreate, RuleFields, RuleOut, RunBody, RunOut, RunPage
+from leadpush.users.models import User
 
 router = APIRouter(prefix="/api/auto-transfer", tags=["auto-transfer"])
 
 
-def rule_out(rule: TransferRule) -> RuleOut:
+def rule_out(session: Session, rule: TransferRule) -> RuleOut:
+    target = session.get(User, rule.target_user_id) if rule.target_user_id else None
     return RuleOut(
         id=rule.id,
         name=rule.name,
@@ -27,6 +30,7 @@ def rule_out(rule: TransferRule) -> RuleOut:
         exempt_statuses=list(rule.exempt_statuses or []),
         action=rule.action,
         target_user_id=rule.target_user_id,
+        target_user_name=target.name if target else None,
         warn_before_hours=rule.warn_before_hours,
         enabled=rule.enabled,
         created_at=rule.created_at,
@@ -36,13 +40,13 @@ def rule_out(rule: TransferRule) -> RuleOut:
 @router.get("/rules", response_model=Envelope[list[RuleOut]])
 def list_rules(ctx: Ctx, user: StaffUser) -> Envelope:
     with ctx.db.read() as session:
-        return Envelope(data=[rule_out(r) for r in service.list_rules(session, user)])
+        return Envelope(data=[rule_out(session, r) for r in service.list_rules(session, user)])
 
 
 @router.post("/rules", response_model=Envelope[RuleOut], status_code=201)
 def create_rule(body: RuleCreate, ctx: Ctx, user: StaffUser, background: BackgroundTasks) -> Envelope:
     with ctx.db.write() as session:
-        out = rule_out(service.create_rule(ctx, session, user, body))
+        out = rule_out(session, service.create_rule(ctx, session, user, body))
     background.add_task(service.after_rules_changed, ctx)
     return Envelope(message="流转规则已创建", data=out)
 
@@ -50,7 +54,7 @@ def create_rule(body: RuleCreate, ctx: Ctx, user: StaffUser, background: Backgro
 @router.patch("/rules/{rule_id:int}", response_model=Envelope[RuleOut])
 def update_rule(rule_id: int, body: RuleFields, ctx: Ctx, user: StaffUser, background: BackgroundTasks) -> Envelope:
     with ctx.db.write() as session:
-        out = rule_out(service.update_rule(session, user, rule_id, body))
+        out = rule_out(session, service.update_rule(session, user, rule_id, body))
     background.add_task(service.after_rules_changed, ctx)
     return Envelope(message="流转规则已更新", data=out)
 
@@ -59,7 +63,7 @@ def update_rule(rule_id: int, body: RuleFields, ctx: Ctx, user: StaffUser, backg
 def delete_rule(rule_id: int, ctx: Ctx, user: StaffUser, background: BackgroundTasks) -> Envelope:
     with ctx.db.write() as session:
         rule = service.load_rule(session, user, rule_id)
-        out = rule_out(rule)
+        out = rule_out(session, rule)
         service.delete_rule(session, rule)
     background.add_task(service.after_rules_changed, ctx)
     return Envelope(message="流转规则已删除", data=out)

@@ -154,7 +154,7 @@ def users_page(request: Request) -> Response:
 
 @router.get("/console/deliveries")
 def deliveries_page(request: Request) -> Response:
-    return page(request, "deliveries.html", title="投递监控", nav="deliveries", script="deliveries.js")
+    return page(request, "deliveries.html", title="消息发送记录", nav="deliveries", script="deliveries.js")
 
 
 @router.get("/console/account")

@@ -63,15 +63,15 @@ class WebhookChannel:
         try:
             response = await self.client.post(self.url, content=body, headers=headers)
         except httpx.TimeoutException:
-            return SendResult.retry("webhook 超时")
+            return SendResult.retry("对接系统推送超时")
         except httpx.HTTPError as exc:
-            return SendResult.retry(f"webhook 连接失败：{type(exc).__name__}")
+            return SendResult.retry(f"对接系统推送连接失败：{type(exc).__name__}")
         if 200 <= response.status_code < 300:
             return SendResult.sent(detail=f"HTTP {response.status_code}")
         if response.status_code in RETRYABLE_STATUS:
             retry_after = retry_after_seconds(response.headers.get("retry-after"), self.now(), self.retry_after_cap)
-            return SendResult.retry(f"webhook 返回 HTTP {response.status_code}", retry_after)
-        return SendResult.permanent(f"webhook 拒绝：HTTP {response.status_code}")
+            return SendResult.retry(f"对接系统返回 HTTP {response.status_code}", retry_after)
+        return SendResult.permanent(f"对接系统拒绝：HTTP {response.status_code}")
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -77,6 +77,33 @@ async function loadHistory() {
   }
 }
 
+// What the page says instead of a lead it cannot show. A former owner is told how it left them (the API's
+// 404 customer_recycled data: when, which rule or who, to the pool or to a colleague); anyone else only that
+// there is no such lead. Either way the empty sections go.
+function takenBackText(g) {
+  const who = g.via === 'auto_transfer' ? (g.ruleName ? `自动流转规则「${g.ruleName}」` : '自动流转')
+    : g.byYou ? '您' : g.actorName ?? '系统';
+  const where = !g.toPool ? '转给了其他同事' : g.via === 'release' ? '释放到了公海' : '退回了公海';
+  const why = g.reason && g.via !== 'auto_transfer' ? `原因：${g.reason}。` : '';
+  return `${fmtTime(g.takenBackAt)}，${who}将这条线索${where}。${why}它已不在您名下，详情不再显示。`;
+}
+
+function showUnavailable(error) {
+  document.querySelector('.detail-grid').hidden = true;
+  const title = document.getElementById('customer-name');
+  if (error.code === 'customer_recycled' && error.data) {
+    title.textContent = '线索已被收回';
+    say(takenBackText(error.data));
+  } else if (error.status === 404) {
+    title.textContent = '线索不存在';
+    say('没有这条线索，或您无权查看。', true);
+  } else {
+    title.textContent = '线索暂时无法显示';
+    sayError(error);
+  }
+  document.title = `${title.textContent} · leadpush 线索控制台`;
+}
+
 async function reloadAll() {
   await loadCustomer();
   await Promise.all([loadFollowUps(), loadHistory()]);
@@ -152,8 +179,15 @@ document.getElementById('fu-content').addEventListener('keydown', (event) => {
 });
 
 try {
-  await reloadAll();
+  await loadCustomer();
 } catch (error) {
-  sayError(error);
+  showUnavailable(error);
+}
+if (customer) {
+  try {
+    await Promise.all([loadFollowUps(), loadHistory()]);
+  } catch (error) {
+    sayError(error);
+  }
 }
 document.body.dataset.ready = 'true';

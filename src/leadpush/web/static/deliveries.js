@@ -1,5 +1,7 @@
-// /console/deliveries: counters per channel and status (refreshed every few seconds), the delivery ledger
-// with filters, and a retry button on failed / dead deliveries (admins).
+// /console/deliveries (消息发送记录, the delivery monitor): counters per channel and status (refreshed every few
+// seconds), the delivery ledger with filters, and a 重新发送 (retry) button on failed / dead deliveries (admins).
+// The page says 发送方式 for channel, 发送失败（已停止重试） for dead, 对接系统推送 for webhook: plain words for a
+// sales manager (common.js LABELS); the API's values are unchanged.
 import { api, boot, clear, fillOptions, fmtTime, formValues, fromUrl, h, label, pill, say, sayError, toUrl } from './common.js';
 import { Pager } from './leadtable.js';
 
@@ -23,7 +25,7 @@ async function loadCounters() {
   const { data } = await api('/console/api/delivery-stats');
   const table = document.getElementById('counters');
   const head = clear(table.querySelector('thead'));
-  head.appendChild(h('tr', {}, h('th', { scope: 'col', text: '渠道' }),
+  head.appendChild(h('tr', {}, h('th', { scope: 'col', text: '发送方式' }),
     data.statuses.map((s) => h('th', { scope: 'col', text: label('deliveryStatus', s) })),
     h('th', { scope: 'col', text: '合计' })));
   const counts = new Map(data.counts.map((c) => [`${c.channel}/${c.status}`, c.count]));
@@ -46,7 +48,7 @@ function statusCell(d) {
 function actionCell(d, tr) {
   const td = h('td', { class: 'action-cell' });
   if (isAdmin && RETRYABLE.includes(d.status)) {
-    const button = h('button', { type: 'button', class: 'retry', text: '重试', 'aria-label': `重试投递 #${d.id}` });
+    const button = h('button', { type: 'button', class: 'retry', text: '重新发送', 'aria-label': `重新发送第 ${d.id} 条` });
     button.addEventListener('click', () => retry(d, tr, button));
     td.appendChild(button);
   }
@@ -79,7 +81,7 @@ async function retry(d, tr, button) {
   button.disabled = true;
   try {
     const r = await api(`/api/deliveries/${d.id}/retry`, { method: 'POST' });
-    say(`${r.message}（投递 #${d.id}）`);
+    say(`${r.message}（第 ${d.id} 条）`);
     fill(tr, r.data);
     tr.querySelector('.status-cell')?.focus(); // the button is gone; keep the keyboard user on this row
     follow(r.data, tr);
@@ -101,7 +103,7 @@ async function follow(d, tr) {
       if (!now) return;
       fill(tr, now);
       if (FINAL.includes(now.status)) {
-        say(`投递 #${d.id}：${label('deliveryStatus', now.status)}${now.lastError ? '，' + now.lastError : ''}`, now.status !== 'sent');
+        say(`第 ${d.id} 条：${label('deliveryStatus', now.status)}${now.lastError ? '，' + now.lastError : ''}`, now.status !== 'sent');
         return;
       }
     } catch {
@@ -117,7 +119,7 @@ async function load(p = page) {
   try {
     const { data } = await api('/api/deliveries', { query: { ...values, page, pageSize: PAGE_SIZE } });
     clear(tbody);
-    if (!data.items.length) tbody.appendChild(h('tr', { class: 'empty-row' }, h('td', { colspan: 9, text: '没有符合条件的投递记录' })));
+    if (!data.items.length) tbody.appendChild(h('tr', { class: 'empty-row' }, h('td', { colspan: 9, text: '没有符合条件的发送记录' })));
     for (const d of data.items) tbody.appendChild(row(d));
     pager.show(data.total, data.page, data.pageSize);
   } catch (error) {

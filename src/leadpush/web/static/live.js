@@ -92,7 +92,9 @@ function onNotification(n) {
   // becomes a list entry and a toast.
   if (n.id <= baselineId) return;
   window.dispatchEvent(new CustomEvent('leadpush:notification', { detail: n }));
-  showToast(n);
+  // Already read when it arrives: about the user's own action (the server creates those read — a claim
+  // is no news to the one who claimed), or read on another device meanwhile. Listed, not popped up.
+  if (!n.readAt) showToast(n);
 }
 
 export function setUnread(count) {

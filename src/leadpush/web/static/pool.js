@@ -39,20 +39,24 @@ async function claim(c, button) {
   }
 }
 
+// On a phone a salesperson's pool rows become cards (console.css, table.cards): the 领取 button sits next to
+// the name instead of off-screen at the end of a wide row; data-label names each value on the card.
+if (!staff) document.getElementById('leads').classList.add('cards');
+
 function row(c) {
   const tr = h('tr', { dataset: { customerId: c.id } });
   if (staff) tr.appendChild(selection.cell(c, tr));
   tr.append(
-    h('td', {}, customerLink(c.id, c.name)),
-    h('td', { text: c.phone }),
-    h('td', { text: c.source || '—' }),
-    h('td', {}, pill('status', c.status)),
-    h('td', { text: fmtTime(c.createdAt) }),
+    h('td', { class: 'name' }, customerLink(c.id, c.name)),
+    h('td', { dataset: { label: '电话' }, text: c.phone }),
+    h('td', { dataset: { label: '来源' }, text: c.source || '—' }),
+    h('td', { dataset: { label: '状态' } }, pill('status', c.status)),
+    h('td', { dataset: { label: '创建时间' }, text: fmtTime(c.createdAt) }),
   );
   if (!staff) {
     const button = h('button', { type: 'button', class: 'primary', text: '领取', 'aria-label': `领取线索：${c.name}` });
     button.addEventListener('click', () => claim(c, button));
-    tr.appendChild(h('td', {}, button));
+    tr.appendChild(h('td', { class: 'row-action' }, button));
   }
   return tr;
 }

@@ -8,7 +8,7 @@ const rulesBody = document.querySelector('#rules tbody');
 const form = document.getElementById('rule-form');
 const actionSelect = document.getElementById('r-action');
 const targetField = document.getElementById('r-target-field');
-const teamInput = document.getElementById('r-team');
+const teamSelect = document.getElementById('r-team');
 
 fillOptions(document.getElementById('r-condition'), 'condition');
 fillOptions(actionSelect, 'action');
@@ -17,17 +17,18 @@ for (const [value, text] of Object.entries(LABELS.status)) {
   document.getElementById('r-exempt').appendChild(h('label', { for: id },
     h('input', { type: 'checkbox', id, name: 'exempt', value, checked: value === 'won' }), text));
 }
-// The team is picked from the real teams; a manager's rules are their team's.
-api('/api/teams').then(({ data }) => {
-  for (const t of data) {
-    if (me.role === 'admin' || t.name === me.team) teamInput.appendChild(h('option', { value: t.name, text: `${t.name} 组` }));
-  }
-  if (me.role === 'manager') {
-    teamInput.value = me.team ?? '';
-    teamInput.firstElementChild.disabled = true;
-    teamInput.previousElementSibling.textContent = '适用团队（经理只能管理本团队）';
-  }
-}).catch(sayError);
+// The team a rule applies to. An admin picks one of the real teams (or the whole company); a manager's rules
+// are always their own team's, so they read it as text rather than a field they cannot change.
+const teamOf = () => (me.role === 'manager' ? me.team ?? '' : teamSelect.value);
+if (me.role === 'manager') {
+  document.getElementById('r-team-field').hidden = true;
+  document.getElementById('r-team-fixed').hidden = false;
+  document.getElementById('r-team-text').textContent = me.team ? `${me.team} 组（经理的规则只适用于本团队）` : '未分配团队（无法创建规则）';
+} else {
+  api('/api/teams').then(({ data }) => {
+    for (const t of data) teamSelect.appendChild(h('option', { value: t.name, text: `${t.name} 组` }));
+  }).catch(sayError);
+}
 assignees(me).then((users) => fillUserSelect(document.getElementById('r-target'), users.filter((u) => u.role === 'sales')))
   .catch(sayError);
 actionSelect.addEventListener('change', () => { targetField.hidden = actionSelect.value !== 'user'; });
@@ -66,7 +67,7 @@ function ruleRow(rule) {
       sayError(error);
     }
   });
-  const action = rule.action === 'user' ? `${label('action', rule.action)} #${rule.targetUserId}` : label('action', rule.action);
+  const action = rule.action === 'user' ? `${label('action', rule.action)}：${rule.targetUserName ?? '—'}` : label('action', rule.action);
   return h('tr', { dataset: { ruleId: rule.id } },
     h('td', { text: rule.name }),
     h('td', { text: rule.team ? `${rule.team} 组` : '全公司' }),
@@ -87,10 +88,20 @@ async function loadRules() {
   document.getElementById('rules-empty').hidden = data.length > 0;
 }
 
+// A rule by its name; one deleted since says so with the number it had.
+function ruleText(item) {
+  if (item.ruleName) return `规则「${item.ruleName}」`;
+  return item.ruleId ? `已删除的规则 #${item.ruleId}` : '';
+}
+
+function failureText(f) {
+  return [f.customerName ?? '线索', ruleText(f), f.reason].filter(Boolean).join('：');
+}
+
 async function loadRuns() {
   const tbody = clear(document.querySelector('#runs tbody'));
   const { data } = await api('/api/auto-transfer/runs', { query: { pageSize: 20 } });
-  if (!data.items.length) tbody.appendChild(h('tr', { class: 'empty-row' }, h('td', { colspan: 8, text: '还没有执行记录' })));
+  if (!data.items.length) tbody.appendChild(h('tr', { class: 'empty-row' }, h('td', { colspan: 9, text: '还没有执行记录' })));
   for (const run of data.items) {
     tbody.appendChild(h('tr', {},
       h('td', { text: `#${run.id}` }),
@@ -100,7 +111,10 @@ async function loadRuns() {
       h('td', { text: run.examined }),
       h('td', { text: run.moved }),
       h('td', { text: run.warned }),
-      h('td', { text: run.failed, title: run.failures.map((f) => f.reason).join('；') || null }),
+      h('td', { text: run.failed }),
+      h('td', { class: 'wrap' }, run.failures.length
+        ? h('ul', { class: 'plain' }, run.failures.map((f) => h('li', { text: failureText(f) })))
+        : '—'),
     ));
   }
 }
@@ -112,7 +126,7 @@ form.addEventListener('submit', async (event) => {
   const warn = document.getElementById('r-warn').value;
   const body = {
     name: document.getElementById('r-name').value.trim(),
-    team: teamInput.value.trim() || null,
+    team: teamOf() || null,
     condition: document.getElementById('r-condition').value,
     action: actionSelect.value,
     exemptStatuses: [...form.querySelectorAll('input[name="exempt"]:checked')].map((c) => c.value),
@@ -124,7 +138,6 @@ form.addEventListener('submit', async (event) => {
     const r = await api('/api/auto-transfer/rules', { method: 'POST', body });
     say(`${r.message}：${r.data.name}`);
     form.reset();
-    if (me.role === 'manager') teamInput.value = me.team ?? '';
     targetField.hidden = true;
     document.getElementById('new-rule').open = false;
     await loadRules();
@@ -150,8 +163,8 @@ function showPreview(report, title) {
     tbody.appendChild(h('tr', {},
       h('td', {}, h('a', { href: `/console/customers/${encodeURIComponent(i.customerId)}`, text: i.customerName ?? `#${i.customerId}` })),
       h('td', { text: i.fromUserName ?? (i.fromUserId ? `#${i.fromUserId}` : '—') }),
-      h('td', { text: i.toUserName ?? (i.action === 'public_pool' || !i.toUserId ? '公海' : `#${i.toUserId}`) }),
-      h('td', { text: i.ruleName ?? '—' }),
+      h('td', { text: i.toUserName ?? (i.action === 'public_pool' ? '公海' : '—') }), // a failure has no receiver
+      h('td', { text: i.ruleName ?? (i.ruleId ? `已删除的规则 #${i.ruleId}` : '—') }),
       h('td', { text: fmtTime(i.dueAt) }),
       h('td', { class: 'wrap', text: i.note }),
     ));
