@@ -70,7 +70,7 @@ def test_an_admin_creates_edits_binds_reissues_and_deactivates_a_salesperson(crm
     form.get_by_label("姓名").fill("周杰")
     form.get_by_label("角色").select_option("sales")
     form.get_by_label("团队").select_option("A")
-    form.get_by_label("登录名").fill("zhoujie")
+    form.get_by_label("登录名（可选）", exact=True).fill("zhoujie")
     form.get_by_label("初始密码").fill("Zhou-2026-pass")
     page.get_by_role("button", name="创建用户").click()
     page.get_by_role("status").filter(has_text="用户已创建：周杰").wait_for()
