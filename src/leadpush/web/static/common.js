@@ -280,3 +280,22 @@ export function toUrl(values) {
   const qs = params.toString();
   history.replaceState(null, '', location.pathname + (qs ? '?' + qs : ''));
 }
+
+// A 删除 button that asks twice, in the page (no native dialog): the first click turns it into 确认删除？ for
+// five seconds, a second click within them runs `onConfirm`.
+export function deleteButton(ariaLabel, onConfirm) {
+  const button = h('button', { type: 'button', class: 'danger', text: '删除', 'aria-label': ariaLabel });
+  let armed = null;
+  button.addEventListener('click', async () => {
+    if (!armed) {
+      button.textContent = '确认删除？';
+      armed = setTimeout(() => { armed = null; button.textContent = '删除'; }, 5000);
+      return;
+    }
+    clearTimeout(armed);
+    armed = null;
+    button.textContent = '删除';
+    await onConfirm();
+  });
+  return button;
+}

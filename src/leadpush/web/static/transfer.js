@@ -1,6 +1,6 @@
 // /console/transfer: automatic-transfer rules, "run now" behind a dry-run preview, and run history.
 import {
-  api, assignees, boot, clear, fillOptions, fillUserSelect, fmtTime, h, label, LABELS, pill, say, sayError,
+  api, assignees, boot, clear, deleteButton, fillOptions, fillUserSelect, fmtTime, h, label, LABELS, pill, say, sayError,
 } from './common.js';
 
 const me = await boot({ roles: ['admin', 'manager'] });
@@ -50,15 +50,7 @@ function ruleRow(rule) {
     }
   });
   // Deleting asks twice, in the page (no native dialog).
-  const remove = h('button', { type: 'button', class: 'danger', text: '删除', 'aria-label': `删除规则：${rule.name}` });
-  let armed = null;
-  remove.addEventListener('click', async () => {
-    if (!armed) {
-      remove.textContent = '确认删除？';
-      armed = setTimeout(() => { armed = null; remove.textContent = '删除'; }, 5000);
-      return;
-    }
-    clearTimeout(armed);
+  const remove = deleteButton(`删除规则：${rule.name}`, async () => {
     try {
       const r = await api(`/api/auto-transfer/rules/${rule.id}`, { method: 'DELETE' });
       say(`${r.message}：${rule.name}`);

@@ -1,7 +1,7 @@
 // /console/users: people and teams. Admins create people, change role, team, lead capacity and the bound
 // WeChat / WeCom ids, deactivate and reactivate accounts, issue API tokens (shown once) and manage teams;
 // managers see their own team, read-only. Every confirmation happens in the page (no native dialogs).
-import { api, boot, clear, fmtTime, h, label, LABELS, pill, say, sayError } from './common.js';
+import { api, boot, clear, deleteButton, fmtTime, h, label, LABELS, pill, say, sayError } from './common.js';
 
 const me = await boot({ roles: ['admin', 'manager'] });
 const isAdmin = me.role === 'admin';
@@ -122,17 +122,7 @@ function teamRow(team) {
   });
 
   // Deleting asks twice, in the page; a team with people or rules is refused by the server (shown as is).
-  const remove = h('button', { type: 'button', class: 'danger', text: '删除', 'aria-label': `删除团队：${team.name}` });
-  let armed = null;
-  remove.addEventListener('click', async () => {
-    if (!armed) {
-      remove.textContent = '确认删除？';
-      armed = setTimeout(() => { armed = null; remove.textContent = '删除'; }, 5000);
-      return;
-    }
-    clearTimeout(armed);
-    armed = null;
-    remove.textContent = '删除';
+  const remove = deleteButton(`删除团队：${team.name}`, async () => {
     try {
       const r = await api(`/api/teams/${team.id}`, { method: 'DELETE' });
       await loadTeams();
