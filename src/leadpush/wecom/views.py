@@ -8,7 +8,7 @@ login.js stores it and goes on; on failure the page says what went wrong, in Chi
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 from anyio import to_thread
 from fastapi import APIRouter, Query, Request
@@ -50,14 +50,13 @@ def sign_in_page(
     if error is not None:
         response.status_code = error.status
     if forget_state:
-        response.delete_cookie(
-            signin.STATE_COOKIE,
-            path=signin.START_PATH,
-            httponly=True,
-            samesite="lax",
-            secure=request.url.scheme == "https",
-        )
+        response.delete_cookie(signin.STATE_COOKIE, **state_cookie(request))
     return response
+
+
+def state_cookie(request: Request) -> dict[str, Any]:
+    """The state cookie's attributes: set and deleted with the same ones, or a browser keeps it."""
+    return {"path": signin.START_PATH, "httponly": True, "samesite": "lax", "secure": request.url.scheme == "https"}
 
 
 @router.get(signin.START_PATH)
@@ -91,15 +90,7 @@ def start(request: Request, ctx: Ctx, next: Annotated[str | None, Query(max_leng
     response.headers["Cache-Control"] = "no-store"
     # Only this browser can finish the sign-in it started. Lax: the cookie comes along on WeCom's
     # top-level redirect back to us, but never on a request another site makes in the background.
-    response.set_cookie(
-        signin.STATE_COOKIE,
-        state,
-        max_age=ttl,
-        path=signin.START_PATH,
-        httponly=True,
-        samesite="lax",
-        secure=request.url.scheme == "https",
-    )
+    response.set_cookie(signin.STATE_COOKIE, state, max_age=ttl, **state_cookie(request))
     return response
 
 
