@@ -4,6 +4,7 @@ from leadpush.assignment.models import Assignment
 from leadpush.db import Base
 from leadpush.leads.models import Customer, FollowUp
 from leadpush.notify.models import Delivery, KeyValue, Notification, Worker
+from leadpush.pools.models import Pool, PoolMember
 from leadpush.teams.models import Team
 from leadpush.transfer.models import Lease, TransferRule, TransferRun
 from leadpush.users.models import ApiToken, User
@@ -19,6 +20,8 @@ __all__ = [
     "KeyValue",
     "Lease",
     "Notification",
+    "Pool",
+    "PoolMember",
     "Team",
     "TransferRule",
     "TransferRun",

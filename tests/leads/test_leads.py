@@ -13,9 +13,12 @@ FIELDS = {
     "name",
     "phone",
     "source",
+    "region",
+    "tags",
     "status",
     "note",
     "ownerId",
+    "poolId",
     "ownerName",
     "inPool",
     "assignedAt",
@@ -38,6 +41,17 @@ def test_a_new_lead_lands_in_the_public_pool_and_tells_nobody(api, team):
         "想要报价",
     )
     assert lead["status"] == "new" and lead["inPool"] is True and lead["ownerId"] is None
+    assert (lead["region"], lead["tags"], lead["poolId"]) == ("", [], None)
+
+
+def test_a_lead_keeps_its_region_and_tags_cleaned(api, team):
+    body = {"name": "钱七", "phone": "13800138001", "region": " 上海 ", "tags": [" 高意向", "", "高意向", "展会"]}
+    lead = ok(api.client(team.manager).post("/api/customers", json=body), 201)
+    assert (lead["region"], lead["tags"]) == ("上海", ["高意向", "展会"])
+    again = ok(api.client(team.manager).get(f"/api/customers/{lead['id']}"))
+    assert (again["region"], again["tags"]) == ("上海", ["高意向", "展会"])
+    too_many = api.client(team.manager).post("/api/customers", json={**body, "tags": [str(i) for i in range(21)]})
+    assert too_many.status_code == 422
     assert lead["version"] == 1 and lead["assignedAt"] is None and lead["createdAt"]
     assert notes(api) == [] and history(api, lead["id"]) == []
     # Everyone sees it in the pool, a salesperson included.

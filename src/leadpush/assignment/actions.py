@@ -20,6 +20,7 @@ from leadpush.leads.schemas import CustomerCreate, ImportResult
 from leadpush.leads.service import get_visible
 from leadpush.leads.sheets import Sheet
 from leadpush.permissions import can_see, check_can_assign, check_can_release
+from leadpush.routing import hooks as routing
 from leadpush.transfer.pool_rules import check_claim_allowed
 from leadpush.users.models import User
 from leadpush.users.service import get_assignee, is_db_id, users_by_id
@@ -124,6 +125,8 @@ def release(ctx: AppContext, session: Session, actor: User, customer_id: int, re
     result = change_owner(ctx, session, actor=actor, moves=[Move(customer, None)], via="release", reason=reason)
     if result.failed:
         raise_failure(result.failed[0])
+    if result.changed:
+        routing.route_returned_leads(ctx, session, result.changed, via="release")
     return result
 
 
@@ -153,9 +156,12 @@ def create_customers(ctx: AppContext, session: Session, actor: User, items: list
             name=i.name,
             phone=i.phone,
             source=i.source,
+            region=i.region,
+            tags=i.tags,
             status=i.status,
             note=i.note,
             owner_id=None,
+            pooled_at=now,
             created_by=actor.id,
             version=1,
             created_at=now,
@@ -172,6 +178,9 @@ def create_customers(ctx: AppContext, session: Session, actor: User, items: list
         )
         if result.failed:
             raise_failure(result.failed[0])
+    unowned = [c for c, i in zip(customers, items, strict=True) if not i.assigned_to]
+    if unowned:
+        routing.route_new_leads(ctx, session, unowned, actor=actor)
     return customers
 
 

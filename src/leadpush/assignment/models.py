@@ -10,7 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from leadpush.clock import utcnow
 from leadpush.db import Base, UTCDateTime
 
-VIAS = ("web", "miniprogram", "batch", "public_pool", "claim", "release", "auto_transfer")
+VIAS = ("web", "miniprogram", "batch", "public_pool", "claim", "release", "auto_transfer", "route", "escalation")
 
 
 class Assignment(Base):

@@ -65,7 +65,7 @@ class AssignmentOut(CamelModel):
     created_at: datetime
 
 
-Via = Literal["web", "miniprogram", "batch", "public_pool", "claim", "release", "auto_transfer"]
+Via = Literal["web", "miniprogram", "batch", "public_pool", "claim", "release", "auto_transfer", "route", "escalation"]
 
 
 class TakenBackOut(CamelModel):

@@ -50,6 +50,8 @@ class Move:
     customer: Customer
     to_user: User | None
     expected_version: int | None = None
+    # With to_user None: the pool it goes to (None = the company-wide pool).
+    to_pool: int | None = None
 
 
 @dataclass
@@ -120,9 +122,11 @@ def _as_seen(customer: Customer, expected: int | None, owner_id: int | None, ver
     return version == expected if expected is not None else owner_id == customer.owner_id
 
 
-def _apply_moves(
-    session: Session, planned: list[tuple[Customer, User | None, int | None]], now: datetime
-) -> dict[int, int]:
+def _pool_of(move: Move) -> int | None:
+    return move.to_pool if move.to_user is None else None
+
+
+def _apply_moves(session: Session, planned: list[Move], now: datetime) -> dict[int, int]:
     """Move the leads still as their requests saw them; returns each moved lead's new version.
 
     A lead with an expected version moves only if it still has it; one without only if it still has the
@@ -134,33 +138,44 @@ def _apply_moves(
     if not planned:
         return {}
     if len(planned) == 1:
-        customer, target, expected = planned[0]
+        move = planned[0]
+        customer, target, expected = move.customer, move.to_user, move.expected_version
         ids = [customer.id]
         seen = Customer.version == expected if expected is not None else _owner_is(customer.owner_id)
         owner: Any = target.id if target else None
         assigned: Any = now if target is not None else None
+        pooled: Any = None if target is not None else now
+        pool: Any = _pool_of(move)
     else:
         current = session.execute(
             select(Customer.id, Customer.owner_id, Customer.version)
-            .where(Customer.id.in_([c.id for c, _t, _v in planned]))
+            .where(Customer.id.in_([m.customer.id for m in planned]))
             .order_by(Customer.id)
             .with_for_update(key_share=True)
         )
         rows = {r.id: r for r in current}
         planned = [
-            (c, t, v) for c, t, v in planned if c.id in rows and _as_seen(c, v, rows[c.id].owner_id, rows[c.id].version)
+            m
+            for m in planned
+            if m.customer.id in rows
+            and _as_seen(m.customer, m.expected_version, rows[m.customer.id].owner_id, rows[m.customer.id].version)
         ]
         if not planned:
             return {}
-        ids, seen = [c.id for c, _t, _v in planned], true()
-        owner = case({c.id: (t.id if t else None) for c, t, _v in planned}, value=Customer.id)
-        to_pool = [c.id for c, t, _v in planned if t is None]
+        ids, seen = [m.customer.id for m in planned], true()
+        owner = case({m.customer.id: (m.to_user.id if m.to_user else None) for m in planned}, value=Customer.id)
+        to_pool = [m.customer.id for m in planned if m.to_user is None]
         if not to_pool:
-            assigned = now
+            assigned, pooled = now, None
         elif len(to_pool) == len(planned):
-            assigned = None
+            assigned, pooled = None, now
         else:  # typed, so the timestamp is stored as UTC like every other
             assigned = case((Customer.id.in_(to_pool), null()), else_=literal(now, UTCDateTime()))
+            pooled = case((Customer.id.in_(to_pool), literal(now, UTCDateTime())), else_=null())
+        pools = {_pool_of(m) for m in planned}
+        pool = (
+            pools.pop() if len(pools) == 1 else case({m.customer.id: _pool_of(m) for m in planned}, value=Customer.id)
+        )
     rows_moved = session.execute(
         update(Customer)
         .where(Customer.id.in_(ids), seen)
@@ -168,6 +183,8 @@ def _apply_moves(
             owner_id=owner,
             version=Customer.version + 1,
             assigned_at=assigned,
+            pool_id=pool,
+            pooled_at=pooled,
             updated_at=now,
             transfer_due_at=None,
             transfer_warn_at=None,
@@ -216,11 +233,11 @@ def change_owner(
             if m.to_user is not None and m.to_user.capacity is not None and m.customer.owner_id != m.to_user.id
         ),
     )
-    planned: list[tuple[Customer, User | None, int | None]] = []
+    planned: list[Move] = []
     for move in sorted(moves, key=lambda m: m.customer.id):
         customer, target = move.customer, move.to_user
         target_id = target.id if target else None
-        if customer.owner_id == target_id:
+        if customer.owner_id == target_id and (target is not None or customer.pool_id == move.to_pool):
             result.unchanged.append(customer)
             continue
         if target is not None:
@@ -236,11 +253,12 @@ def change_owner(
                     )
                     continue
                 capacity_used[target.id] += 1
-        planned.append((customer, target, move.expected_version))
+        planned.append(move)
 
     moved = _apply_moves(session, planned, now)
     history: list[dict[str, object]] = []
-    for customer, target, _expected in planned:
+    for move in planned:
+        customer, target = move.customer, move.to_user
         if customer.id not in moved:
             result.failed.append(ItemFailure(customer.id, "version_conflict", "线索已被他人修改，请刷新后重试"))
             continue
@@ -250,6 +268,8 @@ def change_owner(
             ("owner_id", target_id),
             ("version", moved[customer.id]),
             ("assigned_at", now if target is not None else None),
+            ("pool_id", _pool_of(move)),
+            ("pooled_at", None if target is not None else now),
             ("updated_at", now),
             ("transfer_due_at", None),
             ("transfer_warn_at", None),

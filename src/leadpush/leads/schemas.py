@@ -37,6 +37,12 @@ def clean_text(value: str, field: str, max_len: int, required: bool = True, line
     return value
 
 
+def clean_tags(tags: list[str]) -> list[str]:
+    """Each tag cleaned like a one-line field, empty ones dropped, duplicates kept once in their order."""
+    cleaned = (clean_text(t, "标签", 32, required=False) for t in tags)
+    return list(dict.fromkeys(t for t in cleaned if t))
+
+
 def check_status(value: str | None) -> str | None:
     if value is not None and value not in STATUSES:
         raise ValueError(f"状态必须是 {' / '.join(STATUSES)} 之一")
@@ -47,6 +53,8 @@ class CustomerCreate(RequestModel):
     name: str = Field(description="客户姓名")
     phone: str = Field(description="手机号或电话，可含空格、-、括号")
     source: str = ""
+    region: str = Field(default="", description="地区，如 上海 / 华东")
+    tags: list[str] = Field(default_factory=list, description="标签", max_length=20)
     status: str = "new"
     note: str = ""
     assigned_to: Id | None = None
@@ -69,6 +77,16 @@ class CustomerCreate(RequestModel):
     def _source(cls, v: str) -> str:
         return clean_text(v, "来源", 100, required=False)
 
+    @field_validator("region")
+    @classmethod
+    def _region(cls, v: str) -> str:
+        return clean_text(v, "地区", 64, required=False)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, v: list[str]) -> list[str]:
+        return clean_tags(v)
+
     @field_validator("note")
     @classmethod
     def _note(cls, v: str) -> str:
@@ -85,11 +103,14 @@ class CustomerOut(CamelModel):
     name: str
     phone: str
     source: str
+    region: str
+    tags: list[str]
     status: str
     note: str
     owner_id: int | None
     owner_name: str | None = None
     in_pool: bool
+    pool_id: int | None = Field(default=None, description="所在线索池；null 且 inPool = 公司公海")
     assigned_at: datetime | None
     last_follow_up_at: datetime | None
     transfer_due_at: datetime | None

@@ -28,6 +28,7 @@ from leadpush.context import AppContext
 from leadpush.db import rows_changed
 from leadpush.leads.models import Customer
 from leadpush.notify.ledger import write_notifications
+from leadpush.routing import hooks as routing
 from leadpush.transfer.deadlines import deadline_for, enabled_rules, refresh_deadlines
 from leadpush.transfer.messaging import transfer_reason, transfer_warning
 from leadpush.transfer.models import Lease, TransferRule, TransferRun
@@ -270,6 +271,8 @@ def _move_one(ctx: AppContext, report: RunReport, customer_id: int, now: datetim
                 _postpone(session, customer.id, now)
             _count(session, report, failed=1)
             return
+        if target is None and result.changed:
+            routing.route_returned_leads(ctx, session, result.changed, via="auto_transfer")
         if rule.action == "round_robin" and target is not None:
             session.execute(update(TransferRule).where(TransferRule.id == rule.id).values(last_assignee_id=target.id))
         _count(session, report, moved=1)

@@ -1,0 +1,1 @@
+"""Distribution (routing) of new, released and recycled leads to people or pools."""
