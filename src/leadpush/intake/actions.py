@@ -112,9 +112,13 @@ def plan(session: Session, source: LeadSource, leads: list[tuple[int, LeadIn]], 
         if ext is not None and ext in known:
             hit = known[ext]
             results[index] = InboundItemOut(
-                index=index, ok=True, customer_id=hit.customer_id, duplicate="external_id", merged=hit.merged,
+                index=index,
+                ok=True,
+                customer_id=hit.customer_id,
+                duplicate="external_id",
+                merged=hit.merged,
                 owner_id=hit.owner_id,
-            )  # fmt: skip
+            )
         elif ext is not None and ext in first_with_ext:
             out.repeats_in_batch[index] = first_with_ext[ext]
         else:
@@ -123,23 +127,25 @@ def plan(session: Session, source: LeadSource, leads: list[tuple[int, LeadIn]], 
             fresh.append((index, lead))
     by_phone = open_leads_by_phone(session, (lead.phone for _, lead in fresh))
     first_with_phone: dict[str, int] = {}
+    merge = source.duplicate_policy == "merge"
     for index, lead in fresh:
         existing = by_phone.get(lead.phone)
         earlier = first_with_phone.get(lead.phone)
-        if existing is None and earlier is None:
-            first_with_phone[lead.phone] = index
-            out.creates.append((index, lead))
-        elif source.duplicate_policy == "merge":
-            if existing is not None:
+        if existing is not None:
+            if merge:
                 out.merged[index] = existing
             else:
-                out.merged_in_batch[index] = earlier  # type: ignore[assignment]
-        else:
-            out.creates.append((index, lead))
-            if existing is not None:
+                out.creates.append((index, lead))
                 out.flagged[index] = existing
+        elif earlier is not None:
+            if merge:
+                out.merged_in_batch[index] = earlier
             else:
-                out.flagged_in_batch[index] = earlier  # type: ignore[assignment]
+                out.creates.append((index, lead))
+                out.flagged_in_batch[index] = earlier
+        else:
+            first_with_phone[lead.phone] = index
+            out.creates.append((index, lead))
     return out
 
 
