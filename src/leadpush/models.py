@@ -2,6 +2,7 @@
 
 from leadpush.assignment.models import Assignment
 from leadpush.db import Base
+from leadpush.intake.models import IntakeMerge, LeadSource
 from leadpush.leads.models import Customer, FollowUp
 from leadpush.notify.models import Delivery, KeyValue, Notification, Worker
 from leadpush.pools.models import Pool, PoolMember
@@ -17,7 +18,9 @@ __all__ = [
     "Customer",
     "Delivery",
     "FollowUp",
+    "IntakeMerge",
     "KeyValue",
+    "LeadSource",
     "Lease",
     "Notification",
     "Pool",
