@@ -18,6 +18,7 @@ class Customer(Base):
     __table_args__ = (
         Index("ix_customers_owner_status", "owner_id", "status"),
         Index("ix_customers_transfer_due_at", "transfer_due_at"),
+        Index("ix_customers_sla_next_at", "sla_next_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -41,6 +42,13 @@ class Customer(Base):
     transfer_rule_id: Mapped[int | None] = mapped_column(Integer)
     # The deadline a warning was last sent for: one warning per lead per deadline.
     transfer_warned_for: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # First-contact SLA (leadpush.sla): the rule that applies to the current ownership, the last ladder step
+    # done (0 none, 1 reminded, 2 manager told, 3 reassigned), the exact time of the next step (None = no
+    # step pending), and when the current owner first opened the lead.
+    sla_rule_id: Mapped[int | None] = mapped_column(Integer)
+    sla_stage: Mapped[int] = mapped_column(Integer, default=0)
+    sla_next_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
