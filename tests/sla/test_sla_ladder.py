@@ -272,3 +272,15 @@ def test_a_rule_applies_by_team_and_source(api, team, source, applies):
     sla_rule(api, team.admin, team="B", name="B组")
     lead = assigned_lead(api, team, team.alice, source=source)
     assert (lead["slaNextAt"] is not None) is applies
+
+
+def test_a_claimed_lead_is_opened_at_once_and_left_out_of_the_report(api, team):
+    sla_rule(api, team.admin)
+    start = api.ctx.clock.now()
+    lead = api.lead(team.manager, name="自己领的")
+    claimed = ok(api.client(team.alice).post(f"/api/customers/{lead['id']}/claim"))
+    assert claimed["openedAt"] == claimed["assignedAt"] and claimed["slaNextAt"] is None
+    nudge(api, minutes=10)
+    holds_for(lambda: kinds(api, team.alice) == ["customer_assigned"], 0.6)
+    params = {"from": start.isoformat(), "to": api.ctx.clock.now().isoformat()}
+    assert ok(api.client(team.admin).get("/api/reports/speed-to-lead", params=params))["rows"] == []

@@ -296,7 +296,7 @@ def change_owner(
 
     if result.changed:
         refresh_deadlines(session, result.changed, now, rules)
-        start_ladders(session, result.changed, now)
+        start_ladders(session, result.changed, now, actor.id if actor else None)
         change = Change(ctx, actor, via, batch_id, now)
         items = notifications_for(session, change, result.changed, previous, digest=digest, reason=reason)
         result.notifications = write_notifications(session, ctx.settings, ctx.signals, items, now)

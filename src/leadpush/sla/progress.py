@@ -72,11 +72,15 @@ def next_step(rule: SlaRule, done: int) -> tuple[int, int] | None:
     return next(((stage, minutes) for stage, minutes in rule.step_minutes() if stage > done), None)
 
 
-def start_ladders(session: Session, customers: Sequence[Customer], now: datetime) -> None:
+def start_ladders(
+    session: Session, customers: Sequence[Customer], now: datetime, actor_id: int | None = None
+) -> None:
     """After an ownership change: each lead's ladder starts afresh for its new owner (or ends in a pool).
 
     The lead counts as not opened by its new owner; the rule in force is chosen by the owner's team and
     the lead's source, and the time it wanted the lead opened is kept on the ownership's history row.
+    A lead its new owner took themselves (a claim, a manager taking one) is opened at once: they have
+    looked at it, and no ladder runs (the report leaves such moves out).
     """
     if not customers:
         return
@@ -87,15 +91,23 @@ def start_ladders(session: Session, customers: Sequence[Customer], now: datetime
     )
     changes: list[dict[str, object]] = []
     due: list[dict[str, object]] = []
+    taken: list[dict[str, object]] = []
     for customer in customers:
-        rule = rule_for(rules, teams.get(customer.owner_id), customer.source) if customer.owner_id else None
+        self_taken = customer.owner_id is not None and customer.owner_id == actor_id
+        if self_taken:
+            taken.append({"cid": customer.id})
+        rule = (
+            rule_for(rules, teams.get(customer.owner_id), customer.source)
+            if customer.owner_id and not self_taken
+            else None
+        )
         step = next_step(rule, 0) if rule else None
         base = customer.assigned_at or now
         values: dict[str, object] = {
             "sla_rule_id": rule.id if rule and step else None,
             "sla_stage": 0,
             "sla_next_at": base + timedelta(minutes=step[1]) if step else None,
-            "opened_at": None,
+            "opened_at": now if self_taken else None,
         }
         if rule is not None and step is not None:
             due.append({"cid": customer.id, "due": base + timedelta(minutes=rule.step_minutes()[0][1])})
@@ -112,6 +124,11 @@ def start_ladders(session: Session, customers: Sequence[Customer], now: datetime
             .where(ASSIGNMENTS.c.id == _current_ownership(bindparam("cid")))
             .values(open_due_at=bindparam("due")),
             due,
+        )
+    if taken:
+        session.execute(
+            update(ASSIGNMENTS).where(ASSIGNMENTS.c.id == _current_ownership(bindparam("cid"))).values(opened_at=now),
+            taken,
         )
 
 

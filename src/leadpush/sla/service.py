@@ -176,7 +176,8 @@ def speed_to_lead(session: Session, actor: User, start: datetime, end: datetime,
     """Assignments to people in [start, end) and how fast each was opened and followed up, per person or team.
 
     Admins see everyone, managers their team, salespeople themselves. "Unopened" counts the assignments
-    not opened whose lead is still with that person (the current ownership).
+    not opened whose lead is still with that person (the current ownership). Leads people took themselves
+    (claims) are left out: they were opened as they were taken.
     """
     if end <= start:
         raise ApiError(422, "invalid_range", "结束时间必须晚于开始时间")
@@ -197,6 +198,8 @@ def speed_to_lead(session: Session, actor: User, start: datetime, end: datetime,
         )
         .join(User, User.id == Assignment.to_user_id)
         .where(Assignment.created_at >= start, Assignment.created_at < end)
+        # Leads given to someone, not taken by them (a claim, a manager taking one): those were seen at once.
+        .where(or_(Assignment.actor_id.is_(None), Assignment.actor_id != Assignment.to_user_id))
     )
     if actor.role == "manager":
         query = query.where(team_members(actor))
