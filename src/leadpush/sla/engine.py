@@ -100,19 +100,20 @@ def run_step(ctx: AppContext, session: Session, customer_id: int, now: datetime)
         or customer.opened_at is not None
         or customer.sla_next_at is None
         or customer.sla_next_at > now
-        or customer.assigned_at is None
     ):
         return None
-    rule = session.get(SlaRule, customer.sla_rule_id) if customer.sla_rule_id else None
     assigned = customer.assigned_at
+    rule = session.get(SlaRule, customer.sla_rule_id) if customer.sla_rule_id else None
+    if rule is not None and (not rule.enabled or assigned is None):
+        rule = None  # switched off meanwhile: the claim below only ends the ladder
     due = (
         [s for s, m in rule.step_minutes() if s > customer.sla_stage and assigned + timedelta(minutes=m) <= now]
-        if rule is not None and rule.enabled
+        if rule is not None and assigned is not None
         else []
     )
     stage = due[-1] if due else customer.sla_stage
-    following = next_step(rule, stage) if rule is not None and rule.enabled else None
-    next_at = assigned + timedelta(minutes=following[1]) if following else None
+    following = next_step(rule, stage) if rule is not None else None
+    next_at = assigned + timedelta(minutes=following[1]) if following and assigned is not None else None
     # The claim: only if the lead is still as read (same owner and ownership, same stage, not opened).
     claimed = session.execute(
         update(Customer)

@@ -72,9 +72,7 @@ def next_step(rule: SlaRule, done: int) -> tuple[int, int] | None:
     return next(((stage, minutes) for stage, minutes in rule.step_minutes() if stage > done), None)
 
 
-def start_ladders(
-    session: Session, customers: Sequence[Customer], now: datetime, actor_id: int | None = None
-) -> None:
+def start_ladders(session: Session, customers: Sequence[Customer], now: datetime, actor_id: int | None = None) -> None:
     """After an ownership change: each lead's ladder starts afresh for its new owner (or ends in a pool).
 
     The lead counts as not opened by its new owner; the rule in force is chosen by the owner's team and
