@@ -3,14 +3,16 @@ opening it (an ack, the detail) stops that; speed to lead is reported and measur
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import datetime, timedelta
 
 import pytest
-from support import Api, ok, refused, wait_for
+from support import WITHOUT_SCHEDULER, Api, ok, refused, wait_for
 from support.wsclient import WsClient
 
 import leadpush.sla.engine as sla_engine
+from leadpush.sla.engine import run_due_steps
 
 
 def nudge(api: Api, **delta: float) -> None:
@@ -284,3 +286,36 @@ def test_a_claimed_lead_is_opened_at_once_and_left_out_of_the_report(api, team):
     holds_for(lambda: kinds(api, team.alice) == ["customer_assigned"], 0.6)
     params = {"from": start.isoformat(), "to": api.ctx.clock.now().isoformat()}
     assert ok(api.client(team.admin).get("/api/reports/speed-to-lead", params=params))["rows"] == []
+
+
+@WITHOUT_SCHEDULER
+def test_schedulers_racing_run_each_step_once(api, team):
+    sla_rule(api, team.admin)
+    leads = [assigned_lead(api, team, team.alice, name=f"客户{i}") for i in range(5)]
+    api.ctx.clock.advance(minutes=6)
+    ran: list[int] = []
+    racers = [threading.Thread(target=lambda: ran.append(run_due_steps(api.ctx))) for _ in range(4)]
+    for t in racers:
+        t.start()
+    for t in racers:
+        t.join(60)
+    assert sum(ran) == 5
+    reminders = [n for n in notes(api, team.alice) if n["type"] == "sla_reminder"]
+    assert sorted(n["data"]["customerId"] for n in reminders) == sorted(lead["id"] for lead in leads)
+    nudge(api, minutes=1)
+    assert run_due_steps(api.ctx) == 0
+
+
+@WITHOUT_SCHEDULER
+def test_changing_a_rule_reschedules_its_ladders_and_switching_it_off_ends_them(api, team):
+    rule = sla_rule(api, team.admin)
+    lead = assigned_lead(api, team, team.alice)
+    assigned = datetime.fromisoformat(lead["assignedAt"])
+    ok(api.client(team.admin).patch(f"/api/sla-rules/{rule['id']}", json={"remindAfterMinutes": 3}))
+    after = lead_as(api, team.manager, lead["id"])
+    assert datetime.fromisoformat(after["slaNextAt"]) == assigned + timedelta(minutes=3)
+    ok(api.client(team.admin).patch(f"/api/sla-rules/{rule['id']}", json={"enabled": False}))
+    assert lead_as(api, team.manager, lead["id"])["slaNextAt"] is None
+    api.ctx.clock.advance(minutes=60)
+    assert run_due_steps(api.ctx) == 0
+    assert kinds(api, team.alice) == ["customer_assigned"]
