@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from playwright.sync_api import expect
 from support import Api
 from support.browser import Consoles  # the `browser` and `consoles` fixtures: a plugin (conftest)
 
@@ -73,7 +74,9 @@ def test_speed_page_rules_report_and_the_leads_own_times(api: Api, team, console
     assert cells(page.locator("#report tfoot tr"))[:3] == ["合计", "3", "2"]
     page.get_by_label("按").select_option("team")
     page.get_by_role("button", name="查询").click()
-    page.locator("#report tbody tr", has_text="A").filter(has_text="3").wait_for()
+    team_row = page.locator("#report tbody tr", has_text="A 组")
+    team_row.wait_for()
+    assert cells(team_row)[:3] == ["A 组", "3", "2"]
 
     # The lead's detail shows its own times, to its owner.
     alice = consoles.new(api.url)
@@ -86,6 +89,15 @@ def test_speed_page_rules_report_and_the_leads_own_times(api: Api, team, console
     assert (
         info.locator("dt", has_text="首次跟进用时").locator("xpath=following-sibling::dd[1]").inner_text() == "10 分钟"
     )
+    # Her first follow-up of the other lead, recorded on its page, shows at once.
+    other = alice.open(f"/console/customers/{quick['id']}")
+    alice.ready()
+    first = other.locator("#info dt", has_text="首次跟进用时").locator("xpath=following-sibling::dd[1]")
+    assert first.inner_text() == "未跟进"
+    other.get_by_label("跟进内容").fill("微信已加")
+    other.get_by_role("button", name="记录跟进").click()
+    other.get_by_role("status").filter(has_text="跟进已记录").wait_for()
+    expect(first).to_have_text("10 分钟")
     # A salesperson's 首次联系 page: their own row, no rules.
     own = alice.open("/console/speed")
     alice.ready()

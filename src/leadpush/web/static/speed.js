@@ -10,9 +10,10 @@ function share(row) {
   return `${Math.round(row.openedWithinSlaShare * 100)}%（${row.openedWithinSla}/${row.withSla}）`;
 }
 
-function reportRow(row, tag = 'td') {
+function reportRow(row, groupBy, tag = 'td') {
+  const name = groupBy === 'team' && row.key ? `${row.name} 组` : row.name;
   return h('tr', { dataset: { key: row.key } },
-    h(tag === 'th' ? 'th' : 'td', tag === 'th' ? { scope: 'row', text: row.name } : { text: row.name }),
+    h(tag, tag === 'th' ? { scope: 'row', text: name } : { text: name }),
     h('td', { text: row.assignments }),
     h('td', { text: row.opened }),
     h('td', { text: duration(row.medianOpenSeconds) }),
@@ -49,8 +50,8 @@ async function loadReport() {
   const tbody = clear(document.querySelector('#report tbody'));
   const tfoot = clear(document.querySelector('#report tfoot'));
   if (!data.rows.length) tbody.appendChild(h('tr', { class: 'empty-row' }, h('td', { colspan: 8, text: '这段时间没有分配记录' })));
-  for (const row of data.rows) tbody.appendChild(reportRow(row));
-  if (data.rows.length > 1) tfoot.appendChild(reportRow(data.total, 'th'));
+  for (const row of data.rows) tbody.appendChild(reportRow(row, data.groupBy));
+  if (data.rows.length > 1) tfoot.appendChild(reportRow(data.total, 'person', 'th'));
 }
 
 reportForm.addEventListener('submit', (event) => {
