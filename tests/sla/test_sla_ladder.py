@@ -8,10 +8,12 @@ import time
 from datetime import datetime, timedelta
 
 import pytest
+from sqlalchemy import update
 from support import WITHOUT_SCHEDULER, Api, ok, refused, wait_for
 from support.wsclient import WsClient
 
 import leadpush.sla.engine as sla_engine
+from leadpush.leads.models import Customer
 from leadpush.sla.engine import run_due_steps
 
 
@@ -200,13 +202,26 @@ def test_ack_over_websocket_opens_the_lead(api, team):
         ws.close()
 
 
+def test_a_lead_closed_before_its_step_is_left_alone(api, team):
+    sla_rule(api, team.admin)
+    lead = assigned_lead(api, team, team.alice)
+    with api.ctx.db.write() as session:  # closed by some path that is not a follow-up (an import, a script)
+        session.execute(update(Customer).where(Customer.id == lead["id"]).values(status="invalid"))
+    nudge(api, minutes=40)
+    wait_for(lambda: lead_as(api, team.manager, lead["id"])["slaNextAt"] is None, 10)
+    assert kinds(api, team.alice) == ["customer_assigned"]
+    assert lead_as(api, team.manager, lead["id"])["ownerId"] == team.alice.id
+
+
 def test_first_follow_up_is_stamped_and_shown_on_the_lead(api, team):
     sla_rule(api, team.admin)
     lead = assigned_lead(api, team, team.alice)
     nudge(api, minutes=1)
     ok(api.client(team.manager).post(f"/api/customers/{lead['id']}/follow-ups", json={"content": "经理备注"}), 201)
     after_manager = lead_as(api, team.manager, lead["id"])
+    # The manager's call ends the ladder, but is not her first contact.
     assert after_manager["firstFollowUpAt"] is None and after_manager["openedAt"] is None
+    assert after_manager["slaNextAt"] is None
     nudge(api, minutes=2)
     ok(api.client(team.alice).post(f"/api/customers/{lead['id']}/follow-ups", json={"content": "已电话联系"}), 201)
     seen = lead_as(api, team.manager, lead["id"])

@@ -19,7 +19,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from leadpush.assignment.service import Move, change_owner
+from leadpush.assignment.service import CLOSED_STATUSES, Move, change_owner
 from leadpush.context import AppContext
 from leadpush.db import after_commit, rows_changed
 from leadpush.leads.models import Customer
@@ -104,8 +104,8 @@ def run_step(ctx: AppContext, session: Session, customer_id: int, now: datetime)
         return None
     assigned = customer.assigned_at
     rule = session.get(SlaRule, customer.sla_rule_id) if customer.sla_rule_id else None
-    if rule is not None and (not rule.enabled or assigned is None):
-        rule = None  # switched off meanwhile: the claim below only ends the ladder
+    if rule is not None and (not rule.enabled or assigned is None or customer.status in CLOSED_STATUSES):
+        rule = None  # switched off meanwhile, or the lead closed: the claim below only ends the ladder
     due = (
         [s for s, m in rule.step_minutes() if s > customer.sla_stage and assigned + timedelta(minutes=m) <= now]
         if rule is not None and assigned is not None

@@ -196,12 +196,21 @@ def first_follow_up_of(session: Session, customer: Customer) -> datetime | None:
 
 
 def followed_up(ctx: AppContext, session: Session, user: User, customer: Customer, now: datetime) -> Stamp | None:
-    """A follow-up by `user` on `customer`: the owner's first one of this ownership is stamped.
+    """A follow-up by `user` on `customer`: it ends the ladder (the lead has been contacted), and the
+    owner's first one of this ownership is stamped.
 
-    Following a lead up implies having opened it, so that ends the ladder too. A manager's or admin's
-    follow-up on someone else's lead is not the owner's first contact and stamps nothing.
+    Following a lead up implies having opened it, so the owner's also opens it. A manager's or admin's
+    follow-up on someone else's lead is not the owner's contact: it stamps nothing on their record.
     """
     if customer.owner_id != user.id:
+        if customer.sla_next_at is not None:
+            session.execute(
+                update(Customer)
+                .where(Customer.id == customer.id)
+                .values(sla_next_at=None)
+                .execution_options(synchronize_session=False)
+            )
+            set_committed_value(customer, "sla_next_at", None)
         return None
     open_leads(ctx, session, user, [customer.id], now)
     assigned = session.execute(
