@@ -334,3 +334,23 @@ def test_changing_a_rule_reschedules_its_ladders_and_switching_it_off_ends_them(
     api.ctx.clock.advance(minutes=60)
     assert run_due_steps(api.ctx) == 0
     assert kinds(api, team.alice) == ["customer_assigned"]
+
+
+@WITHOUT_SCHEDULER
+def test_a_step_that_fails_is_tried_again_a_minute_later(api, team, monkeypatch):
+    sla_rule(api, team.admin)
+    lead = assigned_lead(api, team, team.alice)
+    api.ctx.clock.advance(minutes=5)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the notification ledger is down")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sla_engine, "_remind", broken)
+        assert run_due_steps(api.ctx) == 0
+    retry_at = datetime.fromisoformat(lead_as(api, team.manager, lead["id"])["slaNextAt"])
+    assert retry_at == api.ctx.clock.now() + timedelta(seconds=60)
+    assert run_due_steps(api.ctx) == 0  # not before its time
+    api.ctx.clock.advance(seconds=60)
+    assert run_due_steps(api.ctx) == 1
+    assert kinds(api, team.alice) == ["customer_assigned", "sla_reminder"]

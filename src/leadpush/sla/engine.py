@@ -33,6 +33,8 @@ from leadpush.users.models import User
 log = logging.getLogger(__name__)
 
 BATCH = 200
+# A step that failed (a bug, a database hiccup) is tried again this much later, not at every look.
+RETRY_SECONDS = 60
 
 
 def earliest_step(session: Session) -> datetime | None:
@@ -68,12 +70,26 @@ def run_due_steps(ctx: AppContext) -> int:
                 with ctx.db.write() as session:
                     step = run_step(ctx, session, customer_id, now)
             except Exception:
-                log.exception("线索 %s 的首次联系升级步骤失败", customer_id)
+                log.exception("线索 %s 的首次联系升级步骤失败，%s 秒后重试", customer_id, RETRY_SECONDS)
+                _retry_later(ctx, customer_id, now)
                 continue
             progressed += 1
             ran += step is not None
         if progressed == 0:
             return ran  # every due lead failed: try again at the next look rather than spin
+
+
+def _retry_later(ctx: AppContext, customer_id: int, now: datetime) -> None:
+    try:
+        with ctx.db.write() as session:
+            session.execute(
+                update(Customer)
+                .where(Customer.id == customer_id, Customer.sla_next_at <= now)
+                .values(sla_next_at=now + timedelta(seconds=RETRY_SECONDS))
+                .execution_options(synchronize_session=False)
+            )
+    except Exception:
+        log.exception("推迟线索 %s 的首次联系升级步骤失败", customer_id)
 
 
 def _lead_fields(ctx: AppContext, c: Customer) -> dict[str, object]:
