@@ -329,6 +329,7 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
     from leadpush.notify.ws import router as ws_router
     from leadpush.ops import router as ops_router
     from leadpush.schemas import ErrorEnvelope
+    from leadpush.sla.views import router as sla_router
     from leadpush.teams.views import router as teams_router
     from leadpush.transfer.views import router as transfer_router
     from leadpush.users.views import router as users_router
@@ -359,6 +360,7 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
     app.include_router(notify_router, responses=errors)
     app.include_router(ws_router)
     app.include_router(transfer_router, responses=errors)
+    app.include_router(sla_router, responses=errors)
     app.include_router(wechat_router, responses=errors)
     app.include_router(wechat_sign_in_router, responses=errors)
     app.include_router(wecom_router)

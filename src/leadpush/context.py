@@ -9,6 +9,7 @@ from leadpush.config import Settings
 from leadpush.db import Database
 from leadpush.notify.signals import Signals
 from leadpush.ratelimit import RateLimiter
+from leadpush.sla.metrics import SlaMetrics
 from leadpush.users.sessions import TokenUses
 
 
@@ -20,6 +21,7 @@ class AppContext:
     signals: Signals = field(default_factory=Signals)
     limiter: RateLimiter = field(default_factory=RateLimiter)
     token_uses: TokenUses = field(default_factory=TokenUses)
+    sla_metrics: SlaMetrics = field(default_factory=SlaMetrics)
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock | None = None) -> AppContext:

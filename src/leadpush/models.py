@@ -6,6 +6,7 @@ from leadpush.intake.models import IntakeMerge, LeadSource
 from leadpush.leads.models import Customer, FollowUp
 from leadpush.notify.models import Delivery, KeyValue, Notification, Worker
 from leadpush.pools.models import Pool, PoolMember
+from leadpush.sla.models import SlaRule
 from leadpush.teams.models import Team
 from leadpush.transfer.models import Lease, TransferRule, TransferRun
 from leadpush.users.models import ApiToken, User
@@ -25,6 +26,7 @@ __all__ = [
     "Notification",
     "Pool",
     "PoolMember",
+    "SlaRule",
     "Team",
     "TransferRule",
     "TransferRun",

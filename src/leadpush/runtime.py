@@ -24,6 +24,7 @@ from leadpush.notify.fallback import FallbackChannel
 from leadpush.notify.hub import Hub
 from leadpush.notify.metrics import LedgerCollector, Metrics
 from leadpush.notify.workers import Heartbeat
+from leadpush.sla.acks import opened_by_ack
 from leadpush.transfer.scheduler import TransferScheduler
 from leadpush.users.service import valid_token_hashes
 from leadpush.wechat import channel as wechat_channel
@@ -65,10 +66,14 @@ class Runtime:
         self.channels: dict[str, Channel] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        # An ack of a notice about a lead by its owner opens the lead (first-contact SLA).
+        self._on_ack = opened_by_ack(ctx)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.metrics.watch_ledger(LedgerCollector(self.ctx.db, self.ctx.clock.now, self.hub.count))
+        self.metrics.registry.register(self.ctx.sla_metrics)
+        self.ctx.signals.subscribe_acks(self._on_ack)
         if "api" in self.roles:
             self.bus.on_inapp(self.hub.deliver)
             self.bus.on_resync(self.hub.resync)
@@ -156,6 +161,7 @@ class Runtime:
     async def stop(self) -> None:
         self.ctx.signals.unsubscribe(self._on_commit)
         self.ctx.signals.unsubscribe_auth(self._on_auth_changed)
+        self.ctx.signals.unsubscribe_acks(self._on_ack)
         if self.dispatcher is not None:
             await self.dispatcher.stop()
         if self.heartbeat is not None:

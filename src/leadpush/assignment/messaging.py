@@ -21,7 +21,7 @@ from leadpush.users.models import User
 from leadpush.users.service import users_by_id
 
 DIGEST_PREVIEW = 20
-REASONS = {"auto_transfer": "超时未跟进，自动流转", "release": "已被释放回公海"}
+REASONS = {"auto_transfer": "超时未跟进，自动流转", "release": "已被释放回公海", "escalation": "超时未查看，已改派"}
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,8 @@ def assigned_body(actor_name: str, via: str, c: Customer) -> str:
         return f"您从公海领取了线索「{c.name}」{source}"
     if via == "auto_transfer":
         return f"线索「{c.name}」超时未跟进，已自动流转给您{source}"
+    if via == "escalation":
+        return f"线索「{c.name}」原负责人超时未查看，已改派给您，请尽快联系{source}"
     return f"{actor_name} 将线索「{c.name}」分配给您{source}"
 
 

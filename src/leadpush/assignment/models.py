@@ -25,3 +25,8 @@ class Assignment(Base):
     batch_id: Mapped[str | None] = mapped_column(String(36), index=True)
     reason: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Speed to lead, per ownership (only on a move to a person): when the new owner first opened the lead
+    # and first followed it up, and by when the SLA rule then in force wanted it opened (None = no rule).
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    first_follow_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    open_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

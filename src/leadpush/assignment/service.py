@@ -29,6 +29,7 @@ from leadpush.leads.models import Customer
 from leadpush.leads.service import get_visible
 from leadpush.notify.ledger import write_notifications
 from leadpush.notify.models import Notification
+from leadpush.sla.progress import start_ladders
 from leadpush.transfer.deadlines import refresh_deadlines
 from leadpush.transfer.messaging import rule_name_in
 from leadpush.transfer.models import TransferRule
@@ -295,6 +296,7 @@ def change_owner(
 
     if result.changed:
         refresh_deadlines(session, result.changed, now, rules)
+        start_ladders(session, result.changed, now, actor.id if actor else None)
         change = Change(ctx, actor, via, batch_id, now)
         items = notifications_for(session, change, result.changed, previous, digest=digest, reason=reason)
         result.notifications = write_notifications(session, ctx.settings, ctx.signals, items, now)

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from leadpush.assignment import actions, service
@@ -23,10 +24,12 @@ from leadpush.assignment.service import ChangeResult
 from leadpush.context import AppContext
 from leadpush.deps import Ctx, CurrentUser
 from leadpush.errors import ApiError, forbidden
+from leadpush.leads.models import Customer
 from leadpush.leads.schemas import CustomerCreate, CustomerList, CustomerOut, ImportResult
 from leadpush.leads.service import customers_out, get_visible
 from leadpush.leads.sheets import XLSX_TYPE, read_sheet
 from leadpush.schemas import Envelope
+from leadpush.sla.progress import first_follow_up_of, open_leads
 from leadpush.users.models import User
 from leadpush.wechat.legacy import notification_data
 
@@ -101,6 +104,8 @@ def get_customer(customer_id: int, ctx: Ctx, user: CurrentUser) -> Envelope:
     404 `customer_not_found` for a lead they cannot see; but to someone who once owned it and lost it,
     404 `customer_recycled` whose `data` says how it left them (`TakenBackOut`: when, how, which rule or
     who, to the pool or to a colleague) — and nothing of the lead as it is now.
+
+    Its owner opening it for the first time stamps `openedAt` (the first-contact ladder stops).
     """
     with ctx.db.read() as session:
         try:
@@ -112,7 +117,14 @@ def get_customer(customer_id: int, ctx: Ctx, user: CurrentUser) -> Envelope:
             raise ApiError(
                 404, "customer_recycled", "线索已被收回，您已无法查看", gone.model_dump(by_alias=True, mode="json")
             ) from exc
+        unopened = customer.owner_id == user.id and customer.opened_at is None
         out = customers_out(session, [customer])[0]
+        out.first_follow_up_at = first_follow_up_of(session, customer)
+    if unopened:
+        with ctx.db.write() as session:
+            if open_leads(ctx, session, user, [customer_id], ctx.clock.now()):
+                out.opened_at = session.scalar(select(Customer.opened_at).where(Customer.id == customer_id))
+                out.sla_next_at = None
     return Envelope(data=out)
 
 

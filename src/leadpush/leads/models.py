@@ -20,6 +20,7 @@ class Customer(Base):
         Index("ix_customers_transfer_due_at", "transfer_due_at"),
         # Lead intake is idempotent by (source, externalId): a repeat finds the lead instead of a second one.
         Index("uq_customers_intake_source_external", "intake_source_id", "external_id", unique=True),
+        Index("ix_customers_sla_next_at", "sla_next_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -48,6 +49,13 @@ class Customer(Base):
     external_id: Mapped[str | None] = mapped_column(String(128))
     intake_source_id: Mapped[int | None] = mapped_column(ForeignKey("lead_sources.id", ondelete="SET NULL"))
     duplicate_of_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id", ondelete="SET NULL"))
+    # First-contact SLA (leadpush.sla): the rule that applies to the current ownership, the last ladder step
+    # done (0 none, 1 reminded, 2 manager told, 3 reassigned), the exact time of the next step (None = no
+    # step pending), and when the current owner first opened the lead.
+    sla_rule_id: Mapped[int | None] = mapped_column(Integer)
+    sla_stage: Mapped[int] = mapped_column(Integer, default=0)
+    sla_next_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

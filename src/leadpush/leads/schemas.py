@@ -117,6 +117,11 @@ class CustomerOut(CamelModel):
     assigned_at: datetime | None
     last_follow_up_at: datetime | None
     transfer_due_at: datetime | None
+    opened_at: datetime | None = Field(default=None, description="当前负责人首次打开（查看）线索的时间")
+    sla_next_at: datetime | None = Field(default=None, description="首次联系规则下一步（提醒/上报/改派）的时间")
+    first_follow_up_at: datetime | None = Field(
+        default=None, description="当前负责人本次分配后的首次跟进时间（仅线索详情返回）"
+    )
     version: int
     created_at: datetime
     updated_at: datetime

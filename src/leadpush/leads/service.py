@@ -18,6 +18,7 @@ from leadpush.errors import ApiError, not_found
 from leadpush.leads.models import Customer, FollowUp
 from leadpush.leads.schemas import CustomerOut, FollowUpOut
 from leadpush.permissions import can_see, same_team, visible_filter
+from leadpush.sla.progress import followed_up
 from leadpush.transfer.deadlines import refresh_deadlines
 from leadpush.users.models import User
 from leadpush.users.service import clean_text, is_db_id, users_by_id
@@ -123,6 +124,7 @@ def add_follow_up(
     follow_up = FollowUp(customer_id=customer.id, user_id=actor.id, content=content, status=status, created_at=now)
     session.add(follow_up)
     refresh_deadlines(session, [customer], now)
+    followed_up(ctx, session, actor, customer, now)
     session.flush()
     return follow_up
 

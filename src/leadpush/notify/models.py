@@ -18,6 +18,8 @@ KINDS = (
     "customers_recycled",
     "transfer_warning",
     "lead_duplicate",
+    "sla_reminder",
+    "sla_escalated",
 )
 CHANNELS = ("inapp", "wechat", "wecom", "webhook")
 STATUSES = ("pending", "sending", "sent", "failed", "dead", "skipped")

@@ -7,6 +7,8 @@ not listed; in-app is always on. Example, the default::
 
     {"customer_assigned": ["inapp", "wechat|wecom", "webhook"],
      "customers_assigned": ["inapp", "wechat|wecom", "webhook"],
+     "sla_reminder": ["inapp", "wecom|wechat", "webhook"],
+     "sla_escalated": ["inapp", "wecom|wechat", "webhook"],
      "*": ["inapp", "wecom", "webhook"]}
 
 The settings parse it once, at start-up, into a `ChannelPolicy`. At ledger time only the first usable
@@ -25,6 +27,9 @@ from typing import NamedTuple, Protocol
 DEFAULT_POLICY: dict[str, list[str]] = {
     "customer_assigned": ["inapp", "wechat|wecom", "webhook"],
     "customers_assigned": ["inapp", "wechat|wecom", "webhook"],
+    # First-contact escalations go to the strongest channel: WeCom for staff who have it, else WeChat.
+    "sla_reminder": ["inapp", "wecom|wechat", "webhook"],
+    "sla_escalated": ["inapp", "wecom|wechat", "webhook"],
     "*": ["inapp", "wecom", "webhook"],
 }
 # Every channel a policy may name (notify.models.CHANNELS), with the name an operator reads.

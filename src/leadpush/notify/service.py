@@ -66,8 +66,13 @@ def latest_id(session: Session, user_id: int) -> int:
     )
 
 
-def mark(session: Session, user_id: int, ids: list[int] | None, now: datetime, *, read: bool) -> int:
-    """Mark notifications delivered (client ack) and, with read, read. Only the user's own rows."""
+def mark(
+    session: Session, user_id: int, ids: list[int] | None, now: datetime, *, read: bool, signals: Signals | None = None
+) -> int:
+    """Mark notifications delivered (client ack) and, with read, read. Only the user's own rows.
+
+    With `signals`, its ack listeners hear of it in this transaction (reading implies an ack).
+    """
     values: dict[str, datetime] = {}
     query = update(Notification).where(Notification.recipient_id == user_id)
     if ids is not None:
@@ -91,6 +96,8 @@ def mark(session: Session, user_id: int, ids: list[int] | None, now: datetime, *
             .values(delivered_at=now)
             .execution_options(synchronize_session=False)
         )
+    if signals is not None:
+        signals.acked(session, user_id, ids, now)
     return rows_changed(result) or 0
 
 

@@ -1,15 +1,25 @@
 """Wake-ups after commit: hints that new deliveries or notifications exist (the ledger is truth), and
-that a user's sign-in changed (tokens revoked, user deactivated: their sockets must re-check)."""
+that a user's sign-in changed (tokens revoked, user deactivated: their sockets must re-check).
+
+One hook runs inside a transaction instead: `acked`, when a client acks (or reads) notifications, so
+another capability can record what the ack means to it (leadpush.sla: the owner opened the lead) in
+the same transaction, without notify knowing that capability.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[[set[int]], None]
+# (session, user id, the notification ids acked — None = all of theirs —, now), in the acking transaction.
+AckListener = Callable[[Session, int, Sequence[int] | None, datetime], None]
 
 
 class Signals:
@@ -21,6 +31,7 @@ class Signals:
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
         self._auth_listeners: list[Listener] = []
+        self._ack_listeners: list[AckListener] = []
         self._lock = threading.Lock()
 
     def subscribe(self, listener: Listener) -> None:
@@ -40,6 +51,23 @@ class Signals:
         with self._lock:
             if listener in self._auth_listeners:
                 self._auth_listeners.remove(listener)
+
+    def subscribe_acks(self, listener: AckListener) -> None:
+        with self._lock:
+            if listener not in self._ack_listeners:
+                self._ack_listeners.append(listener)
+
+    def unsubscribe_acks(self, listener: AckListener) -> None:
+        with self._lock:
+            if listener in self._ack_listeners:
+                self._ack_listeners.remove(listener)
+
+    def acked(self, session: Session, user_id: int, ids: Sequence[int] | None, now: datetime) -> None:
+        """A client acked these notifications of `user_id` (in the acking transaction; errors roll it back)."""
+        with self._lock:
+            listeners = list(self._ack_listeners)
+        for listener in listeners:
+            listener(session, user_id, ids, now)
 
     def notifications_committed(self, recipient_ids: set[int]) -> None:
         with self._lock:

@@ -89,7 +89,7 @@ def unread(ctx: Ctx, user: CurrentUser) -> Envelope:
 def mark_read(body: MarkReadBody, ctx: Ctx, user: CurrentUser) -> Envelope:
     """Mark the given notifications (or all) read."""
     with ctx.db.write() as session:
-        service.mark(session, user.id, body.ids, ctx.clock.now(), read=True)
+        service.mark(session, user.id, body.ids, ctx.clock.now(), read=True, signals=ctx.signals)
         count = unread_count(session, user.id)
     return Envelope(message="已标为已读", data=UnreadOut(unread=count))
 
@@ -98,7 +98,7 @@ def mark_read(body: MarkReadBody, ctx: Ctx, user: CurrentUser) -> Envelope:
 def ack(body: MarkReadBody, ctx: Ctx, user: CurrentUser) -> Envelope:
     """Mark the given notifications (or all) delivered: the client has shown them."""
     with ctx.db.write() as session:
-        service.mark(session, user.id, body.ids, ctx.clock.now(), read=False)
+        service.mark(session, user.id, body.ids, ctx.clock.now(), read=False, signals=ctx.signals)
         count = unread_count(session, user.id)
     return Envelope(message="已确认送达", data=UnreadOut(unread=count))
 

@@ -136,7 +136,7 @@ class WsConnection:
 
         def write() -> None:
             with self.ctx.db.write() as session:
-                service.mark(session, self.user_id, ids, self.ctx.clock.now(), read=read)
+                service.mark(session, self.user_id, ids, self.ctx.clock.now(), read=read, signals=self.ctx.signals)
 
         await to_thread.run_sync(write)
         if read:

@@ -4,6 +4,10 @@ Cron times come from APScheduler's CronTrigger; the waiting is ours, against the
 tests move time instead of sleeping to the hour. Between cron runs the scheduler sleeps until the
 earliest stored warning or deadline (re-reading it whenever a commit wakes it, and at least every
 `MAX_SLEEP` seconds for changes made by other processes without a wake-up).
+
+The first-contact ladder's steps (leadpush.sla) ride on the same wait: the earliest `sla_next_at` is one
+more stored deadline, and due steps run (each lead in its own transaction, claimed by a conditional
+update, so once across schedulers) without the transfer lease.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from anyio import to_thread
 from apscheduler.triggers.cron import CronTrigger
 
 from leadpush.context import AppContext
+from leadpush.sla.engine import earliest_step, run_due_steps
 from leadpush.transfer.deadlines import earliest_pending
 from leadpush.transfer.engine import RunReport, TransferBusy, run_transfer
 
@@ -55,9 +60,17 @@ class TransferScheduler:
     def wake(self) -> None:
         self._event.set()
 
-    def _earliest(self) -> datetime | None:
+    def _earliest(self) -> tuple[datetime | None, datetime | None]:
+        """The earliest transfer deadline or warning, and the earliest first-contact step."""
         with self.ctx.db.read() as session:
-            return earliest_pending(session)
+            return earliest_pending(session), earliest_step(session)
+
+    async def _run_steps(self) -> None:
+        try:
+            await to_thread.run_sync(lambda: run_due_steps(self.ctx))
+        except Exception:
+            log.exception("首次联系升级步骤失败")
+            await asyncio.sleep(BUSY_BACKOFF)
 
     async def _run(self, trigger: str) -> RunReport | None:
         try:
@@ -94,15 +107,20 @@ class TransferScheduler:
                     await asyncio.sleep(BUSY_BACKOFF)
                 continue
             try:
-                earliest = await to_thread.run_sync(self._earliest)
+                earliest, step_at = await to_thread.run_sync(self._earliest)
             except Exception:
                 log.exception("读取最近的流转截止时间失败")
-                earliest = None
+                earliest = step_at = None
+            steps_due = step_at is not None and now >= step_at
+            if steps_due:
+                await self._run_steps()
             if earliest is not None and now >= earliest:
                 if await self._run("deadline") is None:
                     await asyncio.sleep(BUSY_BACKOFF)
                 continue
-            target = min(next_cron, earliest) if earliest is not None else next_cron
+            if steps_due:
+                continue
+            target = min(t for t in (next_cron, earliest, step_at) if t is not None)
             delay = min(MAX_SLEEP, max(MIN_SLEEP, (target - now).total_seconds()))
             try:
                 await asyncio.wait_for(self._event.wait(), timeout=delay)

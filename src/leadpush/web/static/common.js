@@ -8,7 +8,7 @@ export const LABELS = {
   status: { new: '新线索', following: '跟进中', won: '已成交', lost: '已流失', invalid: '无效' },
   via: {
     web: '网页分配', miniprogram: '小程序分配', batch: '批量分配', public_pool: '公海分配',
-    claim: '领取', release: '释放', auto_transfer: '自动流转',
+    claim: '领取', release: '释放', auto_transfer: '自动流转', escalation: '超时改派',
   },
   deliveryStatus: {
     pending: '待发送', sending: '发送中', sent: '已发送', failed: '发送失败（稍后自动重试）', dead: '发送失败（已停止重试）', skipped: '未发送',
@@ -22,6 +22,7 @@ export const LABELS = {
   kind: {
     customer_assigned: '新线索', customers_assigned: '新线索（批量）', customer_recycled: '线索收回',
     customers_recycled: '线索收回（批量）', transfer_warning: '流转预警', lead_duplicate: '客户再次咨询',
+    sla_reminder: '首次联系提醒', sla_escalated: '首次联系超时',
   },
 };
 
@@ -157,6 +158,26 @@ export function fmtTime(iso) {
   if (!iso) return '—';
   const date = new Date(iso);
   return Number.isNaN(date.getTime()) ? String(iso) : formatter.format(date);
+}
+
+// Seconds as people say them: 45 秒, 3 分钟, 1 小时 5 分, 2 天 3 小时.
+export function duration(seconds) {
+  if (seconds === null || seconds === undefined) return '—';
+  const s = Math.round(seconds);
+  if (s < 60) return `${s} 秒`;
+  if (s < 3600) return `${Math.floor(s / 60)} 分钟`;
+  if (s < 86400) {
+    const m = Math.floor((s % 3600) / 60);
+    return `${Math.floor(s / 3600)} 小时${m ? ` ${m} 分` : ''}`;
+  }
+  const hours = Math.floor((s % 86400) / 3600);
+  return `${Math.floor(s / 86400)} 天${hours ? ` ${hours} 小时` : ''}`;
+}
+
+// From one ISO instant to another, as a duration (null while the second has not happened).
+export function between(fromIso, toIso) {
+  if (!fromIso || !toIso) return null;
+  return (new Date(toIso).getTime() - new Date(fromIso).getTime()) / 1000;
 }
 
 export function pill(kind, value, text) {

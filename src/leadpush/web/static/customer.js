@@ -1,7 +1,7 @@
 // /console/customers/{id}: one lead — its details, assign (managers), claim / release (sales),
 // follow-ups and the history of every ownership change.
 import {
-  api, assignees, boot, clear, fillOptions, fillUserSelect, fmtTime, h, label, pill, say, sayError,
+  api, assignees, between, boot, clear, duration, fillOptions, fillUserSelect, fmtTime, h, label, pill, say, sayError,
 } from './common.js';
 
 const me = await boot();
@@ -28,6 +28,12 @@ function info(c) {
     ['最后跟进', fmtTime(c.lastFollowUpAt)], ['流转截止', fmtTime(c.transferDueAt)], ['创建时间', fmtTime(c.createdAt)],
     ['备注', c.note || '—'],
   ];
+  if (!c.inPool) {
+    // Speed to lead of the current ownership: how long its owner took to open it and to follow it up.
+    rows.splice(6, 0,
+      ['首次打开用时', c.openedAt ? duration(between(c.assignedAt, c.openedAt)) : '未打开'],
+      ['首次跟进用时', c.firstFollowUpAt ? duration(between(c.assignedAt, c.firstFollowUpAt)) : '未跟进']);
+  }
   const dl = clear(document.getElementById('info'));
   for (const [term, value] of rows) dl.append(h('dt', { text: term }), h('dd', {}, value));
 }

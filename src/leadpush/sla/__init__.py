@@ -1,0 +1,1 @@
+"""First-contact SLAs: the escalation ladder on exact deadlines and speed-to-lead measurement."""
