@@ -6,7 +6,7 @@ from leadpush.leads.models import Customer, FollowUp
 from leadpush.notify.models import Delivery, KeyValue, Notification, Worker
 from leadpush.pools.models import Pool, PoolMember
 from leadpush.teams.models import Team
-from leadpush.transfer.models import Lease, TransferRule, TransferRun
+from leadpush.transfer.models import Lease, TransferBackoff, TransferRule, TransferRun
 from leadpush.users.models import ApiToken, User
 from leadpush.wechat.models import WechatSubscription
 
@@ -23,6 +23,7 @@ __all__ = [
     "Pool",
     "PoolMember",
     "Team",
+    "TransferBackoff",
     "TransferRule",
     "TransferRun",
     "User",

@@ -9,7 +9,12 @@ from datetime import datetime, timedelta
 import pytest
 from support import WITHOUT_SCHEDULER, Api, ok, refused, wait_for
 
-RULE = {"name": "两小时未跟进退回公海", "condition": "no_follow_up_after_assign", "thresholdHours": 2, "action": "public_pool"}
+RULE = {
+    "name": "两小时未跟进退回公海",
+    "condition": "no_follow_up_after_assign",
+    "thresholdHours": 2,
+    "action": "public_pool",
+}
 
 
 ADMIN: dict[str, object] = {}
@@ -84,9 +89,7 @@ def deadlines_settled(api: Api, lead_ids: list[int], expected) -> None:  # noqa:
 
 
 @WITHOUT_SCHEDULER
-def test_a_preview_counts_by_team_what_a_new_or_changed_rule_would_move_or_warn_at_once_and_writes_nothing(
-    api, team
-):
+def test_a_preview_counts_by_team_what_a_new_or_changed_rule_would_move_or_warn_at_once_and_writes_nothing(api, team):
     old = [assigned_lead(api, team, team.alice, name=f"老客户{i}") for i in range(3)]
     old.append(assigned_lead(api, team, team.carol, name="乙组老客户"))
     api.ctx.clock.advance(hours=4)
@@ -109,7 +112,11 @@ def test_a_preview_counts_by_team_what_a_new_or_changed_rule_would_move_or_warn_
 
     # A manager previews only rules they could save, and sees their team's leads.
     assert preview(api, team.manager, **RULE, team="A")["moved"] == 3
-    refused(api.client(team.manager_b).post("/api/auto-transfer/rules/preview", json={**RULE, "team": "A"}), 403, "forbidden")
+    refused(
+        api.client(team.manager_b).post("/api/auto-transfer/rules/preview", json={**RULE, "team": "A"}),
+        403,
+        "forbidden",
+    )
     refused(api.client(team.manager).post("/api/auto-transfer/rules/preview", json=RULE), 403, "forbidden")
     refused(api.client(team.alice).post("/api/auto-transfer/rules/preview", json=RULE), 403, "forbidden")
     bad = api.client(team.admin).post("/api/auto-transfer/rules/preview", json={"name": "x", "action": "public_pool"})
@@ -120,7 +127,7 @@ def test_a_preview_counts_by_team_what_a_new_or_changed_rule_would_move_or_warn_
     assert preview(api, team.admin, id=slow["id"], enabled=False)["moved"] == 0
     tightened = preview(api, team.admin, id=slow["id"], thresholdHours=2)
     assert (tightened["moved"], tightened["warned"]) == (4, 0)
-    refused(api.client(team.admin).post("/api/auto-transfer/rules/preview", json={"id": 999999}), 404, "not_found")
+    refused(api.client(team.admin).post("/api/auto-transfer/rules/preview", json={"id": 999999}), 404, "rule_not_found")
     # With a grace period nothing moves at once: every such lead is warned instead.
     graced = preview(api, team.admin, id=slow["id"], thresholdHours=2, graceHours=3)
     assert (graced["moved"], graced["warned"], graced["graced"]) == (0, 5, 5)
@@ -260,9 +267,7 @@ def test_a_user_rule_does_not_apply_to_a_lead_its_target_already_owns(api, team)
     )
     # Another rule's deadline applies to it instead.
     make_rule(api, team.admin, name="五小时未跟进退回公海", thresholdHours=5)
-    deadlines_settled(
-        api, [bobs["id"]], lambda _lid: datetime.fromisoformat(bobs["assignedAt"]) + timedelta(hours=5)
-    )
+    deadlines_settled(api, [bobs["id"]], lambda _lid: datetime.fromisoformat(bobs["assignedAt"]) + timedelta(hours=5))
     api.ctx.clock.advance(hours=2)
     report = run_now(api, team.admin)
     assert (report["moved"], report["failed"], report["failures"]) == (1, 0, [])
@@ -272,10 +277,18 @@ def test_a_user_rule_does_not_apply_to_a_lead_its_target_already_owns(api, team)
 def test_a_rule_that_cannot_move_a_lead_backs_off_and_the_history_shows_it_once(api, team):
     # Team B's only salesperson owns the lead: round robin has nobody to give it to.
     make_rule(
-        api, team.admin, name="乙组一小时未跟进轮流", thresholdHours=1, warnBeforeHours=0.5, action="round_robin", team="B"
+        api,
+        team.admin,
+        name="乙组一小时未跟进轮流",
+        thresholdHours=1,
+        warnBeforeHours=0.5,
+        action="round_robin",
+        team="B",
     )
     lead = assigned_lead(api, team, team.carol)
-    nudge(api, hours=2)
+    nudge(api, minutes=40)
+    wait_for(lambda: kinds(api, team.carol) == ["customer_assigned", "transfer_warning"])
+    nudge(api, minutes=80)
 
     def failures() -> list[dict]:
         return [f for run in runs(api, team.admin) for f in run["failures"]]
