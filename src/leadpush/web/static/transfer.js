@@ -186,7 +186,8 @@ async function decide(extra) {
   }
 }
 
-document.getElementById('rule-now').addEventListener('click', () => decide({ graceHours: 0 }));
+// 立即生效 keeps a grace period the rule already has: the preview counted with it.
+document.getElementById('rule-now').addEventListener('click', () => decide({}));
 graceButton.addEventListener('click', () => { const value = graceValue(); if (value) decide({ graceHours: value }); });
 document.getElementById('rule-cancel').addEventListener('click', () => {
   closeConfirm();
