@@ -138,7 +138,10 @@ class RunOut(CamelModel):
     items: list[dict[str, Any]] = Field(default_factory=list, description="演练时列出将要流转的线索")
     failures: list[dict[str, Any]] = Field(
         default_factory=list,
-        description="未能流转的线索，各含 ruleId、ruleName（规则现在的名称；规则已删除时为 null 且 ruleDeleted 为 true）和 reason",
+        description=(
+            "未能流转的线索，各含 ruleId、ruleName（规则现在的名称；规则已删除时为 null 且 ruleDeleted 为 true）、reason"
+            " 和 retryAt（下次重试时间；重试间隔逐次加倍，最长一天，重试再失败不再重复记录）"
+        ),
     )
 
 
