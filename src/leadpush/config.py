@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     # Public pool (公海) rules. 0 turns a rule off.
     claim_daily_limit: int = Field(default=50, ge=0)
     reclaim_cooldown_hours: float = Field(default=24.0, ge=0)
+    # Automatic transfer: a lead moved this many times from person to person (since it last left a pool)
+    # goes to the pool on its next deadline instead. 0 = no limit.
+    transfer_max_moves: int = Field(default=3, ge=0)
 
     # Rate limits (per minute; 0 = off): failed sign-ins per client address, token issues and
     # WeChat logins per user.

@@ -8,7 +8,7 @@ from leadpush.notify.models import Delivery, KeyValue, Notification, Worker
 from leadpush.pools.models import Pool, PoolMember
 from leadpush.sla.models import SlaRule
 from leadpush.teams.models import Team
-from leadpush.transfer.models import Lease, TransferRule, TransferRun
+from leadpush.transfer.models import Lease, TransferBackoff, TransferRule, TransferRun
 from leadpush.users.models import ApiToken, User
 from leadpush.wechat.models import WechatSubscription
 
@@ -28,6 +28,7 @@ __all__ = [
     "PoolMember",
     "SlaRule",
     "Team",
+    "TransferBackoff",
     "TransferRule",
     "TransferRun",
     "User",

@@ -229,6 +229,12 @@ MATRIX: dict[str, tuple[str, str, Any, tuple[int, ...]]] = {
         {"name": "规则", "team": "A", "condition": "not_won_within", "thresholdDays": 7, "action": "public_pool"},
         (401, 401, 403, 403, 403, 201, 403, 201),
     ),
+    "rules.preview": (
+        "POST",
+        "/api/auto-transfer/rules/preview",
+        {"name": "规则", "team": "A", "condition": "not_won_within", "thresholdDays": 7, "action": "public_pool"},
+        (401, 401, 403, 403, 403, 200, 403, 200),
+    ),
     "rules.update": (
         "PATCH",
         "/api/auto-transfer/rules/{rule}",

@@ -36,6 +36,7 @@ PROTECTED = [
     ("GET", "/api/tokens", None),
     ("POST", "/api/tokens", {"name": "对接"}),
     ("DELETE", "/api/tokens/1", None),
+    ("POST", "/api/auto-transfer/rules/preview", {"id": 1}),
 ]
 
 

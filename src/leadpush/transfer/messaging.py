@@ -25,6 +25,11 @@ def transfer_reason(rule: TransferRule) -> str:
     return f"{rule.name}{REASON_MARK}{ACTION_NAMES.get(rule.action, '自动流转')}"
 
 
+def max_moves_reason(rule: TransferRule, moves: int) -> str:
+    """Why a lead went to the pool rather than to the rule's next person: it moved too often already."""
+    return f"{rule.name}{REASON_MARK}已自动流转 {moves} 次，退回公海"
+
+
 def rule_name_in(reason: str | None) -> str | None:
     """The rule's name as `transfer_reason` wrote it into a history row (the rule may since be renamed or
     deleted; the name is the one the owner was told)."""

@@ -34,6 +34,10 @@ class TransferRule(Base):
     # Round-robin cursor: the last user id a lead went to under this rule.
     last_assignee_id: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # A grace period granted when the rule was saved: leads whose clock started before grace_from and that
+    # the rule would make due before grace_until are due at grace_until instead (see deadlines.rule_due).
+    grace_from: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    grace_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class TransferRun(Base):
@@ -49,6 +53,25 @@ class TransferRun(Base):
     warned: Mapped[int] = mapped_column(Integer, default=0)
     failed: Mapped[int] = mapped_column(Integer, default=0)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class TransferBackoff(Base):
+    """A lead the automatic transfer could not move: when to try again, and how many tries failed in a row.
+
+    It belongs to one tenure of the lead (its owner and assignment time): once the lead changes hands the
+    row no longer applies (and is dropped the next time its deadline is computed).
+    """
+
+    __tablename__ = "transfer_backoffs"
+
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True)
+    owner_id: Mapped[int | None] = mapped_column(Integer)
+    assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    rule_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    failures: Mapped[int] = mapped_column(Integer, default=1)
+    reason: Mapped[str] = mapped_column(String(200), default="")
+    first_failed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    retry_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Lease(Base):

@@ -7,19 +7,30 @@ admin's. A manager sees company-wide runs with only their team's share.
 
 from __future__ import annotations
 
+import copy
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, false, func, or_, select, true
+from sqlalchemy import ColumnElement, delete, false, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from leadpush.context import AppContext
 from leadpush.errors import ApiError, forbidden, not_found
 from leadpush.permissions import check_can_assign, manages_team
 from leadpush.teams.service import require_team
+from leadpush.transfer import engine
 from leadpush.transfer.deadlines import recompute_all
 from leadpush.transfer.engine import RunReport, TransferBusy, run_transfer
-from leadpush.transfer.models import TransferRule, TransferRun
-from leadpush.transfer.schemas import RuleCreate, RuleFields, RunOut
+from leadpush.transfer.models import TransferBackoff, TransferRule, TransferRun
+from leadpush.transfer.schemas import (
+    PreviewItem,
+    RuleCreate,
+    RuleFields,
+    RulePreviewBody,
+    RulePreviewOut,
+    RunOut,
+    TeamCounts,
+)
 from leadpush.users.models import User
 
 
@@ -74,14 +85,28 @@ def list_rules(session: Session, user: User) -> list[TransferRule]:
     return list(session.scalars(query))
 
 
-def create_rule(ctx: AppContext, session: Session, user: User, body: RuleCreate) -> TransferRule:
+def set_grace(rule: TransferRule, grace_hours: float | None, now: datetime) -> None:
+    """Give the rule a grace period from `now` (None: leave it as it is; 0: take it away)."""
+    if grace_hours is None:
+        return
+    if grace_hours <= 0:
+        rule.grace_from = rule.grace_until = None
+    else:
+        rule.grace_from, rule.grace_until = now, now + timedelta(hours=grace_hours)
+
+
+def new_rule(ctx: AppContext, session: Session, user: User, body: RuleFields) -> TransferRule:
+    """A new rule from a create body, checked but not added to the session."""
     check_rule_scope(user, body.team)
     require_team(session, body.team)
+    hours = body.hours()
+    if body.name is None or body.condition is None or body.action is None or hours is None:
+        raise ApiError(422, "invalid_rule", "新规则需要 name、condition、action 和 thresholdHours（或 thresholdDays）")
     rule = TransferRule(
         name=body.name,
         team=body.team,
         condition=body.condition,
-        threshold_hours=body.hours(),
+        threshold_hours=hours,
         exempt_statuses=body.exempt_statuses if body.exempt_statuses is not None else ["won"],
         action=body.action,
         target_user_id=body.target_user_id,
@@ -89,7 +114,13 @@ def create_rule(ctx: AppContext, session: Session, user: User, body: RuleCreate)
         enabled=True if body.enabled is None else body.enabled,
         created_at=ctx.clock.now(),
     )
+    set_grace(rule, body.grace_hours, ctx.clock.now())
     check_rule(session, rule, user)
+    return rule
+
+
+def create_rule(ctx: AppContext, session: Session, user: User, body: RuleCreate) -> TransferRule:
+    rule = new_rule(ctx, session, user, body)
     session.add(rule)
     session.flush()
     return rule
@@ -109,9 +140,19 @@ def load_rule(session: Session, user: User, rule_id: int) -> TransferRule:
 NOT_CLEARABLE = ("name", "condition", "action", "enabled", "exempt_statuses")
 
 
-def update_rule(session: Session, user: User, rule_id: int, body: RuleFields) -> TransferRule:
-    changes = body.model_dump(exclude_unset=True)
+def update_rule(ctx: AppContext, session: Session, user: User, rule_id: int, body: RuleFields) -> TransferRule:
     rule = load_rule(session, user, rule_id)
+    apply_changes(ctx, session, user, rule, body)
+    # Leads this rule could not move are tried again at once under the changed rule (a new streak: its
+    # first failure is shown again).
+    session.execute(delete(TransferBackoff).where(TransferBackoff.rule_id == rule.id))
+    session.flush()
+    return rule
+
+
+def apply_changes(ctx: AppContext, session: Session, user: User, rule: TransferRule, body: RuleFields) -> None:
+    """A PATCH body's changes on `rule` (the saved one, or an unsaved copy for a preview), checked."""
+    changes = body.model_dump(exclude_unset=True, exclude={"id", "grace_hours"})
     if "team" in changes:
         check_rule_scope(user, changes["team"])
         require_team(session, changes["team"])
@@ -124,13 +165,56 @@ def update_rule(session: Session, user: User, rule_id: int, body: RuleFields) ->
         setattr(rule, key, value)
     if hours is not None:
         rule.threshold_hours = hours
+    set_grace(rule, body.grace_hours, ctx.clock.now())
     check_rule(session, rule, user, retargeted="action" in changes or "target_user_id" in changes)
-    session.flush()
-    return rule
 
 
 def delete_rule(session: Session, rule: TransferRule) -> None:
+    session.execute(delete(TransferBackoff).where(TransferBackoff.rule_id == rule.id))
     session.delete(rule)
+
+
+RULE_COLUMNS = (
+    "id",
+    "name",
+    "team",
+    "condition",
+    "threshold_hours",
+    "exempt_statuses",
+    "action",
+    "target_user_id",
+    "warn_before_hours",
+    "enabled",
+    "last_assignee_id",
+    "created_at",
+    "grace_from",
+    "grace_until",
+)
+
+
+def preview_rule(ctx: AppContext, session: Session, user: User, body: RulePreviewBody) -> RulePreviewOut:
+    """What saving this rule (new, or the given changes to rule `id`) would do at once; nothing is written.
+
+    The same checks as saving it: who may preview a rule is who may save it.
+    """
+    if body.id is None:
+        candidate = new_rule(ctx, session, user, body)
+    else:
+        saved = load_rule(session, user, body.id)
+        # An unsaved copy: the preview must not change the rule in the session.
+        candidate = TransferRule(**{name: copy.copy(getattr(saved, name)) for name in RULE_COLUMNS})
+        apply_changes(ctx, session, user, candidate, body)
+    now = ctx.clock.now()
+    found = engine.preview_rule(ctx.settings, session, candidate, now)
+    return RulePreviewOut(
+        moved=found.moved,
+        warned=found.warned,
+        failed=found.failed,
+        graced=found.graced,
+        grace_until=candidate.grace_until,
+        teams={team: TeamCounts(**counts) for team, counts in found.teams.items()},
+        items=[PreviewItem.model_validate(item) for item in found.items],
+    )
 
 
 def run_manual(ctx: AppContext, user: User, *, dry_run: bool) -> RunReport:

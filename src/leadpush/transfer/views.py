@@ -12,7 +12,16 @@ from leadpush.schemas import Envelope
 from leadpush.transfer import service
 from leadpush.transfer.engine import RunReport
 from leadpush.transfer.models import TransferRule
-from leadpush.transfer.schemas import RuleCreate, RuleFields, RuleOut, RunBody, RunOut, RunPage
+from leadpush.transfer.schemas import (
+    RuleCreate,
+    RuleFields,
+    RuleOut,
+    RulePreviewBody,
+    RulePreviewOut,
+    RunBody,
+    RunOut,
+    RunPage,
+)
 from leadpush.users.models import User
 
 router = APIRouter(prefix="/api/auto-transfer", tags=["auto-transfer"])
@@ -34,6 +43,7 @@ def rule_out(session: Session, rule: TransferRule) -> RuleOut:
         warn_before_hours=rule.warn_before_hours,
         enabled=rule.enabled,
         created_at=rule.created_at,
+        grace_until=rule.grace_until,
     )
 
 
@@ -51,10 +61,24 @@ def create_rule(body: RuleCreate, ctx: Ctx, user: StaffUser, background: Backgro
     return Envelope(message="流转规则已创建", data=out)
 
 
+@router.post("/rules/preview", response_model=Envelope[RulePreviewOut])
+def preview_rule(body: RulePreviewBody, ctx: Ctx, user: StaffUser) -> Envelope:
+    """What saving a rule would do at once: how many leads move, fail to move or are warned right away, by
+    the owner's team, with a sample. The body is a rule as for create, or a PATCH's changes with the
+    rule's `id`; with `graceHours`, as saved with that grace period. Nothing is written."""
+    with ctx.db.read() as session:
+        found = service.preview_rule(ctx, session, user, body)
+    if found.moved:
+        message = f"保存后将立即流转 {found.moved} 条线索"
+    else:
+        message = "保存后不会立即流转线索"
+    return Envelope(message=message, data=found)
+
+
 @router.patch("/rules/{rule_id:int}", response_model=Envelope[RuleOut])
 def update_rule(rule_id: int, body: RuleFields, ctx: Ctx, user: StaffUser, background: BackgroundTasks) -> Envelope:
     with ctx.db.write() as session:
-        out = rule_out(session, service.update_rule(session, user, rule_id, body))
+        out = rule_out(session, service.update_rule(ctx, session, user, rule_id, body))
     background.add_task(service.after_rules_changed, ctx)
     return Envelope(message="流转规则已更新", data=out)
 

@@ -41,10 +41,16 @@ function hours(value) {
 function ruleRow(rule) {
   const toggle = h('button', { type: 'button', text: rule.enabled ? '停用' : '启用', 'aria-label': `${rule.enabled ? '停用' : '启用'}规则：${rule.name}` });
   toggle.addEventListener('click', async () => {
-    try {
-      const r = await api(`/api/auto-transfer/rules/${rule.id}`, { method: 'PATCH', body: { enabled: !rule.enabled } });
+    const body = { enabled: !rule.enabled };
+    const save = async (extra) => {
+      const r = await api(`/api/auto-transfer/rules/${rule.id}`, { method: 'PATCH', body: { ...body, ...extra } });
       say(`${r.message}：${rule.name}（${r.data.enabled ? '已启用' : '已停用'}）`);
       await loadRules();
+    };
+    try {
+      // Switching a rule on may move leads at once: ask first, as for a new rule.
+      if (body.enabled) await saveAfterPreview({ id: rule.id, ...body }, save);
+      else await save({});
     } catch (error) {
       sayError(error);
     }
@@ -86,8 +92,10 @@ function ruleText(item) {
   return item.ruleId ? `已删除的规则 #${item.ruleId}` : '';
 }
 
+// A failure is listed once: its retries (backing off up to a day) are not listed again.
 function failureText(f) {
-  return [f.customerName ?? '线索', ruleText(f), f.reason].filter(Boolean).join('：');
+  const retry = f.retryAt ? `（${fmtTime(f.retryAt)} 重试，期间不再重复记录）` : '';
+  return [f.customerName ?? '线索', ruleText(f), f.reason].filter(Boolean).join('：') + retry;
 }
 
 async function loadRuns() {
@@ -126,17 +134,93 @@ form.addEventListener('submit', async (event) => {
   };
   if (warn !== '') body.warnBeforeHours = Number(warn);
   if (body.action === 'user') body.targetUserId = Number(document.getElementById('r-target').value) || null;
-  try {
-    const r = await api('/api/auto-transfer/rules', { method: 'POST', body });
-    say(`${r.message}：${r.data.name}`);
+  const save = async (extra) => {
+    const r = await api('/api/auto-transfer/rules', { method: 'POST', body: { ...body, ...extra } });
+    say(`${r.message}：${r.data.name}${r.data.graceUntil ? `（宽限至 ${fmtTime(r.data.graceUntil)}）` : ''}`);
     form.reset();
     targetField.hidden = true;
     document.getElementById('new-rule').open = false;
     await loadRules();
+  };
+  try {
+    await saveAfterPreview(body, save);
   } catch (error) {
     sayError(error);
   }
 });
+
+// Saving a rule that would move leads at once asks first (in the page): 立即生效, a grace period, or 取消.
+const confirmBox = document.getElementById('rule-confirm');
+const graceHours = document.getElementById('rule-grace-hours');
+const graceButton = document.getElementById('rule-grace');
+let pendingSave = null;
+
+function graceValue() {
+  const value = Number(graceHours.value);
+  return Number.isFinite(value) && value > 0 && value <= 720 ? value : null;
+}
+
+graceHours.addEventListener('input', () => {
+  const value = graceValue();
+  graceButton.textContent = value ? `宽限 ${value} 小时` : '宽限';
+  graceButton.disabled = !value;
+});
+
+function closeConfirm() {
+  confirmBox.hidden = true;
+  pendingSave = null;
+}
+
+async function decide(extra) {
+  const save = pendingSave;
+  if (!save) return;
+  for (const b of confirmBox.querySelectorAll('button')) b.disabled = true;
+  try {
+    await save(extra);
+    closeConfirm();
+  } catch (error) {
+    sayError(error);
+  } finally {
+    for (const b of confirmBox.querySelectorAll('button')) b.disabled = false;
+    graceButton.disabled = !graceValue();
+  }
+}
+
+// 立即生效 keeps a grace period the rule already has: the preview counted with it.
+document.getElementById('rule-now').addEventListener('click', () => decide({}));
+graceButton.addEventListener('click', () => { const value = graceValue(); if (value) decide({ graceHours: value }); });
+document.getElementById('rule-cancel').addEventListener('click', () => {
+  closeConfirm();
+  say('已取消，规则未保存');
+});
+
+function teamText(teams) {
+  return Object.entries(teams)
+    .filter(([, c]) => c.moved > 0)
+    .map(([team, c]) => `${team ? `${team} 组` : '未分组'} ${c.moved} 条`)
+    .join('、');
+}
+
+// Preview first; save at once when nothing would move, else show what would and let the person choose.
+async function saveAfterPreview(previewBody, save) {
+  const { data } = await api('/api/auto-transfer/rules/preview', { method: 'POST', body: previewBody });
+  if (data.moved === 0) {
+    await save({});
+    return;
+  }
+  pendingSave = save;
+  document.getElementById('rule-confirm-text').textContent = `保存后将立即流转 ${data.moved} 条线索`;
+  const notes = [`按团队：${teamText(data.teams)}`];
+  if (data.warned) notes.push(`另有 ${data.warned} 条将立即收到流转预警`);
+  if (data.failed) notes.push(`${data.failed} 条到期但无法流转（稍后重试）`);
+  document.getElementById('rule-confirm-detail').textContent = notes.join('；');
+  const sample = clear(document.getElementById('rule-confirm-sample'));
+  for (const item of data.items.filter((i) => i.outcome === 'move').slice(0, 5)) {
+    sample.appendChild(h('li', { text: `${item.customerName}（${item.fromUserName ?? '—'}）→ ${item.toUserName ?? '公海'}` }));
+  }
+  confirmBox.hidden = false;
+  document.getElementById('rule-now').focus();
+}
 
 const dryRun = document.getElementById('dry-run');
 const confirmRun = document.getElementById('run-confirm');
