@@ -4,7 +4,7 @@ from leadpush.assignment.models import Assignment
 from leadpush.db import Base
 from leadpush.leads.models import Customer, FollowUp
 from leadpush.notify.models import Delivery, KeyValue, Notification, Worker
-from leadpush.pools.models import Pool, PoolMember
+from leadpush.pools.models import Pool, PoolClaim, PoolMember
 from leadpush.teams.models import Team
 from leadpush.transfer.models import Lease, TransferRule, TransferRun
 from leadpush.users.models import ApiToken, User
@@ -21,6 +21,7 @@ __all__ = [
     "Lease",
     "Notification",
     "Pool",
+    "PoolClaim",
     "PoolMember",
     "Team",
     "TransferRule",
