@@ -27,7 +27,7 @@ def lost_since(session: Session, customer_ids: Iterable[int], since: datetime) -
         .group_by(Assignment.customer_id, Assignment.from_user_id)
     )
     found: dict[int, dict[int, datetime]] = {}
-    for customer_id, user_id, at in rows.tuples():
+    for customer_id, user_id, at in rows:
         if user_id is not None:  # always, by the query: for the type checker
             found.setdefault(customer_id, {})[user_id] = at
     return found

@@ -288,5 +288,5 @@ def lead_counts(session: Session, pool_ids: Iterable[int | None]) -> dict[int | 
     rows = session.execute(
         select(Customer.pool_id, func.count()).where(Customer.owner_id.is_(None)).group_by(Customer.pool_id)
     )
-    counts = dict(rows.tuples().all())
+    counts: dict[int | None, int] = {pool_id: n for pool_id, n in rows}
     return {i: counts.get(i, 0) for i in ids}
