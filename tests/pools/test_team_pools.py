@@ -298,7 +298,12 @@ def test_newly_pooled_leads_wait_out_the_embargo_but_managers_may_hand_them_out(
     r = refused(claim(api, team.bob, leads[0]), 409, "pool_embargo")
     assert "30 分钟后" in r["message"]
     row = {c["id"]: c for c in pool_page(api, team.bob)["items"]}[leads[0]["id"]]
-    assert row["canClaim"] is False and row["claimBlock"] == "embargo" and row["embargoUntil"]
+    assert (
+        row["canClaim"] is False
+        and row["claimBlock"] == "embargo"
+        and row["embargoUntil"]
+        and row["embargoMinutesLeft"] == 30
+    )
     # The team's manager hands one out during the embargo.
     assert ok(assign(api, team.manager, "web", leads[1]["id"], team.bob))["ownerId"] == team.bob.id
     api.ctx.clock.advance(minutes=20)

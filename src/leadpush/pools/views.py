@@ -3,6 +3,7 @@ create, edit and delete them and set their members and pool admins."""
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
@@ -163,8 +164,11 @@ def public_pool(
         filters = leads_service.CustomerFilters(in_pool=True, keyword=keyword, source=source, pool=pool)
         rows, total = leads_service.list_customers(session, user, filters, page, page_size)
         out = leads_service.customers_out(session, rows)
-        blocks = service.claim_blocks(session, ctx.settings, user, rows, ctx.clock.now())
+        now = ctx.clock.now()
+        blocks = service.claim_blocks(session, ctx.settings, user, rows, now)
     for item in out:
         item.claim_block = blocks.get(item.id)
         item.can_claim = item.id in blocks and item.claim_block is None
+        if item.embargo_until is not None and item.embargo_until > now:
+            item.embargo_minutes_left = math.ceil((item.embargo_until - now).total_seconds() / 60)
     return Envelope(data=CustomerPage(items=out, total=total, page=page, page_size=page_size))

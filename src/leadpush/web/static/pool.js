@@ -80,13 +80,9 @@ async function claim(c, button) {
 // the name instead of off-screen at the end of a wide row; data-label names each value on the card.
 if (!staff) document.getElementById('leads').classList.add('cards');
 
-function minutesUntil(iso) {
-  return Math.max(1, Math.ceil((new Date(iso).getTime() - Date.now()) / 60000));
-}
-
 // Why the caller cannot claim a lead right now, in words (null: they can).
 function blockText(c) {
-  if (c.claimBlock === 'embargo') return `${minutesUntil(c.embargoUntil)} 分钟后可领取`;
+  if (c.claimBlock === 'embargo') return `${c.embargoMinutesLeft ?? 1} 分钟后可领取`;
   if (c.claimBlock === 'claim_limit') return '今日领取已达上限';
   if (c.claimBlock === 'cooldown') return '冷却期内不能领回';
   return null;
@@ -95,7 +91,7 @@ function blockText(c) {
 function row(c) {
   const tr = h('tr', { dataset: { customerId: c.id } });
   if (staff) tr.appendChild(selection.cell(c, tr));
-  const embargoed = c.claimBlock === 'embargo' ? `（${blockText(c)}）` : '';
+  const embargoed = c.embargoMinutesLeft ? `（${c.embargoMinutesLeft} 分钟后可领取）` : '';
   tr.append(
     h('td', { class: 'name' }, customerLink(c.id, c.name)),
     h('td', { class: 'phone', dataset: { label: '电话' }, text: c.phone, title: c.phoneHidden ? '领取后可见完整号码' : null }),
