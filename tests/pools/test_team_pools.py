@@ -332,6 +332,12 @@ def test_a_hidden_phone_shows_nowhere_until_the_lead_is_claimed_and_the_new_owne
             assert pool_ids(api, who, keyword=part) == []
             assert ok(api.client(who).get("/api/customers", params={"keyword": part}))["total"] == 0
         assert pool_ids(api, who, keyword="隐藏") == [lead["id"]]
+    # Nor does an import preview warn of the number: the warning would reveal it.
+    sheet = "姓名,电话\n新客户,13812345678\n".encode()
+    r = api.client(team.manager).post(
+        "/api/customers/import", content=sheet, headers={"Content-Type": "text/csv"}, params={"dryRun": "true"}
+    )
+    assert ok(r)["rows"][0]["warnings"] == []
 
     # The new owner's push and answer carry the real number.
     ws = WsClient(api.url, team.bob.token)

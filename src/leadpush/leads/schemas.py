@@ -116,11 +116,6 @@ class CustomerOut(CamelModel):
     )
     phone_hidden: bool = Field(default=False, description="电话已隐藏（线索池隐藏电话，领取后可见）")
     embargo_until: datetime | None = Field(default=None, description="新入池保护期结束时间，此前成员不能领取")
-    embargo_minutes_left: int | None = Field(default=None, description="保护期还剩几分钟（仅线索池列表给出）")
-    can_claim: bool | None = Field(default=None, description="调用者现在能否领取（仅线索池列表给出）")
-    claim_block: Literal["embargo", "claim_limit", "cooldown"] | None = Field(
-        default=None, description="不能领取的原因：保护期 / 今日领取已达上限 / 冷却期（仅线索池列表给出）"
-    )
     assigned_at: datetime | None
     last_follow_up_at: datetime | None
     transfer_due_at: datetime | None

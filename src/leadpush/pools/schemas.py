@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from leadpush.leads.schemas import CustomerOut
 from leadpush.schemas import CamelModel, RequestModel
 from leadpush.text import single_line
 
@@ -98,3 +99,20 @@ class PoolDeleted(CamelModel):
     id: int
     name: str
     moved_to_company_pool: int = Field(description="移入公司公海的线索数")
+
+
+class PoolLeadOut(CustomerOut):
+    """A lead in the pool listing: whether the caller may claim it now, and if not why."""
+
+    embargo_minutes_left: int | None = Field(default=None, description="保护期还剩几分钟；null = 不在保护期")
+    can_claim: bool = Field(default=False, description="调用者现在能否领取")
+    claim_block: Literal["embargo", "claim_limit", "cooldown"] | None = Field(
+        default=None, description="不能领取的原因：保护期 / 今日领取已达上限 / 冷却期"
+    )
+
+
+class PoolLeadPage(CamelModel):
+    items: list[PoolLeadOut]
+    total: int
+    page: int
+    page_size: int

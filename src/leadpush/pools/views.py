@@ -12,11 +12,19 @@ from sqlalchemy.orm import Session
 from leadpush.config import Settings
 from leadpush.deps import Ctx, CurrentUser
 from leadpush.leads import service as leads_service
-from leadpush.leads.schemas import CustomerPage
 from leadpush.pools import service
 from leadpush.pools.access import may_hand_out, may_manage, may_use, pool_role
 from leadpush.pools.models import COMPANY_POOL_NAME, Pool
-from leadpush.pools.schemas import MemberBody, PoolBody, PoolDeleted, PoolMemberOut, PoolOut, PoolPatch
+from leadpush.pools.schemas import (
+    MemberBody,
+    PoolBody,
+    PoolDeleted,
+    PoolLeadOut,
+    PoolLeadPage,
+    PoolMemberOut,
+    PoolOut,
+    PoolPatch,
+)
 from leadpush.schemas import Envelope
 from leadpush.users.models import User
 
@@ -138,7 +146,7 @@ Page = Annotated[int, Query(ge=1, le=100_000)]
 PageSize = Annotated[int, Query(alias="pageSize", ge=1, le=200)]
 
 
-@pool_leads.get("/public-pool", response_model=Envelope[CustomerPage])
+@pool_leads.get("/public-pool", response_model=Envelope[PoolLeadPage])
 def public_pool(
     ctx: Ctx,
     user: CurrentUser,
@@ -166,9 +174,18 @@ def public_pool(
         out = leads_service.customers_out(session, rows)
         now = ctx.clock.now()
         blocks = service.claim_blocks(session, ctx.settings, user, rows, now)
-    for item in out:
-        item.claim_block = blocks.get(item.id)
-        item.can_claim = item.id in blocks and item.claim_block is None
-        if item.embargo_until is not None and item.embargo_until > now:
-            item.embargo_minutes_left = math.ceil((item.embargo_until - now).total_seconds() / 60)
-    return Envelope(data=CustomerPage(items=out, total=total, page=page, page_size=page_size))
+    items = []
+    for lead in out:
+        block = blocks.get(lead.id)
+        embargo = lead.embargo_until
+        items.append(
+            PoolLeadOut(
+                **lead.model_dump(),
+                claim_block=block,
+                can_claim=lead.id in blocks and block is None,
+                embargo_minutes_left=math.ceil((embargo - now).total_seconds() / 60)
+                if embargo is not None and embargo > now
+                else None,
+            )
+        )
+    return Envelope(data=PoolLeadPage(items=items, total=total, page=page, page_size=page_size))

@@ -177,7 +177,7 @@ def delete_team(session: Session, team_id: int) -> Team:
             409,
             "team_not_empty",
             f"团队「{team.name}」还有{'、'.join(p for p in parts if p)}，请先将其移到其他团队后再删除",
-            details={"members": members, "rules": rules, "pools": pools},
+            details={"members": members, "rules": rules, **({"pools": pools} if pools else {})},
         )
     session.delete(team)
     session.flush()
