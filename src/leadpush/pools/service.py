@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from leadpush.config import Settings
@@ -213,12 +214,20 @@ def check_name_free(session: Session, name: str, pool_id: int | None = None) -> 
         raise ApiError(409, "pool_name_taken", f"已有名为「{name}」的线索池")
 
 
+def flush_or_name_taken(session: Session, name: str) -> None:
+    """Flush; a name taken meanwhile by a concurrent request is the same 409 as one taken before."""
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        raise ApiError(409, "pool_name_taken", f"已有名为「{name}」的线索池") from exc
+
+
 def create_pool(session: Session, actor: User, values: dict[str, Any]) -> Pool:
     values["team"] = check_team_for(session, actor, values.get("team"))
     check_name_free(session, values["name"])
     pool = Pool(**values)
     session.add(pool)
-    session.flush()
+    flush_or_name_taken(session, values["name"])
     return pool
 
 
@@ -230,7 +239,7 @@ def update_pool(session: Session, actor: User, pool_id: int, values: dict[str, A
         check_name_free(session, values["name"], pool.id)
     for key, value in values.items():
         setattr(pool, key, value)
-    session.flush()
+    flush_or_name_taken(session, pool.name)
     return pool
 
 
