@@ -199,6 +199,10 @@ def test_a_pool_admin_hands_out_the_pools_leads_to_its_users_only(api, team):
     # Carol (team B, a salesperson) is made the pool's admin: she may hand its leads out, to its users.
     ok(api.client(team.admin).post(f"/api/pools/{pool['id']}/members", json={"userId": team.carol.id, "role": "admin"}))
     dave = api.user("周伟", "sales", "B")
+    # Whom she may give them to: the pool's users (team A and its members), active ones.
+    names = [u["name"] for u in ok(api.client(team.carol).get(f"/api/pools/{pool['id']}/assignees"))]
+    assert names == ["王经理", "李丽", "赵强", "孙娜"]
+    refused(api.client(team.bob).get(f"/api/pools/{pool['id']}/assignees"), 403, "forbidden")
     refused(assign(api, team.carol, "web", lead["id"], dave), 403, "forbidden")
     data = ok(assign(api, team.carol, "public_pool", lead["id"], dave))
     assert data["failed"][0]["code"] == "forbidden"

@@ -121,3 +121,29 @@ def test_salespeople_have_no_pool_management(api, team, consoles: Consoles):
     page = alice.sign_in(team.alice.token, "/console/pools")
     page.get_by_role("status").filter(has_text="您的角色无权使用此页面").wait_for()
     assert not page.get_by_role("link", name="线索池管理").is_visible()
+
+
+@SQLITE_ONLY
+def test_a_salesperson_who_is_a_pools_admin_hands_its_leads_out_from_the_pool_page(api, team, consoles: Consoles):
+    pool = ok(api.client(team.admin).post("/api/pools", json={"name": "A组线索池", "team": "A"}), 201)
+    ok(api.client(team.admin).post(f"/api/pools/{pool['id']}/members", json={"userId": team.carol.id, "role": "admin"}))
+    lead = pooled(api, team, "黄蓉", "13812345678")
+    api.lead(team.admin, name="公海客户", phone="13700002222")
+
+    carol = consoles.new(api.url, viewport=DESKTOP)
+    page = carol.sign_in(team.carol.token, "/console/pool")
+    carol.ready()
+    # Her pool's lead can be selected, the company pool's cannot (she hands out only her pool's).
+    assert page.get_by_role("checkbox", name=re.compile("黄蓉")).count() == 1
+    assert page.get_by_role("checkbox", name=re.compile("公海客户")).count() == 0
+    assert page.get_by_label("分配给").locator("option").all_inner_texts()[1:] == [
+        "王经理（经理 · A 组）",
+        "李丽（销售 · A 组）",
+        "赵强（销售 · A 组）",
+        "孙娜（销售 · B 组）",
+    ]
+    page.get_by_role("checkbox", name=re.compile("黄蓉")).check()
+    page.get_by_label("分配给").select_option(label="李丽（销售 · A 组）")
+    page.get_by_role("button", name="分配所选").click()
+    page.get_by_role("status").filter(has_text="已分配 1 条").wait_for()
+    assert ok(api.client(team.alice).get(f"/api/customers/{lead['id']}"))["ownerId"] == team.alice.id

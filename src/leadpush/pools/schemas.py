@@ -71,6 +71,13 @@ class PoolMemberOut(CamelModel):
     role: MemberRole
 
 
+class PoolUserOut(CamelModel):
+    id: int
+    name: str
+    role: Literal["admin", "manager", "sales"]
+    team: str | None
+
+
 class PoolOut(CamelModel):
     """A pool (id null = the company pool) with its rules as they apply today and what the caller may do."""
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -290,6 +290,13 @@ def members_of(session: Session, pool_ids: Iterable[int]) -> dict[int, list[tupl
     for member, user in rows:
         found[member.pool_id].append((member, user))
     return found
+
+
+def pool_users(session: Session, pool: Pool) -> list[User]:
+    """The active people who may use the pool (its team and its members): whom its leads may go to."""
+    members = select(PoolMember.user_id).where(PoolMember.pool_id == pool.id)
+    who = User.id.in_(members) if pool.team is None else or_(User.team == pool.team, User.id.in_(members))
+    return list(session.scalars(select(User).where(User.active.is_(True), who).order_by(User.id)))
 
 
 def lead_counts(session: Session, pool_ids: Iterable[int | None]) -> dict[int | None, int]:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from leadpush.config import Settings
 from leadpush.deps import Ctx, CurrentUser
+from leadpush.errors import ApiError
 from leadpush.leads import service as leads_service
 from leadpush.pools import service
 from leadpush.pools.access import may_hand_out, may_manage, may_use, pool_role
@@ -24,6 +25,7 @@ from leadpush.pools.schemas import (
     PoolMemberOut,
     PoolOut,
     PoolPatch,
+    PoolUserOut,
 )
 from leadpush.schemas import Envelope
 from leadpush.users.models import User
@@ -92,6 +94,17 @@ def list_pools(ctx: Ctx, user: CurrentUser) -> Envelope:
 def get_pool(pool_id: int, ctx: Ctx, user: CurrentUser) -> Envelope:
     with ctx.db.read() as session:
         out = one_out(ctx, session, user, service.usable_pool(session, user, pool_id))
+    return Envelope(data=out)
+
+
+@router.get("/{pool_id:int}/assignees", response_model=Envelope[list[PoolUserOut]])
+def assignees(pool_id: int, ctx: Ctx, user: CurrentUser) -> Envelope:
+    """Whom the pool's leads may be handed out to (active users of the pool), for those who hand them out."""
+    with ctx.db.read() as session:
+        pool = service.usable_pool(session, user, pool_id)
+        if not may_hand_out(session, user, pool):
+            raise ApiError(403, "forbidden", "只有线索池管理员、团队经理和系统管理员可以分配该线索池的线索")
+        out = [PoolUserOut.model_validate(u) for u in service.pool_users(session, pool)]
     return Envelope(data=out)
 
 

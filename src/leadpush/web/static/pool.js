@@ -8,6 +8,8 @@ import { assignSelected, emptyRow, PAGE_SIZE, Pager, Selection } from './leadtab
 
 const me = await boot();
 const staff = me.role !== 'sales';
+// A salesperson who is the admin of a pool hands that pool's leads out (to the pool's users) as well as claiming.
+let handOutPools = new Set();
 const form = document.getElementById('filters');
 const tbody = document.querySelector('#leads tbody');
 const assignTo = document.getElementById('assign-to');
@@ -55,6 +57,22 @@ function showRules() {
 }
 
 await loadPools();
+handOutPools = new Set(pools.filter((p) => p.id !== null && p.canHandOut).map((p) => p.id));
+const poolAdmin = !staff && handOutPools.size > 0;
+if (poolAdmin) {
+  for (const node of document.querySelectorAll('#assign-form, #leads .select-col')) node.hidden = false;
+  try {
+    const seen = new Set();
+    for (const id of handOutPools) {
+      for (const u of (await api(`/api/pools/${id}/assignees`)).data) {
+        if (!seen.has(u.id)) fillUserSelect(assignTo, [u]);
+        seen.add(u.id);
+      }
+    }
+  } catch (error) {
+    sayError(error);
+  }
+}
 const params = fromUrl(form, FILTERS);
 let page = Math.max(1, Number(params.get('page')) || 1);
 const selection = new Selection({
@@ -90,7 +108,8 @@ function blockText(c) {
 
 function row(c) {
   const tr = h('tr', { dataset: { customerId: c.id } });
-  if (staff) tr.appendChild(selection.cell(c, tr));
+  if (staff || (poolAdmin && handOutPools.has(c.poolId))) tr.appendChild(selection.cell(c, tr));
+  else if (poolAdmin) tr.appendChild(h('td', { class: 'select-col' }));
   const embargoed = c.embargoMinutesLeft ? `（${c.embargoMinutesLeft} 分钟后可领取）` : '';
   tr.append(
     h('td', { class: 'name' }, customerLink(c.id, c.name)),
@@ -123,7 +142,7 @@ async function load(p = page) {
     });
     selection.reset();
     clear(tbody);
-    if (!data.items.length) tbody.appendChild(emptyRow(7, '线索池里没有符合条件的线索'));
+    if (!data.items.length) tbody.appendChild(emptyRow(poolAdmin ? 8 : 7, '线索池里没有符合条件的线索'));
     for (const c of data.items) tbody.appendChild(row(c));
     pager.show(data.total, data.page, data.pageSize);
   } catch (error) {
