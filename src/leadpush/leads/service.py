@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Literal
 
 from sqlalchemy import and_, false, func, or_, select, update
@@ -19,7 +19,7 @@ from leadpush.errors import ApiError, not_found
 from leadpush.leads.models import Customer, FollowUp
 from leadpush.leads.schemas import CustomerOut, FollowUpOut
 from leadpush.permissions import can_see, same_team, visible_filter
-from leadpush.pools.access import mask_phone, no_hidden_phone
+from leadpush.pools.access import embargo_until, mask_phone, no_hidden_phone
 from leadpush.pools.models import COMPANY_POOL_NAME, Pool
 from leadpush.transfer.deadlines import refresh_deadlines
 from leadpush.users.models import User
@@ -36,11 +36,7 @@ def customers_out(session: Session, customers: Sequence[Customer]) -> list[Custo
     for c in customers:
         pool = pools.get(c.pool_id) if c.owner_id is None and c.pool_id is not None else None
         hidden = pool is not None and pool.hide_phone
-        embargo = (
-            c.pooled_at + timedelta(minutes=pool.embargo_minutes)
-            if pool is not None and pool.embargo_minutes and c.pooled_at is not None
-            else None
-        )
+        embargo = embargo_until(pool, c)
         values = {k: getattr(c, k) for k in CustomerOut.model_fields if hasattr(c, k)}
         values.update(
             owner_name=owners[c.owner_id].name if c.owner_id in owners else None,

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, exists, or_, select, true
@@ -68,6 +69,13 @@ def no_hidden_phone() -> ColumnElement[bool]:
     """SQL condition: the lead's phone is not hidden (it has an owner, or its pool does not hide phones)."""
     hiding = exists().where(Pool.id == Customer.pool_id, Pool.hide_phone.is_(True))
     return or_(Customer.owner_id.is_not(None), Customer.pool_id.is_(None), ~hiding)
+
+
+def embargo_until(pool: Pool | None, customer: Customer) -> datetime | None:
+    """Until when members may not claim the lead (None = no embargo, or it is not in a pool)."""
+    if pool is None or not pool.embargo_minutes or customer.owner_id is not None or customer.pooled_at is None:
+        return None
+    return customer.pooled_at + timedelta(minutes=pool.embargo_minutes)
 
 
 def mask_phone(phone: str) -> str:

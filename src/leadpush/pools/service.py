@@ -20,7 +20,7 @@ from leadpush.config import Settings
 from leadpush.db import rows_changed
 from leadpush.errors import ApiError
 from leadpush.leads.models import Customer
-from leadpush.pools.access import may_manage, may_use, usable_pool_ids
+from leadpush.pools.access import embargo_until, may_manage, may_use, usable_pool_ids
 from leadpush.pools.cooldown import lost_since
 from leadpush.pools.models import COMPANY_POOL_NAME, Pool, PoolClaim, PoolMember
 from leadpush.teams.service import clean_team_name, require_team
@@ -78,13 +78,6 @@ def claims_today(session: Session, settings: Settings, user_id: int, pool_id: in
 
 def record_claim(session: Session, pool_id: int | None, user_id: int, customer_id: int, now: datetime) -> None:
     session.add(PoolClaim(pool_id=pool_id, user_id=user_id, customer_id=customer_id, created_at=now))
-
-
-def embargo_until(pool: Pool | None, customer: Customer) -> datetime | None:
-    """Until when members may not claim the lead (None = no embargo, or it is not in a pool)."""
-    if pool is None or not pool.embargo_minutes or customer.owner_id is not None or customer.pooled_at is None:
-        return None
-    return customer.pooled_at + timedelta(minutes=pool.embargo_minutes)
 
 
 def cooldown_until(

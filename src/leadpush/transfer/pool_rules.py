@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session
 from leadpush.config import Settings
 from leadpush.errors import ApiError
 from leadpush.leads.models import Customer
+from leadpush.pools.access import embargo_until
 from leadpush.pools.models import Pool
-from leadpush.pools.service import claims_today, cooldown_until, embargo_until, pool_name, rules_of, start_of_day
+from leadpush.pools.service import claims_today, cooldown_until, pool_name, rules_of, start_of_day
 from leadpush.users.models import User
 
 __all__ = ["check_claim_allowed", "hand_out_cooldowns", "start_of_day"]
