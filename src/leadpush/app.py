@@ -328,6 +328,8 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
     from leadpush.notify.views import router as notify_router
     from leadpush.notify.ws import router as ws_router
     from leadpush.ops import router as ops_router
+    from leadpush.pools.views import pool_leads as pool_leads_router
+    from leadpush.pools.views import router as pools_router
     from leadpush.schemas import ErrorEnvelope
     from leadpush.sla.views import router as sla_router
     from leadpush.teams.views import router as teams_router
@@ -352,10 +354,12 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
         return app
     app.include_router(users_router, responses=errors)
     app.include_router(teams_router, responses=errors)
+    app.include_router(pools_router, responses=errors)
     app.include_router(creation_router, responses=errors)
     app.include_router(leads_router, responses=errors)
     app.include_router(lead_sources_router, responses=errors)
     app.include_router(inbound_router, responses=errors)
+    app.include_router(pool_leads_router, responses=errors)
     app.include_router(assignment_router, responses=errors)
     app.include_router(notify_router, responses=errors)
     app.include_router(ws_router)

@@ -5,7 +5,7 @@ from leadpush.db import Base
 from leadpush.intake.models import IntakeMerge, LeadSource
 from leadpush.leads.models import Customer, FollowUp
 from leadpush.notify.models import Delivery, KeyValue, Notification, Worker
-from leadpush.pools.models import Pool, PoolMember
+from leadpush.pools.models import Pool, PoolClaim, PoolMember
 from leadpush.sla.models import SlaRule
 from leadpush.teams.models import Team
 from leadpush.transfer.models import Lease, TransferBackoff, TransferRule, TransferRun
@@ -25,6 +25,7 @@ __all__ = [
     "Lease",
     "Notification",
     "Pool",
+    "PoolClaim",
     "PoolMember",
     "SlaRule",
     "Team",

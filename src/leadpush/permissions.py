@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, or_, select, true
+from sqlalchemy import ColumnElement, and_, or_, select, true
+from sqlalchemy.orm import Session
 
 from leadpush.errors import ApiError, forbidden
 from leadpush.leads.models import Customer
+from leadpush.pools.access import may_use, pooled_lead_filter
+from leadpush.pools.models import Pool
 from leadpush.users.models import User
 
 
@@ -33,15 +36,19 @@ def visible_filter(actor: User) -> ColumnElement[bool]:
     """SQL condition for the leads `actor` may see."""
     if actor.role == "admin":
         return true()
+    # A lead in a pool: the company pool's are everyone's, a pool row's its users' (leadpush.pools.access).
+    pooled = and_(Customer.owner_id.is_(None), pooled_lead_filter(actor))
     if actor.role == "manager":
         team_ids = select(User.id).where(team_members(actor))
-        return or_(Customer.owner_id.is_(None), Customer.owner_id.in_(team_ids))
-    return or_(Customer.owner_id.is_(None), Customer.owner_id == actor.id)
+        return or_(pooled, Customer.owner_id.in_(team_ids))
+    return or_(pooled, Customer.owner_id == actor.id)
 
 
-def can_see(actor: User, customer: Customer, owner: User | None) -> bool:
-    if actor.role == "admin" or customer.owner_id is None or customer.owner_id == actor.id:
+def can_see(session: Session, actor: User, customer: Customer, owner: User | None) -> bool:
+    if actor.role == "admin" or customer.owner_id == actor.id:
         return True
+    if customer.owner_id is None:
+        return customer.pool_id is None or may_use(session, actor, session.get(Pool, customer.pool_id))
     return actor.role == "manager" and owner is not None and same_team(actor, owner)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from leadpush.assignment.service import ChangeResult, ItemFailure, Move, change_owner, lock_users, raise_failure
@@ -20,10 +20,36 @@ from leadpush.leads.schemas import CustomerCreate, ImportResult
 from leadpush.leads.service import get_visible
 from leadpush.leads.sheets import Sheet
 from leadpush.permissions import can_see, check_can_assign, check_can_release
+from leadpush.pools.access import may_hand_out, may_use
+from leadpush.pools.models import Pool, PoolMember
+from leadpush.pools.service import pool_for_owner, pools_by_id, record_claim, rules_of
 from leadpush.routing import hooks as routing
-from leadpush.transfer.pool_rules import check_claim_allowed
+from leadpush.transfer.pool_rules import check_claim_allowed, hand_out_cooldowns
 from leadpush.users.models import User
 from leadpush.users.service import get_assignee, is_db_id, users_by_id
+
+SALES_MAY_NOT_ASSIGN = "销售人员不能分配线索，请从公海领取"
+
+
+def check_may_hand_out_at_all(session: Session, actor: User) -> None:
+    """Salespeople assign nothing, unless they are the admin of a pool (then only that pool's leads)."""
+    if actor.role == "sales" and not session.scalar(
+        select(exists().where(PoolMember.user_id == actor.id, PoolMember.role == "admin"))
+    ):
+        raise forbidden(SALES_MAY_NOT_ASSIGN)
+
+
+def check_can_give(session: Session, actor: User, customer: Customer, owner: User | None, target: User) -> None:
+    """Whether `actor` may give this lead to `target`: a lead in a pool row by the pool's rights (its admins,
+    its team's managers, admins; to a person who may use the pool), any other by the team rules."""
+    pool = session.get(Pool, customer.pool_id) if customer.owner_id is None and customer.pool_id else None
+    if pool is None:
+        check_can_assign(actor, owner, target)
+        return
+    if not may_hand_out(session, actor, pool):
+        raise forbidden(f"只有线索池「{pool.name}」的管理员、团队经理和系统管理员可以分配其中的线索")
+    if actor.role != "admin" and not may_use(session, target, pool):
+        raise forbidden(f"{target.name} 不是线索池「{pool.name}」的成员，不能分配给 TA")
 
 
 def assign_one(
@@ -35,13 +61,17 @@ def assign_one(
     via: str,
     expected_version: int | None = None,
 ) -> ChangeResult:
-    if actor.role == "sales":
-        raise forbidden("销售人员不能分配线索，请从公海领取")
+    check_may_hand_out_at_all(session, actor)
     customer, owner = get_visible(session, actor, customer_id)
     target = get_assignee(session, assignee_id)
-    check_can_assign(actor, owner, target)
+    check_can_give(session, actor, customer, owner, target)
     if expected_version is not None and expected_version != customer.version:
         raise ApiError(409, "version_conflict", "线索已被他人修改，请刷新后重试")
+    blocked = hand_out_cooldowns(
+        session, ctx.settings, [customer], pools_by_id(session, [customer.pool_id]), target, ctx.clock.now()
+    )
+    if customer.id in blocked:
+        raise ApiError(409, "previous_owner_cooldown", blocked[customer.id])
     result = change_owner(ctx, session, actor=actor, moves=[Move(customer, target, expected_version)], via=via)
     if result.failed:
         raise_failure(result.failed[0])
@@ -64,20 +94,28 @@ def check_batch(ctx: AppContext, ids: list[int]) -> list[int]:
 
 def assign_batch(ctx: AppContext, session: Session, actor: User, batch: BatchInput, *, from_pool: bool) -> ChangeResult:
     """Assign many leads to one person; what cannot be done is reported per item, the rest is done."""
-    if actor.role == "sales":
-        raise forbidden("销售人员不能分配线索，请从公海领取")
+    check_may_hand_out_at_all(session, actor)
     ids = check_batch(ctx, batch.customer_ids)
     target = get_assignee(session, batch.assignee_id)
-    check_can_assign(actor, None, target)  # the whole batch goes to one person: check them once
+    if actor.role != "sales":
+        check_can_assign(actor, None, target)  # the whole batch goes to one person: check them once
     real_ids = [i for i in ids if is_db_id(i)]
     customers = {c.id: c for c in session.scalars(select(Customer).where(Customer.id.in_(real_ids)))}
     owners = users_by_id(session, {c.owner_id for c in customers.values()})
+    blocked = hand_out_cooldowns(
+        session,
+        ctx.settings,
+        list(customers.values()),
+        pools_by_id(session, {c.pool_id for c in customers.values()}),
+        target,
+        ctx.clock.now(),
+    )
     moves: list[Move] = []
     failed: list[ItemFailure] = []
     for cid in ids:
         customer = customers.get(cid)
         owner = owners.get(customer.owner_id) if customer and customer.owner_id else None
-        if customer is None or not can_see(actor, customer, owner):
+        if customer is None or not can_see(session, actor, customer, owner):
             failed.append(ItemFailure(cid, "customer_not_found", "线索不存在"))
             continue
         # A lead already with the target is "unchanged" (a retried pool assignment succeeds quietly).
@@ -85,9 +123,12 @@ def assign_batch(ctx: AppContext, session: Session, actor: User, batch: BatchInp
             failed.append(ItemFailure(cid, "not_in_pool", "线索不在公海中"))
             continue
         try:
-            check_can_assign(actor, owner, target)
+            check_can_give(session, actor, customer, owner, target)
         except ApiError as exc:
             failed.append(ItemFailure(cid, "forbidden", exc.message))
+            continue
+        if cid in blocked and customer.owner_id is None:
+            failed.append(ItemFailure(cid, "previous_owner_cooldown", blocked[cid]))
             continue
         moves.append(Move(customer, target))
     result = change_owner(
@@ -107,22 +148,30 @@ def claim(ctx: AppContext, session: Session, actor: User, customer_id: int) -> C
         # Salespeople race for pool leads: whoever lost sees "already claimed" (409), whether the winner is
         # someone they can see or not — on every database, not a 404 for a lead that was on their screen.
         raise ApiError(409, "not_in_pool", "该线索已被他人领取")
-    if ctx.settings.claim_daily_limit > 0:
+    pool = session.get(Pool, customer.pool_id) if customer.pool_id else None
+    if not may_use(session, actor, pool):
+        raise not_found("customer")
+    if rules_of(ctx.settings, pool).claim_daily_limit > 0:
         # The claimer's row is held until commit, so their concurrent claims are counted one after the other.
         lock_users(session, [actor.id])
-    check_claim_allowed(session, ctx.settings, actor, customer.id, ctx.clock.now())
-    result = change_owner(ctx, session, actor=actor, moves=[Move(customer, actor)], via="claim")
+    now = ctx.clock.now()
+    check_claim_allowed(session, ctx.settings, actor, customer, pool, now)
+    from_pool = customer.pool_id
+    result = change_owner(ctx, session, actor=actor, moves=[Move(customer, actor)], via="claim", now=now)
     if result.failed:
         if result.failed[0].code == "version_conflict":  # someone claimed it since it was read
             raise ApiError(409, "not_in_pool", "该线索已被他人领取")
         raise_failure(result.failed[0])
+    record_claim(session, from_pool, actor.id, customer.id, now)
     return result
 
 
 def release(ctx: AppContext, session: Session, actor: User, customer_id: int, reason: str | None) -> ChangeResult:
     customer, owner = get_visible(session, actor, customer_id)
     check_can_release(actor, owner)
-    result = change_owner(ctx, session, actor=actor, moves=[Move(customer, None)], via="release", reason=reason)
+    # Back to the owner's team pool when the team has one, else to the company pool.
+    move = Move(customer, None, to_pool=pool_for_owner(session, owner))
+    result = change_owner(ctx, session, actor=actor, moves=[move], via="release", reason=reason)
     if result.failed:
         raise_failure(result.failed[0])
     if result.changed:

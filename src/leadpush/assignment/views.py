@@ -199,11 +199,12 @@ def claim(customer_id: int, ctx: Ctx, user: CurrentUser) -> Envelope:
 
 @router.post("/{customer_id:int}/release", response_model=Envelope[CustomerOut])
 def release(customer_id: int, ctx: Ctx, user: CurrentUser, body: ReleaseBody | None = None) -> Envelope:
-    """Return a lead to the public pool."""
+    """Return a lead to a pool: the owner's team pool if the team has one, else the company pool (公海)."""
     with ctx.db.write() as session:
         result = actions.release(ctx, session, user, customer_id, body.reason if body else None)
         out = customers_out(session, result.changed)[0]
-    return Envelope(message="已释放到公海", data=out)
+    where = f"线索池「{out.pool_name}」" if out.pool_id is not None else "公海"
+    return Envelope(message=f"已释放到{where}", data=out)
 
 
 @router.get("/{customer_id:int}/assignments", response_model=Envelope[list[AssignmentOut]])

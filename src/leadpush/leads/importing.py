@@ -21,6 +21,7 @@ from leadpush.leads.models import STATUSES, Customer
 from leadpush.leads.schemas import CustomerCreate, ImportColumn, ImportIssue, ImportRowOut, ImportValues
 from leadpush.leads.sheets import Sheet
 from leadpush.permissions import check_can_assign, visible_filter
+from leadpush.pools.access import no_hidden_phone
 from leadpush.users.models import User
 
 # Header texts people use, compared after dropping blanks, "*" (required marks) and case.
@@ -213,7 +214,10 @@ def warn_duplicates(session: Session, actor: User, rows: list[CheckedRow]) -> No
     for start in range(0, len(phones), 500):
         existing.update(
             session.scalars(
-                select(Customer.phone).where(Customer.phone.in_(phones[start : start + 500]), visible_filter(actor))
+                # A hidden phone (in a pool that hides phones) is not matched: the warning would reveal it.
+                select(Customer.phone).where(
+                    Customer.phone.in_(phones[start : start + 500]), visible_filter(actor), no_hidden_phone()
+                )
             )
         )
     for row in rows:

@@ -114,6 +114,11 @@ class CustomerOut(CamelModel):
     external_id: str | None = Field(default=None, description="线索接入：对方系统中的线索 id")
     intake_source_id: int | None = Field(default=None, description="线索接入：线索来源 id")
     duplicate_of_id: int | None = Field(default=None, description="疑似重复：与之电话相同的已有线索 id")
+    pool_name: str | None = Field(
+        default=None, description="所在线索池的名称（公司公海 = 公司公海）；已有负责人时为 null"
+    )
+    phone_hidden: bool = Field(default=False, description="电话已隐藏（线索池隐藏电话，领取后可见）")
+    embargo_until: datetime | None = Field(default=None, description="新入池保护期结束时间，此前成员不能领取")
     assigned_at: datetime | None
     last_follow_up_at: datetime | None
     transfer_due_at: datetime | None

@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
-from sqlalchemy import false, func, or_, select, update
+from sqlalchemy import and_, false, func, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -18,6 +19,8 @@ from leadpush.errors import ApiError, not_found
 from leadpush.leads.models import Customer, FollowUp
 from leadpush.leads.schemas import CustomerOut, FollowUpOut
 from leadpush.permissions import can_see, same_team, visible_filter
+from leadpush.pools.access import embargo_until, mask_phone, no_hidden_phone
+from leadpush.pools.models import COMPANY_POOL_NAME, Pool
 from leadpush.sla.progress import followed_up
 from leadpush.transfer.deadlines import refresh_deadlines
 from leadpush.users.models import User
@@ -25,17 +28,27 @@ from leadpush.users.service import clean_text, is_db_id, users_by_id
 
 
 def customers_out(session: Session, customers: Sequence[Customer]) -> list[CustomerOut]:
+    """Leads as the API answers them; the phone of a lead in a pool that hides phones is masked for everyone
+    (nobody owns it yet): it shows once someone has claimed or been given the lead."""
     owners = users_by_id(session, {c.owner_id for c in customers})
-    return [
-        CustomerOut.model_validate(
-            {
-                **{k: getattr(c, k) for k in CustomerOut.model_fields if hasattr(c, k)},
-                "owner_name": owners[c.owner_id].name if c.owner_id in owners else None,
-                "in_pool": c.owner_id is None,
-            }
+    pool_ids = {c.pool_id for c in customers if c.owner_id is None and c.pool_id is not None}
+    pools = {p.id: p for p in session.scalars(select(Pool).where(Pool.id.in_(pool_ids)))} if pool_ids else {}
+    out = []
+    for c in customers:
+        pool = pools.get(c.pool_id) if c.owner_id is None and c.pool_id is not None else None
+        hidden = pool is not None and pool.hide_phone
+        embargo = embargo_until(pool, c)
+        values = {k: getattr(c, k) for k in CustomerOut.model_fields if hasattr(c, k)}
+        values.update(
+            owner_name=owners[c.owner_id].name if c.owner_id in owners else None,
+            in_pool=c.owner_id is None,
+            pool_name=(pool.name if pool else COMPANY_POOL_NAME) if c.owner_id is None else None,
+            phone=mask_phone(c.phone) if hidden else c.phone,
+            phone_hidden=hidden,
+            embargo_until=embargo,
         )
-        for c in customers
-    ]
+        out.append(CustomerOut.model_validate(values))
+    return out
 
 
 def get_visible(session: Session, actor: User, customer_id: int, *, lock: bool = False) -> tuple[Customer, User | None]:
@@ -46,7 +59,7 @@ def get_visible(session: Session, actor: User, customer_id: int, *, lock: bool =
     if customer is None:
         raise not_found("customer")
     owner = session.get(User, customer.owner_id) if customer.owner_id else None
-    if not can_see(actor, customer, owner):
+    if not can_see(session, actor, customer, owner):
         raise not_found("customer")
     return customer, owner
 
@@ -58,6 +71,8 @@ class CustomerFilters:
     status: str | None = None
     source: str | None = None
     keyword: str | None = None
+    # One pool: a pool's id, or "company" for the company pool; None = every pool the caller may see.
+    pool: int | Literal["company"] | None = None
 
 
 def list_customers(
@@ -80,13 +95,19 @@ def list_customers(
     )
     if filters.in_pool is not None:
         query = query.where(Customer.owner_id.is_(None) if filters.in_pool else Customer.owner_id.is_not(None))
+    if filters.pool == "company":
+        query = query.where(Customer.owner_id.is_(None), Customer.pool_id.is_(None))
+    elif filters.pool is not None:
+        query = query.where(Customer.owner_id.is_(None), Customer.pool_id == filters.pool)
     if filters.status:
         query = query.where(Customer.status == filters.status)
     if filters.source:
         query = query.where(Customer.source == filters.source)
     if filters.keyword:
         like = "%" + filters.keyword.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        query = query.where(or_(Customer.name.like(like, escape="\\"), Customer.phone.like(like, escape="\\")))
+        # A hidden phone (pooled in a pool that hides phones) is never matched: a search must not reveal it.
+        phone_matches = and_(Customer.phone.like(like, escape="\\"), no_hidden_phone())
+        query = query.where(or_(Customer.name.like(like, escape="\\"), phone_matches))
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = session.scalars(query.order_by(Customer.id.desc()).offset((page - 1) * page_size).limit(page_size))
     return list(rows), total

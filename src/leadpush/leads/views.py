@@ -52,20 +52,6 @@ def list_customers(
     return _list(ctx, user, filters, page, page_size)
 
 
-@router.get("/public-pool", response_model=Envelope[CustomerPage])
-def public_pool(
-    ctx: Ctx,
-    user: CurrentUser,
-    keyword: Annotated[str | None, Query(max_length=100)] = None,
-    source: Annotated[str | None, Query(max_length=100)] = None,
-    page: Page = 1,
-    page_size: PageSize = 20,
-) -> Envelope:
-    """The public pool (公海): leads nobody owns."""
-    filters = service.CustomerFilters(in_pool=True, keyword=keyword, source=source)
-    return _list(ctx, user, filters, page, page_size)
-
-
 @router.post("/{customer_id:int}/follow-ups", response_model=Envelope[FollowUpOut], status_code=201)
 def add_follow_up(customer_id: int, body: FollowUpCreate, ctx: Ctx, user: CurrentUser) -> Envelope:
     """Record a follow-up; it resets the lead's automatic-transfer deadline."""

@@ -28,5 +28,6 @@ def lost_since(session: Session, customer_ids: Iterable[int], since: datetime) -
     )
     found: dict[int, dict[int, datetime]] = {}
     for customer_id, user_id, at in rows:
-        found.setdefault(customer_id, {})[user_id] = at
+        if user_id is not None:  # always, by the query: for the type checker
+            found.setdefault(customer_id, {})[user_id] = at
     return found

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from leadpush.clock import utcnow
 from leadpush.db import Base, UTCDateTime
 
 MEMBER_ROLES = ("member", "admin")
+# What the answers call the company pool (pool_id NULL).
+COMPANY_POOL_NAME = "公司公海"
 
 
 class Pool(Base):
@@ -37,3 +39,20 @@ class PoolMember(Base):
     pool_id: Mapped[int] = mapped_column(ForeignKey("pools.id", ondelete="CASCADE"), index=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     role: Mapped[str] = mapped_column(String(16), default="member")
+
+
+class PoolClaim(Base):
+    """One claim from a pool (pool_id NULL = the company pool): what a pool's daily claim limit counts.
+
+    The assignment history says who claimed which lead, but not from which pool (a claimed lead has left
+    it); a pool's limit counts claims from that pool only.
+    """
+
+    __tablename__ = "pool_claims"
+    __table_args__ = (Index("ix_pool_claims_user_created", "user_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pool_id: Mapped[int | None] = mapped_column(ForeignKey("pools.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from leadpush.errors import ApiError
+from leadpush.pools.models import Pool
 from leadpush.teams.models import TEAM_NAME_MAX, Team
 from leadpush.text import single_line
 from leadpush.transfer.models import TransferRule, TransferRun
@@ -161,17 +162,22 @@ def _rename_in_run_history(session: Session, old: str, new: str) -> None:
 
 
 def delete_team(session: Session, team_id: int) -> Team:
-    """Delete an empty team; one that still has users (active or not) or rules is refused (409)."""
+    """Delete an empty team; one that still has users (active or not), rules or pools is refused (409)."""
     team = existing_team(session, team_id)
     members = session.scalar(select(func.count()).select_from(User).where(User.team == team.name)) or 0
     rules = session.scalar(select(func.count()).select_from(TransferRule).where(TransferRule.team == team.name)) or 0
-    if members or rules:
-        parts = [f"{members} 名成员" if members else "", f"{rules} 条流转规则" if rules else ""]
+    pools = session.scalar(select(func.count()).select_from(Pool).where(Pool.team == team.name)) or 0
+    if members or rules or pools:
+        parts = [
+            f"{members} 名成员" if members else "",
+            f"{rules} 条流转规则" if rules else "",
+            f"{pools} 个线索池" if pools else "",
+        ]
         raise ApiError(
             409,
             "team_not_empty",
             f"团队「{team.name}」还有{'、'.join(p for p in parts if p)}，请先将其移到其他团队后再删除",
-            details={"members": members, "rules": rules},
+            details={"members": members, "rules": rules, **({"pools": pools} if pools else {})},
         )
     session.delete(team)
     session.flush()

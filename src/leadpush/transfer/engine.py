@@ -38,6 +38,7 @@ from leadpush.db import rows_changed
 from leadpush.leads.models import Customer
 from leadpush.notify.ledger import write_notifications
 from leadpush.pools.cooldown import lost_since
+from leadpush.pools.service import pool_for_owner
 from leadpush.routing import hooks as routing
 from leadpush.transfer.deadlines import backoff_applies, backoffs_for, deadline_for, enabled_rules, refresh_deadlines
 from leadpush.transfer.messaging import max_moves_reason, transfer_reason, transfer_warning
@@ -354,7 +355,7 @@ def _move_one(ctx: AppContext, report: RunReport, customer_id: int, now: datetim
             ctx,
             session,
             actor=None,
-            moves=[Move(customer, target, expected_version=customer.version)],
+            moves=[Move(customer, target, expected_version=customer.version, to_pool=pool_for_owner(session, owner))],
             via="auto_transfer",
             reason=plan.reason,
             now=now,

@@ -1,60 +1,80 @@
-"""Public-pool rules: a daily claim limit per salesperson and a cooldown before reclaiming a lead."""
+"""Pool rules on claims and hand-outs: the embargo on newly pooled leads, the daily claim limit per pool, and
+the previous-owner cooldown (the pool's, else LEADPUSH_RECLAIM_COOLDOWN_HOURS for the company pool)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from datetime import datetime
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from leadpush.assignment.models import Assignment
 from leadpush.config import Settings
 from leadpush.errors import ApiError
+from leadpush.leads.models import Customer
+from leadpush.pools.access import embargo_until
+from leadpush.pools.models import Pool
+from leadpush.pools.service import claims_today, cooldown_until, pool_name, rules_of, start_of_day
 from leadpush.users.models import User
 
-
-def start_of_day(now: datetime, settings: Settings) -> datetime:
-    local = now.astimezone(settings.tz)
-    return local.replace(hour=0, minute=0, second=0, microsecond=0)
+__all__ = ["check_claim_allowed", "hand_out_cooldowns", "start_of_day"]
 
 
-def check_claim_allowed(session: Session, settings: Settings, actor: User, customer_id: int, now: datetime) -> None:
-    """Raise a 409 with the reason when `actor` may not claim this lead from the pool right now.
+def _minutes_left(now: datetime, until: datetime) -> int:
+    return max(1, int((until - now).total_seconds() + 59) // 60)
+
+
+def check_claim_allowed(
+    session: Session, settings: Settings, actor: User, customer: Customer, pool: Pool | None, now: datetime
+) -> None:
+    """Raise a 409 with the reason when `actor` may not claim this pooled lead right now.
 
     With a daily limit, the caller holds the actor's row lock (`lock_users`) in the transaction that then
     claims, so the count cannot be passed by several concurrent claims at once.
     """
-    if settings.claim_daily_limit > 0:
-        claimed_today = (
-            session.scalar(
-                select(func.count())
-                .select_from(Assignment)
-                .where(
-                    Assignment.to_user_id == actor.id,
-                    Assignment.via == "claim",
-                    Assignment.created_at >= start_of_day(now, settings),
-                )
-            )
-            or 0
+    rules = rules_of(settings, pool)
+    free_at = embargo_until(pool, customer)
+    if free_at is not None and now < free_at:
+        raise ApiError(
+            409,
+            "pool_embargo",
+            f"该线索刚进入线索池「{pool_name(pool)}」，{_minutes_left(now, free_at)} 分钟后才能领取",
+            {"embargoUntil": free_at.isoformat()},
         )
-        if claimed_today >= settings.claim_daily_limit:
+    if rules.claim_daily_limit > 0:
+        claimed = claims_today(session, settings, actor.id, pool.id if pool else None, now)
+        if claimed >= rules.claim_daily_limit:
             raise ApiError(
                 409,
                 "claim_limit_reached",
-                f"今天已领取 {claimed_today} 条线索，达到每日上限 {settings.claim_daily_limit} 条",
+                f"今天已从「{pool_name(pool)}」领取 {claimed} 条线索，达到每日上限 {rules.claim_daily_limit} 条",
             )
-    if settings.reclaim_cooldown_hours > 0:
-        last_lost = session.scalar(
-            select(func.max(Assignment.created_at)).where(
-                Assignment.customer_id == customer_id,
-                Assignment.from_user_id == actor.id,
-            )
+    blocked = cooldown_until(session, settings, [customer], {pool.id: pool} if pool else {}, actor.id, now)
+    if customer.id in blocked:
+        ends = blocked[customer.id][1]
+        raise ApiError(
+            409,
+            "reclaim_cooldown",
+            f"该线索刚从您名下移出，{ends.astimezone(settings.tz):%m-%d %H:%M} 后才能再次领取",
+            {"cooldownUntil": ends.isoformat()},
         )
-        if last_lost is not None:
-            free_at = last_lost + timedelta(hours=settings.reclaim_cooldown_hours)
-            if now < free_at:
-                raise ApiError(
-                    409,
-                    "reclaim_cooldown",
-                    f"该线索刚从您名下移出，{free_at.astimezone(settings.tz):%m-%d %H:%M} 后才能再次领取",
-                )
+
+
+def hand_out_cooldowns(
+    session: Session,
+    settings: Settings,
+    customers: Sequence[Customer],
+    pools: dict[int, Pool],
+    target: User,
+    now: datetime,
+) -> dict[int, str]:
+    """The pooled leads that may not be given to `target` yet (they lost them within the pool's cooldown),
+    each with the Chinese reason (code `previous_owner_cooldown`)."""
+    pooled = [c for c in customers if c.owner_id is None]
+    blocked = cooldown_until(session, settings, pooled, pools, target.id, now)
+    return {
+        cid: (
+            f"{target.name} 于 {lost.astimezone(settings.tz):%m-%d %H:%M} 刚失去该线索，冷却期内不能再分配给 TA，"
+            f"{ends.astimezone(settings.tz):%m-%d %H:%M} 后可以分配"
+        )
+        for cid, (lost, ends) in blocked.items()
+    }

@@ -137,6 +137,12 @@ def pool_page(request: Request) -> Response:
     return page(request, "pool.html", title="公海", nav="pool", script="pool.js")
 
 
+@router.get("/console/pools")
+def pools_page(request: Request) -> Response:
+    """线索池管理: admins and managers create and edit pools, their rules and members."""
+    return page(request, "pools.html", title="线索池管理", nav="pools", script="pools.js")
+
+
 @router.get("/console/inbox")
 def inbox_page(request: Request) -> Response:
     return page(request, "inbox.html", title="消息", nav="inbox", script="inbox.js")

@@ -1,7 +1,7 @@
 """transfer safety: a rule's grace period (transfer_rules.grace_from, grace_until); transfer_backoffs
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-01 10:05:00.000000
 
 A lead the automatic transfer could not move gets a row in transfer_backoffs: its next try, doubling
@@ -17,7 +17,7 @@ import leadpush.db
 
 
 revision: str = '0010'
-down_revision: str | None = '0008'
+down_revision: str | None = '0009'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
