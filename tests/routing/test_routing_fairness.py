@@ -164,4 +164,5 @@ def test_a_big_batch_is_routed_with_as_few_queries_as_a_small_one(api: Api, team
         return count
 
     small, big = statements_to_route(4), statements_to_route(2000)
-    assert big <= small + 2, (small, big)  # only the chunked history lookups may add a statement or two
+    # Bulk inserts and IN lists go in chunks (a few more statements for 2,000 leads), never one per lead.
+    assert big <= small + 10, (small, big)
