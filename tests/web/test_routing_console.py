@@ -81,3 +81,30 @@ def test_a_manager_creates_a_rule_and_the_dry_run_names_who_gets_the_lead(api: A
     page.get_by_role("button", name="停用规则：抖音线索轮流").click()
     page.get_by_role("status").filter(has_text="分配规则已更新：抖音线索轮流").wait_for()
     assert api.lead(team.manager, source="抖音广告")["ownerId"] is None
+
+
+def test_a_salesperson_sets_their_own_working_hours_on_their_account_page(api: Api, team, consoles: Consoles):
+    api.ctx.clock.set(MONDAY_MORNING)
+    ok(
+        api.client(team.manager).post(
+            "/api/distribution-rules", json={"name": "轮流", "team": "A", "action": "round_robin"}
+        ),
+        201,
+    )
+    alice = consoles.new(api.url)
+    page = alice.sign_in(team.alice.token, "/console/account")
+    alice.ready()
+    page.locator("#a-now").filter(has_text="李丽 现在可以接收分配").wait_for()
+
+    # Afternoons only, Monday to Friday: at 09:05 on Monday she is not at work yet.
+    page.get_by_label("随时可接收（不限工作时间）").uncheck()
+    for day in ("周一", "周二", "周三", "周四", "周五"):
+        page.get_by_label(day, exact=True).fill("13:00-18:00")
+    page.get_by_role("button", name="保存工作时间").click()
+    page.locator("#a-now").filter(has_text="李丽 现在不接收分配：不在工作时间").wait_for()
+    page.locator("#avail-status").filter(has_text="工作时间已保存：李丽").wait_for()
+
+    assert api.lead(team.manager)["ownerId"] == team.bob.id  # alice is skipped
+    page.reload()
+    alice.ready()
+    assert page.get_by_label("周三", exact=True).input_value() == "13:00-18:00"
