@@ -291,15 +291,14 @@ def dry_run(session: Session, settings: Settings, user: User, body: DryRunBody, 
     router = Router(session, settings, now)
     (rule,) = router.prepare([rule], lock=False)
     if rule.action in ("round_robin", "weighted", "least_loaded"):
-        order = [c.user for c in router._rotation(rule)]
+        order = router.rotation(rule)
     else:
-        order = (
-            [router.users[rule.target_user_id]] if rule.action == "user" and rule.target_user_id in router.users else []
-        )
-    verdict = router.decide(rule, set())
+        order = [rule.target_user_id] if rule.action == "user" and rule.target_user_id in router.users else []
+    verdict = router.decide(rule, set(), explain=True)
     chosen = verdict.to_user
     candidates: list[CandidateOut] = []
-    for person in order:
+    for uid in order:
+        person = router.users[uid]
         why = verdict.skipped.get(person.id)
         status: Literal["chosen", "skipped", "available"] = (
             "chosen" if chosen is not None and person.id == chosen.id else "skipped" if why else "available"
