@@ -108,3 +108,36 @@ def test_a_salesperson_sets_their_own_working_hours_on_their_account_page(api: A
     page.reload()
     alice.ready()
     assert page.get_by_label("周三", exact=True).input_value() == "13:00-18:00"
+
+
+def test_an_admin_edits_a_rule_into_a_weighted_one_and_moves_it_first(api: Api, team, consoles: Consoles):
+    admin_api = api.client(team.admin)
+    ok(
+        admin_api.post(
+            "/api/distribution-rules", json={"name": "全部给孙娜", "action": "user", "targetUserId": team.carol.id}
+        ),
+        201,
+    )
+    ok(admin_api.post("/api/distribution-rules", json={"name": "A 组", "team": "A", "action": "round_robin"}), 201)
+    admin = consoles.new(api.url)
+    page = admin.sign_in(team.admin.token, "/console/routing")
+    admin.ready()
+    names = page.locator("#rules tbody tr td:nth-child(2)")
+    assert names.all_inner_texts() == ["全部给孙娜", "A 组"]
+
+    page.get_by_role("button", name="编辑规则：A 组").click()
+    form = page.locator("#rule-form")
+    form.get_by_label("分配方式").select_option("weighted")
+    form.get_by_label("李丽（A 组）").check()
+    form.locator(f"#r-member-{team.alice.id}-weight").fill("3")
+    form.get_by_label("赵强（A 组）").check()
+    page.get_by_role("button", name="保存修改").click()
+    page.get_by_role("status").filter(has_text="分配规则已更新：A 组").wait_for()
+    assert "按权重轮流：李丽×3、赵强×1" in page.locator("#rules tbody tr").nth(1).inner_text()
+
+    page.get_by_role("button", name="上移规则：A 组").click()
+    page.get_by_role("status").filter(has_text="规则顺序已更新：A 组").wait_for()
+    page.wait_for_function("() => document.querySelector('#rules tbody tr td:nth-child(2)').textContent === 'A 组'")
+    assert names.all_inner_texts() == ["A 组", "全部给孙娜"]
+    owners = [api.lead(team.manager, phone=f"1390000010{i}")["ownerId"] for i in range(4)]
+    assert owners == [team.alice.id, team.bob.id, team.alice.id, team.alice.id]
