@@ -43,7 +43,8 @@ SKIP_TEXT: dict[str, str] = {
     "cooldown": "刚失去这条线索，冷却期内不再分给他",
 }
 ROTATING = ("round_robin", "weighted", "least_loaded")
-VIA_EVENT: dict[str, Event] = {"release": "released", "auto_transfer": "recycled"}
+# How a lead came back to a pool -> the rules that may route it on (an SLA step taking it back is a recycle too).
+VIA_EVENT: dict[str, Event] = {"release": "released", "auto_transfer": "recycled", "escalation": "recycled"}
 
 
 @dataclass
