@@ -106,8 +106,8 @@ const mayManage = (rule) => me.role === 'admin' || (rule.team !== null && rule.t
 async function act(promise, what) {
   try {
     const r = await promise;
+    await loadRules(); // the table first, then the message: what the message says is on the page
     say(`${r.message}${what ? '：' + what : ''}`);
-    await loadRules();
     return r;
   } catch (error) {
     sayError(error);
