@@ -330,6 +330,7 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
     from leadpush.ops import router as ops_router
     from leadpush.pools.views import pool_leads as pool_leads_router
     from leadpush.pools.views import router as pools_router
+    from leadpush.routing.views import router as routing_router
     from leadpush.schemas import ErrorEnvelope
     from leadpush.sla.views import router as sla_router
     from leadpush.teams.views import router as teams_router
@@ -365,6 +366,7 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
     app.include_router(ws_router)
     app.include_router(transfer_router, responses=errors)
     app.include_router(sla_router, responses=errors)
+    app.include_router(routing_router, responses=errors)
     app.include_router(wechat_router, responses=errors)
     app.include_router(wechat_sign_in_router, responses=errors)
     app.include_router(wecom_router)

@@ -6,6 +6,7 @@ from leadpush.intake.models import IntakeMerge, LeadSource
 from leadpush.leads.models import Customer, FollowUp
 from leadpush.notify.models import Delivery, KeyValue, Notification, Worker
 from leadpush.pools.models import Pool, PoolClaim, PoolMember
+from leadpush.routing.models import DistributionMember, DistributionRule, UserAvailability
 from leadpush.sla.models import SlaRule
 from leadpush.teams.models import Team
 from leadpush.transfer.models import Lease, TransferBackoff, TransferRule, TransferRun
@@ -18,6 +19,8 @@ __all__ = [
     "Base",
     "Customer",
     "Delivery",
+    "DistributionMember",
+    "DistributionRule",
     "FollowUp",
     "IntakeMerge",
     "KeyValue",
@@ -33,6 +36,7 @@ __all__ = [
     "TransferRule",
     "TransferRun",
     "User",
+    "UserAvailability",
     "WechatSubscription",
     "Worker",
 ]

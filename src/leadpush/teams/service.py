@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from leadpush.errors import ApiError
 from leadpush.pools.models import Pool
+from leadpush.routing.models import DistributionRule
 from leadpush.teams.models import TEAM_NAME_MAX, Team
 from leadpush.text import single_line
 from leadpush.transfer.models import TransferRule, TransferRun
@@ -167,17 +168,24 @@ def delete_team(session: Session, team_id: int) -> Team:
     members = session.scalar(select(func.count()).select_from(User).where(User.team == team.name)) or 0
     rules = session.scalar(select(func.count()).select_from(TransferRule).where(TransferRule.team == team.name)) or 0
     pools = session.scalar(select(func.count()).select_from(Pool).where(Pool.team == team.name)) or 0
-    if members or rules or pools:
+    routing = (
+        session.scalar(select(func.count()).select_from(DistributionRule).where(DistributionRule.team == team.name))
+        or 0
+    )
+    if members or rules or pools or routing:
         parts = [
             f"{members} 名成员" if members else "",
             f"{rules} 条流转规则" if rules else "",
             f"{pools} 个线索池" if pools else "",
+            f"{routing} 条分配规则" if routing else "",
         ]
         raise ApiError(
             409,
             "team_not_empty",
             f"团队「{team.name}」还有{'、'.join(p for p in parts if p)}，请先将其移到其他团队后再删除",
-            details={"members": members, "rules": rules, **({"pools": pools} if pools else {})},
+            details={"members": members, "rules": rules}
+            | ({"pools": pools} if pools else {})
+            | ({"distributionRules": routing} if routing else {}),
         )
     session.delete(team)
     session.flush()

@@ -158,6 +158,11 @@ def speed_page(request: Request) -> Response:
     return page(request, "speed.html", title="首次联系", nav="speed", script="speed.js")
 
 
+@router.get("/console/routing")
+def routing_page(request: Request) -> Response:
+    return page(request, "routing.html", title="分配规则", nav="routing", script="routing.js")
+
+
 @router.get("/console/users")
 def users_page(request: Request) -> Response:
     return page(request, "users.html", title="用户", nav="users", script="users.js")

@@ -2,7 +2,7 @@
 first_follow_up_at, open_due_at
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-01 10:10:00.000000
 
 Existing leads get no ladder (sla_next_at NULL) and no opening time: the measurement starts with the
@@ -18,7 +18,7 @@ import leadpush.db
 
 
 revision: str = '0008'
-down_revision: str | None = '0006'
+down_revision: str | None = '0007'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
