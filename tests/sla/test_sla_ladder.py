@@ -138,16 +138,17 @@ def test_an_unopened_lead_is_reminded_then_escalated_then_returned_to_the_pool(a
     assert kinds(api, team.manager) == ["sla_escalated"]
 
 
-def test_reassignment_goes_to_the_next_in_rotation_who_gets_their_own_ladder(api, team, monkeypatch):
-    # The routing helper fills `next_in_rotation` in; here the rotation's next is 赵强.
-    with api.ctx.db.read() as session:
-        from leadpush.users.models import User
-
-        bob = session.get_one(User, team.bob.id)
-        session.expunge(bob)
-    monkeypatch.setattr(sla_engine, "next_in_rotation", lambda session, customer, exclude: session.merge(bob))
+def test_reassignment_goes_to_the_next_in_rotation_who_gets_their_own_ladder(api, team):
+    # Team A's new leads go round robin (李丽, then 赵强): the rotation's next after 李丽 is 赵强.
+    ok(
+        api.client(team.manager).post(
+            "/api/distribution-rules", json={"name": "轮流", "team": "A", "action": "round_robin"}
+        ),
+        201,
+    )
     sla_rule(api, team.admin, remindAfterMinutes=None, managerAfterMinutes=None, reassignAfterMinutes=10)
-    lead = assigned_lead(api, team, team.alice)
+    lead = api.lead(team.manager, name="王五")
+    assert lead["ownerId"] == team.alice.id
     nudge(api, minutes=10)
     moved = wait_for(lambda: (c := lead_as(api, team.admin, lead["id"]))["ownerId"] == team.bob.id and c, 10)
     assert datetime.fromisoformat(moved["slaNextAt"]) == datetime.fromisoformat(moved["assignedAt"]) + timedelta(

@@ -220,6 +220,11 @@ def create_customers(ctx: AppContext, session: Session, actor: User, items: list
     ]
     session.add_all(customers)
     session.flush()
+    # Routing first: it locks its rules, then the people it counts (capacity); the explicit assignments lock
+    # people only. One order (rules before people) in every transaction, so two never wait on each other.
+    unowned = [c for c, i in zip(customers, items, strict=True) if not i.assigned_to]
+    if unowned:
+        routing.route_new_leads(ctx, session, unowned, actor=actor)
     moves = [Move(c, targets[i.assigned_to]) for c, i in zip(customers, items, strict=True) if i.assigned_to]
     if moves:
         result = change_owner(
@@ -227,9 +232,6 @@ def create_customers(ctx: AppContext, session: Session, actor: User, items: list
         )
         if result.failed:
             raise_failure(result.failed[0])
-    unowned = [c for c, i in zip(customers, items, strict=True) if not i.assigned_to]
-    if unowned:
-        routing.route_new_leads(ctx, session, unowned, actor=actor)
     return customers
 
 

@@ -24,7 +24,7 @@ from leadpush.context import AppContext
 from leadpush.db import after_commit, rows_changed
 from leadpush.leads.models import Customer
 from leadpush.notify.ledger import NewNotification, write_notifications
-from leadpush.pools.models import Pool
+from leadpush.pools.service import pool_for_owner
 from leadpush.routing.hooks import next_in_rotation, route_returned_leads
 from leadpush.sla.models import STEPS, SlaRule
 from leadpush.sla.progress import ASSIGNMENTS, next_step
@@ -223,17 +223,14 @@ def _tell_managers(
     write_notifications(session, ctx.settings, ctx.signals, items, now)
 
 
-def pool_for(session: Session, team: str | None) -> int | None:
-    """The pool a lead taken back from someone in `team` returns to: the team's pool, else the company's."""
-    if team is None:
-        return None
-    return session.scalar(select(Pool.id).where(Pool.team == team).order_by(Pool.id).limit(1))
-
-
 def _reassign(
     ctx: AppContext, session: Session, c: Customer, owner: User, rule: SlaRule, minutes: int, now: datetime
 ) -> None:
-    target = next_in_rotation(session, c, exclude={owner.id}) if rule.reassign_action == "next" else None
+    target = (
+        next_in_rotation(session, c, exclude={owner.id}, settings=ctx.settings, now=now)
+        if rule.reassign_action == "next"
+        else None
+    )
     if target is not None:
         reason = f"{minutes} 分钟未查看，已改派（首次联系规则：{rule.name}）"
         result = change_owner(
@@ -243,7 +240,7 @@ def _reassign(
             return
         log.info("线索 %s 改派给 %s 失败（%s），退回线索池", c.id, target.id, result.failed)
     reason = f"{minutes} 分钟未查看，已退回线索池（首次联系规则：{rule.name}）"
-    move = Move(c, None, c.version, to_pool=pool_for(session, owner.team))
+    move = Move(c, None, c.version, to_pool=pool_for_owner(session, owner))
     result = change_owner(ctx, session, actor=None, moves=[move], via="escalation", reason=reason, now=now)
     if result.changed:
         route_returned_leads(ctx, session, result.changed, via="escalation")
