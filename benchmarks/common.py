@@ -243,6 +243,10 @@ def base_env() -> dict[str, str]:
 def leadpush_service(env: dict[str, str], log_dir: Path, roles: Sequence[str] = (), name: str = "leadpush") -> Service:
     port = free_port()
     args = [PYTHON, "-m", "leadpush.cli", "serve", "--port", str(port), "--no-migrate"]
+    if os.environ.get("BENCH_IMPORT_ALL_MODELS"):
+        # Work around `serve --no-migrate` leaving tables out of the metadata (customers.pool_id names
+        # pools, which nothing on the app's import path loads): import every model first.
+        args[1:3] = ["-c", "import leadpush.models; from leadpush.cli import app; app()"]
     for role in roles:
         args += ["--role", role]
     return Service(name=name, args=args, env=env, port=port, log_dir=log_dir)
@@ -406,13 +410,21 @@ class BenchUser:
 
 def make_users(db_url: str, specs: Sequence[dict[str, Any]]) -> list[BenchUser]:
     """Create users with leadpush's own models and token function, in one transaction."""
+    from sqlalchemy import select
+
     from leadpush.db import Database
+    from leadpush.teams.models import Team
     from leadpush.users.models import User
     from leadpush.users.service import issue_token
 
     db = Database(db_url)
     try:
         with db.write() as session:
+            # users.team is a foreign key to teams.name: create the teams named that do not exist yet.
+            teams = {s.get("team", "A") for s in specs} - {None}
+            existing = set(session.scalars(select(Team.name).where(Team.name.in_(teams))))
+            session.add_all(Team(name=t) for t in sorted(teams - existing))
+            session.flush()
             users = [
                 User(
                     name=s["name"],
