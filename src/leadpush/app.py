@@ -319,6 +319,7 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
     from leadpush.notify.views import router as notify_router
     from leadpush.notify.ws import router as ws_router
     from leadpush.ops import router as ops_router
+    from leadpush.routing.views import router as routing_router
     from leadpush.schemas import ErrorEnvelope
     from leadpush.teams.views import router as teams_router
     from leadpush.transfer.views import router as transfer_router
@@ -348,6 +349,7 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
     app.include_router(notify_router, responses=errors)
     app.include_router(ws_router)
     app.include_router(transfer_router, responses=errors)
+    app.include_router(routing_router, responses=errors)
     app.include_router(wechat_router, responses=errors)
     app.include_router(wechat_sign_in_router, responses=errors)
     app.include_router(wecom_router)

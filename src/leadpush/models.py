@@ -5,6 +5,7 @@ from leadpush.db import Base
 from leadpush.leads.models import Customer, FollowUp
 from leadpush.notify.models import Delivery, KeyValue, Notification, Worker
 from leadpush.pools.models import Pool, PoolMember
+from leadpush.routing.models import DistributionMember, DistributionRule, UserAvailability
 from leadpush.teams.models import Team
 from leadpush.transfer.models import Lease, TransferRule, TransferRun
 from leadpush.users.models import ApiToken, User
@@ -16,6 +17,8 @@ __all__ = [
     "Base",
     "Customer",
     "Delivery",
+    "DistributionMember",
+    "DistributionRule",
     "FollowUp",
     "KeyValue",
     "Lease",
@@ -26,6 +29,7 @@ __all__ = [
     "TransferRule",
     "TransferRun",
     "User",
+    "UserAvailability",
     "WechatSubscription",
     "Worker",
 ]

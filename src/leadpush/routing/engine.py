@@ -1,0 +1,417 @@
+"""The router: for each lead, the first enabled rule (by position) whose conditions match picks a person or a
+pool, skipping people who cannot take it now; every move then goes through `change_owner` in one call.
+
+Fairness across processes: the rotation state (a rule's cursor, its members' smooth-weighted counters) is
+read and advanced while the rule rows are held with SELECT ... FOR UPDATE until the caller's commit
+(PostgreSQL; SQLite write transactions are serialised already). Two api processes routing at once queue on
+the rule row, so the second sees the first one's turn and nobody gets two turns. A batch (an intake of
+10,000 leads) is decided in Python under one lock with a fixed number of queries, whatever its size.
+
+A lead's team (what a team-scoped rule routes): the team of the pool it sits in; otherwise, for a new lead,
+the creator's team, and for a released or recycled one, the team of the person it came from. A
+company-wide rule (team None) routes any lead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from leadpush.assignment.models import Assignment
+from leadpush.assignment.service import CLOSED_STATUSES, ChangeResult, Move, change_owner, lock_users
+from leadpush.config import Settings
+from leadpush.context import AppContext
+from leadpush.leads.models import Customer
+from leadpush.pools.cooldown import lost_since
+from leadpush.pools.models import Pool
+from leadpush.routing.models import DistributionMember, DistributionRule, UserAvailability
+from leadpush.users.models import User
+
+Event = Literal["new", "released", "recycled"]
+SkipReason = Literal["inactive", "at_capacity", "off_hours", "on_leave", "cooldown"]
+SKIP_TEXT: dict[str, str] = {
+    "inactive": "已停用",
+    "at_capacity": "线索已达上限",
+    "off_hours": "不在工作时间",
+    "on_leave": "正在休假",
+    "cooldown": "刚失去这条线索，冷却期内不再分给他",
+}
+ROTATING = ("round_robin", "weighted", "least_loaded")
+VIA_EVENT: dict[str, Event] = {"release": "released", "auto_transfer": "recycled"}
+
+
+@dataclass
+class Lead:
+    """What a rule's conditions look at; `customer` None in a dry run."""
+
+    source: str
+    region: str
+    tags: list[str]
+    team: str | None
+    customer: Customer | None = None
+
+
+def rule_matches(rule: DistributionRule, lead: Lead, event: str) -> bool:
+    if event not in (rule.applies_on or []):
+        return False
+    if rule.team is not None and rule.team != lead.team:
+        return False
+    if rule.sources and lead.source not in rule.sources:
+        return False
+    if rule.regions and lead.region not in rule.regions:
+        return False
+    return not rule.tags or bool(set(rule.tags) & set(lead.tags or []))
+
+
+def enabled_rules(session: Session) -> list[DistributionRule]:
+    query = select(DistributionRule).where(DistributionRule.enabled.is_(True))
+    return list(session.scalars(query.order_by(DistributionRule.position, DistributionRule.id)))
+
+
+def first_match(rules: Sequence[DistributionRule], lead: Lead, event: str) -> DistributionRule | None:
+    return next((r for r in rules if rule_matches(r, lead, event)), None)
+
+
+def within_hours(hours: dict[str, list[list[str]]], local: datetime) -> bool:
+    """Whether local wall time falls inside one of the day's ranges ("HH:MM", end exclusive, "24:00" allowed)."""
+    now = f"{local.hour:02d}:{local.minute:02d}"
+    return any(start <= now < end for start, end in hours.get(str(local.isoweekday()), []))
+
+
+def on_leave(availability: UserAvailability | None, now: datetime) -> bool:
+    if availability is None or (availability.leave_from is None and availability.leave_until is None):
+        return False
+    started = availability.leave_from is None or availability.leave_from <= now
+    return started and (availability.leave_until is None or now < availability.leave_until)
+
+
+def standing_reason(
+    user: User, availability: UserAvailability | None, now: datetime, settings: Settings
+) -> SkipReason | None:
+    """Why `user` cannot take any routed lead now, capacity and cooldown aside (those depend on the batch)."""
+    if not user.active:
+        return "inactive"
+    if on_leave(availability, now):
+        return "on_leave"
+    if availability is not None and availability.working_hours is not None:
+        if not within_hours(availability.working_hours, now.astimezone(settings.tz)):
+            return "off_hours"
+    return None
+
+
+@dataclass
+class Candidate:
+    user: User
+    weight: int = 1
+    member: DistributionMember | None = None
+
+
+@dataclass
+class Verdict:
+    """Where one lead goes under one rule, and (for a dry run) why each other candidate was passed over."""
+
+    rule: DistributionRule
+    to_user: User | None = None
+    to_pool: int | None = None
+    move: bool = True
+    outcome: Literal["user", "pool", "fallback_user", "fallback_pool", "stays"] = "user"
+    skipped: dict[int, SkipReason] = field(default_factory=dict)
+
+
+class Router:
+    """One batch's decisions. Load what the rules need with `prepare` (locking the rules when `lock`), then
+    `decide` each lead; the rotation state is advanced in memory and written by `save`."""
+
+    def __init__(self, session: Session, settings: Settings, now: datetime) -> None:
+        self.session = session
+        self.settings = settings
+        self.now = now
+        self.members: dict[int, list[DistributionMember]] = {}
+        self.team_sales: dict[str, list[User]] = {}
+        self.users: dict[int, User] = {}
+        self.availability: dict[int, UserAvailability] = {}
+        self.load: dict[int, int] = {}
+        self.standing: dict[int, SkipReason | None] = {}
+
+    def prepare(self, rules: Iterable[DistributionRule], *, lock: bool) -> list[DistributionRule]:
+        """Load (and with `lock`, hold until commit) these rules afresh with their people."""
+        ids = sorted({r.id for r in rules})
+        if not ids:
+            return []
+        query = select(DistributionRule).where(DistributionRule.id.in_(ids)).order_by(DistributionRule.id)
+        if lock and self.session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update()
+        fresh = {r.id: r for r in self.session.scalars(query.execution_options(populate_existing=True))}
+        members = self.session.scalars(
+            select(DistributionMember)
+            .where(DistributionMember.rule_id.in_(ids))
+            .order_by(DistributionMember.user_id)
+            .execution_options(populate_existing=True)
+        )
+        for m in members:
+            self.members.setdefault(m.rule_id, []).append(m)
+        user_ids: set[int] = {m.user_id for ms in self.members.values() for m in ms}
+        for rule in fresh.values():
+            user_ids.update(u for u in (rule.target_user_id, rule.fallback_user_id) if u is not None)
+        teams = {r.team for r in fresh.values() if r.team is not None and not self.members.get(r.id)}
+        if teams:
+            for user in self.session.scalars(
+                select(User).where(User.team.in_(teams), User.role == "sales").order_by(User.id)
+            ):
+                self.team_sales.setdefault(user.team or "", []).append(user)
+                user_ids.add(user.id)
+        if user_ids:
+            self.users.update({u.id: u for u in self.session.scalars(select(User).where(User.id.in_(user_ids)))})
+            if lock:
+                # Counted open leads stay true until commit (see assignment.service.lock_users).
+                lock_users(self.session, [u.id for u in self.users.values() if u.capacity is not None])
+            self.availability.update(
+                {
+                    a.user_id: a
+                    for a in self.session.scalars(
+                        select(UserAvailability).where(UserAvailability.user_id.in_(user_ids))
+                    )
+                }
+            )
+            rows = self.session.execute(
+                select(Customer.owner_id, func.count())
+                .where(Customer.owner_id.in_(list(self.users)), Customer.status.not_in(CLOSED_STATUSES))
+                .group_by(Customer.owner_id)
+            )
+            self.load.update({uid: n for uid, n in rows if uid is not None})
+        for user in self.users.values():
+            self.standing[user.id] = standing_reason(user, self.availability.get(user.id), self.now, self.settings)
+        return [fresh[i] for i in ids if i in fresh]
+
+    def candidates(self, rule: DistributionRule) -> list[Candidate]:
+        """Whom a rotating rule chooses among, by user id: its members, or else its team's salespeople."""
+        members = self.members.get(rule.id, [])
+        if members:
+            return [Candidate(self.users[m.user_id], m.weight, m) for m in members if m.user_id in self.users]
+        return [Candidate(u) for u in self.team_sales.get(rule.team or "", [])] if rule.team else []
+
+    def reason(self, user: User, lost: set[int]) -> SkipReason | None:
+        standing = self.standing.get(user.id)
+        if standing is None and user.id not in self.standing:
+            standing = standing_reason(user, self.availability.get(user.id), self.now, self.settings)
+        if standing is not None:
+            return standing
+        if user.capacity is not None and self.load.get(user.id, 0) >= user.capacity:
+            return "at_capacity"
+        if user.id in lost:
+            return "cooldown"
+        return None
+
+    def decide(self, rule: DistributionRule, lost: set[int], exclude: set[int] | None = None) -> Verdict:
+        """Where one lead goes under `rule`; advances the rule's rotation (in memory) when someone is chosen."""
+        verdict = Verdict(rule)
+        if rule.action == "pool":
+            verdict.to_pool, verdict.outcome = rule.target_pool_id, "pool"
+            return verdict
+        if rule.action == "user":
+            target = self.users.get(rule.target_user_id or 0)
+            if target is not None:
+                why = self.reason(target, lost)
+                if why is None:
+                    return self._give(verdict, target)
+                verdict.skipped[target.id] = why
+            return self._fallback(verdict)
+        ordered = self._rotation(rule)
+        available: list[Candidate] = []
+        for cand in ordered:
+            if exclude and cand.user.id in exclude:
+                continue
+            why = self.reason(cand.user, lost)
+            if why is None:
+                available.append(cand)
+            else:
+                verdict.skipped[cand.user.id] = why
+        if not available:
+            return self._fallback(verdict)
+        if rule.action == "weighted":
+            total = sum(c.weight for c in available)
+            for c in available:
+                assert c.member is not None
+                c.member.current_weight = (c.member.current_weight or 0) + c.weight
+            chosen = max(available, key=lambda c: c.member.current_weight if c.member else 0)  # first of equals
+            assert chosen.member is not None
+            chosen.member.current_weight -= total
+        elif rule.action == "least_loaded":
+            chosen = min(available, key=lambda c: self.load.get(c.user.id, 0))  # ties: next in rotation
+        else:
+            chosen = available[0]
+        rule.cursor_user_id = chosen.user.id
+        return self._give(verdict, chosen.user)
+
+    def _rotation(self, rule: DistributionRule) -> list[Candidate]:
+        """The candidates in turn order: those after the rule's cursor first, then from the start."""
+        cands = self.candidates(rule)
+        start = rule.cursor_user_id or 0
+        return [c for c in cands if c.user.id > start] + [c for c in cands if c.user.id <= start]
+
+    def _give(self, verdict: Verdict, user: User) -> Verdict:
+        self.load[user.id] = self.load.get(user.id, 0) + 1
+        verdict.to_user = user
+        return verdict
+
+    def _fallback(self, verdict: Verdict) -> Verdict:
+        rule = verdict.rule
+        if rule.fallback == "user":
+            target = self.users.get(rule.fallback_user_id or 0)
+            # The fallback person is the safety net: working hours and leave do not keep a lead from them.
+            if target is not None and target.active:
+                if target.capacity is None or self.load.get(target.id, 0) < target.capacity:
+                    self._give(verdict, target)
+                    verdict.outcome = "fallback_user"
+                    return verdict
+            verdict.move, verdict.outcome = False, "stays"
+            return verdict
+        verdict.to_pool, verdict.outcome = rule.fallback_pool_id, "fallback_pool"
+        return verdict
+
+
+def _pools(session: Session, ids: set[int | None]) -> dict[int, Pool]:
+    wanted = {i for i in ids if i is not None}
+    return {p.id: p for p in session.scalars(select(Pool).where(Pool.id.in_(wanted)))} if wanted else {}
+
+
+def _previous_owners(session: Session, customer_ids: list[int]) -> dict[int, int]:
+    """Each lead's latest previous owner (whom it was last taken from or who gave it up)."""
+    found: dict[int, int] = {}
+    for start in range(0, len(customer_ids), 500):
+        rows = session.execute(
+            select(Assignment.customer_id, Assignment.from_user_id)
+            .where(Assignment.customer_id.in_(customer_ids[start : start + 500]), Assignment.from_user_id.is_not(None))
+            .order_by(Assignment.id)
+        )
+        for cid, uid in rows:
+            if uid is not None:
+                found[cid] = uid
+    return found
+
+
+def _in_cooldown(
+    session: Session, customers: Sequence[Customer], pools: dict[int, Pool], settings: Settings, now: datetime
+) -> dict[int, set[int]]:
+    """Per lead, the people it was taken from within its pool's cooldown (else LEADPUSH_RECLAIM_COOLDOWN_HOURS)."""
+
+    def hours(c: Customer) -> float:
+        pool = pools.get(c.pool_id or 0)
+        return (
+            pool.cooldown_hours
+            if pool is not None and pool.cooldown_hours is not None
+            else settings.reclaim_cooldown_hours
+        )
+
+    longest = max((hours(c) for c in customers), default=0)
+    if longest <= 0:
+        return {}
+    lost = lost_since(session, [c.id for c in customers], now - timedelta(hours=longest))
+    by_id = {c.id: c for c in customers}
+    return {
+        cid: {uid for uid, at in who.items() if at > now - timedelta(hours=hours(by_id[cid]))}
+        for cid, who in lost.items()
+    }
+
+
+def route(
+    ctx: AppContext,
+    session: Session,
+    customers: Sequence[Customer],
+    *,
+    event: Event,
+    actor: User | None,
+    teams: dict[int, str | None],
+) -> ChangeResult | None:
+    """Route these unowned leads by the enabled rules for `event`, in the caller's transaction."""
+    unowned = [c for c in customers if c.owner_id is None]
+    if not unowned:
+        return None
+    rules = [r for r in enabled_rules(session) if event in (r.applies_on or [])]
+    if not rules:
+        return None
+    matched: dict[int, tuple[Customer, DistributionRule]] = {}
+    for c in unowned:
+        rule = first_match(rules, Lead(c.source or "", c.region or "", list(c.tags or []), teams.get(c.id), c), event)
+        if rule is not None:
+            matched[c.id] = (c, rule)
+    if not matched:
+        return None
+    now = ctx.clock.now()
+    router = Router(session, ctx.settings, now)
+    locked = {r.id: r for r in router.prepare({rule for _c, rule in matched.values()}, lock=True)}
+    leads = [c for c, _rule in matched.values()]
+    lost = (
+        _in_cooldown(session, leads, _pools(session, {c.pool_id for c in leads}), ctx.settings, now)
+        if event != "new"
+        else {}
+    )
+    moves: list[Move] = []
+    names: dict[int, str] = {}
+    for cid in sorted(matched):
+        customer, rule = matched[cid]
+        fresh = locked.get(rule.id)
+        if fresh is None or not fresh.enabled:  # deleted or switched off meanwhile
+            continue
+        verdict = router.decide(fresh, lost.get(cid, set()))
+        if not verdict.move:
+            continue
+        names[fresh.id] = fresh.name
+        moves.append(Move(customer, verdict.to_user, to_pool=verdict.to_pool))
+    session.flush()  # the advanced cursors and counters, written under the rules' locks
+    if not moves:
+        return None
+    reason = "分配规则：" + "、".join(names[i] for i in sorted(names))
+    return change_owner(
+        ctx, session, actor=actor, moves=moves, via="route", digest=len(moves) > 1, reason=reason[:200], now=now
+    )
+
+
+def new_lead_teams(session: Session, customers: Sequence[Customer], actor: User | None) -> dict[int, str | None]:
+    pools = _pools(session, {c.pool_id for c in customers})
+    fallback = actor.team if actor is not None else None
+    return {c.id: (pools[c.pool_id].team if c.pool_id in pools else fallback) for c in customers}
+
+
+def returned_lead_teams(session: Session, customers: Sequence[Customer]) -> dict[int, str | None]:
+    pools = _pools(session, {c.pool_id for c in customers})
+    teams: dict[int, str | None] = {c.id: pools[c.pool_id].team for c in customers if c.pool_id in pools}
+    rest = [c.id for c in customers if c.id not in teams]
+    previous = _previous_owners(session, rest) if rest else {}
+    owner_teams = dict(session.execute(select(User.id, User.team).where(User.id.in_(set(previous.values())))).all())
+    for cid in rest:
+        teams[cid] = owner_teams.get(previous.get(cid, 0))
+    return teams
+
+
+def next_for(session: Session, customer: Customer, exclude: set[int], settings: Settings, now: datetime) -> User | None:
+    """The next person the first rotating rule matching `customer` gives it to, advancing that rotation."""
+    owner = session.get(User, customer.owner_id) if customer.owner_id else None
+    lead = Lead(customer.source or "", customer.region or "", list(customer.tags or []), owner.team if owner else None)
+    rules = [
+        r
+        for r in enabled_rules(session)
+        if r.action in (*ROTATING, "user") and any(rule_matches(r, lead, e) for e in r.applies_on or [])
+    ]
+    if not rules:
+        return None
+    router = Router(session, settings, now)
+    (rule,) = router.prepare([rules[0]], lock=True)
+    if not rule.enabled:
+        return None
+    shut_out = set(exclude) | ({customer.owner_id} if customer.owner_id else set())
+    if rule.action == "user":
+        target = router.users.get(rule.target_user_id or 0)
+        return (
+            target
+            if target is not None and target.id not in shut_out and router.reason(target, set()) is None
+            else None
+        )
+    verdict = router.decide(rule, set(), exclude=shut_out)
+    session.flush()
+    return verdict.to_user if verdict.outcome == "user" else None
