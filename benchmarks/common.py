@@ -243,10 +243,6 @@ def base_env() -> dict[str, str]:
 def leadpush_service(env: dict[str, str], log_dir: Path, roles: Sequence[str] = (), name: str = "leadpush") -> Service:
     port = free_port()
     args = [PYTHON, "-m", "leadpush.cli", "serve", "--port", str(port), "--no-migrate"]
-    if os.environ.get("BENCH_IMPORT_ALL_MODELS"):
-        # Work around `serve --no-migrate` leaving tables out of the metadata (customers.pool_id names
-        # pools, which nothing on the app's import path loads): import every model first.
-        args[1:3] = ["-c", "import leadpush.models; from leadpush.cli import app; app()"]
     for role in roles:
         args += ["--role", role]
     return Service(name=name, args=args, env=env, port=port, log_dir=log_dir)

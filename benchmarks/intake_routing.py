@@ -31,7 +31,6 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 from sqlalchemy import func, select
 
 from benchmarks.common import (
@@ -59,6 +58,7 @@ RATE = 20.0  # leads per second, all clients together
 LATENCY_LEADS = 800
 BURST = 10_000
 CUSTOMERS_MAX = 1000  # POST /api/customers takes a list of up to LEADPUSH_MAX_BATCH (1,000 by default)
+INBOUND_MAX = 10_000  # POST /api/leads/inbound: up to LEADPUSH_MAX_INBOUND_BATCH (10,000 by default)
 
 
 def stats(seconds: list[float]) -> dict[str, float]:
@@ -126,10 +126,10 @@ def find_token(data: Any) -> str | None:
     return None
 
 
-def setup(dep, admin: BenchUser, sales: list[BenchUser], path: str, quick: bool) -> Intake:  # noqa: ANN001
+def setup(dep, admin: BenchUser, sales: list[BenchUser], path: str, per_request: int | None) -> Intake:  # noqa: ANN001
     key = f"bench-{uuid.uuid4().hex[:6]}"
     if path == "assigned":
-        return Intake(path, admin.token, key, CUSTOMERS_MAX, owners=[u.id for u in sales])
+        return Intake(path, admin.token, key, per_request or CUSTOMERS_MAX, owners=[u.id for u in sales])
     with sync_client(dep.api[0].url, admin.token) as client:
         rule = check(
             client.post(
@@ -144,7 +144,7 @@ def setup(dep, admin: BenchUser, sales: list[BenchUser], path: str, quick: bool)
             )
         )
         if path == "customers":
-            return Intake(path, admin.token, key, CUSTOMERS_MAX, rule)
+            return Intake(path, admin.token, key, per_request or CUSTOMERS_MAX, rule)
         created = check(
             client.post(
                 "/api/lead-sources",
@@ -154,19 +154,7 @@ def setup(dep, admin: BenchUser, sales: list[BenchUser], path: str, quick: bool)
         token = find_token(created)
         if not token:
             raise RuntimeError(f"no intake token in the lead source's answer: {created}")
-    return Intake(path, token, key, probe_max_batch(dep, token, quick), rule)
-
-
-def probe_max_batch(dep, token: str, quick: bool) -> int:  # noqa: ANN001
-    """The largest `{"leads": [...]}` the intake takes, from its own 4xx answer to an empty list; the
-    burst then uses as few requests as that allows."""
-    response = httpx.post(dep.api[0].url + "/api/leads/inbound", json={"leads": []}, headers=auth(token), timeout=30)
-    text = response.text
-    import re
-
-    numbers = [int(n.replace(",", "")) for n in re.findall(r"\d[\d,]*", text) if n.replace(",", "").isdigit()]
-    numbers = [n for n in numbers if n >= 100]
-    return max(numbers) if numbers else (BURST if not quick else 3000)
+    return Intake(path, token, key, per_request or INBOUND_MAX, rule)
 
 
 def auth(token: str) -> dict[str, str]:
@@ -451,13 +439,13 @@ async def burst_run(dep, intake: Intake, sales: list[BenchUser], n: int) -> dict
 # --------------------------------------------------------------------------------------
 
 
-def bench(kind: str, quick: bool, path: str) -> dict[str, Any]:
+def bench(kind: str, quick: bool, path: str, per_request: int | None) -> dict[str, Any]:
     n_latency = 150 if quick else LATENCY_LEADS
     n_burst = 3000 if quick else BURST
     with deployment(kind) as dep:
         (admin,) = make_users(dep.db_url, [{"name": f"管理员{uuid.uuid4().hex[:6]}", "role": "admin", "team": None}])
         _, sales = make_team(dep.db_url, SALES)
-        intake = setup(dep, admin, sales, path, quick)
+        intake = setup(dep, admin, sales, path, per_request)
         out: dict[str, Any] = {
             "backend": kind,
             "deployment": dep.describe(),
@@ -544,8 +532,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="inbound: POST /api/leads/inbound with an intake token; customers: POST /api/customers without"
         " assignedTo (routed through the hook); assigned: POST /api/customers naming the owner (no routing, a baseline)",
     )
+    parser.add_argument(
+        "--per-request",
+        type=int,
+        help=f"leads per burst request (default: the endpoint's maximum, {INBOUND_MAX:,} inbound, {CUSTOMERS_MAX:,} customers)",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    results = [bench(kind, args.quick, args.path) for kind in backends(args.backend)]
+    results = [bench(kind, args.quick, args.path, args.per_request) for kind in backends(args.backend)]
     report(results)
     out = {"name": "intake_routing", "quick": args.quick, "results": results}
     write_json(args.json, out)
