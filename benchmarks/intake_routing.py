@@ -12,7 +12,7 @@ the time its request was sent; also − the time its response came back. With se
 requests alternate between the api processes, so about half the pushes cross Redis and the worker.
 
 Burst: 10,000 leads (unique phones and external ids) in as few requests as the endpoint takes, sent
-one after the other. Reported: wall time from the first request sent until every response is back
+one after the other to one api process (the sockets are on both). Reported: wall time from the first request sent until every response is back
 (the leads are created and routed in those transactions; the database is checked), until every owner
 has heard; notifications created (a digest per owner per request, by design); and each digest's
 arrival on its owner's socket after its request's response (and after the request was sent).
@@ -280,7 +280,7 @@ async def latency_run(dep, intake: Intake, sales: list[BenchUser], n: int) -> di
         per_owner[uid] += 1
         after_request.append(at - t0)
         after_response.append(at - t1)
-        (same if owners.api_of[uid] == via else cross).append(at - t0)
+        (same if owners.api_of[uid] == via else cross).append(at - t1)
     await owners.close()
     out: dict[str, Any] = {
         "leads": n,
@@ -476,8 +476,8 @@ def report(results: list[dict[str, Any]]) -> None:
         for label, s in (
             ("after request sent", lat["after_request"]),
             ("after response", lat["after_response"]),
-            ("  same process", lat.get("same_process")),
-            ("  cross process", lat.get("cross_process")),
+            ("  after response, same process", lat.get("same_process")),
+            ("  after response, cross process", lat.get("cross_process")),
             ("request", lat["request"]),
         ):
             if s:
