@@ -185,7 +185,7 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         max_bytes = self.larger.get(scope["path"], self.max_bytes)
-        what = "文件" if scope["path"] in self.larger else "请求体"
+        what = "文件" if scope["path"] in self.larger and not scope["path"].startswith(INBOUND_PREFIX) else "请求体"
         too_large = f"{what}不能超过 {size_text(max_bytes)}"
         try:
             length = declared_length(scope)
@@ -229,11 +229,18 @@ class BodySizeLimit:
 
 # The routes that sign people in: they take credentials in their body, not a bearer token.
 SIGN_IN_PATHS = frozenset({"/api/auth/login", "/api/auth/miniprogram", "/console/api/session"})
+# Lead intake signs in with a lead source's intake token or a signature, checked by its own routes.
+INBOUND_PREFIX = "/api/leads/inbound"
 
 
 def signs_in_by_header(path: str) -> bool:
-    """Routes that need `Authorization: Bearer`: the API and the console's JSON, except the sign-in routes."""
-    return (path.startswith("/api/") or path.startswith("/console/api/")) and path not in SIGN_IN_PATHS
+    """Routes that need a user's `Authorization: Bearer`: the API and the console's JSON, except the sign-in
+    routes and lead intake."""
+    return (
+        (path.startswith("/api/") or path.startswith("/console/api/"))
+        and path not in SIGN_IN_PATHS
+        and not path.startswith(INBOUND_PREFIX)
+    )
 
 
 class SignInBeforeBody:
@@ -308,13 +315,15 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
     app.add_middleware(
         BodySizeLimit,
         max_bytes=ctx.settings.max_body_bytes,
-        larger={"/api/customers/import": ctx.settings.max_import_bytes},
+        larger={"/api/customers/import": ctx.settings.max_import_bytes, INBOUND_PREFIX: ctx.settings.max_inbound_bytes},
     )
     app.add_middleware(SignInBeforeBody, ctx=ctx)
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=ctx.settings.trusted_proxy_hosts)
 
     from leadpush.assignment.views import creation as creation_router
     from leadpush.assignment.views import router as assignment_router
+    from leadpush.intake.views import inbound as inbound_router
+    from leadpush.intake.views import router as lead_sources_router
     from leadpush.leads.views import router as leads_router
     from leadpush.notify.views import router as notify_router
     from leadpush.notify.ws import router as ws_router
@@ -345,6 +354,8 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
     app.include_router(teams_router, responses=errors)
     app.include_router(creation_router, responses=errors)
     app.include_router(leads_router, responses=errors)
+    app.include_router(lead_sources_router, responses=errors)
+    app.include_router(inbound_router, responses=errors)
     app.include_router(assignment_router, responses=errors)
     app.include_router(notify_router, responses=errors)
     app.include_router(ws_router)

@@ -130,6 +130,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = 2_000_000
     # A spreadsheet imported as leads (POST /api/customers/import) may be larger than a JSON body.
     max_import_bytes: int = Field(default=5_000_000, ge=1_000, le=100_000_000)
+    # Lead intake (POST /api/leads/inbound): at most this many leads in one request (a campaign burst), in a
+    # body of at most this many bytes; the signed form webhook accepts a timestamp this far from now.
+    max_inbound_batch: int = Field(default=10_000, ge=1, le=100_000)
+    max_inbound_bytes: int = Field(default=20_000_000, ge=1_000, le=200_000_000)
+    intake_signature_tolerance_seconds: int = Field(default=300, ge=10, le=3600)
 
     @model_validator(mode="after")
     def _lease_outlives_a_send(self) -> Settings:

@@ -11,6 +11,7 @@ from leadpush.context import AppContext
 from leadpush.errors import ApiError
 from leadpush.users.models import ApiToken, User
 from leadpush.users.service import find_token
+from leadpush.users.tokens import INTAKE_PREFIX
 
 # Where the edge middleware leaves the user it signed in before reading a request's body (see app.py).
 SIGNED_IN_USER = "leadpush.user"
@@ -60,6 +61,12 @@ def token_or_refuse(ctx: AppContext, token: str, address: str) -> tuple[User, Ap
     limit = ctx.settings.auth_failures_per_minute
     ctx.limiter.refuse_if_over("auth-fail", address, limit)
     ctx.limiter.hit("auth-fail", address)
+    if token.startswith(INTAKE_PREFIX):
+        raise ApiError(
+            401,
+            "intake_token_not_allowed",
+            "线索接入令牌（lpi_ 开头）只能用于 POST /api/leads/inbound，不能调用其他接口",
+        )
     raise ApiError(401, "invalid_token", "登录凭证无效或已失效")
 
 

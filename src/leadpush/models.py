@@ -2,6 +2,7 @@
 
 from leadpush.assignment.models import Assignment
 from leadpush.db import Base
+from leadpush.intake.models import IntakeMerge, LeadSource
 from leadpush.leads.models import Customer, FollowUp
 from leadpush.notify.models import Delivery, KeyValue, Notification, Worker
 from leadpush.pools.models import Pool, PoolMember
@@ -20,7 +21,9 @@ __all__ = [
     "DistributionMember",
     "DistributionRule",
     "FollowUp",
+    "IntakeMerge",
     "KeyValue",
+    "LeadSource",
     "Lease",
     "Notification",
     "Pool",

@@ -29,7 +29,7 @@ CALLERS = ["anonymous", "bad_token", "owner", "same_team", "other_team", "manage
 class World:
     api: Any
     tokens: dict[str, str | None]
-    ids: dict[str, int]
+    ids: dict[str, Any]
 
 
 _shared: dict[str, World] = {}
@@ -89,6 +89,7 @@ def build_world(api) -> World:
         .json()["data"]
     )
     empty_team = api.client(admin).post("/api/teams", json={"name": "C"}).json()["data"]
+    source = api.client(admin).post("/api/lead-sources", json={"key": "矩阵", "name": "矩阵"}).json()["data"]
     with api.ctx.db.write() as s:  # one dead delivery for the retry endpoint
         s.execute(update(Delivery).values(status="dead", last_error="测试"))
         dead_id = s.query(Delivery.id).order_by(Delivery.id).first()[0]
@@ -118,6 +119,8 @@ def build_world(api) -> World:
             "owner": owner.id,
             "team": empty_team["id"],
             "token": token_id,
+            "source": source["source"]["id"],
+            "source_key": source["source"]["key"],
         },
     )
 
@@ -140,6 +143,30 @@ MATRIX: dict[str, tuple[str, str, Any, tuple[int, ...]]] = {
     "teams.create": ("POST", "/api/teams", {"name": "新团队"}, (401, 401, 403, 403, 403, 403, 403, 201)),
     "teams.rename": ("PATCH", "/api/teams/{team}", {"name": "改名"}, (401, 401, 403, 403, 403, 403, 403, 200)),
     "teams.delete": ("DELETE", "/api/teams/{team}", None, (401, 401, 403, 403, 403, 403, 403, 200)),
+    "sources.list": ("GET", "/api/lead-sources", None, (401, 401, 403, 403, 403, 403, 403, 200)),
+    "sources.create": (
+        "POST",
+        "/api/lead-sources",
+        {"key": "新来源", "name": "新来源"},
+        (401, 401, 403, 403, 403, 403, 403, 201),
+    ),
+    "sources.get": ("GET", "/api/lead-sources/{source}", None, (401, 401, 403, 403, 403, 403, 403, 200)),
+    "sources.update": (
+        "PATCH",
+        "/api/lead-sources/{source}",
+        {"name": "改名"},
+        (401, 401, 403, 403, 403, 403, 403, 200),
+    ),
+    "sources.rotate": ("POST", "/api/lead-sources/{source}/rotate", None, (401, 401, 403, 403, 403, 403, 403, 200)),
+    "sources.delete": ("DELETE", "/api/lead-sources/{source}", None, (401, 401, 403, 403, 403, 403, 403, 200)),
+    # Lead intake signs in with a lead source's intake token or signature: no user's token opens it.
+    "inbound.leads": ("POST", "/api/leads/inbound", {"phone": "13800000000"}, (401, 401, 401, 401, 401, 401, 401, 401)),
+    "inbound.form": (
+        "POST",
+        "/api/leads/inbound/{source_key}/form",
+        {"phone": "13800000000"},
+        (401, 401, 401, 401, 401, 401, 401, 401),
+    ),
     "leads.create": (
         "POST",
         "/api/customers",
@@ -340,7 +367,8 @@ def test_every_api_route_is_in_the_matrix(world: World):
                 .replace("{company_rule}", "{rule_id:int}")
                 .replace("{delivery}", "{delivery_id:int}")
                 .replace("{team}", "{team_id:int}")
-                .replace("{token}", "{token_id:int}"),
+                .replace("{token}", "{token_id:int}")
+                .replace("{source}", "{source_id:int}"),
             )
         )
     missing = []

@@ -18,6 +18,8 @@ class Customer(Base):
     __table_args__ = (
         Index("ix_customers_owner_status", "owner_id", "status"),
         Index("ix_customers_transfer_due_at", "transfer_due_at"),
+        # Lead intake is idempotent by (source, externalId): a repeat finds the lead instead of a second one.
+        Index("uq_customers_intake_source_external", "intake_source_id", "external_id", unique=True),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -41,6 +43,11 @@ class Customer(Base):
     transfer_rule_id: Mapped[int | None] = mapped_column(Integer)
     # The deadline a warning was last sent for: one warning per lead per deadline.
     transfer_warned_for: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Lead intake: the lead source it came in through and its id in the sending system (both None otherwise),
+    # and, for a source that flags duplicates, the open lead with the same phone it repeats.
+    external_id: Mapped[str | None] = mapped_column(String(128))
+    intake_source_id: Mapped[int | None] = mapped_column(ForeignKey("lead_sources.id", ondelete="SET NULL"))
+    duplicate_of_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id", ondelete="SET NULL"))
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

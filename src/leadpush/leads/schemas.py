@@ -111,6 +111,9 @@ class CustomerOut(CamelModel):
     owner_name: str | None = None
     in_pool: bool
     pool_id: int | None = Field(default=None, description="所在线索池；null 且 inPool = 公司公海")
+    external_id: str | None = Field(default=None, description="线索接入：对方系统中的线索 id")
+    intake_source_id: int | None = Field(default=None, description="线索接入：线索来源 id")
+    duplicate_of_id: int | None = Field(default=None, description="疑似重复：与之电话相同的已有线索 id")
     assigned_at: datetime | None
     last_follow_up_at: datetime | None
     transfer_due_at: datetime | None

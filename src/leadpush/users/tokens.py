@@ -8,6 +8,8 @@ import secrets
 # API tokens (for systems, no expiry) and sessions (for people, expiring) look alike but for their prefix.
 TOKEN_PREFIX = "lp_"
 SESSION_PREFIX = "lps_"
+# A lead source's intake token (leadpush.intake): valid only for the inbound endpoints, never for the API.
+INTAKE_PREFIX = "lpi_"
 # How many of a token's first characters are stored, so that people can tell their tokens apart.
 SHOWN_CHARS = 8
 
