@@ -1,7 +1,7 @@
 """distribution rules: distribution_rules, distribution_members, user_availability
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-01 10:10:00.000000
 
 Routing of new, released and recycled leads (see leadpush.routing): rules in evaluation order with their
