@@ -230,6 +230,7 @@ class Owners:
 
 async def latency_run(dep, intake: Intake, sales: list[BenchUser], n: int) -> dict[str, Any]:  # noqa: ANN001
     owners = await Owners().open(dep, sales)
+    cpu_before = {s.name: s.cpu() for s in dep.services}
     tag = uuid.uuid4().hex[:6]
     sent: dict[str, tuple[float, float, int]] = {}  # name -> (request sent, response back, api index)
     statuses: Counter[int] = Counter()
@@ -268,6 +269,7 @@ async def latency_run(dep, intake: Intake, sales: list[BenchUser], n: int) -> di
     while time.perf_counter() < deadline and not set(sent) <= set(owners.singles()):
         await asyncio.sleep(0.05)
     heard = owners.singles()
+    cpu = {s.name: s.cpu() - cpu_before[s.name] for s in dep.services}
     after_request, after_response, same, cross = [], [], [], []
     per_owner: Counter[int] = Counter()
     lost = 0
@@ -295,6 +297,8 @@ async def latency_run(dep, intake: Intake, sales: list[BenchUser], n: int) -> di
         "after_response": stats(after_response),
         "request": stats([t1 - t0 for t0, t1, _ in sent.values()]),
         "lost": lost,
+        "server_cpu_seconds": {k: round(v, 2) for k, v in cpu.items()},
+        "server_cpu_ms_per_lead": round(sum(cpu.values()) * 1000 / len(sent), 2) if sent else None,
         "owners_used": len(per_owner),
         "per_owner_min": min(per_owner.values()) if per_owner else 0,
         "per_owner_max": max(per_owner.values()) if per_owner else 0,
@@ -352,6 +356,7 @@ async def burst_run(dep, intake: Intake, sales: list[BenchUser], n: int) -> dict
     chunks = [leads[i : i + size] for i in range(0, n, size)]
     before = ledger_counts(dep.db_url)
     hwm_before = {s.name: s.memory().get("VmHWM", 0) for s in dep.api}
+    cpu_before = {s.name: s.cpu() for s in dep.services}
     conn = HttpConnection(*host_port(dep.api[-1].url))
     timings: list[tuple[float, float]] = []
     started = time.perf_counter()
@@ -380,6 +385,7 @@ async def burst_run(dep, intake: Intake, sales: list[BenchUser], n: int) -> dict
         if expected <= heard:
             break
         await asyncio.sleep(0.05)
+    cpu = {s.name: s.cpu() - cpu_before[s.name] for s in dep.services}
     after = ledger_counts(dep.db_url)
     # Each push: which request it belongs to (from its leads' names), its lateness after that request.
     request_of = {cid: int(name[len(prefix) :]) // size for cid, (name, _) in in_db.items()}
@@ -429,6 +435,8 @@ async def burst_run(dep, intake: Intake, sales: list[BenchUser], n: int) -> dict
         "owners": len(per_owner_leads),
         "leads_per_owner_min": min(per_owner_leads.values()) if per_owner_leads else 0,
         "leads_per_owner_max": max(per_owner_leads.values()) if per_owner_leads else 0,
+        "server_cpu_seconds": {k: round(v, 2) for k, v in cpu.items()},
+        "server_cpu_ms_per_lead": round(sum(cpu.values()) * 1000 / n, 3),
         "api_hwm_before_mb": round(max(hwm_before.values()) / 1024, 1),
         "api_hwm_after_mb": round(max(hwm_after.values()) / 1024, 1),
     }

@@ -587,7 +587,8 @@ def render_intake_routing(r: dict[str, Any]) -> list[str]:
             f"{x['backend']}: {lat['leads']:,} leads from {lat['clients']} clients, planned {fmt(lat['rate_planned'], 0)}"
             f" leads/s, achieved {fmt(lat['rate_achieved'])}/s ({lat['late_sends']} sends behind schedule, at most"
             f" {fmt(lat['late_max_ms'])} ms); {x['salespeople']} salespeople in the rotation, each got"
-            f" {lat['per_owner_min']}–{lat['per_owner_max']}; lost {lat['lost']};"
+            f" {lat['per_owner_min']}–{lat['per_owner_max']}; server CPU {fmt(lat.get('server_cpu_ms_per_lead'))} ms per"
+            f" lead (all processes); lost {lat['lost']};"
             f" statuses {', '.join(f'{k}: {v:,}' for k, v in lat['statuses'].items())}.",
             "",
         ]
@@ -601,6 +602,7 @@ def render_intake_routing(r: dict[str, Any]) -> list[str]:
                 b["seconds_to_responses"],
                 b["seconds_to_all_heard"],
                 b["leads_per_second"],
+                fmt(sum((b.get("server_cpu_seconds") or {}).values()) or None, 2),
                 f"{b['notifications_created']:,} / {b['deliveries_created']:,}",
                 f"{b['leads_per_owner_min']:,}–{b['leads_per_owner_max']:,}",
                 b["push_after_response"]["p50"],
@@ -618,6 +620,7 @@ def render_intake_routing(r: dict[str, Any]) -> list[str]:
             "first request → last response s",
             "→ every owner heard s",
             "leads/s",
+            "server CPU s (all processes)",
             "notifications / deliveries",
             "leads per owner",
             "push p50 ms*",
