@@ -12,7 +12,7 @@ stops the child, which merges the per-thread profiles and writes them. Prints th
     python -m benchmarks.profile_server assign [--seconds 10] [--clients 16]
     python -m benchmarks.profile_server batch [--leads 5000]
     python -m benchmarks.profile_server ws [--sockets 1000]
-    python -m benchmarks.profile_server intake [--leads 5000]   # one inbound burst, routed round robin
+    python -m benchmarks.profile_server intake [--leads 5000] [--per-request 1]   # inbound, routed round robin
 """
 
 from __future__ import annotations
@@ -148,6 +148,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--leads", type=int, default=5000)
     parser.add_argument("--sockets", type=int, default=1000)
+    parser.add_argument("--per-request", type=int, help="intake: leads per request (default: all in one)")
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--out", type=Path, default=Path("/tmp/leadpush-profile.prof"))
     parser.add_argument(
@@ -191,7 +192,7 @@ def main() -> None:
                 from benchmarks.intake_routing import setup
 
                 (admin,) = make_users(url, [{"name": "管理员", "role": "admin", "team": None}])
-                intake = setup(SimpleNamespace(api=[service]), admin, sales, "inbound", None)
+                intake = setup(SimpleNamespace(api=[service]), admin, sales, "inbound", args.per_request)
                 asyncio.run(drive_intake(service.url, intake, args.leads))
             else:
                 asyncio.run(drive_ws(service.ws_url, service.url, manager, sales, leads[: len(sales)]))

@@ -657,7 +657,9 @@ def render_intake_routing(r: dict[str, Any]) -> list[str]:
         "\\* a digest on its owner's socket, after the response of the request that created its leads.",
         "",
         f"Intake path: {', '.join(f'`POST {p}`' for p in sorted(paths))}; a round-robin distribution rule for the"
-        " source over all the salespeople.",
+        " source over all the salespeople. Re-run this section alone:"
+        " `.venv/bin/python -m benchmarks.run_all --only intake_routing`"
+        " (or `python -m benchmarks.intake_routing --help`).",
         "",
     ]
     return lines
