@@ -56,7 +56,7 @@ def test_an_admin_creates_a_source_and_sees_its_token_and_secret_only_once(api, 
     token, secret = created["token"], created["signingSecret"]
     assert token.startswith("lpi_") and secret.startswith("lpsig_")
     assert created["source"]["tokenPrefix"] == token[:8]
-    assert created["formUrl"].endswith("/api/leads/inbound/" + SOURCE + "/form")
+    assert created["formUrl"].endswith("/api/leads/inbound/" + quote(SOURCE) + "/form")
     assert created["source"]["duplicatePolicy"] == "merge"
 
     listed = api.client(team.admin).get("/api/lead-sources")
@@ -373,3 +373,13 @@ def test_a_urlencoded_form_submission_is_read_like_json(api, team):
     lead = lead_of(api, team.admin, item["customerId"])
     assert (lead["name"], lead["phone"], lead["externalId"]) == ("赵六", "13600136000", "f-9")
     assert "来源页：/landing" in lead["note"]
+
+
+def test_a_burst_may_be_larger_than_other_bodies_but_a_form_submission_may_not(api, team):
+    created = new_source(api, team.admin)
+    big = {"phone": "13800138000", "note": "长" * 1_200_000}  # ~3.6 MB of UTF-8: over the JSON API's 2 MB
+    body = refused(send(api, created["token"], big), 422, "validation_error")
+    assert body["data"][0]["field"] == "note"
+    raw = json.dumps(big).encode()
+    headers = {"Content-Type": "application/json", **signed(created["signingSecret"], raw, now_ts(api))}
+    refused(api.client().post(form_url(), content=raw, headers=headers), 413, "payload_too_large")

@@ -30,6 +30,7 @@ from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from leadpush.context import AppContext
+from leadpush.intake.bulk import insert_customers, matching
 from leadpush.intake.mapping import Defaults, LeadIn, read_lead
 from leadpush.intake.messaging import asked_again
 from leadpush.intake.models import IntakeMerge, LeadSource
@@ -40,7 +41,6 @@ from leadpush.routing import hooks as routing
 from leadpush.users.service import users_by_id
 
 OPEN_STATUSES = ("new", "following")
-CHUNK = 500
 # A merged lead's note stops growing here (a form resubmitted in a loop must not grow one row forever).
 NOTE_CEILING = 20_000
 
@@ -69,28 +69,21 @@ class Plan:
     repeats_in_batch: dict[int, int] = field(default_factory=dict)  # item index -> earlier item index
 
 
-def _chunks(values: Iterable[str | None]) -> Iterable[list[str]]:
-    items = sorted({v for v in values if v is not None})
-    for start in range(0, len(items), CHUNK):
-        yield items[start : start + CHUNK]
-
-
-def known_external_ids(session: Session, source_id: int, external_ids: Iterable[str]) -> dict[str, Known]:
+def known_external_ids(session: Session, source_id: int, external_ids: Sequence[str]) -> dict[str, Known]:
     """The leads this source's external ids already stand for: created from them, or merged into."""
     found: dict[str, Known] = {}
-    for chunk in _chunks(external_ids):
-        for ext, cid, owner in session.execute(
-            select(Customer.external_id, Customer.id, Customer.owner_id).where(
-                Customer.intake_source_id == source_id, Customer.external_id.in_(chunk)
-            )
-        ):
-            if ext is not None:
-                found[ext] = Known(cid, owner)
-        for ext, cid, owner in session.execute(
+    for condition in matching(session, Customer.external_id, external_ids):
+        query = select(Customer.external_id, Customer.id, Customer.owner_id).where(
+            Customer.intake_source_id == source_id, condition
+        )
+        found.update((ext, Known(cid, owner)) for ext, cid, owner in session.execute(query) if ext is not None)
+    for condition in matching(session, IntakeMerge.external_id, external_ids):
+        query = (
             select(IntakeMerge.external_id, Customer.id, Customer.owner_id)
             .join(Customer, Customer.id == IntakeMerge.customer_id)
-            .where(IntakeMerge.source_id == source_id, IntakeMerge.external_id.in_(chunk))
-        ):
+            .where(IntakeMerge.source_id == source_id, condition)
+        )
+        for ext, cid, owner in session.execute(query):
             found.setdefault(ext, Known(cid, owner, merged=True))
     return found
 
@@ -98,10 +91,10 @@ def known_external_ids(session: Session, source_id: int, external_ids: Iterable[
 def open_leads_by_phone(session: Session, phones: Iterable[str]) -> dict[str, Known]:
     """Per phone, the newest open lead (new or following) with it."""
     found: dict[str, Known] = {}
-    for chunk in _chunks(phones):
+    for condition in matching(session, Customer.phone, phones):
         rows = session.execute(
             select(Customer.phone, Customer.id, Customer.owner_id, Customer.name)
-            .where(Customer.phone.in_(chunk), Customer.status.in_(OPEN_STATUSES))
+            .where(condition, Customer.status.in_(OPEN_STATUSES))
             .order_by(Customer.id)
         )
         for phone, cid, owner, name in rows:
@@ -119,9 +112,13 @@ def plan(session: Session, source: LeadSource, leads: list[tuple[int, LeadIn]], 
         if ext is not None and ext in known:
             hit = known[ext]
             results[index] = InboundItemOut(
-                index=index, ok=True, customer_id=hit.customer_id, duplicate="external_id", merged=hit.merged,
+                index=index,
+                ok=True,
+                customer_id=hit.customer_id,
+                duplicate="external_id",
+                merged=hit.merged,
                 owner_id=hit.owner_id,
-            )  # fmt: skip
+            )
         elif ext is not None and ext in first_with_ext:
             out.repeats_in_batch[index] = first_with_ext[ext]
         else:
@@ -130,23 +127,25 @@ def plan(session: Session, source: LeadSource, leads: list[tuple[int, LeadIn]], 
             fresh.append((index, lead))
     by_phone = open_leads_by_phone(session, (lead.phone for _, lead in fresh))
     first_with_phone: dict[str, int] = {}
+    merge = source.duplicate_policy == "merge"
     for index, lead in fresh:
         existing = by_phone.get(lead.phone)
         earlier = first_with_phone.get(lead.phone)
-        if existing is None and earlier is None:
-            first_with_phone[lead.phone] = index
-            out.creates.append((index, lead))
-        elif source.duplicate_policy == "merge":
-            if existing is not None:
+        if existing is not None:
+            if merge:
                 out.merged[index] = existing
             else:
-                out.merged_in_batch[index] = earlier  # type: ignore[assignment]
-        else:
-            out.creates.append((index, lead))
-            if existing is not None:
+                out.creates.append((index, lead))
                 out.flagged[index] = existing
+        elif earlier is not None:
+            if merge:
+                out.merged_in_batch[index] = earlier
             else:
-                out.flagged_in_batch[index] = earlier  # type: ignore[assignment]
+                out.creates.append((index, lead))
+                out.flagged_in_batch[index] = earlier
+        else:
+            first_with_phone[lead.phone] = index
+            out.creates.append((index, lead))
     return out
 
 
@@ -172,32 +171,20 @@ def _append(note: str, more: str) -> str:
 def _insert(
     session: Session, source: LeadSource, rows: Sequence[tuple[LeadIn, int | None]], now: datetime
 ) -> list[Customer]:
-    """New leads in bulk (INSERT ... RETURNING, executemany), as ORM objects in this session, in order."""
-    if not rows:
-        return []
+    """New leads in bulk (see intake.bulk), as ORM objects in this session, in order."""
     values = [
         {
             "name": lead.name,
             "phone": lead.phone,
-            "source": source.key,
             "region": lead.region,
             "tags": lead.tags,
-            "status": "new",
             "note": lead.note,
-            "owner_id": None,
-            "pool_id": None,
-            "pooled_at": now,
-            "created_by": None,
             "external_id": lead.external_id,
-            "intake_source_id": source.id,
             "duplicate_of_id": duplicate_of,
-            "version": 1,
-            "created_at": now,
-            "updated_at": now,
         }
         for lead, duplicate_of in rows
     ]
-    return list(session.scalars(insert(Customer).returning(Customer, sort_by_parameter_order=True), values))
+    return insert_customers(session, values, source=source.key, source_id=source.id, now=now)
 
 
 def _merge_into_existing(

@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -51,7 +51,7 @@ def _secrets(ctx: AppContext, row: LeadSource, token: str, secret: str) -> LeadS
         token=token,
         signing_secret=secret,
         inbound_url=f"{base}{INBOUND_PATH}",
-        form_url=f"{base}{INBOUND_PATH}/{row.key}/form",
+        form_url=f"{base}{INBOUND_PATH}/{quote(row.key, safe='')}/form",
     )
 
 

@@ -11,7 +11,14 @@ from sqlalchemy.orm import Mapped, mapped_column
 from leadpush.clock import utcnow
 from leadpush.db import Base, UTCDateTime
 
-KINDS = ("customer_assigned", "customers_assigned", "customer_recycled", "customers_recycled", "transfer_warning")
+KINDS = (
+    "customer_assigned",
+    "customers_assigned",
+    "customer_recycled",
+    "customers_recycled",
+    "transfer_warning",
+    "lead_duplicate",
+)
 CHANNELS = ("inapp", "wechat", "wecom", "webhook")
 STATUSES = ("pending", "sending", "sent", "failed", "dead", "skipped")
 

@@ -152,6 +152,12 @@ def users_page(request: Request) -> Response:
     return page(request, "users.html", title="用户", nav="users", script="users.js")
 
 
+@router.get("/console/sources")
+def sources_page(request: Request) -> Response:
+    """Admins: lead sources for forms, ad platforms and other systems (lead intake)."""
+    return page(request, "sources.html", title="线索来源", nav="sources", script="sources.js")
+
+
 @router.get("/console/deliveries")
 def deliveries_page(request: Request) -> Response:
     return page(request, "deliveries.html", title="消息发送记录", nav="deliveries", script="deliveries.js")

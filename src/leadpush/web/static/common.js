@@ -21,7 +21,7 @@ export const LABELS = {
   trigger: { cron: '定时', manual: '手动', deadline: '到期' },
   kind: {
     customer_assigned: '新线索', customers_assigned: '新线索（批量）', customer_recycled: '线索收回',
-    customers_recycled: '线索收回（批量）', transfer_warning: '流转预警',
+    customers_recycled: '线索收回（批量）', transfer_warning: '流转预警', lead_duplicate: '客户再次咨询',
   },
 };
 
