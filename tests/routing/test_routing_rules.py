@@ -291,6 +291,7 @@ def test_people_set_their_own_hours_their_manager_theirs_nobody_else(api, team):
         {"workingHours": {"1": "09:00-18:00"}},
         {"leaveFrom": "2026-03-09T00:00:00+08:00", "leaveUntil": "2026-03-01T00:00:00+08:00"},
         {"leaveFrom": "2026-03-09T00:00:00"},
+        {"leaveFrom": "0001-01-01T00:00:00+08:00"},
         {"holiday": True},
     ],
 )
@@ -365,3 +366,13 @@ def test_managers_manage_their_teams_rules_only(api, team):
     assert lead(api, team.manager)["ownerId"] == team.carol.id
     ok(api.client(team.admin).delete(f"/api/distribution-rules/{company['id']}"))
     assert lead(api, team.manager)["ownerId"] == team.bob.id
+
+
+def test_a_team_with_distribution_rules_is_not_deleted(api, team):
+    admin = api.client(team.admin)
+    c = ok(admin.post("/api/teams", json={"name": "C"}), 201)
+    made = rule(api, team.admin, name="C 组入池", team="C", action="pool")
+    body = refused(admin.delete(f"/api/teams/{c['id']}"), 409, "team_not_empty")
+    assert "1 条分配规则" in body["message"]
+    ok(admin.delete(f"/api/distribution-rules/{made['id']}"))
+    ok(admin.delete(f"/api/teams/{c['id']}"))

@@ -88,6 +88,19 @@ def build_world(api) -> World:
         )
         .json()["data"]
     )
+    # Distribution rules, switched off so that leads created by other calls stay where they are.
+    drule = (
+        api.client(manager)
+        .post(
+            "/api/distribution-rules", json={"name": "A组分配", "team": "A", "action": "round_robin", "enabled": False}
+        )
+        .json()["data"]
+    )
+    company_drule = (
+        api.client(admin)
+        .post("/api/distribution-rules", json={"name": "全公司分配", "action": "pool", "enabled": False})
+        .json()["data"]
+    )
     empty_team = api.client(admin).post("/api/teams", json={"name": "C"}).json()["data"]
     source = api.client(admin).post("/api/lead-sources", json={"key": "矩阵", "name": "矩阵"}).json()["data"]
     with api.ctx.db.write() as s:  # one dead delivery for the retry endpoint
@@ -113,6 +126,8 @@ def build_world(api) -> World:
             "spare": spare.id,
             "rule": rule["id"],
             "company_rule": company_rule["id"],
+            "drule": drule["id"],
+            "company_drule": company_drule["id"],
             "other": other.id,
             "admin": admin.id,
             "delivery": dead_id,
@@ -282,6 +297,54 @@ MATRIX: dict[str, tuple[str, str, Any, tuple[int, ...]]] = {
         {"action": "user", "targetUserId": "{other}"},
         (401, 401, 403, 403, 403, 403, 404, 200),
     ),
+    "routing.list": ("GET", "/api/distribution-rules", None, (401, 401, 403, 403, 403, 200, 200, 200)),
+    "routing.create": (
+        "POST",
+        "/api/distribution-rules",
+        {"name": "分配", "team": "A", "action": "round_robin", "enabled": False},
+        (401, 401, 403, 403, 403, 201, 403, 201),
+    ),
+    "routing.get": ("GET", "/api/distribution-rules/{drule}", None, (401, 401, 403, 403, 403, 200, 404, 200)),
+    "routing.update": (
+        "PATCH",
+        "/api/distribution-rules/{drule}",
+        {"name": "改名"},
+        (401, 401, 403, 403, 403, 200, 404, 200),
+    ),
+    "routing.delete": ("DELETE", "/api/distribution-rules/{drule}", None, (401, 401, 403, 403, 403, 200, 404, 200)),
+    # A company-wide distribution rule is an admin's alone, like a company-wide transfer rule.
+    "routing.update.company": (
+        "PATCH",
+        "/api/distribution-rules/{company_drule}",
+        {"name": "改名"},
+        (401, 401, 403, 403, 403, 403, 403, 200),
+    ),
+    "routing.update.other_team_target": (
+        "PATCH",
+        "/api/distribution-rules/{drule}",
+        {"action": "user", "targetUserId": "{other}"},
+        (401, 401, 403, 403, 403, 403, 404, 200),
+    ),
+    "routing.reorder": (
+        "POST",
+        "/api/distribution-rules/reorder",
+        {"ruleIds": ["{drule}"]},
+        (401, 401, 403, 403, 403, 200, 404, 200),
+    ),
+    "routing.dry_run": (
+        "POST",
+        "/api/distribution-rules/dry-run",
+        {"source": "官网"},
+        (401, 401, 403, 403, 403, 200, 200, 200),
+    ),
+    # Working hours and leave: one's own, one's team's (managers), anyone's (admins).
+    "availability.get": ("GET", "/api/users/{owner}/availability", None, (401, 401, 200, 403, 403, 200, 403, 200)),
+    "availability.put": (
+        "PUT",
+        "/api/users/{owner}/availability",
+        {"workingHours": None},
+        (401, 401, 200, 403, 403, 200, 403, 200),
+    ),
     "transfer.run": ("POST", "/api/auto-transfer/run", {"dryRun": True}, (401, 401, 403, 403, 403, 200, 200, 200)),
     "transfer.runs": ("GET", "/api/auto-transfer/runs", None, (401, 401, 403, 403, 403, 200, 200, 200)),
     "wechat.credits": ("GET", "/api/wechat/subscriptions", None, (401, 401, 200, 200, 200, 200, 200, 200)),
@@ -365,6 +428,9 @@ def test_every_api_route_is_in_the_matrix(world: World):
                 .replace("{spare}", "{user_id:int}")
                 .replace("{rule}", "{rule_id:int}")
                 .replace("{company_rule}", "{rule_id:int}")
+                .replace("{company_drule}", "{rule_id:int}")
+                .replace("{drule}", "{rule_id:int}")
+                .replace("{owner}", "{user_id:int}")
                 .replace("{delivery}", "{delivery_id:int}")
                 .replace("{team}", "{team_id:int}")
                 .replace("{token}", "{token_id:int}")

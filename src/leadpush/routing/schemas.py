@@ -185,6 +185,8 @@ class AvailabilityIn(RequestModel):
         for when in (self.leave_from, self.leave_until):
             if when is not None and when.tzinfo is None:
                 raise ValueError("休假时间必须带时区，如 2026-12-01T09:00:00+08:00")
+            if when is not None and not 2000 <= when.year <= 2999:
+                raise ValueError("休假时间必须在 2000 年到 2999 年之间")
         if self.leave_from and self.leave_until and self.leave_from >= self.leave_until:
             raise ValueError("休假结束必须晚于开始")
         return self

@@ -118,7 +118,11 @@ def list_rules(session: Session, user: User) -> list[DistributionRule]:
 def load_rule(session: Session, user: User, rule_id: int, *, manage: bool = True) -> DistributionRule:
     """The rule `user` asks for: 404 if they cannot see it, 403 if `manage` and they cannot manage it."""
     query = select(DistributionRule).where(DistributionRule.id == rule_id, rules_visible(user))
-    rule = session.scalar(query) if is_db_id(rule_id) else None
+    if manage and session.get_bind().dialect.name == "postgresql":
+        # Held until commit, as routing holds it: a change never lands between a routing's read of the
+        # members and its write of their counters.
+        query = query.with_for_update()
+    rule = session.scalar(query.execution_options(populate_existing=True)) if is_db_id(rule_id) else None
     if rule is None:
         raise ApiError(404, "rule_not_found", "分配规则不存在")
     if manage:
@@ -215,7 +219,8 @@ def update_rule(session: Session, user: User, rule_id: int, body: RuleFields, no
 def reorder(session: Session, user: User, rule_ids: list[int]) -> list[DistributionRule]:
     """Put these rules in this order among the places they hold now; other rules keep their places."""
     ids = list(dict.fromkeys(rule_ids))
-    rules = [load_rule(session, user, i) for i in ids]
+    locked = {i: load_rule(session, user, i) for i in sorted(ids)}  # locked in id order, as routing locks them
+    rules = [locked[i] for i in ids]
     places = sorted(r.position for r in rules)
     for i, (rule, place) in enumerate(zip(rules, places, strict=True)):
         # Rules sharing a place get consecutive ones, so the new order is exact.

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from leadpush.errors import ApiError
+from leadpush.routing.models import DistributionRule
 from leadpush.teams.models import TEAM_NAME_MAX, Team
 from leadpush.text import single_line
 from leadpush.transfer.models import TransferRule, TransferRun
@@ -165,13 +166,21 @@ def delete_team(session: Session, team_id: int) -> Team:
     team = existing_team(session, team_id)
     members = session.scalar(select(func.count()).select_from(User).where(User.team == team.name)) or 0
     rules = session.scalar(select(func.count()).select_from(TransferRule).where(TransferRule.team == team.name)) or 0
-    if members or rules:
-        parts = [f"{members} 名成员" if members else "", f"{rules} 条流转规则" if rules else ""]
+    routing = (
+        session.scalar(select(func.count()).select_from(DistributionRule).where(DistributionRule.team == team.name))
+        or 0
+    )
+    if members or rules or routing:
+        parts = [
+            f"{members} 名成员" if members else "",
+            f"{rules} 条流转规则" if rules else "",
+            f"{routing} 条分配规则" if routing else "",
+        ]
         raise ApiError(
             409,
             "team_not_empty",
             f"团队「{team.name}」还有{'、'.join(p for p in parts if p)}，请先将其移到其他团队后再删除",
-            details={"members": members, "rules": rules},
+            details={"members": members, "rules": rules, "distributionRules": routing},
         )
     session.delete(team)
     session.flush()

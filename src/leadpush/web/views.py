@@ -147,6 +147,11 @@ def transfer_page(request: Request) -> Response:
     return page(request, "transfer.html", title="自动流转", nav="transfer", script="transfer.js")
 
 
+@router.get("/console/routing")
+def routing_page(request: Request) -> Response:
+    return page(request, "routing.html", title="分配规则", nav="routing", script="routing.js")
+
+
 @router.get("/console/users")
 def users_page(request: Request) -> Response:
     return page(request, "users.html", title="用户", nav="users", script="users.js")

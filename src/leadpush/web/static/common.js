@@ -8,7 +8,7 @@ export const LABELS = {
   status: { new: '新线索', following: '跟进中', won: '已成交', lost: '已流失', invalid: '无效' },
   via: {
     web: '网页分配', miniprogram: '小程序分配', batch: '批量分配', public_pool: '公海分配',
-    claim: '领取', release: '释放', auto_transfer: '自动流转',
+    claim: '领取', release: '释放', auto_transfer: '自动流转', route: '分配规则',
   },
   deliveryStatus: {
     pending: '待发送', sending: '发送中', sent: '已发送', failed: '发送失败（稍后自动重试）', dead: '发送失败（已停止重试）', skipped: '未发送',
