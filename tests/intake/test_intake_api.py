@@ -383,3 +383,17 @@ def test_a_burst_may_be_larger_than_other_bodies_but_a_form_submission_may_not(a
     raw = json.dumps(big).encode()
     headers = {"Content-Type": "application/json", **signed(created["signingSecret"], raw, now_ts(api))}
     refused(api.client().post(form_url(), content=raw, headers=headers), 413, "payload_too_large")
+
+
+def test_concurrent_repeats_of_a_merged_submission_merge_and_notify_once(api, team):
+    token = new_source(api, team.admin)["token"]
+    existing = api.lead(team.manager, name="张三", phone="13800138000", assignedTo=team.alice.id)
+    clients = [api.client(token) for _ in range(6)]
+    body = {"name": "张先生", "phone": "13800138000", "note": "再问一次价格", "externalId": "again-1"}
+    answers = at_once([lambda c=c: c.post("/api/leads/inbound", json=body) for c in clients])
+    assert all(r.status_code == 200 for r in answers), [r.text for r in answers]
+    data = [r.json()["data"] for r in answers]
+    assert {d["customerId"] for d in data} == {existing["id"]} and all(d["merged"] for d in data)
+    assert sorted(d["duplicate"] for d in data) == ["external_id"] * 5 + ["phone"]
+    assert len([n for n in notifications(api, team.alice) if n["type"] == "lead_duplicate"]) == 1
+    assert lead_of(api, team.alice, existing["id"])["note"].count("再问一次价格") == 1

@@ -279,7 +279,9 @@ def form_fields(body: bytes, content_type: str) -> Any:
     return data
 
 
-def check_form(ctx: AppContext, key: str, timestamp: str | None, signature: str | None, body: bytes) -> int:
+def check_form(
+    ctx: AppContext, key: str, timestamp: str | None, signature: str | None, body: bytes, address: str
+) -> int:
     """The source a signed form submission is for (404 unknown, 401 bad or stale signature, 403 disabled)."""
     with ctx.db.read() as session:
         row = service.source_by_key(session, key)
@@ -288,7 +290,14 @@ def check_form(ctx: AppContext, key: str, timestamp: str | None, signature: str 
         raise service.not_found()
     source_id, enabled, secret = found
     tolerance = ctx.settings.intake_signature_tolerance_seconds
-    service.check_signature(secret, timestamp, signature, body, ctx.clock.now(), tolerance)
+    # Bad signatures count as failed sign-ins of the client address (429 once too many in a minute).
+    ctx.limiter.refuse_if_over("auth-fail", address, ctx.settings.auth_failures_per_minute)
+    try:
+        service.check_signature(secret, timestamp, signature, body, ctx.clock.now(), tolerance)
+    except ApiError as exc:
+        if exc.code == "bad_signature":
+            ctx.limiter.hit("auth-fail", address)
+        raise
     if not enabled:
         raise ApiError(403, "source_disabled", "该线索来源已停用")
     return source_id
@@ -313,7 +322,13 @@ async def receive_form(
     body = await request.body()
     headers = request.headers
     source_id = await run_in_threadpool(
-        check_form, ctx, source_key, headers.get("x-leadpush-timestamp"), headers.get("x-leadpush-signature"), body
+        check_form,
+        ctx,
+        source_key,
+        headers.get("x-leadpush-timestamp"),
+        headers.get("x-leadpush-signature"),
+        body,
+        client_address(request),
     )
     fields = form_fields(body, headers.get("content-type", ""))
     body_id = "body:" + hashlib.sha256(body).hexdigest()[:40]
