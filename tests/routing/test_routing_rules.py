@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 from support import WITHOUT_SCHEDULER, Api, Person, ok, refused
 
+from leadpush.assignment.service import Move, change_owner
 from leadpush.leads.models import Customer
 from leadpush.pools.models import Pool
-from leadpush.routing.hooks import next_in_rotation
+from leadpush.routing.hooks import next_in_rotation, route_returned_leads
 
 MONDAY_MORNING = datetime(2026, 3, 2, 1, 5, tzinfo=UTC)  # 09:05 on a Monday in Shanghai
 WEEKDAYS_9_TO_6 = {str(d): [["09:00", "18:00"]] for d in range(1, 6)}
@@ -376,3 +377,15 @@ def test_a_team_with_distribution_rules_is_not_deleted(api, team):
     assert "1 条分配规则" in body["message"]
     ok(admin.delete(f"/api/distribution-rules/{made['id']}"))
     ok(admin.delete(f"/api/teams/{c['id']}"))
+
+
+def test_a_lead_an_escalation_took_back_is_routed_by_a_recycled_rule(api, team):
+    rule(api, team.manager, name="收回后轮流", team="A", action="round_robin", appliesOn=["recycled"])
+    got = lead(api, team.manager, assignedTo=team.alice.id)
+    with api.ctx.db.write() as session:  # as the SLA engine does: back to the pool, then routing
+        customer = session.get(Customer, got["id"])
+        assert customer is not None
+        back = change_owner(api.ctx, session, actor=None, moves=[Move(customer, None)], via="escalation")
+        routed = route_returned_leads(api.ctx, session, back.changed, via="escalation")
+        assert routed is not None and [c.owner_id for c in routed.changed] == [team.bob.id]
+    assert ok(api.client(team.manager).get(f"/api/customers/{got['id']}"))["ownerId"] == team.bob.id

@@ -81,3 +81,63 @@ def test_a_manager_creates_a_rule_and_the_dry_run_names_who_gets_the_lead(api: A
     page.get_by_role("button", name="停用规则：抖音线索轮流").click()
     page.get_by_role("status").filter(has_text="分配规则已更新：抖音线索轮流").wait_for()
     assert api.lead(team.manager, source="抖音广告")["ownerId"] is None
+
+
+def test_a_salesperson_sets_their_own_working_hours_on_their_account_page(api: Api, team, consoles: Consoles):
+    api.ctx.clock.set(MONDAY_MORNING)
+    ok(
+        api.client(team.manager).post(
+            "/api/distribution-rules", json={"name": "轮流", "team": "A", "action": "round_robin"}
+        ),
+        201,
+    )
+    alice = consoles.new(api.url)
+    page = alice.sign_in(team.alice.token, "/console/account")
+    alice.ready()
+    page.locator("#a-now").filter(has_text="李丽 现在可以接收分配").wait_for()
+
+    # Afternoons only, Monday to Friday: at 09:05 on Monday she is not at work yet.
+    page.get_by_label("随时可接收（不限工作时间）").uncheck()
+    for day in ("周一", "周二", "周三", "周四", "周五"):
+        page.get_by_label(day, exact=True).fill("13:00-18:00")
+    page.get_by_role("button", name="保存工作时间").click()
+    page.locator("#a-now").filter(has_text="李丽 现在不接收分配：不在工作时间").wait_for()
+    page.locator("#avail-status").filter(has_text="工作时间已保存：李丽").wait_for()
+
+    assert api.lead(team.manager)["ownerId"] == team.bob.id  # alice is skipped
+    page.reload()
+    alice.ready()
+    assert page.get_by_label("周三", exact=True).input_value() == "13:00-18:00"
+
+
+def test_an_admin_edits_a_rule_into_a_weighted_one_and_moves_it_first(api: Api, team, consoles: Consoles):
+    admin_api = api.client(team.admin)
+    ok(
+        admin_api.post(
+            "/api/distribution-rules", json={"name": "全部给孙娜", "action": "user", "targetUserId": team.carol.id}
+        ),
+        201,
+    )
+    ok(admin_api.post("/api/distribution-rules", json={"name": "A 组", "team": "A", "action": "round_robin"}), 201)
+    admin = consoles.new(api.url)
+    page = admin.sign_in(team.admin.token, "/console/routing")
+    admin.ready()
+    names = page.locator("#rules tbody tr td:nth-child(2)")
+    assert names.all_inner_texts() == ["全部给孙娜", "A 组"]
+
+    page.get_by_role("button", name="编辑规则：A 组").click()
+    form = page.locator("#rule-form")
+    form.get_by_label("分配方式").select_option("weighted")
+    form.get_by_label("李丽（A 组）").check()
+    form.locator(f"#r-member-{team.alice.id}-weight").fill("3")
+    form.get_by_label("赵强（A 组）").check()
+    page.get_by_role("button", name="保存修改").click()
+    page.get_by_role("status").filter(has_text="分配规则已更新：A 组").wait_for()
+    assert "按权重轮流：李丽×3、赵强×1" in page.locator("#rules tbody tr").nth(1).inner_text()
+
+    page.get_by_role("button", name="上移规则：A 组").click()
+    page.get_by_role("status").filter(has_text="规则顺序已更新：A 组").wait_for()
+    page.wait_for_function("() => document.querySelector('#rules tbody tr td:nth-child(2)').textContent === 'A 组'")
+    assert names.all_inner_texts() == ["A 组", "全部给孙娜"]
+    owners = [api.lead(team.manager, phone=f"1390000010{i}")["ownerId"] for i in range(4)]
+    assert owners == [team.alice.id, team.bob.id, team.alice.id, team.alice.id]

@@ -13,9 +13,8 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import ColumnElement, case, func, insert, literal, null, select, true, update
+from sqlalchemy import ColumnElement, func, insert, select, true, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -23,7 +22,6 @@ from leadpush.assignment.messaging import Change, notifications_for
 from leadpush.assignment.models import VIAS, Assignment
 from leadpush.assignment.schemas import AssignmentOut, TakenBackOut
 from leadpush.context import AppContext
-from leadpush.db import UTCDateTime
 from leadpush.errors import ApiError
 from leadpush.leads.models import Customer
 from leadpush.leads.service import get_visible
@@ -133,58 +131,49 @@ def _apply_moves(session: Session, planned: list[Move], now: datetime) -> dict[i
     owner it was read with (see `Move`). The version is raised in SQL and read back, never computed from
     a value read earlier. One lead takes one conditional UPDATE. Several are locked first, in id order (on
     PostgreSQL; so overlapping batches listed in opposite orders queue instead of deadlocking), compared,
-    and then updated in one statement.
+    and then updated with one statement per destination (person or pool): a batch of 10,000 leads for five
+    people is five UPDATEs, each as long as its id list, never a CASE over every lead.
     """
     if not planned:
         return {}
     if len(planned) == 1:
         move = planned[0]
-        customer, target, expected = move.customer, move.to_user, move.expected_version
-        ids = [customer.id]
+        customer, expected = move.customer, move.expected_version
         seen = Customer.version == expected if expected is not None else _owner_is(customer.owner_id)
-        owner: Any = target.id if target else None
-        assigned: Any = now if target is not None else None
-        pooled: Any = None if target is not None else now
-        pool: Any = _pool_of(move)
-    else:
-        current = session.execute(
-            select(Customer.id, Customer.owner_id, Customer.version)
-            .where(Customer.id.in_([m.customer.id for m in planned]))
-            .order_by(Customer.id)
-            .with_for_update(key_share=True)
-        )
-        rows = {r.id: r for r in current}
-        planned = [
-            m
-            for m in planned
-            if m.customer.id in rows
-            and _as_seen(m.customer, m.expected_version, rows[m.customer.id].owner_id, rows[m.customer.id].version)
-        ]
-        if not planned:
-            return {}
-        ids, seen = [m.customer.id for m in planned], true()
-        owner = case({m.customer.id: (m.to_user.id if m.to_user else None) for m in planned}, value=Customer.id)
-        to_pool = [m.customer.id for m in planned if m.to_user is None]
-        if not to_pool:
-            assigned, pooled = now, None
-        elif len(to_pool) == len(planned):
-            assigned, pooled = None, now
-        else:  # typed, so the timestamp is stored as UTC like every other
-            assigned = case((Customer.id.in_(to_pool), null()), else_=literal(now, UTCDateTime()))
-            pooled = case((Customer.id.in_(to_pool), literal(now, UTCDateTime())), else_=null())
-        pools = {_pool_of(m) for m in planned}
-        pool = (
-            pools.pop() if len(pools) == 1 else case({m.customer.id: _pool_of(m) for m in planned}, value=Customer.id)
-        )
+        return _move_to(session, [customer.id], seen, move.to_user, _pool_of(move), now)
+    current = session.execute(
+        select(Customer.id, Customer.owner_id, Customer.version)
+        .where(Customer.id.in_([m.customer.id for m in planned]))
+        .order_by(Customer.id)
+        .with_for_update(key_share=True)
+    )
+    rows = {r.id: r for r in current}
+    destinations: dict[tuple[int | None, int | None], tuple[User | None, list[int]]] = {}
+    for m in planned:
+        row = rows.get(m.customer.id)
+        if row is None or not _as_seen(m.customer, m.expected_version, row.owner_id, row.version):
+            continue
+        key = (m.to_user.id if m.to_user else None, _pool_of(m))
+        destinations.setdefault(key, (m.to_user, []))[1].append(m.customer.id)
+    moved: dict[int, int] = {}
+    for (_owner, pool), (target, ids) in destinations.items():
+        moved.update(_move_to(session, ids, true(), target, pool, now))
+    return moved
+
+
+def _move_to(
+    session: Session, ids: list[int], seen: ColumnElement[bool], target: User | None, pool: int | None, now: datetime
+) -> dict[int, int]:
+    """One UPDATE: these leads (still as `seen`) to `target`, or with None to `pool`; their new versions."""
     rows_moved = session.execute(
         update(Customer)
         .where(Customer.id.in_(ids), seen)
         .values(
-            owner_id=owner,
+            owner_id=target.id if target is not None else None,
             version=Customer.version + 1,
-            assigned_at=assigned,
-            pool_id=pool,
-            pooled_at=pooled,
+            assigned_at=now if target is not None else None,
+            pool_id=pool if target is None else None,
+            pooled_at=None if target is not None else now,
             updated_at=now,
             transfer_due_at=None,
             transfer_warn_at=None,

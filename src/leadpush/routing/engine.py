@@ -14,6 +14,7 @@ company-wide rule (team None) routes any lead.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -42,7 +43,8 @@ SKIP_TEXT: dict[str, str] = {
     "cooldown": "刚失去这条线索，冷却期内不再分给他",
 }
 ROTATING = ("round_robin", "weighted", "least_loaded")
-VIA_EVENT: dict[str, Event] = {"release": "released", "auto_transfer": "recycled"}
+# How a lead came back to a pool -> the rules that may route it on (an SLA step taking it back is a recycle too).
+VIA_EVENT: dict[str, Event] = {"release": "released", "auto_transfer": "recycled", "escalation": "recycled"}
 
 
 @dataclass
@@ -105,15 +107,8 @@ def standing_reason(
 
 
 @dataclass
-class Candidate:
-    user: User
-    weight: int = 1
-    member: DistributionMember | None = None
-
-
-@dataclass
 class Verdict:
-    """Where one lead goes under one rule, and (for a dry run) why each other candidate was passed over."""
+    """Where one lead goes under one rule, and (for a dry run) why candidates were passed over."""
 
     rule: DistributionRule
     to_user: User | None = None
@@ -124,19 +119,25 @@ class Verdict:
 
 
 class Router:
-    """One batch's decisions. Load what the rules need with `prepare` (locking the rules when `lock`), then
-    `decide` each lead; the rotation state is advanced in memory and written by `save`."""
+    """One batch's decisions. `prepare` loads what the rules need (locking the rules when `lock`), `decide`
+    places each lead and advances the rotations in plain dictionaries, `save` writes them to the rule and
+    member rows (a dry run never calls it). Per lead, only dictionaries are read: no query, no ORM attribute."""
 
     def __init__(self, session: Session, settings: Settings, now: datetime) -> None:
         self.session = session
         self.settings = settings
         self.now = now
+        self.rules: dict[int, DistributionRule] = {}
         self.members: dict[int, list[DistributionMember]] = {}
-        self.team_sales: dict[str, list[User]] = {}
         self.users: dict[int, User] = {}
-        self.availability: dict[int, UserAvailability] = {}
         self.load: dict[int, int] = {}
+        self.capacity: dict[int, int | None] = {}
         self.standing: dict[int, SkipReason | None] = {}
+        # Per rule: the candidates' ids in turn order (ascending), their weights, the cursor, the counters.
+        self.order: dict[int, list[int]] = {}
+        self.weights: dict[int, dict[int, int]] = {}
+        self.cursor: dict[int, int] = {}
+        self.current: dict[int, dict[int, int]] = {}
 
     def prepare(self, rules: Iterable[DistributionRule], *, lock: bool) -> list[DistributionRule]:
         """Load (and with `lock`, hold until commit) these rules afresh with their people."""
@@ -146,127 +147,140 @@ class Router:
         query = select(DistributionRule).where(DistributionRule.id.in_(ids)).order_by(DistributionRule.id)
         if lock and self.session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update()
-        fresh = {r.id: r for r in self.session.scalars(query.execution_options(populate_existing=True))}
-        members = self.session.scalars(
+        self.rules = {r.id: r for r in self.session.scalars(query.execution_options(populate_existing=True))}
+        loaded = self.session.scalars(
             select(DistributionMember)
             .where(DistributionMember.rule_id.in_(ids))
             .order_by(DistributionMember.user_id)
             .execution_options(populate_existing=True)
         )
-        for m in members:
+        for m in loaded:
             self.members.setdefault(m.rule_id, []).append(m)
         user_ids: set[int] = {m.user_id for ms in self.members.values() for m in ms}
-        for rule in fresh.values():
+        for rule in self.rules.values():
             user_ids.update(u for u in (rule.target_user_id, rule.fallback_user_id) if u is not None)
-        teams = {r.team for r in fresh.values() if r.team is not None and not self.members.get(r.id)}
+        teams = {r.team for r in self.rules.values() if r.team is not None and not self.members.get(r.id)}
+        team_sales: dict[str, list[int]] = {}
         if teams:
-            for user in self.session.scalars(
-                select(User).where(User.team.in_(teams), User.role == "sales").order_by(User.id)
-            ):
-                self.team_sales.setdefault(user.team or "", []).append(user)
-                user_ids.add(user.id)
+            query_sales = select(User.id, User.team).where(User.team.in_(teams), User.role == "sales")
+            for uid, team in self.session.execute(query_sales.order_by(User.id)):
+                team_sales.setdefault(team or "", []).append(uid)
+                user_ids.add(uid)
         if user_ids:
-            self.users.update({u.id: u for u in self.session.scalars(select(User).where(User.id.in_(user_ids)))})
+            self.users = {u.id: u for u in self.session.scalars(select(User).where(User.id.in_(user_ids)))}
             if lock:
                 # Counted open leads stay true until commit (see assignment.service.lock_users).
                 lock_users(self.session, [u.id for u in self.users.values() if u.capacity is not None])
-            self.availability.update(
-                {
-                    a.user_id: a
-                    for a in self.session.scalars(
-                        select(UserAvailability).where(UserAvailability.user_id.in_(user_ids))
-                    )
-                }
-            )
+            availability = {
+                a.user_id: a
+                for a in self.session.scalars(select(UserAvailability).where(UserAvailability.user_id.in_(user_ids)))
+            }
             rows = self.session.execute(
                 select(Customer.owner_id, func.count())
                 .where(Customer.owner_id.in_(list(self.users)), Customer.status.not_in(CLOSED_STATUSES))
                 .group_by(Customer.owner_id)
             )
-            self.load.update({uid: n for uid, n in rows if uid is not None})
-        for user in self.users.values():
-            self.standing[user.id] = standing_reason(user, self.availability.get(user.id), self.now, self.settings)
-        return [fresh[i] for i in ids if i in fresh]
+            self.load = {uid: n for uid, n in rows if uid is not None}
+            for user in self.users.values():
+                self.capacity[user.id] = user.capacity
+                self.standing[user.id] = standing_reason(user, availability.get(user.id), self.now, self.settings)
+        for rule in self.rules.values():
+            members = [m for m in self.members.get(rule.id, []) if m.user_id in self.users]
+            if members:
+                self.order[rule.id] = [m.user_id for m in members]
+                self.weights[rule.id] = {m.user_id: m.weight for m in members}
+                self.current[rule.id] = {m.user_id: m.current_weight or 0 for m in members}
+            else:  # a team's rule without members: the team's salespeople (none for a company-wide rule)
+                self.order[rule.id] = team_sales.get(rule.team or "", []) if rule.team else []
+            self.cursor[rule.id] = rule.cursor_user_id or 0
+        return [self.rules[i] for i in ids if i in self.rules]
 
-    def candidates(self, rule: DistributionRule) -> list[Candidate]:
-        """Whom a rotating rule chooses among, by user id: its members, or else its team's salespeople."""
-        members = self.members.get(rule.id, [])
-        if members:
-            return [Candidate(self.users[m.user_id], m.weight, m) for m in members if m.user_id in self.users]
-        return [Candidate(u) for u in self.team_sales.get(rule.team or "", [])] if rule.team else []
+    def rotation(self, rule: DistributionRule) -> list[int]:
+        """The candidates' ids in turn order: those after the rule's cursor first, then from the start."""
+        order = self.order.get(rule.id, [])
+        start = bisect_right(order, self.cursor.get(rule.id, 0))
+        return order[start:] + order[:start]
 
-    def reason(self, user: User, lost: set[int]) -> SkipReason | None:
-        standing = self.standing.get(user.id)
-        if standing is None and user.id not in self.standing:
-            standing = standing_reason(user, self.availability.get(user.id), self.now, self.settings)
+    def reason(self, uid: int, lost: set[int]) -> SkipReason | None:
+        standing = self.standing.get(uid, "inactive")
         if standing is not None:
             return standing
-        if user.capacity is not None and self.load.get(user.id, 0) >= user.capacity:
+        capacity = self.capacity.get(uid)
+        if capacity is not None and self.load.get(uid, 0) >= capacity:
             return "at_capacity"
-        if user.id in lost:
+        if uid in lost:
             return "cooldown"
         return None
 
-    def decide(self, rule: DistributionRule, lost: set[int], exclude: set[int] | None = None) -> Verdict:
-        """Where one lead goes under `rule`; advances the rule's rotation (in memory) when someone is chosen."""
+    def decide(
+        self, rule: DistributionRule, lost: set[int], exclude: set[int] | None = None, *, explain: bool = False
+    ) -> Verdict:
+        """Where one lead goes under `rule`; advances the rule's rotation when someone is chosen. With
+        `explain`, every candidate's reason is gathered (a dry run), not only those before the chosen one."""
         verdict = Verdict(rule)
         if rule.action == "pool":
             verdict.to_pool, verdict.outcome = rule.target_pool_id, "pool"
             return verdict
         if rule.action == "user":
-            target = self.users.get(rule.target_user_id or 0)
-            if target is not None:
-                why = self.reason(target, lost)
+            uid = rule.target_user_id or 0
+            if uid in self.users:
+                why = self.reason(uid, lost)
                 if why is None:
-                    return self._give(verdict, target)
-                verdict.skipped[target.id] = why
+                    return self._give(verdict, uid)
+                verdict.skipped[uid] = why
             return self._fallback(verdict)
-        ordered = self._rotation(rule)
-        available: list[Candidate] = []
-        for cand in ordered:
-            if exclude and cand.user.id in exclude:
+        first_only = rule.action == "round_robin" and not explain
+        available: list[int] = []
+        for uid in self.rotation(rule):
+            if exclude and uid in exclude:
                 continue
-            why = self.reason(cand.user, lost)
-            if why is None:
-                available.append(cand)
-            else:
-                verdict.skipped[cand.user.id] = why
+            why = self.reason(uid, lost)
+            if why is not None:
+                verdict.skipped[uid] = why
+                continue
+            available.append(uid)
+            if first_only:
+                break
         if not available:
             return self._fallback(verdict)
         if rule.action == "weighted":
-            total = sum(c.weight for c in available)
-            for c in available:
-                assert c.member is not None
-                c.member.current_weight = (c.member.current_weight or 0) + c.weight
-            chosen = max(available, key=lambda c: c.member.current_weight if c.member else 0)  # first of equals
-            assert chosen.member is not None
-            chosen.member.current_weight -= total
+            weights, current = self.weights[rule.id], self.current[rule.id]
+            for uid in available:
+                current[uid] += weights[uid]
+            chosen = max(available, key=lambda u: current[u])  # the first of equals, in turn order
+            current[chosen] -= sum(weights[u] for u in available)
         elif rule.action == "least_loaded":
-            chosen = min(available, key=lambda c: self.load.get(c.user.id, 0))  # ties: next in rotation
+            chosen = min(available, key=lambda u: self.load.get(u, 0))  # ties: the next in turn
         else:
             chosen = available[0]
-        rule.cursor_user_id = chosen.user.id
-        return self._give(verdict, chosen.user)
+        self.cursor[rule.id] = chosen
+        return self._give(verdict, chosen)
 
-    def _rotation(self, rule: DistributionRule) -> list[Candidate]:
-        """The candidates in turn order: those after the rule's cursor first, then from the start."""
-        cands = self.candidates(rule)
-        start = rule.cursor_user_id or 0
-        return [c for c in cands if c.user.id > start] + [c for c in cands if c.user.id <= start]
+    def save(self) -> None:
+        """Write the advanced rotations to the (locked) rule and member rows."""
+        for rule_id, rule in self.rules.items():
+            cursor = self.cursor.get(rule_id) or None
+            if rule.cursor_user_id != cursor:
+                rule.cursor_user_id = cursor
+            current = self.current.get(rule_id, {})
+            for m in self.members.get(rule_id, []):
+                if m.user_id in current and m.current_weight != current[m.user_id]:
+                    m.current_weight = current[m.user_id]
 
-    def _give(self, verdict: Verdict, user: User) -> Verdict:
-        self.load[user.id] = self.load.get(user.id, 0) + 1
-        verdict.to_user = user
+    def _give(self, verdict: Verdict, uid: int) -> Verdict:
+        self.load[uid] = self.load.get(uid, 0) + 1
+        verdict.to_user = self.users[uid]
         return verdict
 
     def _fallback(self, verdict: Verdict) -> Verdict:
         rule = verdict.rule
         if rule.fallback == "user":
-            target = self.users.get(rule.fallback_user_id or 0)
+            uid = rule.fallback_user_id or 0
             # The fallback person is the safety net: working hours and leave do not keep a lead from them.
-            if target is not None and target.active:
-                if target.capacity is None or self.load.get(target.id, 0) < target.capacity:
-                    self._give(verdict, target)
+            capacity = self.capacity.get(uid)
+            if uid in self.users and self.users[uid].active:
+                if capacity is None or self.load.get(uid, 0) < capacity:
+                    self._give(verdict, uid)
                     verdict.outcome = "fallback_user"
                     return verdict
             verdict.move, verdict.outcome = False, "stays"
@@ -363,6 +377,7 @@ def route(
             continue
         names[fresh.id] = fresh.name
         moves.append(Move(customer, verdict.to_user, to_pool=verdict.to_pool))
+    router.save()
     session.flush()  # the advanced cursors and counters, written under the rules' locks
     if not moves:
         return None
@@ -405,13 +420,13 @@ def next_for(session: Session, customer: Customer, exclude: set[int], settings: 
     if not rule.enabled:
         return None
     shut_out = set(exclude) | ({customer.owner_id} if customer.owner_id else set())
+    # Nor anyone who lost this lead within its cooldown.
+    lost = _in_cooldown(session, [customer], _pools(session, {customer.pool_id}), settings, now).get(customer.id, set())
     if rule.action == "user":
-        target = router.users.get(rule.target_user_id or 0)
-        return (
-            target
-            if target is not None and target.id not in shut_out and router.reason(target, set()) is None
-            else None
-        )
-    verdict = router.decide(rule, set(), exclude=shut_out)
+        uid = rule.target_user_id or 0
+        fine = uid in router.users and uid not in shut_out and router.reason(uid, lost) is None
+        return router.users[uid] if fine else None
+    verdict = router.decide(rule, lost, exclude=shut_out)
+    router.save()
     session.flush()
     return verdict.to_user if verdict.outcome == "user" else None

@@ -37,7 +37,8 @@ def route_new_leads(
 def route_returned_leads(
     ctx: AppContext, session: Session, customers: Sequence[Customer], *, via: str
 ) -> ChangeResult | None:
-    """Route leads just returned to a pool (`via` release or auto_transfer) when a rule says so."""
+    """Route leads just returned to a pool when a rule says so: `via` release -> rules for "released";
+    auto_transfer or escalation (an SLA step) -> rules for "recycled"."""
     from leadpush.routing import engine
 
     event = engine.VIA_EVENT.get(via)

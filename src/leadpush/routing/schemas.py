@@ -29,12 +29,12 @@ def _labels(values: list[str] | None, what: str) -> list[str] | None:
     return list(dict.fromkeys(cleaned))
 
 
-class MemberIn(RequestModel):
+class DistributionMemberIn(RequestModel):
     user_id: int = Field(ge=1, le=MAX_ID)
     weight: int = Field(default=1, ge=1, le=100, description="权重（action 为 weighted 时按权重轮流）")
 
 
-class RuleFields(RequestModel):
+class DistributionRuleFields(RequestModel):
     name: str | None = Field(default=None, min_length=1, max_length=100)
     team: str | None = Field(default=None, max_length=64, description="适用团队；空 = 全公司（仅管理员）")
     position: int | None = Field(default=None, ge=0, le=1_000_000, description="评估顺序，小的先评估")
@@ -56,7 +56,7 @@ class RuleFields(RequestModel):
     fallback: Fallback | None = Field(default=None, description="无人可接收时：pool 放入公海，user 交给指定人")
     fallback_user_id: int | None = Field(default=None, ge=1, le=MAX_ID)
     fallback_pool_id: int | None = Field(default=None, ge=1, le=MAX_ID, description="空 = 全公司公海")
-    members: list[MemberIn] | None = Field(
+    members: list[DistributionMemberIn] | None = Field(
         default=None, max_length=500, description="轮流的成员；为空且规则属于某团队时 = 该团队的在职销售"
     )
 
@@ -74,7 +74,7 @@ class RuleFields(RequestModel):
         return _labels(v, "条件")
 
     @model_validator(mode="after")
-    def _unique_members(self) -> RuleFields:
+    def _unique_members(self) -> DistributionRuleFields:
         if self.members is not None and len({m.user_id for m in self.members}) != len(self.members):
             raise ValueError("成员不能重复")
         if self.applies_on is not None:
@@ -82,16 +82,16 @@ class RuleFields(RequestModel):
         return self
 
 
-class RuleCreate(RuleFields):
+class DistributionRuleCreate(DistributionRuleFields):
     name: str = Field(min_length=1, max_length=100)
     action: Action
 
 
-class ReorderBody(RequestModel):
+class DistributionReorderBody(RequestModel):
     rule_ids: list[int] = Field(min_length=1, max_length=1000, description="规则 id，按新的评估顺序")
 
 
-class MemberOut(CamelModel):
+class DistributionMemberOut(CamelModel):
     user_id: int
     name: str
     team: str | None
@@ -99,7 +99,7 @@ class MemberOut(CamelModel):
     weight: int
 
 
-class RuleOut(CamelModel):
+class DistributionRuleOut(CamelModel):
     id: int
     name: str
     position: int
@@ -119,12 +119,12 @@ class RuleOut(CamelModel):
     fallback_user_name: str | None
     fallback_pool_id: int | None
     fallback_pool_name: str | None
-    members: list[MemberOut]
+    members: list[DistributionMemberOut]
     created_at: datetime
     updated_at: datetime
 
 
-class DryRunBody(RequestModel):
+class DistributionDryRunBody(RequestModel):
     source: str = Field(default="", max_length=100)
     region: str = Field(default="", max_length=64)
     tags: list[str] = Field(default_factory=list, max_length=100)
@@ -132,7 +132,7 @@ class DryRunBody(RequestModel):
     team: str | None = Field(default=None, max_length=64, description="线索所属团队（经理默认本团队）")
 
 
-class CandidateOut(CamelModel):
+class DistributionCandidateOut(CamelModel):
     user_id: int
     name: str
     status: Literal["chosen", "skipped", "available"]
@@ -140,7 +140,7 @@ class CandidateOut(CamelModel):
     reason_text: str | None = None
 
 
-class DryRunOut(CamelModel):
+class DistributionDryRunOut(CamelModel):
     matched: bool
     rule_id: int | None = None
     rule_name: str | None = None
@@ -150,7 +150,7 @@ class DryRunOut(CamelModel):
     assignee_name: str | None = None
     pool_id: int | None = Field(default=None, description="放入的公海；空 = 全公司公海")
     pool_name: str | None = None
-    candidates: list[CandidateOut] = Field(default_factory=list)
+    candidates: list[DistributionCandidateOut] = Field(default_factory=list)
     summary: str = Field(description="一句话说明谁会收到这条线索")
 
 

@@ -22,13 +22,13 @@ from leadpush.routing.models import DistributionMember, DistributionRule, UserAv
 from leadpush.routing.schemas import (
     AvailabilityIn,
     AvailabilityOut,
-    CandidateOut,
-    DryRunBody,
-    DryRunOut,
-    MemberOut,
-    RuleCreate,
-    RuleFields,
-    RuleOut,
+    DistributionCandidateOut,
+    DistributionDryRunBody,
+    DistributionDryRunOut,
+    DistributionMemberOut,
+    DistributionRuleCreate,
+    DistributionRuleFields,
+    DistributionRuleOut,
 )
 from leadpush.teams.service import require_team
 from leadpush.users.models import User
@@ -155,7 +155,7 @@ def _set_members(session: Session, rule: DistributionRule, members: list[tuple[i
             session.add(DistributionMember(rule_id=rule.id, user_id=uid, weight=weight, current_weight=0))
 
 
-def create_rule(session: Session, user: User, body: RuleCreate, now: datetime) -> DistributionRule:
+def create_rule(session: Session, user: User, body: DistributionRuleCreate, now: datetime) -> DistributionRule:
     check_rule_scope(user, body.team)
     require_team(session, body.team)
     position = body.position
@@ -193,7 +193,9 @@ def create_rule(session: Session, user: User, body: RuleCreate, now: datetime) -
 NOT_CLEARABLE = ("name", "position", "enabled", "sources", "regions", "tags", "applies_on", "action", "fallback")
 
 
-def update_rule(session: Session, user: User, rule_id: int, body: RuleFields, now: datetime) -> DistributionRule:
+def update_rule(
+    session: Session, user: User, rule_id: int, body: DistributionRuleFields, now: datetime
+) -> DistributionRule:
     changes = body.model_dump(exclude_unset=True)
     rule = load_rule(session, user, rule_id)
     if "team" in changes:
@@ -235,7 +237,7 @@ def delete_rule(session: Session, rule: DistributionRule) -> None:
     session.delete(rule)
 
 
-def rule_out(session: Session, rule: DistributionRule) -> RuleOut:
+def rule_out(session: Session, rule: DistributionRule) -> DistributionRuleOut:
     members = _members_of(session, rule.id)
     people = users_by_id(session, {rule.target_user_id, rule.fallback_user_id} | {uid for uid, _w in members})
     pool_ids = {p for p in (rule.target_pool_id, rule.fallback_pool_id) if p is not None}
@@ -244,7 +246,7 @@ def rule_out(session: Session, rule: DistributionRule) -> RuleOut:
     def name(uid: int | None) -> str | None:
         return people[uid].name if uid in people else None
 
-    return RuleOut(
+    return DistributionRuleOut(
         id=rule.id,
         name=rule.name,
         position=rule.position,
@@ -265,7 +267,9 @@ def rule_out(session: Session, rule: DistributionRule) -> RuleOut:
         fallback_pool_id=rule.fallback_pool_id,
         fallback_pool_name=pools.get(rule.fallback_pool_id or 0),
         members=[
-            MemberOut(user_id=uid, name=people[uid].name, team=people[uid].team, active=people[uid].active, weight=w)
+            DistributionMemberOut(
+                user_id=uid, name=people[uid].name, team=people[uid].team, active=people[uid].active, weight=w
+            )
             for uid, w in members
             if uid in people
         ],
@@ -277,7 +281,9 @@ def rule_out(session: Session, rule: DistributionRule) -> RuleOut:
 # --- dry run ---------------------------------------------------------------------------------------------------
 
 
-def dry_run(session: Session, settings: Settings, user: User, body: DryRunBody, now: datetime) -> DryRunOut:
+def dry_run(
+    session: Session, settings: Settings, user: User, body: DistributionDryRunBody, now: datetime
+) -> DistributionDryRunOut:
     """Which rule a lead like this matches, who would get it and why each other candidate was passed over.
 
     Read-only: decided on this session's copy of the rotation, which is never committed.
@@ -287,25 +293,24 @@ def dry_run(session: Session, settings: Settings, user: User, body: DryRunBody, 
     lead = Lead(body.source.strip(), body.region.strip(), tags, team)
     rule = first_match(enabled_rules(session), lead, body.applies_on)
     if rule is None:
-        return DryRunOut(matched=False, outcome="no_rule", summary="没有匹配的分配规则：线索留在公海")
+        return DistributionDryRunOut(matched=False, outcome="no_rule", summary="没有匹配的分配规则：线索留在公海")
     router = Router(session, settings, now)
     (rule,) = router.prepare([rule], lock=False)
     if rule.action in ("round_robin", "weighted", "least_loaded"):
-        order = [c.user for c in router._rotation(rule)]
+        order = router.rotation(rule)
     else:
-        order = (
-            [router.users[rule.target_user_id]] if rule.action == "user" and rule.target_user_id in router.users else []
-        )
-    verdict = router.decide(rule, set())
+        order = [rule.target_user_id] if rule.action == "user" and rule.target_user_id in router.users else []
+    verdict = router.decide(rule, set(), explain=True)
     chosen = verdict.to_user
-    candidates: list[CandidateOut] = []
-    for person in order:
+    candidates: list[DistributionCandidateOut] = []
+    for uid in order:
+        person = router.users[uid]
         why = verdict.skipped.get(person.id)
         status: Literal["chosen", "skipped", "available"] = (
             "chosen" if chosen is not None and person.id == chosen.id else "skipped" if why else "available"
         )
         candidates.append(
-            CandidateOut(
+            DistributionCandidateOut(
                 user_id=person.id,
                 name=person.name,
                 status=status,
@@ -328,7 +333,7 @@ def dry_run(session: Session, settings: Settings, user: User, body: DryRunBody, 
         summary = f"规则「{rule.name}」：无人可接收，线索进入{where}"
     else:
         summary = f"规则「{rule.name}」：线索进入{where}"
-    return DryRunOut(
+    return DistributionDryRunOut(
         matched=True,
         rule_id=rule.id,
         rule_name=rule.name,

@@ -180,7 +180,7 @@ def delete_team(session: Session, team_id: int) -> Team:
             409,
             "team_not_empty",
             f"团队「{team.name}」还有{'、'.join(p for p in parts if p)}，请先将其移到其他团队后再删除",
-            details={"members": members, "rules": rules, "distributionRules": routing},
+            details={"members": members, "rules": rules} | ({"distributionRules": routing} if routing else {}),
         )
     session.delete(team)
     session.flush()

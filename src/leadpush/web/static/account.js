@@ -1,5 +1,6 @@
 // /console/account (every role): one's own profile, password and API tokens for integrations.
 // A new token is shown once, here only; revoking asks for confirmation in the page (no native dialog).
+import { availabilityEditor } from './availability.js';
 import { api, boot, clear, fmtTime, h, label, pill, say, sayError } from './common.js';
 
 let me = await boot();
@@ -185,9 +186,16 @@ document.getElementById('hide-token').addEventListener('click', () => {
 
 renderProfile();
 renderPasswordForm();
+const availStatus = document.getElementById('avail-status');
+const loadAvailability = availabilityEditor(() => me.id, availStatus);
 try {
   await loadTokens();
 } catch (error) {
   sayError(error, tokensStatus);
+}
+try {
+  await loadAvailability();
+} catch (error) {
+  sayError(error, availStatus);
 }
 document.body.dataset.ready = 'true';

@@ -3,13 +3,13 @@
 import {
   api, assignees, boot, clear, deleteButton, fillUserSelect, h, label, pill, say, sayError,
 } from './common.js';
+import { availabilityEditor } from './availability.js';
 
 const ACTIONS = {
   round_robin: '轮流分配', weighted: '按权重轮流', least_loaded: '给线索最少的人', user: '指定接收人', pool: '放入公海',
 };
 const APPLIES = { new: '新线索', released: '被释放的线索', recycled: '被自动流转收回的线索' };
 const STATUS = { chosen: '会收到', skipped: '跳过', available: '可接收（未轮到）' };
-const WEEKDAYS = ['周一', '周二', '周三', '周四', '周五', '周六', '周日'];
 
 const me = await boot({ roles: ['admin', 'manager'] });
 const rulesBody = document.querySelector('#rules tbody');
@@ -257,69 +257,8 @@ document.getElementById('dry-form').addEventListener('submit', async (event) => 
 // --- availability ----------------------------------------------------------------------------------------
 
 const userSelect = document.getElementById('a-user');
-const always = document.getElementById('a-always');
-const daysBox = document.getElementById('a-days');
-document.getElementById('avail-tz').textContent = document.body.dataset.timezone || 'Asia/Shanghai';
-WEEKDAYS.forEach((name, i) => {
-  const id = `a-day-${i + 1}`;
-  daysBox.appendChild(h('div', { class: 'field inline' },
-    h('label', { for: id, text: name }),
-    h('input', { type: 'text', id, name: 'day', maxlength: 100, placeholder: '如 09:00-18:00；空 = 休息', dataset: { day: i + 1 } })));
-});
-always.addEventListener('change', () => {
-  for (const input of daysBox.querySelectorAll('input')) input.disabled = always.checked;
-});
-
-// An ISO instant as the value of a datetime-local input (the browser's local time), and back.
-function toLocalInput(iso) {
-  if (!iso) return '';
-  const d = new Date(iso);
-  const pad = (n) => String(n).padStart(2, '0');
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
-}
-const fromLocalInput = (value) => (value ? new Date(value).toISOString() : null);
-
-function showAvailability(a) {
-  always.checked = a.workingHours === null;
-  for (const input of daysBox.querySelectorAll('input')) {
-    const ranges = a.workingHours?.[input.dataset.day] ?? [];
-    input.value = ranges.map(([s, e]) => `${s}-${e}`).join(', ');
-    input.disabled = always.checked;
-  }
-  document.getElementById('a-leave-from').value = toLocalInput(a.leaveFrom);
-  document.getElementById('a-leave-until').value = toLocalInput(a.leaveUntil);
-  document.getElementById('a-now').textContent = a.availableNow ? `${a.userName} 现在可以接收分配` : `${a.userName} 现在不接收分配：${a.reasonText}`;
-}
-
-async function loadAvailability() {
-  if (!userSelect.value) return;
-  showAvailability((await api(`/api/users/${userSelect.value}/availability`)).data);
-}
+const loadAvailability = availabilityEditor(() => userSelect.value);
 userSelect.addEventListener('change', () => loadAvailability().catch(sayError));
-
-document.getElementById('avail-form').addEventListener('submit', async (event) => {
-  event.preventDefault();
-  let workingHours = null;
-  if (!always.checked) {
-    workingHours = {};
-    for (const input of daysBox.querySelectorAll('input')) {
-      const ranges = list(input.value).map((r) => r.split(/\s*[-~～至]\s*/));
-      if (ranges.length) workingHours[input.dataset.day] = ranges;
-    }
-  }
-  const body = {
-    workingHours,
-    leaveFrom: fromLocalInput(document.getElementById('a-leave-from').value),
-    leaveUntil: fromLocalInput(document.getElementById('a-leave-until').value),
-  };
-  try {
-    const r = await api(`/api/users/${userSelect.value}/availability`, { method: 'PUT', body });
-    showAvailability(r.data);
-    say(`${r.message}：${r.data.userName}`);
-  } catch (error) {
-    sayError(error);
-  }
-});
 
 try {
   people = await assignees(me);
