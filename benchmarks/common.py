@@ -406,13 +406,21 @@ class BenchUser:
 
 def make_users(db_url: str, specs: Sequence[dict[str, Any]]) -> list[BenchUser]:
     """Create users with leadpush's own models and token function, in one transaction."""
+    from sqlalchemy import select
+
     from leadpush.db import Database
+    from leadpush.teams.models import Team
     from leadpush.users.models import User
     from leadpush.users.service import issue_token
 
     db = Database(db_url)
     try:
         with db.write() as session:
+            # users.team is a foreign key to teams.name: create the teams named that do not exist yet.
+            teams = {s.get("team", "A") for s in specs} - {None}
+            existing = set(session.scalars(select(Team.name).where(Team.name.in_(teams))))
+            session.add_all(Team(name=t) for t in sorted(teams - existing))
+            session.flush()
             users = [
                 User(
                     name=s["name"],

@@ -12,6 +12,7 @@ stops the child, which merges the per-thread profiles and writes them. Prints th
     python -m benchmarks.profile_server assign [--seconds 10] [--clients 16]
     python -m benchmarks.profile_server batch [--leads 5000]
     python -m benchmarks.profile_server ws [--sockets 1000]
+    python -m benchmarks.profile_server intake [--leads 5000] [--per-request 1]   # inbound, routed round robin
 """
 
 from __future__ import annotations
@@ -122,16 +123,32 @@ async def drive_ws(ws_url: str, url: str, manager, sales, leads: list[int]) -> i
     return len(listeners)
 
 
+async def drive_intake(url: str, intake, count: int) -> int:  # noqa: ANN001 - intake_routing.Intake
+    conn = HttpConnection(*host_port(url))
+    tag = os.urandom(3).hex()
+    leads = [intake.lead(f"潮{tag}-{i}", f"137{i:08d}", f"p{tag}-{i}") for i in range(count)]
+    started = time.perf_counter()
+    for i in range(0, count, intake.max_per_request):
+        status, body = await conn.request(
+            "POST", intake.url_path, intake.body(leads[i : i + intake.max_per_request]), intake.token
+        )
+        assert status < 300, (status, str(body)[:300])
+    log(f"intake: {count} leads through {intake.url_path} in {time.perf_counter() - started:.2f} s")
+    conn.close()
+    return count
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_serve":
         serve(int(sys.argv[2]), sys.argv[3], sys.argv[4] == "cpu")
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("scenario", choices=("assign", "batch", "ws"))
+    parser.add_argument("scenario", choices=("assign", "batch", "ws", "intake"))
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--leads", type=int, default=5000)
     parser.add_argument("--sockets", type=int, default=1000)
+    parser.add_argument("--per-request", type=int, help="intake: leads per request (default: all in one)")
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--out", type=Path, default=Path("/tmp/leadpush-profile.prof"))
     parser.add_argument(
@@ -168,6 +185,15 @@ def main() -> None:
                 )
             elif args.scenario == "batch":
                 asyncio.run(drive_batch(service.url, manager.token, leads, sales[0].id))
+            elif args.scenario == "intake":
+                from types import SimpleNamespace
+
+                from benchmarks.common import make_users
+                from benchmarks.intake_routing import setup
+
+                (admin,) = make_users(url, [{"name": "管理员", "role": "admin", "team": None}])
+                intake = setup(SimpleNamespace(api=[service]), admin, sales, "inbound", args.per_request)
+                asyncio.run(drive_intake(service.url, intake, args.leads))
             else:
                 asyncio.run(drive_ws(service.ws_url, service.url, manager, sales, leads[: len(sales)]))
         finally:

@@ -17,6 +17,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+import leadpush.models  # noqa: F401  (every table mapped, whichever routers import them, so foreign keys resolve)
 from leadpush import __version__
 from leadpush.config import Settings
 from leadpush.context import AppContext
