@@ -72,6 +72,7 @@ def test_an_admin_creates_a_source_sees_its_token_once_and_a_lead_sent_with_it_a
     page.reload()
     admin.ready()
     source_row(page, "抖音落地页").wait_for()
+    admin.screenshot("sources")
     assert token not in page.content() and secret not in page.content()
 
     # Edit: merge duplicates from now on.

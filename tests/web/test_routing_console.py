@@ -60,6 +60,7 @@ def test_a_manager_creates_a_rule_and_the_dry_run_names_who_gets_the_lead(api: A
     page.locator("#a-now").filter(has_text="李丽 现在不接收分配：正在休假").wait_for()
     dry.get_by_role("button", name="试算").click()
     page.locator("#dry-summary").filter(has_text="赵强 会收到这条线索").wait_for()
+    manager.screenshot("routing")
     assert candidate(page, "李丽") == ("跳过", "正在休假")
 
     # Bob works weekday mornings only (a shorter day set on this page); it is 09:05 on Monday, so he still gets it.

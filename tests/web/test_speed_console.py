@@ -76,6 +76,7 @@ def test_speed_page_rules_report_and_the_leads_own_times(api: Api, team, console
     page.get_by_role("button", name="查询").click()
     team_row = page.locator("#report tbody tr", has_text="A 组")
     team_row.wait_for()
+    manager.screenshot("speed")
     assert cells(team_row)[:3] == ["A 组", "3", "2"]
 
     # The lead's detail shows its own times, to its owner.

@@ -48,6 +48,7 @@ def test_saving_a_rule_that_would_move_leads_at_once_asks_first_and_a_grace_peri
     page.get_by_role("button", name="创建规则").click()
     dialog = page.get_by_role("alertdialog")
     dialog.get_by_text("保存后将立即流转 2 条线索").wait_for()
+    admin.screenshot("transfer-preview")
     assert "A 组 2 条" in dialog.inner_text() and "林峰（李丽）→ 公海" in dialog.inner_text()
     assert ok(api.client(team.admin).get("/api/auto-transfer/rules")) == []  # nothing saved yet
 
