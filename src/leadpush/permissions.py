@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import ColumnElement, and_, or_, select, true
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import QueryableAttribute, Session
 
 from leadpush.errors import ApiError, forbidden
 from leadpush.leads.models import Customer
@@ -25,6 +25,27 @@ def manages_team(actor: User, team: str | None) -> bool:
     if actor.role == "admin":
         return True
     return actor.role == "manager" and actor.team is not None and team is not None and team == actor.team
+
+
+def check_team_rule_scope(user: User, team: str | None, what: str) -> None:
+    """Creating, changing or deleting a rule (`what`: 流转规则, 分配规则, …) of `team`: its managers and admins;
+    a company-wide one (None) only admins."""
+    if manages_team(user, team):
+        return
+    if user.team is None:
+        raise forbidden(f"未分配团队的经理不能管理{what}")
+    if team is None:
+        raise forbidden(f"只有管理员可以管理全公司的{what}")
+    raise forbidden(f"经理只能管理本团队的{what}（team 必须是本团队）")
+
+
+def team_rules_visible(user: User, team_column: QueryableAttribute[str | None]) -> ColumnElement[bool]:
+    """SQL condition for the team-scoped rules `user` may see: all (admins); company-wide ones and their team's."""
+    if user.role == "admin":
+        return true()
+    if user.team is None:
+        return team_column.is_(None)
+    return or_(team_column.is_(None), team_column == user.team)
 
 
 def team_members(manager: User) -> ColumnElement[bool]:

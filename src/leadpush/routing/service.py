@@ -10,12 +10,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import ColumnElement, delete, func, or_, select, true
+from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.orm import Session
 
 from leadpush.config import Settings
 from leadpush.errors import ApiError, forbidden
-from leadpush.permissions import check_can_assign, manages_team, same_team
+from leadpush.permissions import check_can_assign, check_team_rule_scope, same_team, team_rules_visible
 from leadpush.pools.models import Pool
 from leadpush.routing.engine import SKIP_TEXT, Lead, Router, enabled_rules, first_match, standing_reason
 from leadpush.routing.models import DistributionMember, DistributionRule, UserAvailability
@@ -37,22 +37,12 @@ from leadpush.users.service import existing_user, is_db_id, users_by_id
 
 def check_rule_scope(user: User, team: str | None) -> None:
     """Creating, changing or deleting a rule of `team` (None = company-wide, admins only)."""
-    if manages_team(user, team):
-        return
-    if user.team is None:
-        raise forbidden("未分配团队的经理不能管理分配规则")
-    if team is None:
-        raise forbidden("只有管理员可以管理全公司的分配规则")
-    raise forbidden("经理只能管理本团队的分配规则（team 必须是本团队）")
+    check_team_rule_scope(user, team, "分配规则")
 
 
 def rules_visible(user: User) -> ColumnElement[bool]:
-    """The rules `user` may see: all (admins); company-wide ones and their team's (managers)."""
-    if user.role == "admin":
-        return true()
-    if user.team is None:
-        return DistributionRule.team.is_(None)
-    return or_(DistributionRule.team.is_(None), DistributionRule.team == user.team)
+    """SQL condition for the rules `user` may see: all (admins); company-wide ones and their team's (managers)."""
+    return team_rules_visible(user, DistributionRule.team)
 
 
 def invalid(message: str) -> ApiError:

@@ -11,14 +11,14 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, exists, or_, select, true
+from sqlalchemy import ColumnElement, exists, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from leadpush.assignment.models import Assignment
 from leadpush.context import AppContext
-from leadpush.errors import ApiError, forbidden
+from leadpush.errors import ApiError
 from leadpush.leads.models import Customer
-from leadpush.permissions import manages_team, team_members
+from leadpush.permissions import check_team_rule_scope, team_members, team_rules_visible
 from leadpush.sla.models import SlaRule
 from leadpush.sla.progress import next_step
 from leadpush.sla.schemas import GroupBy, SlaRuleCreate, SlaRuleFields, SpeedReport, SpeedRow
@@ -28,21 +28,12 @@ from leadpush.users.models import User
 
 def check_rule_scope(user: User, team: str | None) -> None:
     """Creating, changing or deleting a rule of `team` (None = company-wide, admins only)."""
-    if manages_team(user, team):
-        return
-    if user.team is None:
-        raise forbidden("未分配团队的经理不能管理首次联系规则")
-    if team is None:
-        raise forbidden("只有管理员可以管理全公司的首次联系规则")
-    raise forbidden("经理只能管理本团队的首次联系规则（team 必须是本团队）")
+    check_team_rule_scope(user, team, "首次联系规则")
 
 
 def rules_visible(user: User) -> ColumnElement[bool]:
-    if user.role == "admin":
-        return true()
-    if user.team is None:
-        return SlaRule.team.is_(None)
-    return or_(SlaRule.team.is_(None), SlaRule.team == user.team)
+    """SQL condition for the rules `user` may see: all (admins); company-wide ones and their team's (managers)."""
+    return team_rules_visible(user, SlaRule.team)
 
 
 def check_rule(rule: SlaRule) -> None:

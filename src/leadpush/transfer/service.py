@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from leadpush.context import AppContext
 from leadpush.errors import ApiError, forbidden, not_found
-from leadpush.permissions import check_can_assign, manages_team
+from leadpush.permissions import check_can_assign, check_team_rule_scope, team_rules_visible
 from leadpush.teams.service import require_team
 from leadpush.transfer import engine
 from leadpush.transfer.deadlines import recompute_all
@@ -36,22 +36,12 @@ from leadpush.users.models import User
 
 def check_rule_scope(user: User, team: str | None) -> None:
     """Creating, changing or deleting a rule of `team` (None = company-wide, admins only)."""
-    if manages_team(user, team):
-        return
-    if user.team is None:
-        raise forbidden("未分配团队的经理不能管理流转规则")
-    if team is None:
-        raise forbidden("只有管理员可以管理全公司的流转规则")
-    raise forbidden("经理只能管理本团队的流转规则（team 必须是本团队）")
+    check_team_rule_scope(user, team, "流转规则")
 
 
 def rules_visible(user: User) -> ColumnElement[bool]:
     """SQL condition for the rules `user` may see: all (admins); company-wide ones and their team's (managers)."""
-    if user.role == "admin":
-        return true()
-    if user.team is None:
-        return TransferRule.team.is_(None)
-    return or_(TransferRule.team.is_(None), TransferRule.team == user.team)
+    return team_rules_visible(user, TransferRule.team)
 
 
 def check_rule(session: Session, rule: TransferRule, actor: User, retargeted: bool = True) -> None:
