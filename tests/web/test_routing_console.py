@@ -142,3 +142,28 @@ def test_an_admin_edits_a_rule_into_a_weighted_one_and_moves_it_first(api: Api, 
     assert names.all_inner_texts() == ["A 组", "全部给孙娜"]
     owners = [api.lead(team.manager, phone=f"1390000010{i}")["ownerId"] for i in range(4)]
     assert owners == [team.alice.id, team.bob.id, team.alice.id, team.alice.id]
+
+
+def test_a_rule_puts_leads_into_a_team_pool_chosen_by_name(api: Api, team, consoles: Consoles):
+    pool = ok(api.client(team.admin).post("/api/pools", json={"name": "A组线索池", "team": "A"}), 201)
+    manager = consoles.new(api.url)
+    page = manager.sign_in(team.manager.token, "/console/routing")
+    manager.ready()
+    page.get_by_text("新建规则", exact=True).click()
+    form = page.locator("#rule-form")
+    form.get_by_label("规则名称").fill("先进本组线索池")
+    form.get_by_label("分配方式").select_option("pool")
+    pools = form.get_by_label("放入线索池")
+    pools.locator("option", has_text="A组线索池").wait_for(state="attached")
+    assert pools.locator("option").all_inner_texts() == ["全公司公海", "A组线索池"]
+    pools.select_option(label="A组线索池")
+    page.get_by_role("button", name="创建规则").click()
+    page.get_by_role("status").filter(has_text="分配规则已创建：先进本组线索池").wait_for()
+    assert "放入线索池：A组线索池" in page.locator("#rules tbody tr").first.inner_text()
+
+    lead = api.lead(team.manager, name="周八")
+    assert (lead["ownerId"], lead["poolId"]) == (None, pool["id"])
+
+    # Editing the rule shows the pool it puts leads into.
+    page.get_by_role("button", name="编辑规则：先进本组线索池").click()
+    assert form.get_by_label("放入线索池").input_value() == str(pool["id"])

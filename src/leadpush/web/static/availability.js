@@ -68,7 +68,25 @@ export function availabilityEditor(userId, status = document.getElementById('pag
     }
   });
 
+  // While a person's hours load, the fields (not the person picker) wait disabled: nothing typed meanwhile is
+  // overwritten by the answer, and only the answer for the person picked last is shown.
+  const form = document.getElementById('avail-form');
+  const editable = () => [...form.querySelectorAll('input, button, textarea')];
+  let asked = 0;
   return async function load() {
-    if (userId()) show((await api(`/api/users/${userId()}/availability`)).data);
+    const id = userId();
+    if (!id) return;
+    const mine = ++asked;
+    form.setAttribute('aria-busy', 'true');
+    for (const field of editable()) field.disabled = true;
+    try {
+      const { data } = await api(`/api/users/${id}/availability`);
+      if (mine === asked) show(data);
+    } finally {
+      if (mine === asked) {
+        for (const field of editable()) field.disabled = field.dataset.day !== undefined && always.checked;
+        form.removeAttribute('aria-busy');
+      }
+    }
   };
 }

@@ -6,7 +6,7 @@ import {
 import { availabilityEditor } from './availability.js';
 
 const ACTIONS = {
-  round_robin: '轮流分配', weighted: '按权重轮流', least_loaded: '给线索最少的人', user: '指定接收人', pool: '放入公海',
+  round_robin: '轮流分配', weighted: '按权重轮流', least_loaded: '给线索最少的人', user: '指定接收人', pool: '放入线索池',
 };
 const APPLIES = { new: '新线索', released: '被释放的线索', recycled: '被自动流转收回的线索' };
 const STATUS = { chosen: '会收到', skipped: '跳过', available: '可接收（未轮到）' };
@@ -44,6 +44,21 @@ if (me.role === 'manager') {
       document.getElementById('d-team').appendChild(h('option', { value: t.name, text: `${t.name} 组` }));
     }
   }).catch(sayError);
+}
+
+// The pools a rule may put leads into: the ones this person may see (the company pool is the empty choice).
+api('/api/pools').then(({ data }) => {
+  for (const pool of data.filter((p) => p.id !== null)) {
+    for (const id of ['r-pool', 'r-fallback-pool']) {
+      document.getElementById(id).appendChild(h('option', { value: String(pool.id), text: pool.name }));
+    }
+  }
+  if (editing) fillPools(editing);
+}).catch(sayError);
+
+function fillPools(rule) {
+  document.getElementById('r-pool').value = rule.targetPoolId ?? '';
+  document.getElementById('r-fallback-pool').value = rule.fallbackPoolId ?? '';
 }
 
 function showFields() {
@@ -179,10 +194,9 @@ function edit(rule) {
   for (const box of form.querySelectorAll('input[name="appliesOn"]')) box.checked = rule.appliesOn.includes(box.value);
   actionSelect.value = rule.action;
   document.getElementById('r-target').value = rule.targetUserId ?? '';
-  document.getElementById('r-pool').value = rule.targetPoolId ?? '';
+  fillPools(rule);
   fallbackSelect.value = rule.fallback;
   document.getElementById('r-fallback-user').value = rule.fallbackUserId ?? '';
-  document.getElementById('r-fallback-pool').value = rule.fallbackPoolId ?? '';
   fillMembers(new Map(rule.members.map((m) => [m.userId, m.weight])));
   showFields();
   document.getElementById('editor-summary').textContent = `编辑规则：${rule.name}`;
