@@ -6,7 +6,8 @@ CI sets nothing and runs both.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 
 import pytest
 
@@ -20,23 +21,58 @@ from support import DATABASES, NO_SCHEDULER, Api, FakeClock, running_stack, wipe
 pytest_plugins = ["support.channels", "support.procs", "support.browser"]
 
 
+ALL_ROLES = ("api", "worker", "scheduler")
+
 # A test that opens chromium or spawns a `leadpush serve` cluster is slow, wherever it is.
 SLOW_FIXTURES = frozenset({"browser", "cluster"})
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+# Fixtures whose scope is wider than a test but narrower than the session (a browser, a fake server or a
+# leadpush per module): under pytest-xdist (`--dist loadgroup`, scripts/test.sh) the tests that share one
+# run on one worker, so it is built once, as in a run without xdist.
+SHARED_SCOPES = frozenset({"package", "module", "class"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    grouping = getattr(config.option, "dist", "no") == "loadgroup"
     for item in items:
         if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+        if grouping and shares_a_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+
+
+def shares_a_fixture(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    return any(defs and defs[-1].scope in SHARED_SCOPES for defs in info.name2fixturedefs.values())
+
+
+@pytest.fixture(scope="session")
+def running_stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], tuple]]:
+    """The running services of this session by `stack` param, each started on first use and kept until the
+    session ends: tests of one database do not always come in one run (other parametrised fixtures, and
+    pytest-xdist, interleave them), and a switch must not rebuild a database and restart a server."""
+    started: dict[str, tuple] = {}
+    with ExitStack() as stacks:
+
+        def get(param: str) -> tuple:
+            if param not in started:
+                kind, _, variant = param.partition("/")
+                roles = frozenset({"api", "worker"}) if variant == NO_SCHEDULER else frozenset(ALL_ROLES)
+                tmp = str(tmp_path_factory.mktemp(kind))
+                started[param] = stacks.enter_context(running_stack(kind, tmp, roles=roles))
+            return started[param]
+
+        yield get
 
 
 @pytest.fixture(scope="session", params=DATABASES)
-def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+def stack(request: pytest.FixtureRequest, running_stacks: Callable[[str], tuple]) -> tuple:
     """The running service; a param "<kind>/no-scheduler" (support.WITHOUT_SCHEDULER) leaves out that role."""
-    kind, _, variant = request.param.partition("/")
-    roles = frozenset({"api", "worker"}) if variant == NO_SCHEDULER else frozenset({"api", "worker", "scheduler"})
-    with running_stack(kind, str(tmp_path_factory.mktemp(kind)), roles=roles) as started:
-        yield started
+    return running_stacks(request.param)
 
 
 @pytest.fixture
