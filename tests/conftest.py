@@ -35,12 +35,25 @@ SHARED_SCOPES = frozenset({"package", "module", "class"})
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    grouping = getattr(config.option, "dist", "no") == "loadgroup"
+    # In a worker, xdist has turned `dist` into `loadgroup` (True) by the time collection runs.
+    grouping = bool(getattr(config.option, "loadgroup", False))
     for item in items:
         if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
         if grouping and shares_a_fixture(item):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+            group_by_module(item)
+
+
+def group_by_module(item: pytest.Item) -> None:
+    """Mark the test `xdist_group(<its module>)` and give it the "<nodeid>@<group>" id that xdist's loadgroup
+    scheduler reads. xdist 3.8 sets that id through `Item._nodeid`, which pytest 9 no longer reads (ids are
+    structured, `Item._id`), so without this the mark alone groups nothing."""
+    from _pytest.nodeid import coerce_node_id
+
+    group = item.path.stem  # test file names are unique across tests/
+    item.add_marker(pytest.mark.xdist_group(group))
+    if not item.nodeid.endswith("@" + group):
+        item._id = coerce_node_id(f"{item.nodeid}@{group}")
 
 
 def shares_a_fixture(item: pytest.Item) -> bool:
