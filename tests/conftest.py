@@ -42,6 +42,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.slow)
         if grouping and shares_a_fixture(item):
             group_by_module(item)
+    if grouping:
+        # xdist hands out the groups first (largest first), then single tests in this order: the slow ones
+        # (clusters, kill -9, fault bursts) go early, so no worker is left with one of them at the end.
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def group_by_module(item: pytest.Item) -> None:
