@@ -42,10 +42,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.slow)
         if grouping and shares_a_fixture(item):
             group_by_module(item)
-    if grouping:
-        # xdist hands out the groups first (largest first), then single tests in this order: the slow ones
-        # (clusters, kill -9, fault bursts) go early, so no worker is left with one of them at the end.
+
+
+class SlowFirst:
+    """Under xdist the groups are handed out first (largest first), then single tests in collection order: the
+    slow ones (clusters, kill -9, fault bursts) go first, so no worker is left with one of them at the end.
+    After pytest's own reordering (which keeps tests of one fixture parameter together), hence `trylast`."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if getattr(config.option, "loadgroup", False):
+        config.pluginmanager.register(SlowFirst(), "leadpush-slow-first")
 
 
 def group_by_module(item: pytest.Item) -> None:
