@@ -31,6 +31,7 @@ SLOW_FIXTURES = frozenset({"browser", "cluster"})
 # leadpush per module): under pytest-xdist (`--dist loadgroup`, scripts/test.sh) the tests that share one
 # run on one worker, so it is built once, as in a run without xdist.
 SHARED_SCOPES = frozenset({"package", "module", "class"})
+HEAVY_GROUP = "heavy"
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks
@@ -40,32 +41,48 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-        if grouping and shares_a_fixture(item):
-            group_by_module(item)
+        if grouping and is_heavy(item):
+            group_as(item, HEAVY_GROUP)
+        elif grouping and shares_a_fixture(item):
+            group_as(item, item.path.stem)  # test file names are unique across tests/
 
 
 class SlowFirst:
-    """Under xdist the groups are handed out first (largest first), then single tests in collection order: the
-    slow ones (clusters, kill -9, fault bursts) go first, so no worker is left with one of them at the end.
-    After pytest's own reordering (which keeps tests of one fixture parameter together), hence `trylast`."""
+    """Under xdist, work is handed out in collection order (groups as one unit, where their first test is): the
+    heavy group first (the longest chain), then the other slow tests (browser modules, servers in
+    subprocesses), so no worker is left with a long one at the end. After pytest's own reordering (which keeps
+    tests of one fixture parameter together; the sort is stable), hence `trylast`."""
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
-        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+        def rank(item: pytest.Item) -> int:
+            group = item.get_closest_marker("xdist_group")
+            if group is not None and group.args[:1] == (HEAVY_GROUP,):
+                return 0
+            return 1 if item.get_closest_marker("slow") else 2
+
+        items.sort(key=rank)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if getattr(config.option, "loadgroup", False):
+    if getattr(config.option, "loadgroup", False):  # an xdist worker
         config.pluginmanager.register(SlowFirst(), "leadpush-slow-first")
+    if getattr(config.option, "dist", "no") == "loadgroup":  # the xdist controller: keep the workers' order
+        config.option.loadscopereorder = False
 
 
-def group_by_module(item: pytest.Item) -> None:
-    """Mark the test `xdist_group(<its module>)` and give it the "<nodeid>@<group>" id that xdist's loadgroup
-    scheduler reads. xdist 3.8 sets that id through `Item._nodeid`, which pytest 9 no longer reads (ids are
-    structured, `Item._id`), so without this the mark alone groups nothing."""
+def is_heavy(item: pytest.Item) -> bool:
+    """Multi-process clusters and fault bursts (1,000 assignments, kill -9, restarts): each keeps both cores busy
+    and opens many PostgreSQL connections, so they run one after another on one worker, as without xdist."""
+    return "cluster" in getattr(item, "fixturenames", ()) or item.path.parent.name == "reliability"
+
+
+def group_as(item: pytest.Item, group: str) -> None:
+    """Mark the test `xdist_group(group)` and give it the "<nodeid>@<group>" id that xdist's loadgroup scheduler
+    reads. xdist 3.8 sets that id through `Item._nodeid`, which pytest 9 no longer reads (ids are structured,
+    `Item._id`), so without this the mark alone groups nothing."""
     from _pytest.nodeid import coerce_node_id
 
-    group = item.path.stem  # test file names are unique across tests/
     item.add_marker(pytest.mark.xdist_group(group))
     if not item.nodeid.endswith("@" + group):
         item._id = coerce_node_id(f"{item.nodeid}@{group}")
