@@ -38,6 +38,8 @@ HEAVY_GROUP = "heavy"
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # In a worker, xdist has turned `dist` into `loadgroup` (True) by the time collection runs.
     grouping = bool(getattr(config.option, "loadgroup", False))
+    if hasattr(config, "workerinput"):
+        unique_ids(items)
     for item in items:
         if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
@@ -69,6 +71,19 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(SlowFirst(), "leadpush-slow-first")
     if getattr(config.option, "dist", "no") == "loadgroup":  # the xdist controller: keep the workers' order
         config.option.loadscopereorder = False
+
+
+def unique_ids(items: list[pytest.Item]) -> None:
+    """xdist hands out tests by id: tests that share one (schemathesis' cases in tests/api/test_fuzz.py are 50
+    items of one id) would run once. Give the second and later ones "#<n>" (the same in every worker)."""
+    from _pytest.nodeid import coerce_node_id
+
+    seen: dict[str, int] = {}
+    for item in items:
+        nodeid = item.nodeid
+        seen[nodeid] = seen.get(nodeid, 0) + 1
+        if seen[nodeid] > 1:
+            item._id = coerce_node_id(f"{nodeid}#{seen[nodeid]}")
 
 
 def is_heavy(item: pytest.Item) -> bool:
