@@ -58,7 +58,12 @@ class ServerThread:
     def __init__(
         self, app: Any, port: int | None = None, log_level: str = "warning", ws_max_size: int = 16 * 1024 * 1024
     ) -> None:
-        self.port = port or free_port()
+        # The listening socket is bound here and handed to uvicorn: no other process (another pytest-xdist
+        # worker, a client's ephemeral port) can take the port between picking it and listening on it.
+        self.socket = socket.socket()
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.socket.bind(("127.0.0.1", port or 0))
+        self.port = self.socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
             app,
@@ -72,7 +77,7 @@ class ServerThread:
             proxy_headers=False,
         )
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
 
     def start(self) -> ServerThread:
         self.thread.start()
@@ -86,6 +91,7 @@ class ServerThread:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=15)
+        self.socket.close()
 
 
 def make_settings(url: str, **overrides: Any) -> Settings:
