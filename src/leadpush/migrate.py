@@ -131,4 +131,5 @@ def pending(url: str) -> list[str]:
             missing = list(script.iterate_revisions("heads", current or "base"))
         except RevisionError:
             return []
-    return [f"{rev.revision} {rev.doc}".strip() for rev in reversed(missing)]
+    # A revision's title may wrap in its docstring: one line each, for the one-line start-up message.
+    return [" ".join(f"{rev.revision} {rev.doc}".split()) for rev in reversed(missing)]

@@ -1,5 +1,4 @@
-"""first-contact SLA: sla_rules; customers.sla_rule_id, sla_stage, sla_next_at, opened_at; assignments.opened_at,
-first_follow_up_at, open_due_at
+"""first-contact SLA: sla_rules; the ladder's state on customers; opening and first follow-up on assignments
 
 Revision ID: 0008
 Revises: 0007
