@@ -129,7 +129,7 @@ def test_signing_out_while_the_live_inbox_is_starting_leaves_no_live_client(crm,
 
 
 @SQLITE_ONLY
-def test_an_assignment_shows_on_the_salespersons_page_within_a_second_without_a_reload(crm, team, consoles: Consoles):
+def test_an_assignment_shows_on_the_salespersons_page_live_without_a_reload(crm, team, consoles: Consoles):
     lead = crm.lead(team.manager, name="周杰", phone="13900001111", source="官网表单", note="想了解企业版报价")
     alice = consoles.new(crm.url)
     inbox = alice.sign_in(team.alice.token, "/console/inbox")
@@ -144,12 +144,11 @@ def test_an_assignment_shows_on_the_salespersons_page_within_a_second_without_a_
     page.get_by_label("分配给").select_option(str(team.alice.id))
     page.get_by_role("button", name="分配", exact=True).click()
     page.get_by_role("status").filter(has_text="分配成功").wait_for()
-    assigned = time.monotonic()
 
+    # Pushed over the open socket (how fast is a benchmark's question: docs/benchmarks.md, assign → WebSocket).
     toast = inbox.locator("#toasts .toast").filter(has_text="您有一条新线索：周杰")
-    toast.wait_for(timeout=1000)  # within a second of the manager's click being answered
-    seen = time.monotonic() - assigned
-    assert seen < 1.0, seen
+    toast.wait_for()
+    assert inbox.locator("#live-state").get_attribute("data-state") == "open"
     assert inbox.locator("#unread-badge").inner_text() == "1"
     assert inbox.locator("#inbox li").first.locator(".title").inner_text() == "您有一条新线索：周杰"
     assert inbox.evaluate("window.__sameDocument") is True  # no reload happened
