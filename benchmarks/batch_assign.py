@@ -18,14 +18,13 @@ import sys
 import time
 from typing import Any
 
-from sqlalchemy import func, select
-
 from benchmarks.common import (
     HttpConnection,
     backends,
     base_parser,
     deployment,
     host_port,
+    ledger_counts,
     log,
     make_leads,
     make_team,
@@ -36,21 +35,6 @@ from benchmarks.common import (
 from benchmarks.wsclient import Listener
 
 BATCH = 1000
-
-
-def ledger_counts(db_url: str) -> dict[str, int]:
-    from leadpush.db import Database
-    from leadpush.notify.models import Delivery, Notification
-
-    db = Database(db_url)
-    try:
-        with db.read() as session:
-            return {
-                "notifications": session.scalar(select(func.count()).select_from(Notification)) or 0,
-                "deliveries": session.scalar(select(func.count()).select_from(Delivery)) or 0,
-            }
-    finally:
-        db.dispose()
 
 
 async def run_batches(dep, manager, recipients, leads: list[int], parallel: bool) -> dict[str, Any]:  # noqa: ANN001

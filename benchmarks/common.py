@@ -626,3 +626,21 @@ def machine() -> dict[str, Any]:
             if line.startswith("MemTotal"):
                 mem_kb = int(line.split()[1])
     return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": round(mem_kb / 1024 / 1024, 1)}
+
+
+def ledger_counts(db_url: str) -> dict[str, int]:
+    """How many notifications and deliveries the ledger holds (before and after a burst)."""
+    from sqlalchemy import func, select
+
+    from leadpush.db import Database
+    from leadpush.notify.models import Delivery, Notification
+
+    db = Database(db_url)
+    try:
+        with db.read() as session:
+            return {
+                "notifications": session.scalar(select(func.count()).select_from(Notification)) or 0,
+                "deliveries": session.scalar(select(func.count()).select_from(Delivery)) or 0,
+            }
+    finally:
+        db.dispose()

@@ -34,7 +34,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from benchmarks.common import (
     PG_ADMIN_URL,
@@ -46,6 +46,7 @@ from benchmarks.common import (
     cpu_seconds,
     deployment,
     host_port,
+    ledger_counts,
     log,
     make_team,
     make_users,
@@ -351,21 +352,6 @@ async def latency_run(dep, intake: Intake, sales: list[BenchUser], n: int) -> di
 # --------------------------------------------------------------------------------------
 # 2. A burst of 10,000 in as few requests as allowed
 # --------------------------------------------------------------------------------------
-
-
-def ledger_counts(db_url: str) -> dict[str, int]:
-    from leadpush.db import Database
-    from leadpush.notify.models import Delivery, Notification
-
-    db = Database(db_url)
-    try:
-        with db.read() as session:
-            return {
-                "notifications": session.scalar(select(func.count()).select_from(Notification)) or 0,
-                "deliveries": session.scalar(select(func.count()).select_from(Delivery)) or 0,
-            }
-    finally:
-        db.dispose()
 
 
 def leads_of(db_url: str, source_key: str, prefix: str) -> dict[int, tuple[str, int | None]]:
