@@ -38,6 +38,7 @@ def test_speed_page_rules_report_and_the_leads_own_times(api: Api, team, console
     page.get_by_role("button", name="创建规则").click()
     page.get_by_role("status").filter(has_text="首次联系规则已创建").wait_for()
     rule = page.locator("#rules tbody tr", has_text="5分钟首次联系")
+    rule.wait_for()  # the table reloads after the message
     assert cells(rule)[:6] == ["5分钟首次联系", "A 组", "全部", "5 分钟", "15 分钟", "30 分钟，退回线索池"]
     rule.get_by_role("button", name="停用规则：5分钟首次联系").click()
     rule.get_by_role("button", name="启用规则：5分钟首次联系").click()

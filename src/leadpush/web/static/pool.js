@@ -131,8 +131,13 @@ function row(c) {
   return tr;
 }
 
+// Only the answer to the latest listing request is shown: a reload after a claim must not land on top of the
+// pool someone switched to meanwhile.
+let listings = 0;
+
 async function load(p = page) {
   page = p;
+  const mine = ++listings;
   const values = formValues(form);
   toUrl({ poolId: values.poolId, source: values.source, keyword: values.keyword, page: page > 1 ? page : '' });
   showRules();
@@ -140,6 +145,7 @@ async function load(p = page) {
     const { data } = await api('/api/customers/public-pool', {
       query: { poolId: values.poolId, source: values.source, keyword: values.keyword, page, pageSize: PAGE_SIZE },
     });
+    if (mine !== listings) return;
     selection.reset();
     clear(tbody);
     if (!data.items.length) tbody.appendChild(emptyRow(poolAdmin ? 8 : 7, '线索池里没有符合条件的线索'));
