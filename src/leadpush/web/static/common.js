@@ -320,3 +320,17 @@ export function deleteButton(ariaLabel, onConfirm) {
   });
   return button;
 }
+
+// A team-scoped rule form's team (#r-team-field / #r-team-fixed): managers' rules are always their own
+// team's, so they read it as text; admins choose among the real teams.
+export function ruleTeamField(me, teamSelect) {
+  if (me.role === 'manager') {
+    document.getElementById('r-team-field').hidden = true;
+    document.getElementById('r-team-fixed').hidden = false;
+    document.getElementById('r-team-text').textContent = me.team ? `${me.team} 组（经理的规则只适用于本团队）` : '未分配团队（无法创建规则）';
+    return;
+  }
+  api('/api/teams').then(({ data }) => {
+    for (const t of data) teamSelect.appendChild(h('option', { value: t.name, text: `${t.name} 组` }));
+  }).catch(sayError);
+}

@@ -1,6 +1,6 @@
 // /console/speed: speed to lead (time to open, to first follow-up) per person or team, and the first-contact
 // rules (staff): list, create, switch on/off, delete.
-import { api, boot, clear, deleteButton, duration, h, pill, say, sayError } from './common.js';
+import { api, boot, clear, deleteButton, duration, h, pill, ruleTeamField, say, sayError } from './common.js';
 
 const me = await boot({ roles: ['admin', 'manager', 'sales'] });
 const isStaff = me.role === 'admin' || me.role === 'manager';
@@ -115,15 +115,7 @@ function optionalMinutes(id) {
 }
 
 if (isStaff) {
-  if (me.role === 'manager') {
-    document.getElementById('r-team-field').hidden = true;
-    document.getElementById('r-team-fixed').hidden = false;
-    document.getElementById('r-team-text').textContent = me.team ? `${me.team} 组（经理的规则只适用于本团队）` : '未分配团队（无法创建规则）';
-  } else {
-    api('/api/teams').then(({ data }) => {
-      for (const t of data) teamSelect.appendChild(h('option', { value: t.name, text: `${t.name} 组` }));
-    }).catch(sayError);
-  }
+  ruleTeamField(me, teamSelect);
   ruleForm.addEventListener('submit', async (event) => {
     event.preventDefault();
     const body = {

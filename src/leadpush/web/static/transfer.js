@@ -1,6 +1,6 @@
 // /console/transfer: automatic-transfer rules, "run now" behind a dry-run preview, and run history.
 import {
-  api, assignees, boot, clear, deleteButton, fillOptions, fillUserSelect, fmtTime, h, label, LABELS, pill, say, sayError,
+  api, assignees, boot, clear, deleteButton, fillOptions, fillUserSelect, fmtTime, h, label, LABELS, pill, ruleTeamField, say, sayError,
 } from './common.js';
 
 const me = await boot({ roles: ['admin', 'manager'] });
@@ -20,15 +20,7 @@ for (const [value, text] of Object.entries(LABELS.status)) {
 // The team a rule applies to. An admin picks one of the real teams (or the whole company); a manager's rules
 // are always their own team's, so they read it as text rather than a field they cannot change.
 const teamOf = () => (me.role === 'manager' ? me.team ?? '' : teamSelect.value);
-if (me.role === 'manager') {
-  document.getElementById('r-team-field').hidden = true;
-  document.getElementById('r-team-fixed').hidden = false;
-  document.getElementById('r-team-text').textContent = me.team ? `${me.team} 组（经理的规则只适用于本团队）` : '未分配团队（无法创建规则）';
-} else {
-  api('/api/teams').then(({ data }) => {
-    for (const t of data) teamSelect.appendChild(h('option', { value: t.name, text: `${t.name} 组` }));
-  }).catch(sayError);
-}
+ruleTeamField(me, teamSelect);
 assignees(me).then((users) => fillUserSelect(document.getElementById('r-target'), users.filter((u) => u.role === 'sales')))
   .catch(sayError);
 actionSelect.addEventListener('change', () => { targetField.hidden = actionSelect.value !== 'user'; });
