@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from leadpush.notify.policy import ChannelPolicy, parse_policy
+from leadpush.notify.policy import ChannelPolicy, parse_policy, parse_preference_channels
 from leadpush.wechat.format import parse_field_map
 
 
@@ -89,6 +89,16 @@ class Settings(BaseSettings):
     # Console paths a WeCom textcard links to, appended to LEADPUSH_PUBLIC_URL.
     console_customer_path: str = "/console/customers/{customerId}"
     console_list_path: str = "/console/customers"
+
+    # Time-window digests (look-back): a push to a person on a channel within this many seconds of the last one
+    # waits for the window to end, then everything waiting goes as one message. 0 = every notice on its own.
+    digest_window_wechat: float = Field(default=30.0, ge=0, le=3600)
+    digest_window_wecom: float = Field(default=10.0, ge=0, le=3600)
+    # When a person has this many WeChat credits or fewer left, only new-lead notices may spend them; other
+    # notices go to the next channel of their chain (WeCom) instead.
+    wechat_credit_reserve: int = Field(default=1, ge=0, le=100)
+    # Which push channels people may choose per category (JSON: category -> channels). Unset = both, everywhere.
+    preference_channels: Annotated[dict[str, list[str]] | None, NoDecode] = None
 
     # Which channels each notification kind uses, with fallbacks (JSON; see docs/channels.md). Unset = the default.
     channel_policy: Annotated[ChannelPolicy, NoDecode] = Field(default_factory=lambda: parse_policy(None))
@@ -193,6 +203,11 @@ class Settings(BaseSettings):
                 "请设置一个足够长的随机密钥（或去掉 LEADPUSH_WEBHOOK_URL 关闭 webhook）"
             )
         return self
+
+    @field_validator("preference_channels", mode="before")
+    @classmethod
+    def _parse_preference_channels(cls, value: object) -> dict[str, list[str]] | None:
+        return parse_preference_channels(value)
 
     @field_validator("channel_policy", mode="before")
     @classmethod

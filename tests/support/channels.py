@@ -152,6 +152,9 @@ def channel_settings(fake_url: str, **overrides: object) -> dict[str, object]:
         wecom_oauth_base=fake_url,
         wecom_login_base=fake_url,
         public_url=PUBLIC_URL,
+        # Most tests count one message per notice; digests have their own tests, which set a window.
+        digest_window_wechat=0,
+        digest_window_wecom=0,
     )
     settings.update(overrides)
     return settings

@@ -97,6 +97,9 @@ class ServerThread:
 def make_settings(url: str, **overrides: Any) -> Settings:
     # Tests knock with bad tokens on purpose, many times a minute; the limit has its own test.
     overrides.setdefault("auth_failures_per_minute", 100_000)
+    # Most tests count one message per notice; digests have their own tests, which set a window.
+    overrides.setdefault("digest_window_wechat", 0)
+    overrides.setdefault("digest_window_wecom", 0)
     return Settings(database_url=url, **overrides)
 
 

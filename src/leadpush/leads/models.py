@@ -56,6 +56,11 @@ class Customer(Base):
     sla_stage: Mapped[int] = mapped_column(Integer, default=0)
     sla_next_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Follow-up plan (下次跟进): when the owner means to contact the lead next, what for, and the time its
+    # reminder is due (None once sent, or when there is no plan).
+    next_follow_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_follow_up_note: Mapped[str | None] = mapped_column(String(200))
+    follow_up_remind_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

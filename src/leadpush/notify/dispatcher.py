@@ -23,9 +23,11 @@ from anyio import to_thread
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from leadpush.config import Settings
 from leadpush.context import AppContext
 from leadpush.db import Database, rows_changed
 from leadpush.notify.channels.base import Channel, DeliveryJob, Recipient, SendResult
+from leadpush.notify.claimrules import decide
 from leadpush.notify.ledger import INACTIVE
 from leadpush.notify.metrics import Metrics
 from leadpush.notify.models import Delivery, Notification
@@ -70,8 +72,12 @@ def claim_due_deliveries(
     limit: int,
     holder: str | None = None,
     dead_workers: Collection[str] = (),
+    settings: Settings | None = None,
 ) -> list[DeliveryJob]:
-    """Take up to `limit` due deliveries for this worker (`holder`), under a lease."""
+    """Take up to `limit` due deliveries for this worker (`holder`), under a lease.
+
+    With `settings`, the claim-time rules (notify.claimrules: expiry, quiet hours, digests) run first.
+    """
     with db.write() as session:
         query = (
             select(Delivery.id)
@@ -82,6 +88,8 @@ def claim_due_deliveries(
         if db.is_postgres:
             query = query.with_for_update(skip_locked=True)
         ids = skip_inactive_recipients(session, list(session.scalars(query)), now)
+        if settings is not None and ids:
+            ids = decide(session, ids, now, settings)
         if not ids:
             return []
         lease_until = now + timedelta(seconds=lease_seconds)
@@ -211,6 +219,7 @@ class Dispatcher:
                         min(free, s.delivery_batch_size),
                         self.heartbeat.id if self.heartbeat else None,
                         self.heartbeat.dead_workers() if self.heartbeat else (),
+                        s,
                     )
                 except Exception:
                     log.exception("领取待发送投递失败，稍后重试")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from leadpush.clock import utcnow
@@ -20,9 +20,11 @@ KINDS = (
     "lead_duplicate",
     "sla_reminder",
     "sla_escalated",
+    "followup_due",
 )
 CHANNELS = ("inapp", "wechat", "wecom", "webhook")
-STATUSES = ("pending", "sending", "sent", "failed", "dead", "skipped")
+# merged: folded into another delivery of the same recipient and channel (a digest; see `merged_into`).
+STATUSES = ("pending", "sending", "sent", "failed", "dead", "skipped", "merged")
 
 
 class Notification(Base):
@@ -68,6 +70,61 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A digest: the other notifications this delivery carries (their own rows are `merged` into this one).
+    folds: Mapped[list[int] | None] = mapped_column(JSON)
+    merged_into: Mapped[int | None] = mapped_column(Integer)
+    # Why a pending delivery waits (quiet hours, a digest window), shown to the operator; None = not held.
+    hold_reason: Mapped[str | None] = mapped_column(String(200))
+
+
+class DeliveryAttempt(Base):
+    """One try of a delivery: when, what came of it, the platform's errcode (the history behind `attempts`)."""
+
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # sent | retry | permanent | skipped (the channel's answer) and the delivery's status after it.
+    outcome: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    errcode: Mapped[int | None] = mapped_column(Integer)
+    detail: Mapped[str | None] = mapped_column(Text)
+    worker: Mapped[str | None] = mapped_column(String(32))
+
+
+class NotificationPreference(Base):
+    """A person's own notification settings; absent = the team default, then the deployment's policy.
+
+    `channels`: category (notify.policy.CATEGORIES) -> the push channels they want for it, only for the
+    categories they changed. `quiet_mode`: team (use the team default) | none | custom (quiet_start to
+    quiet_end, "HH:MM" in LEADPUSH_TIMEZONE, may wrap midnight) | working_hours (quiet outside the
+    working hours set for routing). `urgent_override`: urgent kinds (SLA reminders) still come in quiet hours.
+    """
+
+    __tablename__ = "notification_preferences"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    channels: Mapped[dict[str, list[str]] | None] = mapped_column(JSON)
+    quiet_mode: Mapped[str] = mapped_column(String(16), default="team")
+    quiet_start: Mapped[str | None] = mapped_column(String(5))
+    quiet_end: Mapped[str | None] = mapped_column(String(5))
+    urgent_override: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class TeamNotificationDefault(Base):
+    """A team's default quiet hours for members who keep `quiet_mode = team` (none | custom | working_hours)."""
+
+    __tablename__ = "team_notification_defaults"
+
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True)
+    quiet_mode: Mapped[str] = mapped_column(String(16), default="none")
+    quiet_start: Mapped[str | None] = mapped_column(String(5))
+    quiet_end: Mapped[str | None] = mapped_column(String(5))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Worker(Base):

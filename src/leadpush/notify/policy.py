@@ -30,8 +30,42 @@ DEFAULT_POLICY: dict[str, list[str]] = {
     # First-contact escalations go to the strongest channel: WeCom for staff who have it, else WeChat.
     "sla_reminder": ["inapp", "wecom|wechat", "webhook"],
     "sla_escalated": ["inapp", "wecom|wechat", "webhook"],
+    # A follow-up the salesperson planned themselves (下次跟进): their phone, WeCom first.
+    "followup_due": ["inapp", "wecom|wechat", "webhook"],
     "*": ["inapp", "wecom", "webhook"],
 }
+# What a person chooses channels for (their preferences), each covering some notification kinds. In order
+# of what matters most: the last WeChat credits go to the first (LEADPUSH_WECHAT_CREDIT_RESERVE).
+CATEGORIES: dict[str, tuple[str, ...]] = {
+    "new_leads": ("customer_assigned", "customers_assigned"),
+    "first_contact": ("sla_reminder", "sla_escalated"),
+    "follow_up": ("followup_due",),
+    "transfer_warning": ("transfer_warning",),
+    "lead_updates": ("lead_duplicate",),
+    "taken_back": ("customer_recycled", "customers_recycled"),
+}
+CATEGORY_NAMES = {
+    "new_leads": "新线索",
+    "first_contact": "首次联系提醒",
+    "follow_up": "跟进提醒",
+    "transfer_warning": "流转预警",
+    "lead_updates": "线索动态",
+    "taken_back": "线索被收回",
+}
+# Channels a person may choose per category (in-app is always on; the webhook is the company's, not theirs).
+PERSONAL_CHANNELS = ("wechat", "wecom")
+# Urgent kinds may still come in quiet hours (a person's `urgent_override`) and are never held for a digest.
+URGENT_KINDS = ("sla_reminder", "sla_escalated")
+
+
+def category_of(kind: str) -> str:
+    """The preference category of a notification kind (unknown kinds count as lead updates)."""
+    for category, kinds in CATEGORIES.items():
+        if kind in kinds:
+            return category
+    return "lead_updates"
+
+
 # Every channel a policy may name (notify.models.CHANNELS), with the name an operator reads.
 NAMES = {"inapp": "站内通知", "wechat": "微信小程序", "wecom": "企业微信", "webhook": "对接系统推送"}
 
@@ -123,6 +157,35 @@ def _chains(steps: list[str]) -> tuple[Chain, ...]:
         if chain:
             chains.append(chain)
     return tuple(chains)
+
+
+def parse_preference_channels(raw: object) -> dict[str, list[str]] | None:
+    """LEADPUSH_PREFERENCE_CHANNELS (JSON: category -> the push channels people may choose) or None (all).
+
+    Categories not listed allow every personal channel. Raises ValueError naming the variable.
+    """
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    data = raw
+    if isinstance(raw, str):
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise ValueError(f"LEADPUSH_PREFERENCE_CHANNELS is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError("LEADPUSH_PREFERENCE_CHANNELS must be a JSON object: category -> list of channels")
+    out: dict[str, list[str]] = {}
+    for category, channels in data.items():
+        if category not in CATEGORIES:
+            raise ValueError(
+                f"LEADPUSH_PREFERENCE_CHANNELS: unknown category {category!r} (known: {', '.join(CATEGORIES)})"
+            )
+        if not isinstance(channels, list) or any(c not in PERSONAL_CHANNELS for c in channels):
+            raise ValueError(
+                f"LEADPUSH_PREFERENCE_CHANNELS[{category!r}] must be a list of {', '.join(PERSONAL_CHANNELS)}"
+            )
+        out[category] = list(dict.fromkeys(channels))
+    return out
 
 
 def parse_policy(raw: str | None) -> ChannelPolicy:

@@ -20,3 +20,7 @@ class WechatSubscription(Base):
     template_id: Mapped[str] = mapped_column(String(128))
     credits: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The last answer wx.requestSubscribeMessage gave for this template (accept | reject | ban | filter) and
+    # when: "ban" (subscriptions switched off) and "filter" tell the client to ask the user to re-enable.
+    last_result: Mapped[str | None] = mapped_column(String(16))
+    last_result_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

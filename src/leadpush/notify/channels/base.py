@@ -36,6 +36,20 @@ class DeliveryJob:
     created_at: datetime
     recipient: Recipient
     lease_holder: str | None = None  # the worker that claimed it (workers.id)
+    # A digest: the other notifications this delivery carries (folded at claim; see notify/digest.py).
+    folded: tuple[FoldedNote, ...] = ()
+
+
+@dataclass(frozen=True)
+class FoldedNote:
+    """A notification carried by another delivery's digest message."""
+
+    notification_id: int
+    kind: str
+    title: str
+    body: str
+    payload: dict[str, Any]
+    created_at: datetime
 
 
 def lease_left(job: DeliveryJob, now: datetime) -> float:
@@ -50,6 +64,8 @@ class SendResult:
     provider_id: str | None = None
     # For "retry": the earliest sensible next try (seconds), e.g. a daily quota; None = normal backoff.
     retry_after: float | None = None
+    # The platform's errcode when it answered with one (kept in the delivery's attempt history).
+    errcode: int | None = None
 
     @classmethod
     def sent(cls, provider_id: str | None = None, detail: str = "") -> SendResult:
