@@ -194,26 +194,55 @@ def _reservation_key(delivery_id: int) -> str:
     return f"wechat-credit:{delivery_id}"
 
 
-def reserve_credit(db: Database, user_id: int, template_id: str, delivery_id: int, now: datetime) -> bool:
-    """Take one credit for this delivery (or find the one an earlier attempt took); False = none left."""
+@dataclass(frozen=True)
+class Reservation:
+    """The answer of `reserve_credit`: truthy when the delivery holds a credit now."""
+
+    taken: bool
+    left: int  # the balance after the reservation (when taken) or as found (when not)
+
+    def __bool__(self) -> bool:
+        return self.taken
+
+
+def reserve_credit(
+    db: Database, user_id: int, template_id: str, delivery_id: int, now: datetime, keep: int = 0
+) -> Reservation:
+    """Take one credit for this delivery (or find the one an earlier attempt took), leaving at least `keep`
+    credits untouched: the decrement is conditional (`credits > keep`), so concurrent sends never take
+    what is kept. Not taken: `left` says why (0 = none at all, else only the kept ones are left)."""
     key = _reservation_key(delivery_id)
+    sub = (WechatSubscription.user_id == user_id, WechatSubscription.template_id == template_id)
     with db.write() as session:
         if session.get(KeyValue, key) is not None:
-            return True
+            return Reservation(True, _balance(session, user_id, template_id))
         taken = session.execute(
             update(WechatSubscription)
-            .where(
-                WechatSubscription.user_id == user_id,
-                WechatSubscription.template_id == template_id,
-                WechatSubscription.credits > 0,
-            )
+            .where(*sub, WechatSubscription.credits > max(0, keep))
             .values(credits=WechatSubscription.credits - 1, updated_at=now)
             .execution_options(synchronize_session=False)
         )
         if rows_changed(taken) != 1:
-            return False
+            return Reservation(False, _balance(session, user_id, template_id))
         session.add(KeyValue(key=key, value=f"{user_id}:{template_id}", expires_at=None))
-        return True
+        return Reservation(True, _balance(session, user_id, template_id))
+
+
+def spendable(db: Database, user_id: int, template_id: str, delivery_id: int, keep: int = 0) -> Reservation:
+    """What `reserve_credit` would answer, without taking anything (a read)."""
+    with db.read() as session:
+        left = _balance(session, user_id, template_id)
+        held = session.get(KeyValue, _reservation_key(delivery_id)) is not None
+    return Reservation(held or left > max(0, keep), left)
+
+
+def _balance(session: Session, user_id: int, template_id: str) -> int:
+    found = session.scalar(
+        select(WechatSubscription.credits).where(
+            WechatSubscription.user_id == user_id, WechatSubscription.template_id == template_id
+        )
+    )
+    return int(found or 0)
 
 
 def settle_credit(
