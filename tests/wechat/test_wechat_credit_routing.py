@@ -187,8 +187,8 @@ def test_without_wecom_45009_waits_for_midnight_without_calling_wechat_in_vain(w
     midnight = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), tzinfo=tz)
     w.ctx.clock.set(midnight + timedelta(minutes=61))
     w.ctx.signals.notifications_committed(set())
-    wait_for(lambda: len(w.fake.state.get_messages("subscribe")) == 2, 15)
-    assert {w.of(n)["wechat"].status for n in (note1, note2)} == {"sent"}
+    wait_for(lambda: {w.of(n)["wechat"].status for n in (note1, note2)} == {"sent"}, 15)
+    assert len(w.fake.state.get_messages("subscribe")) == 2
     assert w.credits(w.erin) == 0
 
 
