@@ -69,7 +69,11 @@ def test_each_accept_is_one_credit(api: Api) -> None:
     )
     assert r.status_code == 200, r.text
     data = r.json()["data"]
-    assert {k: data[k] for k in ("templateId", "credits", "added")} == {"templateId": TEMPLATE, "credits": 1, "added": 1}
+    assert {k: data[k] for k in ("templateId", "credits", "added")} == {
+        "templateId": TEMPLATE,
+        "credits": 1,
+        "added": 1,
+    }
     # The reject is kept too (its template's last answer; see test_subscribe_answers.py), with no credit.
     assert data["templates"] == {TEMPLATE: 1, "TPL-other": 0}
     for outcome in ("accept", "accept", "reject", "ban", "filter"):

@@ -46,7 +46,9 @@ class Env:
         tokens = TokenCache(f"wechat:{APPID}", fetch, DbStore(ctx.db, ctx.clock), ctx.clock, s.token_refresh_margin)
         return WechatChannel(ctx, tokens, client)
 
-    def job(self, delivery_id: int, kind: str = "customer_assigned", folded: tuple[FoldedNote, ...] = ()) -> DeliveryJob:
+    def job(
+        self, delivery_id: int, kind: str = "customer_assigned", folded: tuple[FoldedNote, ...] = ()
+    ) -> DeliveryJob:
         return DeliveryJob(
             delivery_id=delivery_id,
             channel="wechat",
@@ -91,7 +93,9 @@ def env(fake: FakeWeChatServer, channel_db_url: str) -> Iterator[Env]:
     )
     wipe(ctx)
     with ctx.db.write() as session:
-        user, _ = create_user(session, name="李丽", role="sales", team="A", create_missing_team=True, wechat_openid=OPENID)
+        user, _ = create_user(
+            session, name="李丽", role="sales", team="A", create_missing_team=True, wechat_openid=OPENID
+        )
         user_id = user.id
     yield Env(ctx, fake, user_id)
     ctx.db.dispose()
@@ -127,7 +131,9 @@ def test_racing_warnings_never_take_the_reserved_credit(env: Env) -> None:
 
 def test_a_digest_carrying_a_new_lead_may_take_the_last_credit(env: Env) -> None:
     env.give(1)
-    note = FoldedNote(7, "customer_assigned", "您有一条新线索：李四", "", dict(LEAD), datetime(2026, 11, 24, 2, 0, tzinfo=UTC))
+    note = FoldedNote(
+        7, "customer_assigned", "您有一条新线索：李四", "", dict(LEAD), datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+    )
     [result] = send(env.channel(), env.job(1, "transfer_warning", folded=(note,)))
     assert result.outcome == "sent"
     assert env.credits() == 0

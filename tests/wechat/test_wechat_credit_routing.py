@@ -10,8 +10,8 @@ over real HTTP.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -92,9 +92,11 @@ class World:
 
     def settled(self, notification_id: int) -> dict[str, Delivery]:
         return wait_for(
-            lambda: (r := self.of(notification_id))
-            and all(d.status not in ("pending", "sending") for d in r.values())
-            and r,
+            lambda: (
+                (r := self.of(notification_id))
+                and all(d.status not in ("pending", "sending") for d in r.values())
+                and r
+            ),
             15,
         )
 

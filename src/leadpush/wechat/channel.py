@@ -47,6 +47,7 @@ def carries_new_lead(job: DeliveryJob) -> bool:
     """A new-lead notice, or a digest carrying one: these may spend the last credits."""
     return job.kind in NEW_LEAD_KINDS or any(note.kind in NEW_LEAD_KINDS for note in job.folded)
 
+
 log = logging.getLogger(__name__)
 
 
@@ -144,7 +145,9 @@ class WechatChannel:
     async def _mark_quota_exhausted(self) -> None:
         """Tell every worker not to call WeChat again before the local midnight (best effort)."""
         try:
-            await to_thread.run_sync(mark_exhausted, self.ctx.db, self.appid, self.ctx.clock.now(), self.ctx.settings.tz)
+            await to_thread.run_sync(
+                mark_exhausted, self.ctx.db, self.appid, self.ctx.clock.now(), self.ctx.settings.tz
+            )
         except Exception as exc:  # noqa: BLE001 - the send's own answer matters more than the marker
             log.warning("记录微信今日调用已达上限失败：%s", type(exc).__name__)
 
