@@ -174,19 +174,19 @@ def test_without_wecom_45009_waits_for_midnight_without_calling_wechat_in_vain(w
     assert wechat.next_attempt_at is not None and wechat.next_attempt_at > w.ctx.clock.now() + timedelta(minutes=5)
     assert w.subscribe_calls() == 1
 
-    # Another notice the same day waits too, without a call.
+    # Another notice the same day waits too, without a call, until the quota resets at the local midnight.
+    tz = w.ctx.settings.tz
+    local = w.ctx.clock.now().astimezone(tz)
+    midnight = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), tzinfo=tz)
     second = w.assign(w.erin, "李四")
     note2 = w.note_of(second, "customer_assigned")
     waiting = wait_for(lambda: (d := w.of(note2).get("wechat")) and d.status == "failed" and d, 15)
     assert "45009" in (waiting.last_error or "")
-    assert waiting.next_attempt_at is not None and waiting.next_attempt_at > w.ctx.clock.now() + timedelta(minutes=5)
+    assert waiting.next_attempt_at is not None and waiting.next_attempt_at >= midnight
     assert w.subscribe_calls() == 1
     assert "wecom" not in w.of(note2)
 
     # After the local midnight WeChat is asked again, and both arrive.
-    tz = w.ctx.settings.tz
-    local = w.ctx.clock.now().astimezone(tz)
-    midnight = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), tzinfo=tz)
     w.ctx.clock.set(midnight + timedelta(minutes=61))
     w.ctx.signals.notifications_committed(set())
     wait_for(lambda: {w.of(n)["wechat"].status for n in (note1, note2)} == {"sent"}, 15)

@@ -34,6 +34,7 @@ from leadpush.wechat.quota import exhausted_until, mark_exhausted
 SEND_PATH = "/cgi-bin/message/subscribe/send"
 NO_CREDIT = "无订阅次数（no credit）：用户未在小程序中允许接收，或次数已用完"
 QUOTA_GIVE_WAY = "微信今日调用已达上限（45009）"
+RESET_MARGIN = 5.0  # seconds after the local midnight before WeChat is tried again
 QUOTA_WAIT = "已达微信接口每日调用上限（45009），稍后重试"
 QUOTA_MARKED = "微信今日调用已达上限（45009），今日不再调用，零点后重试"
 NEW_LEAD_KINDS = frozenset(CATEGORIES["new_leads"])
@@ -54,8 +55,8 @@ log = logging.getLogger(__name__)
 def seconds_until_quota_resets(now: datetime, tz: Any, cap: float) -> float:
     """WeChat's daily quota resets at midnight (Beijing time); try then, or after `cap` if sooner."""
     local = now.astimezone(tz)
-    midnight = (local + timedelta(days=1)).replace(hour=0, minute=0, second=5, microsecond=0)
-    return max(1.0, min(cap, (midnight - local).total_seconds()))
+    midnight = (local + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return max(1.0, min(cap, (midnight - local).total_seconds() + RESET_MARGIN))
 
 
 def _bad_field(errmsg: str) -> str:
@@ -111,12 +112,15 @@ class WechatChannel:
             return SendResult.skipped("用户未绑定小程序 openid")
         db, user_id, now = self.ctx.db, job.recipient.id, self.ctx.clock.now()
         keep = self.keep_for(job)
-        if await to_thread.run_sync(exhausted_until, db, self.appid, now) is not None:
-            # Today's quota is used up: no call. Say "no credit" rather than wait, if that is the truth.
+        resets = await to_thread.run_sync(exhausted_until, db, self.appid, now)
+        if resets is not None:
+            # Today's quota is used up: no call. Say "no credit" rather than wait, if that is the truth;
+            # else give way, or wait until the quota resets (known now: no point in trying before).
             could = await to_thread.run_sync(spendable, db, user_id, self.template_id, job.delivery_id, keep)
             if not could:
                 return SendResult.skipped(_not_reserved(could))
-            return SendResult("retry", QUOTA_MARKED, retry_after=self.quota_wait(now), give_way=QUOTA_GIVE_WAY)
+            wait = max(1.0, (resets - now).total_seconds() + RESET_MARGIN)
+            return SendResult("retry", QUOTA_MARKED, retry_after=wait, give_way=QUOTA_GIVE_WAY)
         reserved = await to_thread.run_sync(reserve_credit, db, user_id, self.template_id, job.delivery_id, now, keep)
         if not reserved:
             return SendResult.skipped(_not_reserved(reserved))
@@ -145,11 +149,13 @@ class WechatChannel:
     async def _mark_quota_exhausted(self) -> None:
         """Tell every worker not to call WeChat again before the local midnight (best effort)."""
         try:
-            await to_thread.run_sync(
+            until = await to_thread.run_sync(
                 mark_exhausted, self.ctx.db, self.appid, self.ctx.clock.now(), self.ctx.settings.tz
             )
         except Exception as exc:  # noqa: BLE001 - the send's own answer matters more than the marker
             log.warning("记录微信今日调用已达上限失败：%s", type(exc).__name__)
+        else:
+            log.warning("微信今日调用已达上限（45009），%s 前不再调用微信", until.isoformat(timespec="minutes"))
 
     async def _settle(self, job: DeliveryJob, outcome: Settlement) -> None:
         """Settle the credit without letting a slow or failing database hold back WeChat's answer.
