@@ -23,7 +23,8 @@ from leadpush.tencent.store import DbStore
 from leadpush.tencent.tokens import TokenCache
 from leadpush.users.service import create_user
 from leadpush.wechat.channel import NO_CREDIT, WechatChannel, token_fetcher
-from leadpush.wechat.credits import add_credits, credits_of
+from leadpush.wechat.credits import add_credits, credits_of, reserve_credit
+from leadpush.wechat.quota import mark_exhausted
 
 OPENID = "o-alice-reserve"
 LEAD = {"customerId": 42, "customerName": "张三", "customerPhone": "13800138000", "source": "抖音广告"}
@@ -192,3 +193,15 @@ def test_with_the_quota_used_up_a_kept_credit_still_skips_at_once(env: Env) -> N
     assert (warning.outcome, warning.detail) == ("skipped", KEPT)
     assert env.calls() == 1
     assert env.credits() == 1
+
+
+def test_a_credit_reserved_by_a_crashed_attempt_goes_back_when_the_quota_is_used_up(env: Env) -> None:
+    env.give(2)
+    with_reservation = env.job(5)
+    assert reserve_credit(env.ctx.db, env.user_id, TEMPLATE, 5, env.ctx.clock.now())  # then the worker died
+    assert env.credits() == 1
+    mark_exhausted(env.ctx.db, APPID, env.ctx.clock.now(), env.ctx.settings.tz)
+    [result] = send(env.channel(), with_reservation)
+    assert result.outcome == "retry" and result.give_way
+    assert env.credits() == 2
+    assert env.calls() == 0

@@ -39,6 +39,8 @@ QUOTA_WAIT = "已达微信接口每日调用上限（45009），稍后重试"
 QUOTA_MARKED = "微信今日调用已达上限（45009），今日不再调用，零点后重试"
 NEW_LEAD_KINDS = frozenset(CATEGORIES["new_leads"])
 
+log = logging.getLogger(__name__)
+
 
 def kept_for_new_leads(left: int) -> str:
     return f"订阅次数仅剩 {left} 次，留给新线索"
@@ -47,9 +49,6 @@ def kept_for_new_leads(left: int) -> str:
 def carries_new_lead(job: DeliveryJob) -> bool:
     """A new-lead notice, or a digest carrying one: these may spend the last credits."""
     return job.kind in NEW_LEAD_KINDS or any(note.kind in NEW_LEAD_KINDS for note in job.folded)
-
-
-log = logging.getLogger(__name__)
 
 
 def seconds_until_quota_resets(now: datetime, tz: Any, cap: float) -> float:
@@ -119,6 +118,7 @@ class WechatChannel:
             could = await to_thread.run_sync(spendable, db, user_id, self.template_id, job.delivery_id, keep)
             if not could:
                 return SendResult.skipped(_not_reserved(could))
+            await self._settle(job, "refund")  # a credit an earlier, crashed attempt reserved goes back
             wait = max(1.0, (resets - now).total_seconds() + RESET_MARGIN)
             return SendResult("retry", QUOTA_MARKED, retry_after=wait, give_way=QUOTA_GIVE_WAY)
         reserved = await to_thread.run_sync(reserve_credit, db, user_id, self.template_id, job.delivery_id, now, keep)
