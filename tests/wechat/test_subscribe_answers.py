@@ -102,3 +102,11 @@ def test_an_answer_it_does_not_know_is_ignored(api: Api) -> None:
     answer = ok(c.post("/api/wechat/subscriptions", json={"errMsg": OK, TEMPLATE: "maybe"}))
     assert answer["added"] == 0
     assert mine(api, alice)["subscriptions"][TEMPLATE]["lastResult"] == "reject"
+
+
+def test_the_openapi_lists_the_answers_and_prompts(api: Api) -> None:
+    r = api.client().get("/openapi.json")
+    assert r.status_code == 200
+    sub = r.json()["components"]["schemas"]["SubscriptionOut"]["properties"]
+    assert all(answer in str(sub["lastResult"]) for answer in ("accept", "reject", "ban", "filter"))
+    assert all(prompt in str(sub["prompt"]) for prompt in ("enable_in_settings", "ask_again"))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
@@ -111,7 +111,7 @@ def record_answers(session: Session, user_id: int, answers: dict[str, str], now:
 class SubscriptionState:
     template_id: str
     credits: int
-    last_result: str | None
+    last_result: Answer | None
     last_result_at: datetime | None
 
     @property
@@ -142,7 +142,8 @@ def subscriptions_of(session: Session, user_id: int) -> dict[str, SubscriptionSt
             WechatSubscription.last_result_at,
         ).where(WechatSubscription.user_id == user_id)
     )
-    return {tid: SubscriptionState(tid, n, last, at) for tid, n, last, at in rows}
+    # Only ANSWERS are ever stored (record_answers).
+    return {tid: SubscriptionState(tid, n, cast("Answer | None", last), at) for tid, n, last, at in rows}
 
 
 def add_credits(session: Session, user_id: int, template_ids: list[str], now: datetime) -> None:

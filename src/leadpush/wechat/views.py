@@ -70,7 +70,7 @@ class CreditsOut(CamelModel):
 def _subscription_out(state: credits.SubscriptionState) -> SubscriptionOut:
     return SubscriptionOut(
         credits=state.credits,
-        last_result=state.last_result,  # type: ignore[arg-type]  # only ANSWERS are stored
+        last_result=state.last_result,
         last_result_at=state.last_result_at,
         prompt=state.prompt,
         hint=state.hint,
