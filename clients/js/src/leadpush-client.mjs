@@ -472,7 +472,9 @@ export class LeadpushClient {
    * Ask for WeChat subscribe-message credits: calls wx.requestSubscribeMessage({tmplIds}) right
    * away (call this from a tap handler) and posts the result map as-is to
    * POST /api/wechat/subscriptions. Resolves with the server's answer
-   * ({templateId, credits, added, templates}).
+   * ({templateId, credits, added, templates, subscriptions, prompt, hint}): `prompt` is
+   * 'enable_in_settings' (the user switched subscription messages off: show `hint`, e.g. then
+   * wx.openSetting), 'ask_again' (rejected, filtered or no credit left: ask on a later tap) or null.
    */
   requestCredits(templateIds) {
     const ids = Array.isArray(templateIds) ? templateIds : [templateIds];
@@ -486,6 +488,15 @@ export class LeadpushClient {
       return Promise.reject(e);
     }
     return Promise.resolve(asked).then((result) => this._http('POST', '/api/wechat/subscriptions', result));
+  }
+
+  /**
+   * The signed-in user's subscribe-message credits and what to prompt: GET /api/wechat/subscriptions
+   * ({templateId, credits, templates, subscriptions, prompt, hint}, as requestCredits resolves with).
+   * Works on every transport (read-only).
+   */
+  credits() {
+    return this._http('GET', '/api/wechat/subscriptions');
   }
 
   // ---- events and state -------------------------------------------------------------------

@@ -23,6 +23,7 @@ before(async () => {
     ['孙悦', 'sales'],
     ['周芳', 'sales'],
     ['吴昊', 'sales'],
+    ['郑爽', 'sales'],
   ]);
   refusedUrl = `ws://127.0.0.1:${await freePort()}/ws`; // nothing listens there: connection refused
 });
@@ -217,6 +218,23 @@ test('requestCredits posts the subscribe result; the server counts one credit', 
   const mine = await server.api(sales.token, 'GET', '/api/wechat/subscriptions');
   assert.equal(mine.credits, 1);
   assert.deepEqual(mine.templates, { [TEMPLATE_ID]: 1 });
+});
+
+test('a ban is kept: the answer and credits() tell the mini program to re-enable in the settings', async () => {
+  const sales = users[6];
+  const wx = createWx({ refusedUrl, subscribeResult: { errMsg: 'requestSubscribeMessage:ok', [TEMPLATE_ID]: 'ban' } });
+  const client = makeClient(sales, wx);
+  const before = await client.credits();
+  assert.equal(before.credits, 0);
+  assert.equal(before.prompt, 'ask_again', 'no credit yet: ask');
+  const answer = await client.requestCredits([TEMPLATE_ID]);
+  assert.equal(answer.added, 0);
+  assert.equal(answer.prompt, 'enable_in_settings');
+  assert.match(answer.hint, /设置/);
+  const mine = await client.credits();
+  assert.equal(mine.prompt, 'enable_in_settings');
+  assert.equal(mine.subscriptions[TEMPLATE_ID].lastResult, 'ban');
+  assert.equal(typeof mine.subscriptions[TEMPLATE_ID].lastResultAt, 'string');
 });
 
 test("a subscribe result the server refuses rejects with the server's code and message", async () => {

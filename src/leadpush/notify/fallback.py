@@ -100,6 +100,35 @@ def sent_alternative(ctx: AppContext, job: DeliveryJob, chain: Chain) -> str | N
     return None
 
 
+def next_usable(ctx: AppContext, job: DeliveryJob, chain: Chain) -> str | None:
+    """The first channel after `job`'s in its chain that could reach the user now (bound and configured)."""
+    r = job.recipient
+    rest = chain[chain.index(job.channel) + 1 :] if job.channel in chain else ()
+    for channel in rest:
+        if judge(ctx.settings, channel, r.wechat_openid, r.wecom_userid, _self_action(job)).usable:
+            return channel
+    return None
+
+
+def give_way(ctx: AppContext, job: DeliveryJob, chain: Chain, why: str, now: datetime) -> str | None:
+    """Hand `job` over to its chain's next usable channel now (e.g. WeChat's quota is used up for today).
+
+    Returns that channel once its row exists (created now, or by an earlier attempt of this delivery), or
+    None when the chain has no usable next channel: then the delivery keeps waiting instead.
+    """
+    target = next_usable(ctx, job, chain)
+    if target is None:
+        return None
+    used = create_fallback(ctx, job, chain, why, now)
+    if used is not None:
+        return used
+    with ctx.db.read() as session:
+        there = session.scalar(
+            select(Delivery.id).where(Delivery.notification_id == job.notification_id, Delivery.channel == target)
+        )
+    return target if there is not None else None
+
+
 class FallbackChannel:
     """Wraps a channel: applies the policy's "one of" chains around its sends."""
 
@@ -116,6 +145,14 @@ class FallbackChannel:
         if other is not None:
             return SendResult.skipped(f"已改由{NAMES.get(other, other)}发送，不再重复")
         result = await self.inner.send(job)
+        if result.outcome == "retry" and result.give_way:
+            # The channel cannot deliver for a long while: hand over now if the chain can, else wait.
+            now = self.ctx.clock.now()
+            used = await to_thread.run_sync(give_way, self.ctx, job, chain, result.give_way, now)
+            if used is not None:
+                log.info("投递 %s（%s）暂不可用，已改用 %s", job.delivery_id, job.channel, used)
+                detail = f"{result.give_way}，已改用{NAMES.get(used, used)}"
+                return SendResult("skipped", detail, errcode=result.errcode)
         final = result.outcome in ("skipped", "permanent") or (
             result.outcome == "retry" and job.attempts >= self.ctx.settings.delivery_max_attempts
         )

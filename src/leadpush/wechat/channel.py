@@ -1,7 +1,13 @@
 """The WeChat channel: mini-program subscribe messages, paid for with the user's one-time credits.
 
 Each send reserves a credit before calling WeChat and settles it by the answer (see credits.py); a
-delivery with no credit is skipped without calling WeChat.
+delivery with no credit is skipped without calling WeChat. The last LEADPUSH_WECHAT_CREDIT_RESERVE credits
+are for new leads: any other kind finding no more than that is skipped too, so its chain's next channel
+(WeCom) takes over.
+
+45009 (the daily quota) is remembered until the local midnight by every worker (quota.py): until then no
+send calls WeChat. Such a delivery asks to give way (`SendResult.give_way`): with a usable next channel in
+its chain, `notify.fallback` hands over at once; without one, it waits for the quota to reset.
 """
 
 from __future__ import annotations
@@ -17,23 +23,39 @@ from anyio import to_thread
 
 from leadpush.context import AppContext
 from leadpush.notify.channels.base import DeliveryJob, SendResult, lease_left
+from leadpush.notify.policy import CATEGORIES
 from leadpush.tencent.client import ApiReply, call_platform, call_with_token, issued_token
 from leadpush.tencent.errcodes import retry_for, short_errmsg
 from leadpush.tencent.tokens import Fetch, TokenCache, TokenUnavailable, shared_token_cache
-from leadpush.wechat.credits import Settlement, reserve_credit, settle_credit
+from leadpush.wechat.credits import Reservation, Settlement, reserve_credit, settle_credit, spendable
 from leadpush.wechat.format import subscribe_page, template_data, template_fields
+from leadpush.wechat.quota import exhausted_until, mark_exhausted
 
 SEND_PATH = "/cgi-bin/message/subscribe/send"
 NO_CREDIT = "无订阅次数（no credit）：用户未在小程序中允许接收，或次数已用完"
+QUOTA_GIVE_WAY = "微信今日调用已达上限（45009）"
+RESET_MARGIN = 5.0  # seconds after the local midnight before WeChat is tried again
+QUOTA_WAIT = "已达微信接口每日调用上限（45009），稍后重试"
+QUOTA_MARKED = "微信今日调用已达上限（45009），今日不再调用，零点后重试"
+NEW_LEAD_KINDS = frozenset(CATEGORIES["new_leads"])
 
 log = logging.getLogger(__name__)
+
+
+def kept_for_new_leads(left: int) -> str:
+    return f"订阅次数仅剩 {left} 次，留给新线索"
+
+
+def carries_new_lead(job: DeliveryJob) -> bool:
+    """A new-lead notice, or a digest carrying one: these may spend the last credits."""
+    return job.kind in NEW_LEAD_KINDS or any(note.kind in NEW_LEAD_KINDS for note in job.folded)
 
 
 def seconds_until_quota_resets(now: datetime, tz: Any, cap: float) -> float:
     """WeChat's daily quota resets at midnight (Beijing time); try then, or after `cap` if sooner."""
     local = now.astimezone(tz)
-    midnight = (local + timedelta(days=1)).replace(hour=0, minute=0, second=5, microsecond=0)
-    return max(1.0, min(cap, (midnight - local).total_seconds()))
+    midnight = (local + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return max(1.0, min(cap, (midnight - local).total_seconds() + RESET_MARGIN))
 
 
 def _bad_field(errmsg: str) -> str:
@@ -42,6 +64,10 @@ def _bad_field(errmsg: str) -> str:
         return m.group(0)
     m = re.search(r"\b([a-z_]+) invalid", errmsg)
     return m.group(1) if m else short_errmsg(errmsg)
+
+
+def _not_reserved(found: Reservation) -> str:
+    return NO_CREDIT if found.left <= 0 else kept_for_new_leads(found.left)
 
 
 class WechatChannel:
@@ -54,6 +80,7 @@ class WechatChannel:
         self.tokens = tokens
         self.client = client
         self.template_id = s.wechat_template_id
+        self.appid = s.wechat_appid or ""
         self.field_map = s.wechat_field_map
         self.url = s.wechat_api_base.rstrip("/") + SEND_PATH
         self._settling: set[asyncio.Future[None]] = set()
@@ -71,12 +98,32 @@ class WechatChannel:
         body["data"] = template_data(fields, self.field_map, s.tz, s.wechat_mask_phone, job.created_at)
         return body
 
+    def keep_for(self, job: DeliveryJob) -> int:
+        """Credits this delivery must leave untouched: none for a new lead, else the reserve."""
+        return 0 if carries_new_lead(job) else self.ctx.settings.wechat_credit_reserve
+
+    def quota_wait(self, now: datetime) -> float:
+        s = self.ctx.settings
+        return seconds_until_quota_resets(now, s.tz, s.wechat_quota_retry_seconds)
+
     async def send(self, job: DeliveryJob) -> SendResult:
         if not job.recipient.wechat_openid:
             return SendResult.skipped("用户未绑定小程序 openid")
         db, user_id, now = self.ctx.db, job.recipient.id, self.ctx.clock.now()
-        if not await to_thread.run_sync(reserve_credit, db, user_id, self.template_id, job.delivery_id, now):
-            return SendResult.skipped(NO_CREDIT)
+        keep = self.keep_for(job)
+        resets = await to_thread.run_sync(exhausted_until, db, self.appid, now)
+        if resets is not None:
+            # Today's quota is used up: no call. Say "no credit" rather than wait, if that is the truth;
+            # else give way, or wait until the quota resets (known now: no point in trying before).
+            could = await to_thread.run_sync(spendable, db, user_id, self.template_id, job.delivery_id, keep)
+            if not could:
+                return SendResult.skipped(_not_reserved(could))
+            await self._settle(job, "refund")  # a credit an earlier, crashed attempt reserved goes back
+            wait = max(1.0, (resets - now).total_seconds() + RESET_MARGIN)
+            return SendResult("retry", QUOTA_MARKED, retry_after=wait, give_way=QUOTA_GIVE_WAY)
+        reserved = await to_thread.run_sync(reserve_credit, db, user_id, self.template_id, job.delivery_id, now, keep)
+        if not reserved:
+            return SendResult.skipped(_not_reserved(reserved))
         body = self.message_body(job)
 
         async def post(token: str) -> ApiReply:
@@ -93,9 +140,22 @@ class WechatChannel:
         else:
             result = self.classify(reply)
             none_left = reply.errcode == 43101
+            if reply.errcode == 45009:
+                await self._mark_quota_exhausted()
         outcome: Settlement = "spent" if result.outcome == "sent" else "none_left" if none_left else "refund"
         await self._settle(job, outcome)
         return result
+
+    async def _mark_quota_exhausted(self) -> None:
+        """Tell every worker not to call WeChat again before the local midnight (best effort)."""
+        try:
+            until = await to_thread.run_sync(
+                mark_exhausted, self.ctx.db, self.appid, self.ctx.clock.now(), self.ctx.settings.tz
+            )
+        except Exception as exc:  # noqa: BLE001 - the send's own answer matters more than the marker
+            log.warning("记录微信今日调用已达上限失败：%s", type(exc).__name__)
+        else:
+            log.warning("微信今日调用已达上限（45009），%s 前不再调用微信", until.isoformat(timespec="minutes"))
 
     async def _settle(self, job: DeliveryJob, outcome: Settlement) -> None:
         """Settle the credit without letting a slow or failing database hold back WeChat's answer.
@@ -128,7 +188,6 @@ class WechatChannel:
         if code == 0:
             msgid = reply.data.get("msgid")
             return SendResult.sent(provider_id=None if msgid is None else str(msgid))
-        s = self.ctx.settings
         if code == 43101:
             return SendResult.permanent("用户没有可用的订阅次数（43101），已将次数清零")
         if code == 40003:
@@ -143,9 +202,9 @@ class WechatChannel:
             )
         if code == 47003:
             return SendResult.permanent(f"模板数据不符合格式要求（47003）：{_bad_field(msg)}")
-        if code == 45009:
-            wait = seconds_until_quota_resets(self.ctx.clock.now(), s.tz, s.wechat_quota_retry_seconds)
-            return SendResult.retry("已达微信接口每日调用上限（45009），稍后重试", retry_after=wait)
+        if code == 45009:  # give way to the chain's next channel now, else wait for the quota to reset
+            wait = self.quota_wait(self.ctx.clock.now())
+            return SendResult("retry", QUOTA_WAIT, retry_after=wait, errcode=code, give_way=QUOTA_GIVE_WAY)
         return retry_for("微信", code, msg)
 
     async def aclose(self) -> None:

@@ -3,7 +3,8 @@ results."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 from anyio import to_thread
 from fastapi import APIRouter, Body, Request
@@ -35,16 +36,64 @@ class BindingOut(CamelModel):
     credits: int = Field(description="当前模板剩余的订阅消息次数")
 
 
+PROMPT_DESCRIPTION = (
+    "小程序应提示用户做什么：enable_in_settings = 用户关闭了订阅消息（上次结果为 ban），请引导其到小程序"
+    "「设置 → 订阅消息」重新开启；ask_again = 上次拒绝 / 被过滤，或次数已用完，请在用户下次点击时再次调用 "
+    "wx.requestSubscribeMessage；null = 无需提示"
+)
+
+
+class SubscriptionOut(CamelModel):
+    credits: int = Field(description="该模板剩余次数")
+    last_result: Literal["accept", "reject", "ban", "filter"] | None = Field(
+        description="wx.requestSubscribeMessage 对该模板的最近一次结果（从未上报为 null）"
+    )
+    last_result_at: datetime | None = Field(description="最近一次结果的上报时间")
+    prompt: Literal["enable_in_settings", "ask_again"] | None = Field(description=PROMPT_DESCRIPTION)
+    hint: str | None = Field(description="给用户看的中文提示（prompt 为 null 时为 null）")
+
+
 class CreditsOut(CamelModel):
     template_id: str | None = Field(description="本部署使用的订阅消息模板")
     credits: int = Field(description="该模板剩余次数：每次 accept 加一，每发送成功一条减一")
     added: int = 0
     templates: dict[str, int] = Field(description="各模板的剩余次数")
+    subscriptions: dict[str, SubscriptionOut] = Field(
+        description="各模板的次数、最近一次订阅结果与应给用户的提示（总含本部署的模板）"
+    )
+    prompt: Literal["enable_in_settings", "ask_again"] | None = Field(
+        description="本部署模板的提示（同 subscriptions[templateId].prompt）：" + PROMPT_DESCRIPTION
+    )
+    hint: str | None = Field(description="本部署模板的中文提示文字")
 
 
-def _credits_out(ctx: Ctx, templates: dict[str, int], added: int = 0) -> CreditsOut:
+def _subscription_out(state: credits.SubscriptionState) -> SubscriptionOut:
+    return SubscriptionOut(
+        credits=state.credits,
+        last_result=state.last_result,
+        last_result_at=state.last_result_at,
+        prompt=state.prompt,
+        hint=state.hint,
+    )
+
+
+def _credits_out(ctx: Ctx, stored: dict[str, credits.SubscriptionState], added: int = 0) -> CreditsOut:
+    """The user's templates as stored, and the deployment's template even when never asked for yet."""
     tid = ctx.settings.wechat_template_id
-    return CreditsOut(template_id=tid, credits=templates.get(tid or "", 0), added=added, templates=templates)
+    states = dict(stored)
+    if tid and tid not in states:
+        states[tid] = credits.SubscriptionState(tid, 0, None, None)
+    subs = {t: _subscription_out(state) for t, state in sorted(states.items())}
+    mine = subs.get(tid) if tid else None
+    return CreditsOut(
+        template_id=tid,
+        credits=mine.credits if mine else 0,
+        added=added,
+        templates={t: state.credits for t, state in stored.items()},
+        subscriptions=subs,
+        prompt=mine.prompt if mine else None,
+        hint=mine.hint if mine else None,
+    )
 
 
 @sign_in_router.post("/miniprogram", response_model=Envelope[SessionOut])
@@ -102,18 +151,23 @@ def report_subscriptions(
         Body(description="wx.requestSubscribeMessage 的返回结果，原样提交"),
     ],
 ) -> Envelope:
-    """Each `accept` in the result is one message the user agreed to receive on that template."""
-    accepted = credits.accepted_templates(result)
+    """Each `accept` in the result is one message the user agreed to receive on that template.
+
+    Every answer (accept / reject / ban / filter) is kept per template as its `lastResult`; the answer says
+    what the mini program should ask of the user (`prompt`, `hint`), as GET does.
+    """
+    answers = credits.subscribe_answers(result)
+    accepted = [tid for tid, answer in answers.items() if answer == "accept"]
     with ctx.db.write() as session:
-        credits.add_credits(session, user.id, accepted, ctx.clock.now())
-        templates = credits.credits_of(session, user.id)
+        credits.record_answers(session, user.id, answers, ctx.clock.now())
+        states = credits.subscriptions_of(session, user.id)
     message = f"已记录 {len(accepted)} 次订阅" if accepted else "没有新的订阅次数"
-    return Envelope(message=message, data=_credits_out(ctx, templates, len(accepted)))
+    return Envelope(message=message, data=_credits_out(ctx, states, len(accepted)))
 
 
 @router.get("/subscriptions", response_model=Envelope[CreditsOut])
 def my_credits(ctx: Ctx, user: CurrentUser) -> Envelope:
-    """The signed-in user's remaining subscribe-message credits."""
+    """The signed-in user's remaining subscribe-message credits, their last answers and what to prompt."""
     with ctx.db.read() as session:
-        templates = credits.credits_of(session, user.id)
-    return Envelope(data=_credits_out(ctx, templates))
+        states = credits.subscriptions_of(session, user.id)
+    return Envelope(data=_credits_out(ctx, states))

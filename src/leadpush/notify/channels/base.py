@@ -66,6 +66,10 @@ class SendResult:
     retry_after: float | None = None
     # The platform's errcode when it answered with one (kept in the delivery's attempt history).
     errcode: int | None = None
+    # For "retry": the channel cannot deliver for a long while (WeChat's daily quota). When its chain has a
+    # usable next channel, `notify.fallback` hands over now: this delivery ends skipped ("<give_way>，已改用…")
+    # and the next channel gets its row at once, instead of waiting for `retry_after`.
+    give_way: str | None = None
 
     @classmethod
     def sent(cls, provider_id: str | None = None, detail: str = "") -> SendResult:
