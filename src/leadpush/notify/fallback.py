@@ -66,6 +66,8 @@ def create_fallback(ctx: AppContext, job: DeliveryJob, chain: Chain, why: str, n
                         status="pending" if usable else "skipped",
                         policy=describe(chain, channel, reason)[:200] if usable else skip_reason,
                         next_attempt_at=now if usable else None,
+                        # A digest falls back as a digest: the next channel carries the same notices.
+                        folds=(sorted({n.notification_id for n in job.folded}) or None) if usable else None,
                         created_at=now,
                         updated_at=now,
                     )
