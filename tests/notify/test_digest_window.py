@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from leadpush_fakes.wechat import SUBSCRIBE_PATH
@@ -17,6 +17,8 @@ from support.channels import TEMPLATE, FakeWeChatServer, leadpush_against
 from support.servers import ServerThread
 
 from leadpush.context import AppContext
+from leadpush.notify.channels.base import DeliveryJob
+from leadpush.notify.dispatcher import claim_due_deliveries
 from leadpush.notify.models import Delivery
 
 WECHAT_WINDOW, WECOM_WINDOW = 30, 600
@@ -221,3 +223,56 @@ def test_a_digest_without_wechat_credit_falls_back_to_one_wecom_card(world: Worl
     assert wecom.folds == wechat[1].folds == sorted(d.notification_id for d in wechat[2:])
     assert [d.status for d in wechat[2:]] == ["merged", "merged"]
     assert len(w.cards()) == 1
+
+
+def claim_at(w: World, when: datetime, holder: str) -> list[DeliveryJob]:
+    """Claim as another worker would at `when` (the running one's clock is still before it)."""
+    ctx = w.api.ctx
+    return claim_due_deliveries(ctx.db, when, 60, 10, holder, (), ctx.settings)
+
+
+def test_a_carrier_taken_over_after_a_crash_sends_the_same_digest(world: World) -> None:
+    w = world
+    alice = w.api.user("李丽", "sales", "A", wechat_openid="o-alice")
+    w.credits(alice, 2)
+    w.assign(alice, "客户一")
+    wait_for(w.subscribes)
+    for name in ("客户二", "客户三", "客户四"):
+        w.assign(alice, name)
+    waiting = held(w, "wechat", 3)
+    due = w.api.ctx.clock.now() + timedelta(seconds=WECHAT_WINDOW)
+    # A worker claims the digest and dies before sending it.
+    [job] = claim_at(w, due, "crashed")
+    assert job.delivery_id == waiting[0].id
+    assert [n.title for n in job.folded] == ["您有一条新线索：客户三", "您有一条新线索：客户四"]
+    assert [d.status for d in w.rows("wechat")[1:]] == ["sending", "merged", "merged"]
+
+    w.nudge(seconds=WECHAT_WINDOW + 61)  # its lease runs out: the running worker takes the carrier over
+    messages = wait_for(lambda: (m := w.subscribes()) and len(m) == 2 and m)
+    assert messages[1]["body"]["data"]["thing1"] == {"value": "您有 3 条新线索"}
+    rows = wait_for(lambda: (r := w.rows("wechat")) and r[1].status == "sent" and r)
+    assert rows[1].attempts == 2 and [d.status for d in rows[2:]] == ["merged", "merged"]
+
+
+def test_a_waiting_row_another_worker_holds_is_left_to_it(world: World) -> None:
+    w = world
+    db = w.api.ctx.db
+    if not db.is_postgres:
+        pytest.skip("row locks (FOR UPDATE SKIP LOCKED) are PostgreSQL's; SQLite has one writer")
+    alice = w.api.user("李丽", "sales", "A", wechat_openid="o-alice")
+    w.credits(alice, 2)
+    w.assign(alice, "客户一")
+    wait_for(w.subscribes)
+    for name in ("客户二", "客户三", "客户四"):
+        w.assign(alice, name)
+    b, c, d = held(w, "wechat", 3)
+    due = w.api.ctx.clock.now() + timedelta(seconds=WECHAT_WINDOW)
+    with db.engine.connect() as other:  # another worker's claim, in the middle of its transaction
+        other.execute(select(Delivery.id).where(Delivery.id == c.id).with_for_update())
+        [job] = claim_at(w, due, "w1")
+        other.rollback()
+    assert job.delivery_id == b.id
+    assert [n.notification_id for n in job.folded] == [d.notification_id]
+    by_id = {r.id: r for r in w.rows("wechat")}
+    assert by_id[c.id].status == "pending" and by_id[c.id].merged_into is None
+    assert by_id[d.id].status == "merged" and by_id[d.id].merged_into == b.id
