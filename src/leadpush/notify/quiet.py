@@ -87,7 +87,7 @@ def _at(day: date, minute: int, tz: ZoneInfo) -> datetime:
 def custom_quiet(start: str | None, end: str | None, now: datetime, tz: ZoneInfo) -> Quiet | None:
     """Quiet from `start` to `end` every day (wrapping midnight when start > end)."""
     s, e = minutes(start), minutes(end)
-    if s is None or e is None or s == e or start is None or end is None:
+    if s is None or e is None or s == e:
         return None
     local = now.astimezone(tz)
     t = local.hour * 60 + local.minute
@@ -154,9 +154,7 @@ def quiet_now(
 def wall_time(when: datetime, tz: ZoneInfo, now: datetime) -> str:
     """When quiet hours end, as an operator reads it: "08:00" within a day, else "周一 09:00"."""
     local, today = when.astimezone(tz), now.astimezone(tz)
-    hm = local.strftime("%H:%M")
-    if local - today < timedelta(hours=24) and (local.date() - today.date()).days <= 1:
+    hm, days = local.strftime("%H:%M"), (local.date() - today.date()).days
+    if local - today < timedelta(hours=24) and days <= 1:
         return hm
-    return (
-        f"{WEEKDAYS[local.weekday()]} {hm}" if (local.date() - today.date()).days < 7 else local.strftime("%m-%d ") + hm
-    )
+    return f"{WEEKDAYS[local.weekday()]} {hm}" if days < 7 else local.strftime("%m-%d ") + hm
