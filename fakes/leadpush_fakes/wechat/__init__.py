@@ -11,7 +11,7 @@ the command).
 from leadpush_fakes.wechat.app import create_app, main, run
 from leadpush_fakes.wechat.faults import ConnectionDropped
 from leadpush_fakes.wechat.rules import SUBSCRIBE_PATH, WECOM_SEND_PATH, check_data_value, data_type_of
-from leadpush_fakes.wechat.state import FakeWeChatState, Fault, TokenRecord
+from leadpush_fakes.wechat.state import FakeWeChatState, Fault, PlatformRefusal, TokenRecord
 
 __all__ = [
     "SUBSCRIBE_PATH",
@@ -19,6 +19,7 @@ __all__ = [
     "ConnectionDropped",
     "FakeWeChatState",
     "Fault",
+    "PlatformRefusal",
     "TokenRecord",
     "check_data_value",
     "create_app",
