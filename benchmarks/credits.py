@@ -10,9 +10,9 @@ credits (so no notice falls back to WeCom):
 - clicks: a manager assigns 100 pool leads one at a time (`PATCH /api/customers/{id}/assign`), round
   robin over the 5, evenly over ~60 s;
 - batch: 100 leads in 5 `POST /api/customers/batch-assign` requests of 20, one per salesperson, back to back;
-- transfer: 100 leads held by 5 other salespeople (no openid, no room for more) pass their deadline of
-  an automatic-transfer rule (no follow-up after assignment, round robin over the team) and one
-  transfer run moves them to the 5.
+- transfer: 100 leads held by 5 other salespeople (no openid, no room for more) for 2 hours are overdue
+  for a new automatic-transfer rule (no follow-up within 1 hour of assignment, round robin over the
+  team): its first run moves them to the 5.
 
 "before" = digest windows 0 (`LEADPUSH_DIGEST_WINDOW_WECHAT=0`, `LEADPUSH_DIGEST_WINDOW_WECOM=0`: every
 notice on its own, as before issue 16); "after" = the defaults (30 s WeChat, 10 s WeCom). Real time, on
@@ -70,7 +70,7 @@ PEOPLE = 5
 GIVEN = 1000  # credits each salesperson has, at the fake and in leadpush (never the limit)
 WINDOWS = {"before": (0.0, 0.0), "after": (30.0, 10.0)}  # (WeChat, WeCom) digest windows at full scale
 CLICKS_SECONDS = 60.0  # the clicks burst at full scale
-TRANSFER_SECONDS = 3.0  # the transfer rule's threshold (the run starts this long after the leads are held)
+TRANSFER_HOURS = 1.0  # the rule's threshold: the held leads were assigned 2 h ago, the moved ones are safe for 1 h
 SCENARIOS = ("clicks", "batch", "transfer")
 DOC = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- credits:begin -->", "<!-- credits:end -->"
@@ -214,17 +214,35 @@ async def batches(dep, manager: BenchUser, people: list[BenchUser], leads: list[
         c.close()
 
 
+def backdate(db_url: str, leads: list[int], hours: float) -> None:
+    """The leads were assigned `hours` ago (and nobody followed up)."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from leadpush.db import Database
+    from leadpush.leads.models import Customer
+
+    db = Database(db_url)
+    try:
+        with db.write() as session:
+            when = datetime.now(UTC) - timedelta(hours=hours)
+            session.execute(update(Customer).where(Customer.id.in_(leads)).values(assigned_at=when))
+    finally:
+        db.dispose()
+
+
 def transfer(dep, admin: BenchUser, team: str, leads: list[int]) -> float:  # noqa: ANN001
-    """Create the rule (the held leads are due TRANSFER_SECONDS after they were assigned); wait for the run."""
+    """Create the rule (the held leads are overdue at once); wait until its run has moved them all."""
     with sync_client(dep.api[0].url, admin.token) as http:
         check(
             http.post(
                 "/api/auto-transfer/rules",
                 json={
-                    "name": f"{TRANSFER_SECONDS:g} 秒未跟进轮流分配",
+                    "name": f"{TRANSFER_HOURS:g} 小时未跟进轮流分配",
                     "team": team,
                     "condition": "no_follow_up_after_assign",
-                    "thresholdHours": TRANSFER_SECONDS / 3600,
+                    "thresholdHours": TRANSFER_HOURS,
                     "action": "round_robin",
                 },
             )
@@ -253,10 +271,12 @@ def scenario(name: str, dep, fake_url: str, scale: float, window: float) -> dict
         )
         (admin,) = make_users(dep.db_url, [{"name": f"管理员{team}", "role": "admin", "team": None}])
         leads = [lead for h in holders for lead in make_leads(dep.db_url, N // PEOPLE, owner_id=h.id)]
+        backdate(dep.db_url, leads, 2 * TRANSFER_HOURS)
         started = time.time()
         transfer(dep, admin, team, leads)
     burst_end = time.time()
-    book = wait_settled(dep.db_url, people, 1 if name == "batch" else N // PEOPLE, timeout=window + 60)
+    # Written by then: every notice of the clicks; at least one per person for a batch or a transfer run.
+    book = wait_settled(dep.db_url, people, N if name == "clicks" else PEOPLE, timeout=window + 60)
     # A digest may still be waiting for its window when the last one of a person's notices was written.
     got = fake_messages(fake_url, people)
     spent = PEOPLE * GIVEN - credits_left(fake_url, people)
@@ -367,8 +387,8 @@ def section(results: list[dict[str, Any]], scale: float, meta: dict[str, Any]) -
         "from the fake's credit ledger (given − left). Three bursts of 100 assignments, each to 5 fresh",
         "salespeople with plenty of credits: **clicks** — a manager assigns 100 leads one at a time, round",
         "robin over the 5, evenly over ~60 s; **batch** — 100 leads in 5 batch-assign requests of 20, one per",
-        "person, back to back; **transfer** — an automatic-transfer rule (round robin over the team) moves",
-        "100 overdue leads held by 5 others to the 5 in one run. **before** = digest windows 0 (every notice",
+        "person, back to back; **transfer** — a new automatic-transfer rule (no follow-up within 1 h, round",
+        "robin over the team) moves 100 overdue leads held by 5 others to the 5 in its first run. **before** = digest windows 0 (every notice",
         "on its own, as before issue 16); **after** = the default windows (30 s WeChat, 10 s WeCom).",
         "",
     ]
