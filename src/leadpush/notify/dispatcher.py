@@ -28,6 +28,7 @@ from leadpush.context import AppContext
 from leadpush.db import Database, rows_changed
 from leadpush.notify.channels.base import Channel, DeliveryJob, Recipient, SendResult
 from leadpush.notify.claimrules import decide
+from leadpush.notify.digest import fold, folded_notes
 from leadpush.notify.ledger import INACTIVE
 from leadpush.notify.metrics import Metrics
 from leadpush.notify.models import Delivery, Notification
@@ -76,7 +77,9 @@ def claim_due_deliveries(
 ) -> list[DeliveryJob]:
     """Take up to `limit` due deliveries for this worker (`holder`), under a lease.
 
-    With `settings`, the claim-time rules (notify.claimrules: expiry, quiet hours, digests) run first.
+    With `settings`, the claim-time rules (notify.claimrules: expiry, quiet hours, digest windows) run
+    first, then each claimed push carries what waits for the same person and channel (notify.digest.fold).
+    A carrier's job has the notes it carries (`folded`), whether folded now or before (a retry).
     """
     with db.write() as session:
         query = (
@@ -90,6 +93,7 @@ def claim_due_deliveries(
         ids = skip_inactive_recipients(session, list(session.scalars(query)), now)
         if settings is not None and ids:
             ids = decide(session, ids, now, settings)
+            ids = fold(session, ids, now, settings, lock=db.is_postgres)
         if not ids:
             return []
         lease_until = now + timedelta(seconds=lease_seconds)
@@ -101,6 +105,7 @@ def claim_due_deliveries(
                 lease_until=lease_until,
                 lease_holder=holder,
                 attempts=Delivery.attempts + 1,
+                hold_reason=None,
                 updated_at=now,
             )
             .execution_options(synchronize_session=False)
@@ -112,6 +117,9 @@ def claim_due_deliveries(
             .where(Delivery.id.in_(ids))
             .order_by(Notification.id)
         ).all()
+        # A digest carries notes (notify/digest.py); rebuilt from `folds` on every claim, so a carrier taken
+        # over after a crash, or retried by an admin, sends the same digest.
+        notes = folded_notes(session, (n for d, _, _ in rows for n in d.folds or []))
         return [
             DeliveryJob(
                 delivery_id=d.id,
@@ -127,6 +135,7 @@ def claim_due_deliveries(
                 created_at=n.created_at,
                 recipient=Recipient(u.id, u.name, u.wechat_openid, u.wecom_userid),
                 lease_holder=holder,
+                folded=tuple(notes[i] for i in sorted(set(d.folds or [])) if i in notes),
             )
             for d, n, u in rows
         ]

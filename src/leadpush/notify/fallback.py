@@ -14,6 +14,7 @@ from datetime import datetime
 from anyio import to_thread
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from leadpush.context import AppContext
 from leadpush.notify.channels.base import Channel, DeliveryJob, Recipient, SendResult
@@ -58,6 +59,7 @@ def create_fallback(ctx: AppContext, job: DeliveryJob, chain: Chain, why: str, n
                 if not usable and not skip_reason:
                     continue
                 reason = f"{NAMES[job.channel]}未送达（{why}），改用{NAMES[channel]}"
+                folds = carried_on(session, job, channel) if usable else []
                 session.add(
                     Delivery(
                         notification_id=job.notification_id,
@@ -66,6 +68,8 @@ def create_fallback(ctx: AppContext, job: DeliveryJob, chain: Chain, why: str, n
                         status="pending" if usable else "skipped",
                         policy=describe(chain, channel, reason)[:200] if usable else skip_reason,
                         next_attempt_at=now if usable else None,
+                        # A digest falls back as a digest: the next channel carries the same notices.
+                        folds=folds or None,
                         created_at=now,
                         updated_at=now,
                     )
@@ -75,6 +79,20 @@ def create_fallback(ctx: AppContext, job: DeliveryJob, chain: Chain, why: str, n
             return None
     except IntegrityError:
         return None  # created concurrently by another worker
+
+
+def carried_on(session: Session, job: DeliveryJob, channel: str) -> list[int]:
+    """What a digest's fallback on `channel` carries: the same notices (notify/digest.py), but for any that
+    has a delivery of its own on that channel (it reaches the person there anyway)."""
+    folds = sorted({n.notification_id for n in job.folded})
+    if not folds:
+        return []
+    own = set(
+        session.scalars(
+            select(Delivery.notification_id).where(Delivery.notification_id.in_(folds), Delivery.channel == channel)
+        )
+    )
+    return [f for f in folds if f not in own]
 
 
 def sent_alternative(ctx: AppContext, job: DeliveryJob, chain: Chain) -> str | None:

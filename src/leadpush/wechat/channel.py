@@ -61,8 +61,8 @@ class WechatChannel:
     def message_body(self, job: DeliveryJob) -> dict[str, Any]:
         """The subscribe/send body for this delivery (exactly what WeChat receives)."""
         s = self.ctx.settings
-        fields = template_fields(job.kind, job.payload, job.title, job.body)
-        page = subscribe_page(job.kind, fields, s.wechat_page, s.wechat_digest_page)
+        fields = template_fields(job.kind, job.payload, job.title, job.body, job.folded)
+        page = subscribe_page(job.kind, fields, s.wechat_page, s.wechat_digest_page, bool(job.folded))
         body: dict[str, Any] = {"touser": job.recipient.wechat_openid, "template_id": self.template_id}
         if page:
             body["page"] = page

@@ -10,14 +10,18 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from leadpush.notify.channels.base import FoldedNote
 
 THING_MAX = 20
 PHONE_MAX = 17
 ELLIPSIS = "…"
 DIGEST_KINDS = ("customers_assigned", "customers_recycled")
+ASSIGNED_KINDS = ("customer_assigned", "customers_assigned")
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _PHONE_KEEP = re.compile(r"[^0-9+\-()]")
@@ -202,8 +206,59 @@ def template_data(
     }
 
 
-def template_fields(kind: str, payload: dict[str, Any], title: str = "", body: str = "") -> dict[str, Any]:
-    """The values a template can map from; a digest reads as one message ("3条新线索")."""
+def lead_count(kind: str, payload: dict[str, Any]) -> int:
+    """How many leads a notice is about: a batch digest counts its leads, any other notice one."""
+    if kind not in DIGEST_KINDS:
+        return 1
+    try:
+        count = int(payload.get("count") or 0)
+    except (TypeError, ValueError):
+        count = 0
+    return max(1, count or len(payload.get("customerIds") or []) or len(payload.get("customers") or []))
+
+
+def digest_headline(items: Sequence[tuple[str, dict[str, Any]]]) -> str:
+    """What a digest of several notices (kind, payload) says: 您有 5 条新线索 when all are new leads (a
+    batch counted by its leads), else 您有 5 条新通知."""
+    if all(kind in ASSIGNED_KINDS for kind, _ in items):
+        return f"您有 {sum(lead_count(kind, p) for kind, p in items)} 条新线索"
+    return f"您有 {len(items)} 条新通知"
+
+
+def _folded_fields(kind: str, payload: dict[str, Any], title: str, folded: Sequence[FoldedNote]) -> dict[str, Any]:
+    """One message for a carrier and the notices it carries: the count as the headline, the first lead's
+    phone, every source, the time of the newest notice."""
+    items = [(kind, payload)] + [(n.kind, n.payload) for n in folded]
+    headline = digest_headline(items)
+    customers: list[dict[str, Any]] = []
+    for k, p in items:
+        if k in DIGEST_KINDS:
+            customers.extend(c for c in p.get("customers") or [] if isinstance(c, dict))
+        else:
+            customers.append(p)
+    first = next((c for c in customers if c.get("customerPhone")), customers[0] if customers else {})
+    sources = [s for s in dict.fromkeys(str(c.get("source") or "").strip() for c in customers) if s]
+    newest = max(folded, key=lambda n: (n.created_at, n.notification_id))
+    return {
+        **payload,
+        "title": headline,
+        "body": "、".join([title] + [n.title for n in folded]),
+        "customerName": headline,
+        "customerPhone": first.get("customerPhone", ""),
+        "source": "、".join(sources) if sources else "合并通知",
+        "customerId": first.get("customerId", ""),
+        "assignTime": newest.payload.get("assignTime") or newest.created_at,
+        "count": len(items),
+    }
+
+
+def template_fields(
+    kind: str, payload: dict[str, Any], title: str = "", body: str = "", folded: Sequence[FoldedNote] = ()
+) -> dict[str, Any]:
+    """The values a template can map from; a digest reads as one message ("3条新线索"), and so does a
+    delivery that carries others (`folded`: "您有 5 条新通知")."""
+    if folded:
+        return _folded_fields(kind, payload, title, folded)
     fields: dict[str, Any] = {"title": title, "body": body, **payload}
     if kind in DIGEST_KINDS:
         customers = [c for c in payload.get("customers") or [] if isinstance(c, dict)]
@@ -225,9 +280,10 @@ def page_for(template: str, payload: dict[str, Any]) -> str:
     return template.replace("{customerId}", str(payload.get("customerId", "")))
 
 
-def subscribe_page(kind: str, fields: dict[str, Any], lead_page: str, digest_page: str) -> str:
-    """The page a subscribe message opens: the lead's page, or for a digest the digest page ("" = home).
+def subscribe_page(kind: str, fields: dict[str, Any], lead_page: str, digest_page: str, folded: bool = False) -> str:
+    """The page a subscribe message opens: the lead's page, or for a digest (a batch, or a delivery that
+    carries others) the digest page ("" = home).
 
     The WeChat channel sends it and `notificationData` reports it; both call this, so they agree.
     """
-    return digest_page if kind in DIGEST_KINDS else page_for(lead_page, fields)
+    return digest_page if folded or kind in DIGEST_KINDS else page_for(lead_page, fields)

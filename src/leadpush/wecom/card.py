@@ -6,16 +6,16 @@ shown as one line, so data from before input was checked (or from another system
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from leadpush.config import Settings
-from leadpush.notify.channels.base import DeliveryJob
-from leadpush.wechat.format import clean_text, format_time, mask_phone
+from leadpush.notify.channels.base import DeliveryJob, FoldedNote
+from leadpush.wechat.format import clean_text, digest_headline, format_time, mask_phone
 from leadpush.wecom.pacing import Folded
 
 TITLE_BYTES = 128
 DESCRIPTION_BYTES = 512
-ASSIGNED_KINDS = ("customer_assigned", "customers_assigned")
 
 
 def one_line(value: Any) -> str:
@@ -71,13 +71,20 @@ def textcard(s: Settings, job: DeliveryJob) -> dict[str, str]:
     }
 
 
-def digest_card(s: Settings, job: DeliveryJob, folded: list[Folded]) -> dict[str, str]:
+def carried(job: DeliveryJob, deferred: Sequence[Folded] = ()) -> list[Folded | FoldedNote]:
+    """Everything one digest card shows besides the job itself: the notices the delivery carries (folded at
+    claim, notify/digest.py), and the deliveries pacing deferred with what each of them carries."""
+    out: list[Folded | FoldedNote] = list(job.folded)
+    for f in deferred:
+        out.append(f)
+        out.extend(f.notes)
+    return out
+
+
+def digest_card(s: Settings, job: DeliveryJob, folded: Sequence[Folded | FoldedNote]) -> dict[str, str]:
+    """One card for several notices: 您有 5 条新线索 (or 新通知) and a line per notice."""
     items = [(job.kind, job.title, job.payload)] + [(f.kind, f.title, f.payload) for f in folded]
-    if all(kind in ASSIGNED_KINDS for kind, _, _ in items):
-        leads = sum(int(p.get("count") or 1) if kind == "customers_assigned" else 1 for kind, _, p in items)
-        title = f"您有 {leads} 条新线索"
-    else:
-        title = f"您有 {len(items)} 条新通知"
+    title = digest_headline([(kind, p) for kind, _, p in items])
     lines = [f"· {one_line(t)}" for _, t, _ in items]
     description = ""
     for i, line in enumerate(lines):

@@ -16,7 +16,7 @@ from leadpush.notify.channels.base import DeliveryJob, SendResult, lease_left
 from leadpush.tencent.client import ApiReply, call_platform, call_with_token, issued_token
 from leadpush.tencent.errcodes import retry_for, short_errmsg
 from leadpush.tencent.tokens import Fetch, TokenCache, TokenUnavailable, shared_token_cache
-from leadpush.wecom.card import digest_card, textcard
+from leadpush.wecom.card import carried, digest_card, textcard
 from leadpush.wecom.pacing import PACE_DEFERRED, Folded, claim_deferred, settle_folded, take_slot
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,10 @@ class WecomChannel:
         self.url = s.wecom_api_base.rstrip("/") + SEND_PATH
 
     def message_body(self, job: DeliveryJob, folded: list[Folded] | None = None) -> dict[str, Any]:
+        """One textcard: the notice itself, or a digest of it, what it carries and what pacing deferred."""
         s = self.ctx.settings
-        card = digest_card(s, job, folded) if folded else textcard(s, job)
+        notes = carried(job, folded or ())
+        card = digest_card(s, job, notes) if notes else textcard(s, job)
         return {"touser": job.recipient.wecom_userid, "msgtype": "textcard", "agentid": self.agentid, "textcard": card}
 
     async def send(self, job: DeliveryJob) -> SendResult:

@@ -19,7 +19,8 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from leadpush.db import Database
-from leadpush.notify.channels.base import DeliveryJob, SendResult
+from leadpush.notify.channels.base import DeliveryJob, FoldedNote, SendResult
+from leadpush.notify.digest import folded_notes
 from leadpush.notify.models import Delivery, KeyValue, Notification
 
 PACE_DEFERRED = "企业微信限速延后"
@@ -85,6 +86,8 @@ class Folded:
     kind: str
     title: str
     payload: dict[str, Any]
+    # What the deferred delivery itself carries (a digest folded at claim, notify/digest.py): shown too.
+    notes: tuple[FoldedNote, ...] = ()
 
 
 def claim_deferred(db: Database, job: DeliveryJob, now: datetime, lease_seconds: float) -> list[Folded]:
@@ -118,12 +121,30 @@ def claim_deferred(db: Database, job: DeliveryJob, now: datetime, lease_seconds:
             .execution_options(synchronize_session=False)
         )
         rows = session.execute(
-            select(Delivery.id, Delivery.attempts, Notification.kind, Notification.title, Notification.payload)
+            select(
+                Delivery.id,
+                Delivery.attempts,
+                Notification.kind,
+                Notification.title,
+                Notification.payload,
+                Delivery.folds,
+            )
             .join(Notification, Notification.id == Delivery.notification_id)
             .where(Delivery.id.in_(ids), Delivery.status == "sending", Delivery.last_error == marker)
             .order_by(Delivery.notification_id)
         ).all()
-        return [Folded(*row) for row in rows]
+        notes = folded_notes(session, (n for row in rows for n in row.folds or []))
+        return [
+            Folded(
+                row[0],
+                row[1],
+                row[2],
+                row[3],
+                row[4],
+                notes=tuple(notes[n] for n in sorted(set(row.folds or [])) if n in notes),
+            )
+            for row in rows
+        ]
 
 
 def settle_folded(db: Database, folded: list[Folded], result: SendResult, now: datetime) -> None:
