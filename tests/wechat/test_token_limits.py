@@ -127,7 +127,7 @@ def env(fake: FakeWeChatServer, db_url: str) -> Iterator[Env]:
     start = datetime.now(UTC).replace(hour=17, minute=0, second=0, microsecond=0)  # 01:00 in Beijing
     fake.state.advance(start.timestamp() - fake.state.now())
     ctx = AppContext.from_settings(
-        Settings(database_url=db_url, send_timeout=2.0, **channel_settings(fake.url)), clock=FakeClock(start)
+        Settings(database_url=db_url, send_timeout=5.0, **channel_settings(fake.url)), clock=FakeClock(start)
     )
     wipe(ctx)
     with ctx.db.write() as session:
@@ -262,7 +262,7 @@ def test_legacy_servers_refresh_before_expiry_once_under_the_lock(env: Env) -> N
     send((one, env.job()), (two, env.job()))
     env.advance(7200 - 250)  # inside the refresh margin, on both
     results = send(*((one if i % 2 else two, env.job()) for i in range(20)))
-    assert {r.outcome for r in results} == {"sent"}
+    assert {r.outcome for r in results} == {"sent"}, [r.detail for r in results]
     stats = env.fake.state.stats()
     assert stats["token_requests"] == {"token": 2}  # one refresh for both servers
     assert "subscribe" not in stats["rejected_by_kind"]
