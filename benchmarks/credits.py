@@ -428,9 +428,10 @@ def section(results: list[dict[str, Any]], scale: float, meta: dict[str, Any]) -
     cores = os.cpu_count() or 1
     if meta["load_before"] > 1.5 * cores:
         lines += [
-            f"> Measured while other test suites ran on the same machine (1-minute load average"
-            f" {meta['load_before']:.1f} on {cores} cores): the credits are counts and do not depend on",
-            "> it, but the time columns (and a slow transfer run spilling into a second window) do.",
+            "> Measured while other test suites ran on the same machine (1-minute load average"
+            f" {meta['load_before']:.1f} on {cores} cores):",
+            "> the credits are counts and do not depend on it, but the time columns (and a slow transfer run",
+            "> spilling into a second window) do.",
             "",
         ]
     if same:
