@@ -6,6 +6,11 @@ data in a :class:`FakeWeChatState` (one per app, thread-safe), and offers contro
 platform accepts), `state.py`, one router per API (`tokens.py`, `miniprogram.py`, `wecom.py`,
 `wecomlogin.py` for WeCom sign-in, `control.py`), `faults.py` (injected faults), `app.py` (assembly and
 the command).
+
+It refuses what the platform refuses (issue 16): a legacy token dies 5 minutes after a newer one is issued
+(40001), force_refresh at most 20 a day and 30 s apart (45009 / 45011), daily and per-minute quotas of
+the token endpoints, and optionally a daily subscribe/send quota — every limit configurable (see
+`FakeWeChatState` and `POST /_fake/config`), usage at `GET /_fake/quotas`.
 """
 
 from leadpush_fakes.wechat.app import create_app, main, run
