@@ -18,6 +18,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -799,6 +800,15 @@ def render(data: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def kept_sections(doc: Path) -> str:
+    """Sections a benchmark writes into the page itself (`<!-- NAME:begin -->` … `<!-- NAME:end -->`, e.g.
+    benchmarks/credits.py): kept, at the end, when the page is re-rendered."""
+    if not doc.exists():
+        return ""
+    found = re.finditer(r"<!-- ([a-z_]+):begin -->.*?<!-- \1:end -->\n?", doc.read_text(), re.S)
+    return "".join("\n" + m.group(0) for m in found)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a few minutes)")
@@ -828,7 +838,7 @@ def main(argv: list[str] | None = None) -> None:
             data["benchmarks"] = {**previous.get("benchmarks", {}), **data["benchmarks"]}
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(data, ensure_ascii=False, indent=1, default=str))
-    args.doc.write_text(render(data))
+    args.doc.write_text(render(data) + kept_sections(args.doc))
     print(
         f"\nwrote {args.doc.relative_to(ROOT) if args.doc.is_relative_to(ROOT) else args.doc} (results: {path.relative_to(ROOT)})"
     )

@@ -78,6 +78,19 @@ async def config(request: Request) -> JSONResponse:
         return bad_request(str(exc))
 
 
+@router.get("/quotas")
+async def quotas(request: Request) -> JSONResponse:
+    """Calls counted against the limits today (platform day) and this minute, and the forced refreshes."""
+    return JSONResponse(state_of(request).quota_usage())
+
+
+@router.post("/quotas/clear")
+async def clear_quotas(request: Request) -> JSONResponse:
+    """As the platform's clear_quota: the daily counts start again from 0 (forced refreshes too)."""
+    state_of(request).clear_quota()
+    return JSONResponse(state_of(request).quota_usage())
+
+
 # ---- credits, tokens, login codes ---------------------------------------------------------
 
 

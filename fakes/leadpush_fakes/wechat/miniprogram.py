@@ -48,6 +48,9 @@ async def subscribe_send(request: Request) -> JSONResponse:
     code = st.check_token(request.query_params.get("access_token"), "wechat")
     if code:
         return reject(st, "subscribe", code)
+    code = st.take_quota("subscribe")  # the day's send quota (subscribe_daily_quota): 45009 beyond it
+    if code:
+        return reject(st, "subscribe", code)
     body = await json_body(request)
     if not isinstance(body, dict):
         return reject(st, "subscribe", 47001)
@@ -64,6 +67,9 @@ async def subscribe_send(request: Request) -> JSONResponse:
 async def jscode2session(request: Request) -> JSONResponse:
     st = state_of(request)
     q = request.query_params
+    code = st.take_quota("jscode2session")  # jscode2session_per_minute: 45011 beyond it
+    if code:
+        return reject(st, "jscode2session", code)
     bad = check_app_credentials(st, "jscode2session", q.get("appid"), q.get("secret"))
     if bad is not None:
         return bad

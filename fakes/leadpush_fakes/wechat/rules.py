@@ -15,7 +15,26 @@ from typing import Any
 TOKEN_TTL = 7200
 STABLE_ROTATE_BEFORE = 300  # the platform rotates a stable token 5 minutes before expiry
 
-WECOM_PER_MINUTE = 30
+# Limits of the access-token endpoints (the defaults of FakeWeChatState; each is configurable, None = off).
+# getStableAccessToken (developers.weixin.qq.com/miniprogram/dev/OpenApiDoc/mp-access-token/
+# getStableAccessToken.html, "注意事项" and its errcode table): 10,000 calls a minute and 500,000 a day;
+# force_refresh "每天限用20次且需间隔30秒". Its errcodes: 45009 "reach max api daily quota limit"
+# (a day's quota) and 45011 "api minute-quota reach limit mustslower retry next minute" (too frequent),
+# so a force_refresh past the 20th of the day answers 45009 and one within 30 s of the last 45011.
+# getAccessToken (GET /cgi-bin/token): each call issues a new token, the previous one keeps working
+# for about 5 minutes and then is "invalid or not latest" (40001); about 2,000 calls a day (45009).
+LEGACY_TOKEN_GRACE = 300
+LEGACY_TOKEN_DAILY = 2000
+STABLE_TOKEN_PER_MINUTE = 10_000
+STABLE_TOKEN_DAILY = 500_000
+FORCE_REFRESH_DAILY = 20
+FORCE_REFRESH_INTERVAL = 30
+QUOTA_DAILY = 45009  # errcode: a day's quota is used up (until the platform's day rolls over)
+QUOTA_MINUTE = 45011  # errcode: too frequent
+# WeChat's days (its daily quotas) run in Beijing time: the day rolls over at midnight UTC+8.
+PLATFORM_UTC_OFFSET = 8 * 3600
+
+WECOM_PER_MINUTE = 30  # messages a minute per member per app (beyond: dropped silently, errcode 0)
 WECOM_PER_HOUR = 1000
 WECOM_CODE_TTL = 300  # a WeCom sign-in code is single-use and expires 5 minutes after it is issued
 

@@ -19,13 +19,47 @@ from typing import Any
 
 from leadpush_fakes.wechat.rules import (
     FAULT_KINDS,
+    FORCE_REFRESH_DAILY,
+    FORCE_REFRESH_INTERVAL,
+    LEGACY_TOKEN_DAILY,
+    LEGACY_TOKEN_GRACE,
     MESSAGE_KINDS,
+    PLATFORM_UTC_OFFSET,
+    QUOTA_DAILY,
+    QUOTA_MINUTE,
     STABLE_ROTATE_BEFORE,
+    STABLE_TOKEN_DAILY,
+    STABLE_TOKEN_PER_MINUTE,
     TOKEN_TTL,
     WECOM_CODE_TTL,
     WECOM_PER_HOUR,
     WECOM_PER_MINUTE,
 )
+
+
+class PlatformRefusal(Exception):
+    """The platform refuses the call with this errcode (a quota or frequency limit); the route answers it."""
+
+    def __init__(self, errcode: int, detail: str | None = None) -> None:
+        super().__init__(errcode)
+        self.errcode = errcode
+        self.detail = detail
+
+
+# Configurable limits (None = off); the two durations are floats, the rest counts.
+LIMIT_FIELDS = (
+    "legacy_token_grace",
+    "legacy_token_daily_limit",
+    "stable_token_per_minute",
+    "stable_token_daily_limit",
+    "force_refresh_daily_limit",
+    "force_refresh_interval",
+    "subscribe_daily_quota",
+    "jscode2session_per_minute",
+    "wecom_per_minute",
+    "wecom_per_hour",
+)
+FLOAT_LIMITS = frozenset({"legacy_token_grace", "force_refresh_interval"})
 
 
 @dataclass
@@ -37,6 +71,8 @@ class TokenRecord:
     issued_at: float
     expires_at: float
     status: str = "valid"  # "valid" | "expired" | "revoked"
+    # A legacy token superseded by a newer one keeps working until then, and is "not latest" (40001) after.
+    dies_at: float | None = None
 
 
 @dataclass
@@ -88,6 +124,18 @@ class FakeWeChatState:
     ``long_term_templates``, ``allowed_pages``, ``wecom_users``,
     ``wecom_trusted_domains`` (the sign-in app's 可信域名, host[:port]; None = any),
     ``token_ttl``, ``clock``.
+
+    Limits (see rules.py for the platform's figures; every one is a plain attribute, settable through
+    ``configure`` / ``POST /_fake/config``; None turns it off). Days are the platform's (Beijing time) on
+    the fake's clock (``clock`` plus ``advance``), minutes are clock minutes:
+    ``legacy_token_grace`` (s a legacy token keeps working after a newer one is issued; then 40001),
+    ``legacy_token_daily_limit`` (GET /cgi-bin/token calls a day; beyond: 45009),
+    ``stable_token_per_minute`` / ``stable_token_daily_limit`` (stable_token calls; 45011 / 45009),
+    ``force_refresh_daily_limit`` (force_refresh:true a day; beyond: 45009),
+    ``force_refresh_interval`` (s at least between two force_refresh:true; sooner: 45011),
+    ``subscribe_daily_quota`` (subscribe/send calls a day past the token check; beyond: 45009; default off),
+    ``jscode2session_per_minute`` (45011; default off), ``wecom_per_minute`` / ``wecom_per_hour`` (WeCom
+    messages per member per app; beyond them messages are dropped silently).
     """
 
     def __init__(
@@ -108,6 +156,16 @@ class FakeWeChatState:
         wecom_trusted_domains: Iterable[str] | None = None,
         token_ttl: int = TOKEN_TTL,
         clock: Callable[[], float] = time.time,
+        legacy_token_grace: float | None = LEGACY_TOKEN_GRACE,
+        legacy_token_daily_limit: int | None = LEGACY_TOKEN_DAILY,
+        stable_token_per_minute: int | None = STABLE_TOKEN_PER_MINUTE,
+        stable_token_daily_limit: int | None = STABLE_TOKEN_DAILY,
+        force_refresh_daily_limit: int | None = FORCE_REFRESH_DAILY,
+        force_refresh_interval: float | None = FORCE_REFRESH_INTERVAL,
+        subscribe_daily_quota: int | None = None,
+        jscode2session_per_minute: int | None = None,
+        wecom_per_minute: int | None = WECOM_PER_MINUTE,
+        wecom_per_hour: int | None = WECOM_PER_HOUR,
     ) -> None:
         self.lock = threading.RLock()
         self.clock: Callable[[], float] = clock
@@ -130,6 +188,16 @@ class FakeWeChatState:
             None if wecom_trusted_domains is None else [d.lower() for d in wecom_trusted_domains]
         )
         self.token_ttl = token_ttl
+        self.legacy_token_grace = legacy_token_grace
+        self.legacy_token_daily_limit = legacy_token_daily_limit
+        self.stable_token_per_minute = stable_token_per_minute
+        self.stable_token_daily_limit = stable_token_daily_limit
+        self.force_refresh_daily_limit = force_refresh_daily_limit
+        self.force_refresh_interval = force_refresh_interval
+        self.subscribe_daily_quota = subscribe_daily_quota
+        self.jscode2session_per_minute = jscode2session_per_minute
+        self.wecom_per_minute = wecom_per_minute
+        self.wecom_per_hour = wecom_per_hour
         self._initial = self._config_snapshot()
         self._init_runtime()
 
@@ -148,6 +216,7 @@ class FakeWeChatState:
         "wecom_users",
         "wecom_trusted_domains",
         "token_ttl",
+        *LIMIT_FIELDS,
     )
 
     def _config_snapshot(self) -> dict[str, Any]:
@@ -176,6 +245,10 @@ class FakeWeChatState:
         self._wecom_windows: dict[tuple[int, str], deque[float]] = {}
         self._msgid = 10**18 + random.getrandbits(59)
         self._seq = 0
+        # Quota counters: (name, "day" | "minute") -> (period index, calls counted in it).
+        self._quota: dict[tuple[str, str], tuple[int, int]] = {}
+        self._last_force: dict[str, float] = {}  # appid -> time of its last accepted force_refresh
+        self.force_refreshes: list[float] = []  # times of every accepted force_refresh (tests, benchmarks)
 
     # ---- time -----------------------------------------------------------------------
 
@@ -187,6 +260,58 @@ class FakeWeChatState:
         with self.lock:
             self.time_offset += seconds
             return self.now()
+
+    def platform_day(self, now: float | None = None) -> int:
+        """The platform's day number (days since 1970-01-01 in Beijing time): daily quotas reset with it."""
+        return int(((self.now() if now is None else now) + PLATFORM_UTC_OFFSET) // 86400)
+
+    # ---- quotas ----------------------------------------------------------------------
+
+    def _period(self, per: str, now: float) -> int:
+        return self.platform_day(now) if per == "day" else int(now // 60)
+
+    def _used(self, name: str, per: str, now: float) -> int:
+        period, used = self._quota.get((name, per), (-1, 0))
+        return used if period == self._period(per, now) else 0
+
+    def _take(self, name: str, per: str, limit: int | None, now: float) -> None:
+        """Count one call of `name` in this day / minute; PlatformRefusal (45009 / 45011) past `limit`."""
+        used = self._used(name, per, now)
+        if limit is not None and used >= limit:
+            raise PlatformRefusal(QUOTA_DAILY if per == "day" else QUOTA_MINUTE)
+        self._quota[(name, per)] = (self._period(per, now), used + 1)
+
+    def take_quota(self, api: str) -> int:
+        """Count one call of a quota'd API ("subscribe" or "jscode2session"): 0, or the errcode refusing it."""
+        limits = {
+            "subscribe": ("day", self.subscribe_daily_quota),
+            "jscode2session": ("minute", self.jscode2session_per_minute),
+        }
+        per, limit = limits[api]
+        with self.lock:
+            try:
+                self._take(api, per, limit, self.now())
+            except PlatformRefusal as refusal:
+                return refusal.errcode
+            return 0
+
+    def clear_quota(self) -> None:
+        """What the platform's /cgi-bin/clear_quota does: today's daily counts start again from 0."""
+        with self.lock:
+            for key in [k for k in self._quota if k[1] == "day"]:
+                del self._quota[key]
+
+    def quota_usage(self) -> dict[str, Any]:
+        """Calls counted today (platform day) and this minute, per API, and the forced refreshes."""
+        with self.lock:
+            now = self.now()
+            out: dict[str, Any] = {"day": self.platform_day(now), "today": {}, "thisMinute": {}}
+            for name, per in self._quota:
+                used = self._used(name, per, now)
+                if used:
+                    out["today" if per == "day" else "thisMinute"][name] = used
+            out["forceRefreshes"] = len(self.force_refreshes)
+            return out
 
     # ---- configuration helpers -------------------------------------------------------
 
@@ -251,8 +376,19 @@ class FakeWeChatState:
         return rec is not None and rec.status == "valid" and now < rec.expires_at
 
     def issue_stable_token(self, appid: str, force_refresh: bool = False) -> tuple[str, int]:
+        """The app's stable token (PlatformRefusal past a limit: 45011 too frequent, 45009 a day's quota)."""
         with self.lock:
             now = self.now()
+            self._take("stable_token", "minute", self.stable_token_per_minute, now)
+            self._take("stable_token", "day", self.stable_token_daily_limit, now)
+            if force_refresh:
+                last = self._last_force.get(appid)
+                interval = self.force_refresh_interval
+                if interval is not None and last is not None and now - last < interval:
+                    raise PlatformRefusal(QUOTA_MINUTE)
+                self._take("force_refresh", "day", self.force_refresh_daily_limit, now)
+                self._last_force[appid] = now
+                self.force_refreshes.append(now)
             current = self.tokens.get(self._stable_current.get(appid, ""))
             if force_refresh and current is not None:
                 current.status = "revoked"  # force_refresh invalidates the old token at once
@@ -264,7 +400,15 @@ class FakeWeChatState:
             return current.token, max(1, int(current.expires_at - now))
 
     def issue_legacy_token(self, appid: str) -> tuple[str, int]:
+        """A new legacy token; the app's earlier ones die `legacy_token_grace` seconds from now (40001 after)."""
         with self.lock:
+            now = self.now()
+            self._take("token", "day", self.legacy_token_daily_limit, now)
+            if self.legacy_token_grace is not None:
+                dies_at = now + self.legacy_token_grace
+                for old in self.tokens.values():
+                    if old.endpoint == "token" and old.owner == appid and old.status == "valid":
+                        old.dies_at = dies_at if old.dies_at is None else min(old.dies_at, dies_at)
             rec = self._new_token("wechat", "token", appid)
             return rec.token, self.token_ttl
 
@@ -289,6 +433,8 @@ class FakeWeChatState:
             rec = self.tokens.get(token)
             if rec is None or rec.namespace != namespace or rec.status == "revoked":
                 return 40001
+            if rec.dies_at is not None and self.now() >= rec.dies_at:
+                return 40001  # a superseded legacy token past its grace: "not latest"
             if rec.status == "expired" or self.now() >= rec.expires_at:
                 return 42001
             return 0
@@ -320,8 +466,9 @@ class FakeWeChatState:
                     "namespace": r.namespace,
                     "endpoint": r.endpoint,
                     "owner": r.owner,
-                    "status": r.status if r.status != "valid" or now < r.expires_at else "expired",
+                    "status": _status_of(r, now),
                     "expiresIn": max(0, int(r.expires_at - now)),
+                    "diesIn": None if r.dies_at is None else max(0, int(r.dies_at - now)),
                 }
                 for r in self.tokens.values()
             ]
@@ -429,6 +576,7 @@ class FakeWeChatState:
                 "wecom_dropped": dict(self.wecom_dropped),
                 "faults_fired": dict(self.faults_fired),
                 "messages": {k: len(v) for k, v in self.messages.items()},
+                "quotas": self.quota_usage(),
             }
 
     def reset(self, full: bool = False) -> None:
@@ -512,6 +660,7 @@ class FakeWeChatState:
             now = self.now()
             delivered: list[str] = []
             dropped: list[str] = []
+            per_minute = self.wecom_per_minute
             for user in users:
                 window = self._wecom_windows.setdefault((agentid, user), deque())
                 while window and window[0] <= now - 3600:
@@ -521,9 +670,10 @@ class FakeWeChatState:
                     if t <= now - 60:
                         break
                     last_minute += 1
-                    if last_minute >= WECOM_PER_MINUTE:
+                    if per_minute is not None and last_minute >= per_minute:
                         break
-                if last_minute >= WECOM_PER_MINUTE or len(window) >= WECOM_PER_HOUR:
+                over_minute = per_minute is not None and last_minute >= per_minute
+                if over_minute or (self.wecom_per_hour is not None and len(window) >= self.wecom_per_hour):
                     dropped.append(user)
                     self.wecom_dropped[user] += 1
                 else:
@@ -613,6 +763,7 @@ class FakeWeChatState:
         "allowed_pages",
         "wecom_trusted_domains",
         "token_ttl",
+        *LIMIT_FIELDS,
     )
 
     def configure(self, **values: Any) -> dict[str, Any]:
@@ -624,5 +775,17 @@ class FakeWeChatState:
                     value = list(value)
                 if name == "wecom_trusted_domains" and value is not None:
                     value = [str(d).lower() for d in value]
+                if name in LIMIT_FIELDS and value is not None:
+                    value = float(value) if name in FLOAT_LIMITS else int(value)
+                    if value < 0:
+                        raise ValueError(f"{name} must be >= 0 or null")
                 setattr(self, name, value)
             return {name: getattr(self, name) for name in self.CONFIG_FIELDS}
+
+
+def _status_of(rec: TokenRecord, now: float) -> str:
+    if rec.status != "valid":
+        return rec.status
+    if rec.dies_at is not None and now >= rec.dies_at:
+        return "revoked"  # superseded (legacy), past its grace
+    return "valid" if now < rec.expires_at else "expired"

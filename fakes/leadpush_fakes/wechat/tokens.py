@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from leadpush_fakes.wechat.replies import json_body, reject, state_of
-from leadpush_fakes.wechat.state import FakeWeChatState
+from leadpush_fakes.wechat.state import FakeWeChatState, PlatformRefusal
 
 router = APIRouter()
 
@@ -38,7 +38,10 @@ async def stable_token(request: Request) -> JSONResponse:
     bad = check_app_credentials(st, "token", body.get("appid"), body.get("secret"))
     if bad is not None:
         return bad
-    token, expires_in = st.issue_stable_token(body["appid"], bool(body.get("force_refresh", False)))
+    try:
+        token, expires_in = st.issue_stable_token(body["appid"], bool(body.get("force_refresh", False)))
+    except PlatformRefusal as refusal:
+        return reject(st, "token", refusal.errcode, refusal.detail)
     return JSONResponse({"access_token": token, "expires_in": expires_in})
 
 
@@ -52,7 +55,10 @@ async def legacy_token(request: Request) -> JSONResponse:
     bad = check_app_credentials(st, "token", q.get("appid"), q.get("secret"))
     if bad is not None:
         return bad
-    token, expires_in = st.issue_legacy_token(q["appid"])
+    try:
+        token, expires_in = st.issue_legacy_token(q["appid"])
+    except PlatformRefusal as refusal:
+        return reject(st, "token", refusal.errcode, refusal.detail)
     return JSONResponse({"access_token": token, "expires_in": expires_in})
 
 

@@ -78,7 +78,7 @@ def issued_token(reply: ApiReply, what: str) -> tuple[str, int]:
         raise TokenUnavailable(f"获取{what} access_token 失败：{reply.failure}", permanent=False)
     code = reply.errcode
     detail = f"获取{what} access_token 失败：errcode {code} {short_errmsg(reply.errmsg)}"
-    raise TokenUnavailable(detail, permanent=code not in TRANSIENT_TOKEN_ERRORS)
+    raise TokenUnavailable(detail, permanent=code not in TRANSIENT_TOKEN_ERRORS, errcode=code)
 
 
 def unlimited() -> float:

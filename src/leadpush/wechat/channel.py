@@ -244,5 +244,6 @@ def build_channel(ctx: AppContext) -> WechatChannel | None:
         return None
     client = httpx.AsyncClient(timeout=s.send_timeout)
     fetch = token_fetcher(client, s.wechat_api_base.rstrip("/"), s.wechat_appid, s.wechat_secret, s.wechat_token_mode)
-    tokens = shared_token_cache(ctx, f"wechat:{s.wechat_appid}", fetch, supports_force=s.wechat_token_mode == "stable")
+    legacy = s.wechat_token_mode == "legacy"
+    tokens = shared_token_cache(ctx, f"wechat:{s.wechat_appid}", fetch, supports_force=not legacy, issues_new=legacy)
     return WechatChannel(ctx, tokens, client)
