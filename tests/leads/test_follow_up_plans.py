@@ -154,7 +154,9 @@ def test_a_follow_up_fulfils_a_plan_due_today_keeps_a_later_one_or_sets_a_new_on
     ok(plan(api, team.alice, later["id"], MORNING + timedelta(days=7)))
 
     def follow(lead_id: int, **extra):
-        return api.client(team.alice).post(f"/api/customers/{lead_id}/follow-ups", json={"content": "电话沟通", **extra})
+        return api.client(team.alice).post(
+            f"/api/customers/{lead_id}/follow-ups", json={"content": "电话沟通", **extra}
+        )
 
     ok(follow(today["id"]), 201)  # earlier the same day: done
     ok(follow(later["id"]), 201)  # a plan for another day stays
