@@ -280,5 +280,6 @@ def test_a_held_in_app_warning_for_a_lead_that_moved_does_not_pop_up_later(pushi
     nudge(api, minutes=10)
     settled = wait_for(lambda: (d := delivery(api, "transfer_warning", "inapp")) and d.status == "skipped" and d)
     assert settled.last_error == "通知已失效：线索已转给他人"  # the lead is bob's, not alice's
+    assert settled.hold_reason is None
     items = ok(api.client(people.alice).get("/api/notifications"))["items"]
     assert [n["readAt"] is not None for n in items if n["id"] == note_id] == [True]

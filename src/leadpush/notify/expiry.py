@@ -108,7 +108,15 @@ def skip_expired(session: Session, ids: list[int], now: datetime) -> list[int]:
     session.execute(
         update(Delivery),
         [
-            {"id": did, "status": "skipped", "last_error": why, "lease_until": None, "updated_at": now}
+            # No longer waiting for anything: a hold's reason goes with it.
+            {
+                "id": did,
+                "status": "skipped",
+                "last_error": why,
+                "lease_until": None,
+                "hold_reason": None,
+                "updated_at": now,
+            }
             for did, why in sorted(expired.items())
         ],
     )
