@@ -248,10 +248,10 @@ def test_a_first_contact_reminder_retried_after_the_lead_was_opened_is_not_sent(
 
 
 def test_a_held_in_app_warning_for_a_lead_that_moved_does_not_pop_up_later(pushing: Api, people) -> None:
-    """A held in-app delivery (as a hold for later would leave it) comes due after the lead moved: skipped, and
-    the notification is marked read, so a client catching up from the ledger lists it without a toast."""
+    """A warning whose deliveries are held (as a hold for quiet hours or a digest leaves them: pending, due
+    later, with a reason) comes due after the lead moved: skipped on every channel, in-app included, and the
+    notification is marked read, so a client catching up from the ledger lists it without a toast or badge."""
     api = pushing
-    lead = assigned(api, people, people.bob)
     ok(
         api.client(people.admin).post(
             "/api/auto-transfer/rules",
@@ -259,27 +259,37 @@ def test_a_held_in_app_warning_for_a_lead_that_moved_does_not_pop_up_later(pushi
                 "name": "24小时",
                 "condition": "no_follow_up_after_assign",
                 "thresholdHours": 24,
+                "warnBeforeHours": 2,
                 "action": "public_pool",
             },
         ),
         201,
     )
+    lead = assigned(api, people, people.alice)
+    api.ctx.clock.advance(hours=22, minutes=30)
     now = api.ctx.clock.now()
-    with api.ctx.db.write() as session:
-        rule = session.scalars(select(TransferRule)).one()
+    with api.ctx.db.write() as session:  # the warning as a run writes it, its deliveries held in the same commit
         customer = session.get_one(Customer, lead["id"])
+        rule = session.get_one(TransferRule, customer.transfer_rule_id)
         owner = session.get_one(User, people.alice.id)
-        item = transfer_warning(owner, customer, rule, now + timedelta(hours=2), now, api.ctx.settings.tz)
+        assert customer.transfer_due_at is not None
+        item = transfer_warning(owner, customer, rule, customer.transfer_due_at, now, api.ctx.settings.tz)
         (note,) = write_notifications(session, api.ctx.settings, api.ctx.signals, [item], now)
         session.execute(
             update(Delivery)
             .where(Delivery.notification_id == note.id)
-            .values(next_attempt_at=now + timedelta(minutes=10), hold_reason="测试：稍后发送")
+            .values(next_attempt_at=now + timedelta(minutes=10), hold_reason="免打扰时段，稍后发送")
         )
         note_id = note.id
+    _moved(api, people, lead)
+    unread_before = ok(api.client(people.alice).get("/api/notifications"))
+    assert [n["readAt"] for n in unread_before["items"] if n["id"] == note_id] == [None]
     nudge(api, minutes=10)
-    settled = wait_for(lambda: (d := delivery(api, "transfer_warning", "inapp")) and d.status == "skipped" and d)
-    assert settled.last_error == "通知已失效：线索已转给他人"  # the lead is bob's, not alice's
-    assert settled.hold_reason is None
+    for channel in ("inapp", "wecom"):
+        settled = wait_for(
+            lambda c=channel: (d := delivery(api, "transfer_warning", c)) and d.status == "skipped" and d
+        )
+        assert settled.last_error == "通知已失效：线索已转给他人"
+        assert settled.hold_reason is None
     items = ok(api.client(people.alice).get("/api/notifications"))["items"]
     assert [n["readAt"] is not None for n in items if n["id"] == note_id] == [True]
