@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from playwright.sync_api import expect
 from support import Api, ok
-from support.browser import Consoles  # the `browser` and `consoles` fixtures: a plugin (conftest)
+from support.browser import PHONE, Consoles  # the `browser` and `consoles` fixtures: a plugin (conftest)
 
 SQLITE_ONLY = pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
 TUESDAY_MORNING = datetime(2026, 3, 3, 1, 0, tzinfo=UTC)  # 09:00 in Shanghai
@@ -93,4 +93,22 @@ def test_plan_on_the_lead_page_list_it_for_today_get_reminded_and_clear_it(api: 
     page.get_by_role("link", name="今日跟进").click()
     alice.ready()
     expect(page.locator("#plans tbody tr")).to_have_count(1)
+
+    # Recording a follow-up can plan the next one at once.
+    page.goto(f"{api.url}/console/customers/{lead['id']}")
+    alice.ready()
+    page.get_by_label("跟进内容").fill("已发报价")
+    page.get_by_label("下次跟进（可选）").fill("2026-03-04T10:00")
+    page.get_by_role("button", name="记录跟进").click()
+    page.get_by_role("status").filter(has_text="跟进已记录").wait_for()
+    expect(current).to_contain_text("10:00")
+    expect(page.get_by_label("下次跟进（可选）")).to_have_value("")
     assert alice.problems == [] and alice.dialogs == []
+
+    # On a phone the page fits the screen (the table scrolls inside its frame).
+    phone = consoles.new(api.url, viewport=PHONE)
+    small = phone.sign_in(team.alice.token, "/console/follow-ups?date=2026-03-04")
+    phone.ready()
+    small.locator("#plans tbody tr", has_text="王五").wait_for()
+    assert small.evaluate("document.scrollingElement.scrollWidth") <= PHONE["width"]
+    assert phone.problems == []

@@ -190,6 +190,7 @@ followForm.addEventListener('submit', async (event) => {
   event.preventDefault();
   const content = document.getElementById('fu-content');
   const status = document.getElementById('fu-status');
+  const next = document.getElementById('fu-next');
   if (!content.value.trim()) {
     say('请填写跟进内容', true);
     content.focus();
@@ -197,11 +198,18 @@ followForm.addEventListener('submit', async (event) => {
   }
   try {
     const r = await api(`/api/customers/${id}/follow-ups`, {
-      method: 'POST', body: { content: content.value, ...(status.value ? { status: status.value } : {}) },
+      method: 'POST',
+      body: {
+        content: content.value,
+        ...(status.value ? { status: status.value } : {}),
+        // A new plan with the follow-up; without one, a plan due today counts as done (the server clears it).
+        ...(next.value ? { nextFollowUpAt: next.value } : {}),
+      },
     });
     say(r.message);
     content.value = '';
     status.value = '';
+    next.value = '';
     await reloadAll();
   } catch (error) {
     sayError(error);
