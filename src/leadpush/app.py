@@ -325,6 +325,7 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
     from leadpush.assignment.views import router as assignment_router
     from leadpush.intake.views import inbound as inbound_router
     from leadpush.intake.views import router as lead_sources_router
+    from leadpush.leads.views import plans_router as follow_up_plans_router
     from leadpush.leads.views import router as leads_router
     from leadpush.notify.views import router as notify_router
     from leadpush.notify.ws import router as ws_router
@@ -359,6 +360,7 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
     app.include_router(pools_router, responses=errors)
     app.include_router(creation_router, responses=errors)
     app.include_router(leads_router, responses=errors)
+    app.include_router(follow_up_plans_router, responses=errors)
     app.include_router(lead_sources_router, responses=errors)
     app.include_router(inbound_router, responses=errors)
     app.include_router(pool_leads_router, responses=errors)

@@ -33,6 +33,8 @@ FIELDS = {
     "openedAt",
     "slaNextAt",
     "firstFollowUpAt",
+    "nextFollowUpAt",
+    "nextFollowUpNote",
     "version",
     "createdAt",
     "updatedAt",

@@ -10,6 +10,7 @@ is also covered on PostgreSQL by the feature tests.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -140,6 +141,9 @@ def build_world(api) -> World:
     )
 
 
+# A follow-up plan's time: ahead of the world's clock (a FakeClock at the real time), within the year allowed.
+PLAN_AT = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+
 # endpoint: (method, path template, body) -> statuses for the callers, in CALLERS order
 MATRIX: dict[str, tuple[str, str, Any, tuple[int, ...]]] = {
     #                                                                                 anon bad  own  same othr mgr  omgr admin
@@ -201,6 +205,15 @@ MATRIX: dict[str, tuple[str, str, Any, tuple[int, ...]]] = {
         (401, 401, 201, 404, 404, 201, 404, 201),
     ),
     "followups.list": ("GET", "/api/customers/{lead}/follow-ups", None, (401, 401, 200, 404, 404, 200, 404, 200)),
+    # Follow-up plans (下次跟进): whoever may record a follow-up; the day's list is each caller's own by default.
+    "plan.set": (
+        "PUT",
+        "/api/customers/{lead}/follow-up-plan",
+        {"at": PLAN_AT},
+        (401, 401, 200, 404, 404, 200, 404, 200),
+    ),
+    "plan.clear": ("DELETE", "/api/customers/{lead}/follow-up-plan", None, (401, 401, 200, 404, 404, 200, 404, 200)),
+    "plans.day": ("GET", "/api/follow-up-plans", None, (401, 401, 200, 200, 200, 200, 200, 200)),
     "history": ("GET", "/api/customers/{lead}/assignments", None, (401, 401, 200, 404, 404, 200, 404, 200)),
     "assign.web": (
         "PATCH",

@@ -162,6 +162,9 @@ def _apply_moves(session: Session, planned: list[Move], now: datetime) -> dict[i
     return moved
 
 
+_PLAN_CLEARED: dict[str, None] = {"next_follow_up_at": None, "next_follow_up_note": None, "follow_up_remind_at": None}
+
+
 def _move_to(
     session: Session, ids: list[int], seen: ColumnElement[bool], target: User | None, pool: int | None, now: datetime
 ) -> dict[int, int]:
@@ -180,6 +183,8 @@ def _move_to(
             transfer_warn_at=None,
             transfer_rule_id=None,
             transfer_warned_for=None,
+            # A lead in a pool has nobody to remind: its follow-up plan ends there (one to a person stays).
+            **_PLAN_CLEARED if target is None else {},
         )
         .returning(Customer.id, Customer.version)
         .execution_options(synchronize_session=False)
@@ -265,6 +270,7 @@ def change_owner(
             ("transfer_warn_at", None),
             ("transfer_rule_id", None),
             ("transfer_warned_for", None),
+            *(_PLAN_CLEARED.items() if target is None else ()),
         ):
             set_committed_value(customer, attr, value)
         history.append(

@@ -6,7 +6,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from leadpush.leads.models import STATUSES
 from leadpush.schemas import CamelModel, RequestModel
@@ -127,6 +127,8 @@ class CustomerOut(CamelModel):
     first_follow_up_at: datetime | None = Field(
         default=None, description="当前负责人本次分配后的首次跟进时间（仅线索详情返回）"
     )
+    next_follow_up_at: datetime | None = Field(default=None, description="下次跟进时间（跟进计划）；null = 未计划")
+    next_follow_up_note: str | None = Field(default=None, description="下次跟进备注")
     version: int
     created_at: datetime
     updated_at: datetime
@@ -143,9 +145,50 @@ class CustomerList(CamelModel):
     customers: list[CustomerOut]
 
 
+PLAN_NOTE_MAX = 200
+
+
+def clean_plan_note(value: str | None) -> str | None:
+    """A follow-up plan's note: one line, at most 200 characters; blank = none."""
+    if value is None:
+        return None
+    return clean_text(value, "跟进计划备注", PLAN_NOTE_MAX, required=False) or None
+
+
+class FollowUpPlanIn(RequestModel):
+    """Set a lead's follow-up plan (下次跟进). A time without an offset is read in LEADPUSH_TIMEZONE."""
+
+    at: datetime = Field(description="下次跟进时间，如 2026-12-01T15:00:00+08:00（不带时区按系统时区）")
+    note: str | None = Field(default=None, description="备注（最多 200 字）")
+
+    @field_validator("note")
+    @classmethod
+    def _note(cls, v: str | None) -> str | None:
+        return clean_plan_note(v)
+
+
 class FollowUpCreate(RequestModel):
     content: str
     status: str | None = None
+    next_follow_up_at: datetime | None = Field(
+        default=None,
+        description=(
+            "同时设置下次跟进时间（不带时区按系统时区）；传 null 清除计划；不传时，"
+            "今天及以前的跟进计划视为已完成并清除，以后的计划保留"
+        ),
+    )
+    next_follow_up_note: str | None = Field(default=None, description="下次跟进备注（最多 200 字）")
+
+    @field_validator("next_follow_up_note")
+    @classmethod
+    def _plan_note(cls, v: str | None) -> str | None:
+        return clean_plan_note(v)
+
+    @model_validator(mode="after")
+    def _note_needs_time(self) -> FollowUpCreate:
+        if self.next_follow_up_note and self.next_follow_up_at is None:
+            raise ValueError("填写下次跟进备注时需要同时填写下次跟进时间")
+        return self
 
     @field_validator("content")
     @classmethod
@@ -166,6 +209,29 @@ class FollowUpOut(CamelModel):
     content: str
     status: str | None
     created_at: datetime
+
+
+class FollowUpPlanItem(CamelModel):
+    """One lead on the follow-up list of a day."""
+
+    customer_id: int
+    customer_name: str
+    phone: str
+    status: str
+    owner_id: int
+    owner_name: str | None
+    planned_at: datetime
+    note: str | None
+    overdue: bool = Field(description="计划时间已过且此后未跟进")
+    last_follow_up_at: datetime | None
+
+
+class FollowUpPlanList(CamelModel):
+    date: str = Field(description="所查日期（系统时区），YYYY-MM-DD")
+    scope: Literal["mine", "team"]
+    items: list[FollowUpPlanItem]
+    total: int
+    truncated: bool = Field(default=False, description="超过上限只返回了前面的部分")
 
 
 ImportField = Literal["name", "phone", "source", "assignee", "note", "status"]

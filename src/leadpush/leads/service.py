@@ -16,6 +16,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from leadpush.context import AppContext
 from leadpush.errors import ApiError, not_found
+from leadpush.leads import plans
 from leadpush.leads.models import Customer, FollowUp
 from leadpush.leads.schemas import CustomerOut, FollowUpOut
 from leadpush.permissions import can_see, same_team, visible_filter
@@ -121,13 +122,33 @@ def check_can_follow_up(actor: User, customer: Customer, owner: User | None) -> 
     raise ApiError(403, "not_owner", "只能跟进自己名下的线索")
 
 
+@dataclass(frozen=True)
+class PlanChange:
+    """A follow-up plan given with a follow-up: a time and note, or `at=None` to clear the plan."""
+
+    at: datetime | None
+    note: str | None = None
+
+
 def add_follow_up(
-    ctx: AppContext, session: Session, actor: User, customer_id: int, content: str, status: str | None
+    ctx: AppContext,
+    session: Session,
+    actor: User,
+    customer_id: int,
+    content: str,
+    status: str | None,
+    plan: PlanChange | None = None,
 ) -> FollowUp:
+    """Record a follow-up. With `plan`, the lead's next follow-up plan is set (or cleared) with it; without,
+    a plan due today or earlier counts as done and is cleared, a later one stays (see `plans.plan_fulfilled`)."""
     # Locked as read: the owner it is checked against and the deadline computed from stay true until commit.
     customer, owner = get_visible(session, actor, customer_id, lock=True)
     check_can_follow_up(actor, customer, owner)
     now: datetime = ctx.clock.now()
+    planned_at = None
+    if plan is not None and plan.at is not None:
+        plans.check_owned(customer)
+        planned_at = plans.plan_time(ctx, plan.at, now)
     values: dict[str, object] = {"last_follow_up_at": now, "updated_at": now}
     if status:
         values["status"] = status
@@ -146,8 +167,34 @@ def add_follow_up(
     session.add(follow_up)
     refresh_deadlines(session, [customer], now)
     followed_up(ctx, session, actor, customer, now)
+    if plan is not None:
+        if planned_at is not None or customer.next_follow_up_at is not None:
+            plans.write_plan(ctx, session, customer, planned_at, plan.note, now)
+    elif plans.plan_fulfilled(ctx, customer, now):
+        plans.write_plan(ctx, session, customer, None, None, now)
     session.flush()
     return follow_up
+
+
+def set_plan(
+    ctx: AppContext, session: Session, actor: User, customer_id: int, at: datetime, note: str | None
+) -> Customer:
+    """Set the lead's follow-up plan (下次跟进): its owner, their manager or an admin; never on a pooled lead."""
+    customer, owner = get_visible(session, actor, customer_id, lock=True)
+    check_can_follow_up(actor, customer, owner)
+    plans.check_owned(customer)
+    now = ctx.clock.now()
+    plans.write_plan(ctx, session, customer, plans.plan_time(ctx, at, now), note, now)
+    return customer
+
+
+def clear_plan(ctx: AppContext, session: Session, actor: User, customer_id: int) -> Customer:
+    """Clear the lead's follow-up plan (its reminder will not come); clearing none is no error."""
+    customer, owner = get_visible(session, actor, customer_id, lock=True)
+    check_can_follow_up(actor, customer, owner)
+    if customer.next_follow_up_at is not None or customer.follow_up_remind_at is not None:
+        plans.write_plan(ctx, session, customer, None, None, ctx.clock.now())
+    return customer
 
 
 def follow_ups_out(session: Session, rows: Sequence[FollowUp]) -> list[FollowUpOut]:

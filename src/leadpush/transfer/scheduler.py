@@ -7,7 +7,8 @@ earliest stored warning or deadline (re-reading it whenever a commit wakes it, a
 
 The first-contact ladder's steps (leadpush.sla) ride on the same wait: the earliest `sla_next_at` is one
 more stored deadline, and due steps run (each lead in its own transaction, claimed by a conditional
-update, so once across schedulers) without the transfer lease.
+update, so once across schedulers) without the transfer lease. Follow-up reminders (leadpush.leads.reminders)
+ride on it the same way: the earliest `follow_up_remind_at` is one more stored deadline.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from anyio import to_thread
 from apscheduler.triggers.cron import CronTrigger
 
 from leadpush.context import AppContext
+from leadpush.leads.reminders import earliest_reminder, run_due_reminders
 from leadpush.sla.engine import earliest_step, run_due_steps
 from leadpush.transfer.deadlines import earliest_pending
 from leadpush.transfer.engine import RunReport, TransferBusy, run_transfer
@@ -60,10 +62,17 @@ class TransferScheduler:
     def wake(self) -> None:
         self._event.set()
 
-    def _earliest(self) -> tuple[datetime | None, datetime | None]:
-        """The earliest transfer deadline or warning, and the earliest first-contact step."""
+    def _earliest(self) -> tuple[datetime | None, datetime | None, datetime | None]:
+        """The earliest transfer deadline or warning, the earliest first-contact step and follow-up reminder."""
         with self.ctx.db.read() as session:
-            return earliest_pending(session), earliest_step(session)
+            return earliest_pending(session), earliest_step(session), earliest_reminder(session)
+
+    async def _run_reminders(self) -> None:
+        try:
+            await to_thread.run_sync(lambda: run_due_reminders(self.ctx))
+        except Exception:
+            log.exception("跟进提醒失败")
+            await asyncio.sleep(BUSY_BACKOFF)
 
     async def _run_steps(self) -> None:
         try:
@@ -107,20 +116,23 @@ class TransferScheduler:
                     await asyncio.sleep(BUSY_BACKOFF)
                 continue
             try:
-                earliest, step_at = await to_thread.run_sync(self._earliest)
+                earliest, step_at, remind_at = await to_thread.run_sync(self._earliest)
             except Exception:
                 log.exception("读取最近的流转截止时间失败")
-                earliest = step_at = None
+                earliest = step_at = remind_at = None
             steps_due = step_at is not None and now >= step_at
             if steps_due:
                 await self._run_steps()
+            reminders_due = remind_at is not None and now >= remind_at
+            if reminders_due:
+                await self._run_reminders()
             if earliest is not None and now >= earliest:
                 if await self._run("deadline") is None:
                     await asyncio.sleep(BUSY_BACKOFF)
                 continue
-            if steps_due:
+            if steps_due or reminders_due:
                 continue
-            target = min(t for t in (next_cron, earliest, step_at) if t is not None)
+            target = min(t for t in (next_cron, earliest, step_at, remind_at) if t is not None)
             delay = min(MAX_SLEEP, max(MIN_SLEEP, (target - now).total_seconds()))
             try:
                 await asyncio.wait_for(self._event.wait(), timeout=delay)

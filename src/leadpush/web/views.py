@@ -153,6 +153,11 @@ def transfer_page(request: Request) -> Response:
     return page(request, "transfer.html", title="自动流转", nav="transfer", script="transfer.js")
 
 
+@router.get("/console/follow-ups")
+def follow_ups_page(request: Request) -> Response:
+    return page(request, "followups.html", title="今日跟进", nav="followups", script="followups.js")
+
+
 @router.get("/console/speed")
 def speed_page(request: Request) -> Response:
     return page(request, "speed.html", title="首次联系", nav="speed", script="speed.js")

@@ -22,7 +22,7 @@ export const LABELS = {
   kind: {
     customer_assigned: '新线索', customers_assigned: '新线索（批量）', customer_recycled: '线索收回',
     customers_recycled: '线索收回（批量）', transfer_warning: '流转预警', lead_duplicate: '客户再次咨询',
-    sla_reminder: '首次联系提醒', sla_escalated: '首次联系超时',
+    sla_reminder: '首次联系提醒', sla_escalated: '首次联系超时', followup_due: '跟进提醒',
   },
 };
 

@@ -14,6 +14,20 @@ const assignTo = document.getElementById('assign-to');
 const claimButton = document.getElementById('claim');
 const releaseForm = document.getElementById('release-form');
 const followForm = document.getElementById('follow-up-form');
+const planForm = document.getElementById('plan-form');
+const planAt = document.getElementById('plan-at');
+const planNote = document.getElementById('plan-note');
+const planClear = document.getElementById('plan-clear');
+
+// An instant as a datetime-local value in the console's timezone (the API reads a time without an offset in
+// LEADPUSH_TIMEZONE, so what is typed is what is meant, whatever the browser's own zone).
+const TIMEZONE = document.body.dataset.timezone || 'Asia/Shanghai';
+function localInput(iso) {
+  const parts = Object.fromEntries(new Intl.DateTimeFormat('en-CA', {
+    timeZone: TIMEZONE, year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', hourCycle: 'h23',
+  }).formatToParts(new Date(iso)).map((p) => [p.type, p.value]));
+  return `${parts.year}-${parts.month}-${parts.day}T${parts.hour}:${parts.minute}`;
+}
 
 fillOptions(document.getElementById('fu-status'), 'status');
 // The assignee list must be in place before the current owner can be preselected in it.
@@ -25,7 +39,8 @@ function info(c) {
   const rows = [
     ['姓名', c.name], ['电话', c.phone], ['来源', c.source || '—'], ['状态', pill('status', c.status)],
     ['负责人', c.inPool ? '公海' : c.ownerName ?? `#${c.ownerId}`], ['分配时间', fmtTime(c.assignedAt)],
-    ['最后跟进', fmtTime(c.lastFollowUpAt)], ['流转截止', fmtTime(c.transferDueAt)], ['创建时间', fmtTime(c.createdAt)],
+    ['最后跟进', fmtTime(c.lastFollowUpAt)], ['下次跟进', fmtTime(c.nextFollowUpAt)],
+    ['流转截止', fmtTime(c.transferDueAt)], ['创建时间', fmtTime(c.createdAt)],
     ['备注', c.note || '—'],
   ];
   if (!c.inPool) {
@@ -49,10 +64,26 @@ async function loadCustomer() {
   releaseForm.hidden = staff || !mine;
   // Salespeople follow up their own leads; managers and admins may record one on any lead they see.
   followForm.hidden = !(staff || mine);
+  showPlan(data, (staff || mine) && !data.inPool);
   if (staff) {
     await assigneesReady;
     assignTo.value = data.ownerId ? String(data.ownerId) : '';
   }
+}
+
+// The follow-up plan: shown to everyone who sees the lead, set and cleared by whoever may follow it up
+// (a lead in the pool has no owner to remind, so no plan).
+function showPlan(c, editable) {
+  const current = document.getElementById('plan-current');
+  if (c.nextFollowUpAt) {
+    clear(current).append(h('strong', { text: fmtTime(c.nextFollowUpAt) }), c.nextFollowUpNote ? ` · ${c.nextFollowUpNote}` : '');
+  } else {
+    current.textContent = c.inPool ? '公海中的线索没有跟进计划' : '未设置';
+  }
+  planForm.hidden = !editable;
+  planClear.hidden = !c.nextFollowUpAt;
+  planAt.value = c.nextFollowUpAt ? localInput(c.nextFollowUpAt) : '';
+  planNote.value = c.nextFollowUpNote ?? '';
 }
 
 async function loadFollowUps() {
@@ -159,6 +190,7 @@ followForm.addEventListener('submit', async (event) => {
   event.preventDefault();
   const content = document.getElementById('fu-content');
   const status = document.getElementById('fu-status');
+  const next = document.getElementById('fu-next');
   if (!content.value.trim()) {
     say('请填写跟进内容', true);
     content.focus();
@@ -166,16 +198,50 @@ followForm.addEventListener('submit', async (event) => {
   }
   try {
     const r = await api(`/api/customers/${id}/follow-ups`, {
-      method: 'POST', body: { content: content.value, ...(status.value ? { status: status.value } : {}) },
+      method: 'POST',
+      body: {
+        content: content.value,
+        ...(status.value ? { status: status.value } : {}),
+        // A new plan with the follow-up; without one, a plan due today counts as done (the server clears it).
+        ...(next.value ? { nextFollowUpAt: next.value } : {}),
+      },
     });
     say(r.message);
     content.value = '';
     status.value = '';
+    next.value = '';
     await reloadAll();
   } catch (error) {
     sayError(error);
   }
 });
+planForm.addEventListener('submit', async (event) => {
+  event.preventDefault();
+  if (!planAt.value) {
+    say('请选择下次跟进时间', true);
+    planAt.focus();
+    return;
+  }
+  const note = planNote.value.trim();
+  try {
+    const r = await api(`/api/customers/${id}/follow-up-plan`, { method: 'PUT', body: { at: planAt.value, ...(note ? { note } : {}) } });
+    say(r.message);
+    await loadCustomer();
+  } catch (error) {
+    sayError(error);
+  }
+});
+
+planClear.addEventListener('click', async () => {
+  try {
+    const r = await api(`/api/customers/${id}/follow-up-plan`, { method: 'DELETE' });
+    say(r.message);
+    await loadCustomer();
+  } catch (error) {
+    sayError(error);
+  }
+});
+
 // Ctrl/⌘+Enter in the follow-up box records it (plain Enter is a new line).
 document.getElementById('fu-content').addEventListener('keydown', (event) => {
   if (event.key === 'Enter' && (event.ctrlKey || event.metaKey)) {
