@@ -127,25 +127,28 @@ class WechatChannel:
         code, msg = reply.errcode, reply.errmsg
         if code == 0:
             msgid = reply.data.get("msgid")
-            return SendResult.sent(provider_id=None if msgid is None else str(msgid))
+            return SendResult.sent(provider_id=None if msgid is None else str(msgid), errcode=code)
         s = self.ctx.settings
         if code == 43101:
-            return SendResult.permanent("用户没有可用的订阅次数（43101），已将次数清零")
+            return SendResult.permanent("用户没有可用的订阅次数（43101），已将次数清零", errcode=code)
         if code == 40003:
-            return SendResult.permanent(f"openid 无效（40003，可能不是本小程序的 openid）：{short_errmsg(msg)}")
+            return SendResult.permanent(
+                f"openid 无效（40003，可能不是本小程序的 openid）：{short_errmsg(msg)}", errcode=code
+            )
         if code == 40037:
             return SendResult.permanent(
-                f"模板 ID 无效（40037），请检查 LEADPUSH_WECHAT_TEMPLATE_ID：{short_errmsg(msg)}"
+                f"模板 ID 无效（40037），请检查 LEADPUSH_WECHAT_TEMPLATE_ID：{short_errmsg(msg)}", errcode=code
             )
         if code == 41030:
             return SendResult.permanent(
-                f"跳转页面不存在于已发布的小程序（41030），请检查 LEADPUSH_WECHAT_PAGE：{short_errmsg(msg)}"
+                f"跳转页面不存在于已发布的小程序（41030），请检查 LEADPUSH_WECHAT_PAGE：{short_errmsg(msg)}",
+                errcode=code,
             )
         if code == 47003:
-            return SendResult.permanent(f"模板数据不符合格式要求（47003）：{_bad_field(msg)}")
+            return SendResult.permanent(f"模板数据不符合格式要求（47003）：{_bad_field(msg)}", errcode=code)
         if code == 45009:
             wait = seconds_until_quota_resets(self.ctx.clock.now(), s.tz, s.wechat_quota_retry_seconds)
-            return SendResult.retry("已达微信接口每日调用上限（45009），稍后重试", retry_after=wait)
+            return SendResult.retry("已达微信接口每日调用上限（45009），稍后重试", retry_after=wait, errcode=code)
         return retry_for("微信", code, msg)
 
     async def aclose(self) -> None:
