@@ -17,6 +17,8 @@ STABLE_ROTATE_BEFORE = 300  # the platform rotates a stable token 5 minutes befo
 
 WECOM_PER_MINUTE = 30
 WECOM_PER_HOUR = 1000
+WECOM_DUPLICATE_INTERVAL = 1800  # enable_duplicate_check: the default duplicate_check_interval (s)
+WECOM_DUPLICATE_MAX = 4 * 3600  # and its maximum
 WECOM_CODE_TTL = 300  # a WeCom sign-in code is single-use and expires 5 minutes after it is issued
 
 SUBSCRIBE_PATH = "/cgi-bin/message/subscribe/send"

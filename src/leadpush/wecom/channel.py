@@ -37,9 +37,21 @@ class WecomChannel:
         self.url = s.wecom_api_base.rstrip("/") + SEND_PATH
 
     def message_body(self, job: DeliveryJob, folded: list[Folded] | None = None) -> dict[str, Any]:
+        """The app message for this delivery. It says nothing about the try (no attempt number, no send
+        time): sent again after a crash, it is the same message, which WeCom's duplicate check then shows
+        only once."""
         s = self.ctx.settings
         card = digest_card(s, job, folded) if folded else textcard(s, job)
-        return {"touser": job.recipient.wecom_userid, "msgtype": "textcard", "agentid": self.agentid, "textcard": card}
+        body: dict[str, Any] = {
+            "touser": job.recipient.wecom_userid,
+            "msgtype": "textcard",
+            "agentid": self.agentid,
+            "textcard": card,
+        }
+        if s.wecom_duplicate_check_seconds:
+            body["enable_duplicate_check"] = 1
+            body["duplicate_check_interval"] = s.wecom_duplicate_check_seconds
+        return body
 
     async def send(self, job: DeliveryJob) -> SendResult:
         member = job.recipient.wecom_userid
