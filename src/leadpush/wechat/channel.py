@@ -21,7 +21,7 @@ from leadpush.tencent.client import ApiReply, call_platform, call_with_token, is
 from leadpush.tencent.errcodes import retry_for, short_errmsg
 from leadpush.tencent.tokens import Fetch, TokenCache, TokenUnavailable, shared_token_cache
 from leadpush.wechat.credits import Settlement, reserve_credit, settle_credit
-from leadpush.wechat.format import subscribe_page, template_data, template_fields
+from leadpush.wechat.format import ValueRefused, subscribe_page, template_data, template_fields
 
 SEND_PATH = "/cgi-bin/message/subscribe/send"
 NO_CREDIT = "无订阅次数（no credit）：用户未在小程序中允许接收，或次数已用完"
@@ -74,10 +74,13 @@ class WechatChannel:
     async def send(self, job: DeliveryJob) -> SendResult:
         if not job.recipient.wechat_openid:
             return SendResult.skipped("用户未绑定小程序 openid")
+        try:
+            body = self.message_body(job)  # before the credit: a message that cannot be sent costs none
+        except ValueRefused as exc:
+            return SendResult.permanent(str(exc))
         db, user_id, now = self.ctx.db, job.recipient.id, self.ctx.clock.now()
         if not await to_thread.run_sync(reserve_credit, db, user_id, self.template_id, job.delivery_id, now):
             return SendResult.skipped(NO_CREDIT)
-        body = self.message_body(job)
 
         async def post(token: str) -> ApiReply:
             return await call_platform(self.client, "POST", self.url, params={"access_token": token}, body=body)
