@@ -88,7 +88,9 @@ def env(fake: FakeWeChatServer, channel_db_url: str) -> Iterator[Env]:
     )
     wipe(ctx)
     with ctx.db.write() as session:
-        user, _ = create_user(session, name="李丽", role="sales", team="A", create_missing_team=True, wechat_openid=OPENID)
+        user, _ = create_user(
+            session, name="李丽", role="sales", team="A", create_missing_team=True, wechat_openid=OPENID
+        )
         add_credits(session, user.id, [TEMPLATE], datetime.now(UTC))
         user_id = user.id
     fake.state.set_credits(OPENID, TEMPLATE, 1)

@@ -56,9 +56,7 @@ def skipped_at_claim(session: Session, ids: Iterable[int], now: datetime, detail
     result = SendResult.skipped(detail)
     for delivery_id in ids:
         attempt = (tries.get(delivery_id) or 0) + 1
-        add_attempt(
-            session, delivery_id, attempt, result, "skipped", started_at=now, finished_at=now, worker=worker
-        )
+        add_attempt(session, delivery_id, attempt, result, "skipped", started_at=now, finished_at=now, worker=worker)
 
 
 def attempts_of(session: Session, delivery_id: int) -> Sequence[DeliveryAttempt]:

@@ -71,7 +71,9 @@ class DeliveryAttemptOut(CamelModel):
     attempt: int = Field(description="第几次尝试（管理员重新发送后从 1 重新计数）")
     started_at: datetime | None = Field(description="领取（开始发送）的时间")
     finished_at: datetime
-    outcome: AttemptOutcome = Field(description="渠道的回答：sent 已发送 / retry 稍后重试 / permanent 无法发送 / skipped 未发送")
+    outcome: AttemptOutcome = Field(
+        description="渠道的回答：sent 已发送 / retry 稍后重试 / permanent 无法发送 / skipped 未发送"
+    )
     status: DeliveryStatus = Field(description="这次尝试之后投递的状态")
     errcode: int | None = Field(description="微信 / 企业微信返回的 errcode（有的话）")
     detail: str | None
