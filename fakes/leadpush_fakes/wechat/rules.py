@@ -24,7 +24,8 @@ WECOM_CODE_TTL = 300  # a WeCom sign-in code is single-use and expires 5 minutes
 SUBSCRIBE_PATH = "/cgi-bin/message/subscribe/send"
 WECOM_SEND_PATH = "/cgi-bin/message/send"
 
-FAULT_KINDS = frozenset({"errcode", "http", "slow", "drop"})
+# slow: wait, then handle the request; late: handle it (the platform acts on it), then answer late.
+FAULT_KINDS = frozenset({"errcode", "http", "slow", "late", "drop"})
 MESSAGE_KINDS = ("subscribe", "wecom")
 WECOM_MSGTYPES = frozenset({"text", "textcard", "markdown", "template_card"})
 
