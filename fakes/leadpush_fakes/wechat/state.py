@@ -579,6 +579,8 @@ class FakeWeChatState:
                     delivered.append(user)
             msgid = secrets.token_urlsafe(24)
             if delivered:
+                if len(self._wecom_shown) >= 10_000:  # forget what no interval can reach any more
+                    self._wecom_shown = {k: v for k, v in self._wecom_shown.items() if now - v[0] < WECOM_DUPLICATE_MAX}
                 self._wecom_shown[key] = (now, msgid)
                 self._append_message(
                     "wecom",
