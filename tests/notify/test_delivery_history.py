@@ -256,3 +256,36 @@ def test_a_wechat_delivery_keeps_each_tries_errcode(pushing: Api, fake: FakeWeCh
     tries = ok(api.client(admin).get(f"/api/deliveries/{row['id']}"))["attempts"]
     assert [(t["outcome"], t["errcode"]) for t in tries] == [("retry", -1), ("sent", 0)]
     assert "系统繁忙" in tries[0]["detail"]
+
+
+@pytest.mark.slow  # 33 sends through the WeCom pacer
+def test_wecom_deliveries_folded_by_the_pacer_keep_their_tries_too(pushing: Api, fake: FakeWeChatServer):
+    """Past 30 a minute to one member, WeCom deliveries are deferred, then folded into one digest card by
+    whichever gets the next slot (wecom/pacing.py): each keeps both tries, the folded ones included."""
+    api = pushing
+    admin = api.user("管理员", "admin", None)
+    manager = api.user("王经理", "manager", "A")
+    dave = api.user("戴维", "sales", "A", wecom_userid="Dave")
+    m = api.client(manager)
+    for _ in range(33):
+        lead = api.lead(manager, name="张三")
+        ok(m.patch(f"/api/customers/{lead['id']}/assign", json={"assignedTo": dave.id}))
+
+    def wecom(status: str) -> list[dict]:
+        params = {"channel": "wecom", "status": status, "pageSize": 100}
+        return ok(api.client(admin).get("/api/deliveries", params=params))["items"]
+
+    deferred = wait_for(lambda: (rows := wecom("failed")) and len(rows) == 3 and rows)
+    api.ctx.clock.advance(seconds=61)
+    fake.state.advance(61)  # WeCom's own minute passes too
+    api.ctx.signals.notifications_committed(set())
+    wait_for(lambda: len(wecom("sent")) == 33)
+    histories = [ok(api.client(admin).get(f"/api/deliveries/{d['id']}"))["attempts"] for d in deferred]
+    for tries in histories:
+        assert [(t["attempt"], t["outcome"], t["status"]) for t in tries] == [
+            (1, "retry", "failed"),
+            (2, "sent", "sent"),
+        ]
+        assert "限速" in tries[0]["detail"] and tries[1]["errcode"] == 0 and tries[1]["worker"]
+    # The one that got the slot carried the other two, whose second try says so.
+    assert sorted(t[1]["detail"] or "" for t in histories)[-2:] == ["合并为一条摘要发送"] * 2
