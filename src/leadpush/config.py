@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     wecom_per_minute: int = Field(default=30, ge=1, le=30)
     wecom_per_hour: int = Field(default=1000, ge=1, le=1000)
     wecom_mask_phone: bool = False
+    # WeCom's enable_duplicate_check: the same message to the same member within this many seconds is shown
+    # once (a send caught mid-flight by a crash and sent again). 0 = off; WeCom allows at most 4 hours.
+    wecom_duplicate_check_seconds: int = Field(default=1800, ge=0, le=14400)
     # WeCom sign-in (offered when corpid+secret+agentid are set): the two hosts the browser is sent to (OAuth
     # inside WeCom's own browser; the QR login page on a desktop), and leadpush's own address as the browser
     # reaches it, for the redirect_uri (its host must be a trusted domain of the WeCom app). Unset = the

@@ -154,7 +154,14 @@ def test_assignment_reaches_wecom_as_a_textcard(world: World, endpoint: str, n: 
             "url": f"{PUBLIC_URL}/console/customers",
             "btntxt": "查看",
         }
-    assert message["body"] == {"touser": "Dave", "msgtype": "textcard", "agentid": AGENTID, "textcard": card}
+    assert message["body"] == {
+        "touser": "Dave",
+        "msgtype": "textcard",
+        "agentid": AGENTID,
+        "textcard": card,
+        "enable_duplicate_check": 1,  # a re-send after a crash is shown once
+        "duplicate_check_interval": 1800,
+    }
     assert message["touser"] == ["dave"]
     rows = w.settled()
     assert sorted((d.channel, d.status) for d in rows) == [("inapp", "sent"), ("wecom", "sent")]

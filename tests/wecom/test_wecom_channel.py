@@ -99,6 +99,8 @@ def test_a_textcard_with_a_link_to_the_lead(env: Env) -> None:
             "url": f"{PUBLIC_URL}/console/customers/7",
             "btntxt": "查看",
         },
+        "enable_duplicate_check": 1,  # a re-send after a crash is shown once (LEADPUSH_WECOM_DUPLICATE_CHECK_SECONDS)
+        "duplicate_check_interval": 1800,
     }
 
 

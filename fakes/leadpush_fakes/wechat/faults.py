@@ -1,4 +1,9 @@
-"""Injected faults applied at the raw ASGI level, before routing: errcode, HTTP error, slow, drop."""
+"""Injected faults applied at the raw ASGI level, before routing: errcode, HTTP error, slow, late, drop.
+
+`slow` waits before handling the request (a sender that gives up meanwhile sent nothing); `late` handles
+it at once and holds back the answer (the platform took the message; a sender that dies meanwhile never
+learns so: a send caught mid-flight).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import logging
 
 from fastapi import FastAPI
 from starlette.requests import ClientDisconnect
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from leadpush_fakes.wechat.rules import errmsg
 from leadpush_fakes.wechat.state import FakeWeChatState
@@ -27,6 +32,8 @@ class FakeWeChatApp(FastAPI):
             if fault is not None:
                 if fault.kind == "slow":
                     await asyncio.sleep(fault.delay)
+                elif fault.kind == "late":
+                    send = _answer_late(send, fault.delay)
                 elif fault.kind == "drop":
                     await _drop_connection(receive, send)
                     return
@@ -45,6 +52,17 @@ class FakeWeChatApp(FastAPI):
             # The sender gave up (e.g. timed out during a 'slow' fault) before its body was read: nothing
             # was accepted. One line, not a traceback: a fault run does this thousands of times.
             log.info("fake wechat: client went away before its request was read: %s", scope["path"])
+
+
+def _answer_late(send: Send, delay: float) -> Send:
+    """`send`, holding the response back `delay` seconds (the request has been handled by then)."""
+
+    async def late(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            await asyncio.sleep(delay)
+        await send(message)
+
+    return late
 
 
 async def _send_raw(send: Send, status: int, body: bytes, content_type: bytes) -> None:

@@ -36,12 +36,15 @@ PLATFORM_UTC_OFFSET = 8 * 3600
 
 WECOM_PER_MINUTE = 30  # messages a minute per member per app (beyond: dropped silently, errcode 0)
 WECOM_PER_HOUR = 1000
+WECOM_DUPLICATE_INTERVAL = 1800  # enable_duplicate_check: the default duplicate_check_interval (s)
+WECOM_DUPLICATE_MAX = 4 * 3600  # and its maximum
 WECOM_CODE_TTL = 300  # a WeCom sign-in code is single-use and expires 5 minutes after it is issued
 
 SUBSCRIBE_PATH = "/cgi-bin/message/subscribe/send"
 WECOM_SEND_PATH = "/cgi-bin/message/send"
 
-FAULT_KINDS = frozenset({"errcode", "http", "slow", "drop"})
+# slow: wait, then handle the request; late: handle it (the platform acts on it), then answer late.
+FAULT_KINDS = frozenset({"errcode", "http", "slow", "late", "drop"})
 MESSAGE_KINDS = ("subscribe", "wecom")
 WECOM_MSGTYPES = frozenset({"text", "textcard", "markdown", "template_card"})
 

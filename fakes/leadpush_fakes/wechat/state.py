@@ -8,6 +8,7 @@ same over HTTP.
 from __future__ import annotations
 
 import copy
+import json
 import random
 import secrets
 import threading
@@ -32,6 +33,8 @@ from leadpush_fakes.wechat.rules import (
     STABLE_TOKEN_PER_MINUTE,
     TOKEN_TTL,
     WECOM_CODE_TTL,
+    WECOM_DUPLICATE_INTERVAL,
+    WECOM_DUPLICATE_MAX,
     WECOM_PER_HOUR,
     WECOM_PER_MINUTE,
 )
@@ -242,6 +245,10 @@ class FakeWeChatState:
         self.rejected_by_kind: dict[str, Counter[int]] = {}
         self.faults_fired: Counter[str] = Counter()
         self.wecom_dropped: Counter[str] = Counter()
+        # enable_duplicate_check: the messages WeCom showed, by what makes two the same, and the repeats
+        # it answered 0 to without showing them again.
+        self._wecom_shown: dict[tuple[Any, ...], tuple[float, str]] = {}
+        self.wecom_duplicates: list[dict[str, Any]] = []
         self._wecom_windows: dict[tuple[int, str], deque[float]] = {}
         self._msgid = 10**18 + random.getrandbits(59)
         self._seq = 0
@@ -574,6 +581,7 @@ class FakeWeChatState:
                 "rejected": dict(self.rejected),
                 "rejected_by_kind": {k: dict(v) for k, v in self.rejected_by_kind.items()},
                 "wecom_dropped": dict(self.wecom_dropped),
+                "wecom_duplicates": len(self.wecom_duplicates),
                 "faults_fired": dict(self.faults_fired),
                 "messages": {k: len(v) for k, v in self.messages.items()},
                 "quotas": self.quota_usage(),
@@ -652,12 +660,52 @@ class FakeWeChatState:
         with self.lock:
             return not self.wecom_users or user in self.wecom_users
 
+    def get_wecom_duplicates(self) -> list[dict[str, Any]]:
+        """Messages answered errcode 0 but not shown again: repeats caught by enable_duplicate_check."""
+        with self.lock:
+            return list(self.wecom_duplicates)
+
+    def _duplicate_check(self, agentid: int, users: list[str], body: dict[str, Any], now: float) -> Any:
+        """(key, the earlier showing's msgid or None). The same message is the same recipients, msgtype
+        and content; it counts as a repeat only when this send asks for the check and the earlier one was
+        shown within its `duplicate_check_interval` (default 1800 s, at most 4 hours)."""
+        msgtype = body.get("msgtype")
+        content = json.dumps(body.get(msgtype), ensure_ascii=False, sort_keys=True)
+        key = (
+            agentid,
+            tuple(sorted(users)),
+            str(body.get("toparty") or ""),
+            str(body.get("totag") or ""),
+            msgtype,
+            content,
+        )
+        if body.get("enable_duplicate_check") not in (1, True, "1"):
+            return key, None
+        interval = body.get("duplicate_check_interval", WECOM_DUPLICATE_INTERVAL)
+        if not isinstance(interval, int) or isinstance(interval, bool) or interval <= 0:
+            interval = WECOM_DUPLICATE_INTERVAL
+        interval = min(interval, WECOM_DUPLICATE_MAX)
+        earlier = self._wecom_shown.get(key)
+        if earlier is not None and now - earlier[0] < interval:
+            return key, earlier[1]
+        return key, None
+
     def deliver_wecom(
         self, agentid: int, users: list[str], invalid: list[str], body: dict[str, Any]
     ) -> tuple[str, list[str], list[str]]:
-        """Apply per-member pacing; returns (msgid, delivered, dropped)."""
+        """Apply the duplicate check and per-member pacing; returns (msgid, delivered, dropped).
+
+        A repeat caught by enable_duplicate_check is answered as accepted (the first showing's msgid) but
+        neither shown nor counted against the member's pace; it is kept in `wecom_duplicates`.
+        """
         with self.lock:
             now = self.now()
+            key, shown_as = self._duplicate_check(agentid, users, body, now)
+            if shown_as is not None:
+                self.wecom_duplicates.append(
+                    {"msgid": shown_as, "agentid": agentid, "touser": users, "body": body, "receivedAt": now}
+                )
+                return shown_as, [], []
             delivered: list[str] = []
             dropped: list[str] = []
             per_minute = self.wecom_per_minute
@@ -681,6 +729,9 @@ class FakeWeChatState:
                     delivered.append(user)
             msgid = secrets.token_urlsafe(24)
             if delivered:
+                if len(self._wecom_shown) >= 10_000:  # forget what no interval can reach any more
+                    self._wecom_shown = {k: v for k, v in self._wecom_shown.items() if now - v[0] < WECOM_DUPLICATE_MAX}
+                self._wecom_shown[key] = (now, msgid)
                 self._append_message(
                     "wecom",
                     {

@@ -29,6 +29,7 @@ from leadpush.db import Database, rows_changed
 from leadpush.notify.channels.base import Channel, DeliveryJob, Recipient, SendResult
 from leadpush.notify.claimrules import decide
 from leadpush.notify.digest import fold, folded_notes
+from leadpush.notify.history import add_attempt, skipped_at_claim
 from leadpush.notify.ledger import INACTIVE
 from leadpush.notify.metrics import Metrics
 from leadpush.notify.models import Delivery, Notification
@@ -90,7 +91,7 @@ def claim_due_deliveries(
         )
         if db.is_postgres:
             query = query.with_for_update(skip_locked=True)
-        ids = skip_inactive_recipients(session, list(session.scalars(query)), now)
+        ids = skip_inactive_recipients(session, list(session.scalars(query)), now, holder)
         if settings is not None and ids:
             ids = decide(session, ids, now, settings)
             ids = fold(session, ids, now, settings, lock=db.is_postgres)
@@ -136,14 +137,16 @@ def claim_due_deliveries(
                 recipient=Recipient(u.id, u.name, u.wechat_openid, u.wecom_userid),
                 lease_holder=holder,
                 folded=tuple(notes[i] for i in sorted(set(d.folds or [])) if i in notes),
+                claimed_at=now,
             )
             for d, n, u in rows
         ]
 
 
-def skip_inactive_recipients(session: Session, ids: list[int], now: datetime) -> list[int]:
+def skip_inactive_recipients(session: Session, ids: list[int], now: datetime, holder: str | None = None) -> list[int]:
     """Deliveries due for a user deactivated since they were planned are skipped, not sent: returns the
-    rest. (Read with the claim, so one deactivated before this claim gets nothing more.)"""
+    rest. (Read with the claim, so one deactivated before this claim gets nothing more.) Each skip is kept
+    in the delivery's attempt history, by the claiming worker `holder`."""
     if not ids:
         return ids
     inactive = set(
@@ -154,6 +157,7 @@ def skip_inactive_recipients(session: Session, ids: list[int], now: datetime) ->
         )
     )
     if inactive:
+        skipped_at_claim(session, sorted(inactive), now, INACTIVE, holder)
         session.execute(
             update(Delivery)
             .where(Delivery.id.in_(inactive))
@@ -164,7 +168,11 @@ def skip_inactive_recipients(session: Session, ids: list[int], now: datetime) ->
 
 
 def record_outcome(ctx: AppContext, job: DeliveryJob, result: SendResult, now: datetime) -> str:
-    """Write what happened; returns the delivery's new status ("lost" if the lease was taken over)."""
+    """Write what happened; returns the delivery's new status ("lost" if the lease was taken over).
+
+    The try joins the delivery's attempt history in the same transaction, only when this worker still held
+    the claim (a lost claim's answer belongs to nobody: the new holder's try is the one that counts).
+    """
     s = ctx.settings
     values: dict[str, object] = {"updated_at": now, "lease_until": None}
     if result.outcome == "sent":
@@ -185,7 +193,27 @@ def record_outcome(ctx: AppContext, job: DeliveryJob, result: SendResult, now: d
             .values(**values)
             .execution_options(synchronize_session=False)
         )
-    return str(values["status"]) if rows_changed(done) == 1 else "lost"
+        if rows_changed(done) != 1:
+            return "lost"
+        status = str(values["status"])
+        add_attempt(
+            session,
+            job.delivery_id,
+            job.attempts,
+            result,
+            status,
+            started_at=claimed_at(job, s, now),
+            finished_at=now,
+            worker=job.lease_holder,
+        )
+    return status
+
+
+def claimed_at(job: DeliveryJob, settings: Settings, now: datetime) -> datetime:
+    """When the job's claim happened: carried by the job, or (a job built elsewhere) its lease's start."""
+    if job.claimed_at is not None:
+        return job.claimed_at
+    return min(now, job.lease_until - timedelta(seconds=settings.delivery_lease_seconds))
 
 
 class Dispatcher:

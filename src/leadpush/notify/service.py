@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session
 
 from leadpush.db import after_commit, rows_changed
 from leadpush.errors import ApiError, not_found
+from leadpush.notify.history import attempts_of
 from leadpush.notify.models import Delivery, Notification
-from leadpush.notify.schemas import DeliveryOut, NotificationOut
+from leadpush.notify.schemas import DeliveryAttemptOut, DeliveryDetail, DeliveryOut, NotificationOut
 from leadpush.notify.signals import Signals
 from leadpush.permissions import team_members
 from leadpush.users.models import User
@@ -109,8 +110,8 @@ def delivery_out(d: Delivery, n: Notification, u: User) -> DeliveryOut:
         title=n.title,
         recipient_id=u.id,
         recipient_name=u.name,
-        channel=d.channel,
-        status=d.status,
+        channel=d.channel,  # type: ignore[arg-type]  # one of CHANNELS (the column's values)
+        status=d.status,  # type: ignore[arg-type]  # one of STATUSES
         attempts=d.attempts,
         next_attempt_at=d.next_attempt_at,
         last_error=d.last_error,
@@ -119,6 +120,9 @@ def delivery_out(d: Delivery, n: Notification, u: User) -> DeliveryOut:
         created_at=d.created_at,
         updated_at=d.updated_at,
         sent_at=d.sent_at,
+        hold_reason=d.hold_reason,
+        merged_into=d.merged_into,
+        folds=list(d.folds or []),
     )
 
 
@@ -152,6 +156,37 @@ def list_deliveries(
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = session.execute(query.order_by(Delivery.id.desc()).offset((page - 1) * page_size).limit(page_size))
     return [delivery_out(d, n, u) for d, n, u in rows], total
+
+
+def delivery_detail(session: Session, actor: User, delivery_id: int) -> DeliveryDetail:
+    """One delivery and its attempt history (oldest first), under the ledger's visibility: admins see every
+    delivery, managers their team's; anything else is "not found" (as if it did not exist)."""
+    query = (
+        select(Delivery, Notification, User)
+        .join(Notification, Notification.id == Delivery.notification_id)
+        .join(User, User.id == Delivery.recipient_id)
+        .where(Delivery.id == delivery_id)
+    )
+    if actor.role == "manager":
+        query = query.where(team_members(actor))
+    row = session.execute(query).first() if is_db_id(delivery_id) else None
+    if row is None:
+        raise not_found("delivery")
+    d, n, u = row
+    attempts = [
+        DeliveryAttemptOut(
+            attempt=a.attempt,
+            started_at=a.started_at,
+            finished_at=a.finished_at,
+            outcome=a.outcome,  # type: ignore[arg-type]
+            status=a.status,  # type: ignore[arg-type]
+            errcode=a.errcode,
+            detail=a.detail,
+            worker=a.worker,
+        )
+        for a in attempts_of(session, d.id)
+    ]
+    return DeliveryDetail(delivery=delivery_out(d, n, u), attempts=attempts)
 
 
 def retry_delivery(session: Session, signals: Signals, delivery_id: int, now: datetime) -> DeliveryOut:

@@ -15,7 +15,14 @@ from leadpush.notify import service
 from leadpush.notify.hub import Waiter
 from leadpush.notify.ledger import unread_count
 from leadpush.notify.models import CHANNELS, STATUSES
-from leadpush.notify.schemas import DeliveryOut, DeliveryPage, MarkReadBody, NotificationPage, UnreadOut
+from leadpush.notify.schemas import (
+    DeliveryDetail,
+    DeliveryOut,
+    DeliveryPage,
+    MarkReadBody,
+    NotificationPage,
+    UnreadOut,
+)
 from leadpush.schemas import Envelope
 from leadpush.users.service import MAX_ID, hash_token
 
@@ -123,6 +130,13 @@ def list_deliveries(
     with ctx.db.read() as session:
         items, total = service.list_deliveries(session, user, filters, page, page_size)
     return Envelope(data=DeliveryPage(items=items, total=total, page=page, page_size=page_size))
+
+
+@router.get("/api/deliveries/{delivery_id:int}", response_model=Envelope[DeliveryDetail])
+def delivery_detail(delivery_id: int, ctx: Ctx, user: StaffUser) -> Envelope:
+    """One delivery and every attempt to send it, oldest first (admins: everyone's; managers: their team's)."""
+    with ctx.db.read() as session:
+        return Envelope(data=service.delivery_detail(session, user, delivery_id))
 
 
 @router.post("/api/deliveries/{delivery_id:int}/retry", response_model=Envelope[DeliveryOut])

@@ -26,7 +26,7 @@ def short_errmsg(errmsg: str) -> str:
 def retry_for(platform: str, code: int | None, errmsg: str) -> SendResult:
     """What is left once a channel has sorted out its permanent errcodes: every other answer retries."""
     if code in TOKEN_ERRORS:
-        return SendResult.retry(f"access_token 无效（{code}），刷新后仍失败")
+        return SendResult.retry(f"access_token 无效（{code}），刷新后仍失败", errcode=code)
     if code == BUSY:
-        return SendResult.retry(f"{platform}系统繁忙（-1）")
-    return SendResult.retry(f"{platform}返回 errcode {code}：{short_errmsg(errmsg)}")
+        return SendResult.retry(f"{platform}系统繁忙（-1）", errcode=code)
+    return SendResult.retry(f"{platform}返回 errcode {code}：{short_errmsg(errmsg)}", errcode=code)

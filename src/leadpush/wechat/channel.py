@@ -28,7 +28,7 @@ from leadpush.tencent.client import ApiReply, call_platform, call_with_token, is
 from leadpush.tencent.errcodes import retry_for, short_errmsg
 from leadpush.tencent.tokens import Fetch, TokenCache, TokenUnavailable, shared_token_cache
 from leadpush.wechat.credits import Reservation, Settlement, reserve_credit, settle_credit, spendable
-from leadpush.wechat.format import subscribe_page, template_data, template_fields
+from leadpush.wechat.format import ValueRefused, subscribe_page, template_data, template_fields
 from leadpush.wechat.quota import exhausted_until, mark_exhausted
 
 SEND_PATH = "/cgi-bin/message/subscribe/send"
@@ -109,6 +109,10 @@ class WechatChannel:
     async def send(self, job: DeliveryJob) -> SendResult:
         if not job.recipient.wechat_openid:
             return SendResult.skipped("用户未绑定小程序 openid")
+        try:
+            body = self.message_body(job)  # before the credit: a message that cannot be sent costs none
+        except ValueRefused as exc:
+            return SendResult.permanent(str(exc))
         db, user_id, now = self.ctx.db, job.recipient.id, self.ctx.clock.now()
         keep = self.keep_for(job)
         resets = await to_thread.run_sync(exhausted_until, db, self.appid, now)
@@ -124,7 +128,6 @@ class WechatChannel:
         reserved = await to_thread.run_sync(reserve_credit, db, user_id, self.template_id, job.delivery_id, now, keep)
         if not reserved:
             return SendResult.skipped(_not_reserved(reserved))
-        body = self.message_body(job)
 
         async def post(token: str) -> ApiReply:
             return await call_platform(self.client, "POST", self.url, params={"access_token": token}, body=body)
@@ -187,21 +190,24 @@ class WechatChannel:
         code, msg = reply.errcode, reply.errmsg
         if code == 0:
             msgid = reply.data.get("msgid")
-            return SendResult.sent(provider_id=None if msgid is None else str(msgid))
+            return SendResult.sent(provider_id=None if msgid is None else str(msgid), errcode=code)
         if code == 43101:
-            return SendResult.permanent("用户没有可用的订阅次数（43101），已将次数清零")
+            return SendResult.permanent("用户没有可用的订阅次数（43101），已将次数清零", errcode=code)
         if code == 40003:
-            return SendResult.permanent(f"openid 无效（40003，可能不是本小程序的 openid）：{short_errmsg(msg)}")
+            return SendResult.permanent(
+                f"openid 无效（40003，可能不是本小程序的 openid）：{short_errmsg(msg)}", errcode=code
+            )
         if code == 40037:
             return SendResult.permanent(
-                f"模板 ID 无效（40037），请检查 LEADPUSH_WECHAT_TEMPLATE_ID：{short_errmsg(msg)}"
+                f"模板 ID 无效（40037），请检查 LEADPUSH_WECHAT_TEMPLATE_ID：{short_errmsg(msg)}", errcode=code
             )
         if code == 41030:
             return SendResult.permanent(
-                f"跳转页面不存在于已发布的小程序（41030），请检查 LEADPUSH_WECHAT_PAGE：{short_errmsg(msg)}"
+                f"跳转页面不存在于已发布的小程序（41030），请检查 LEADPUSH_WECHAT_PAGE：{short_errmsg(msg)}",
+                errcode=code,
             )
         if code == 47003:
-            return SendResult.permanent(f"模板数据不符合格式要求（47003）：{_bad_field(msg)}")
+            return SendResult.permanent(f"模板数据不符合格式要求（47003）：{_bad_field(msg)}", errcode=code)
         if code == 45009:  # give way to the chain's next channel now, else wait for the quota to reset
             wait = self.quota_wait(self.ctx.clock.now())
             return SendResult("retry", QUOTA_WAIT, retry_after=wait, errcode=code, give_way=QUOTA_GIVE_WAY)

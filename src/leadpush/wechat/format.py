@@ -102,15 +102,32 @@ def mask_phone(phone: str) -> str:
     return digits
 
 
+class ValueRefused(ValueError):
+    """A value that cannot be put in its field without saying something else: the message is refused (a
+    clear, permanent reason, so another channel can take over), never sent with a wrong value."""
+
+
 def format_phone(phone: str, mask: bool = False) -> str:
-    """At most 17 digits or symbols: spaces and letters dropped, symbols dropped first if too long."""
+    """At most 17 digits or symbols: spaces and letters dropped, symbols dropped first if too long.
+
+    A number of more than 17 digits does not fit: cut, it would be another number, so it is refused
+    (ValueRefused). Masked, it still fits: the first three and last four digits around at most 10 stars.
+    """
+    digits = re.sub(r"\D", "", phone)
     if mask:
         value = mask_phone(phone)
+        if len(value) > PHONE_MAX:
+            value = digits[:3] + "*" * (PHONE_MAX - 7) + digits[-4:]
     else:
+        if len(digits) > PHONE_MAX:
+            shown = cut(phone, 40)
+            raise ValueRefused(
+                f"电话号码超过 {PHONE_MAX} 位，无法填入订阅消息的 phone_number 字段：{shown}（{len(digits)} 位数字）"
+            )
         value = _PHONE_KEEP.sub("", phone)
         if len(value) > PHONE_MAX or not re.search(r"\d", value):
-            value = re.sub(r"\D", "", value)
-    return value[:PHONE_MAX] if re.search(r"\d", value) else "0"
+            value = digits
+    return value if re.search(r"\d", value) else "0"
 
 
 def parse_time(value: Any, tz: ZoneInfo) -> datetime | None:
@@ -199,7 +216,11 @@ def template_data(
     mask_phone_numbers: bool = False,
     now: datetime | None = None,
 ) -> dict[str, dict[str, str]]:
-    """Build `data` for subscribe/send from notification fields through the configured mapping."""
+    """Build `data` for subscribe/send from notification fields through the configured mapping.
+
+    Raises ValueRefused when a value cannot fit its field without becoming another (a phone number of
+    more than 17 digits).
+    """
     return {
         key: {"value": format_value(value_type(key), fields.get(field), tz, mask_phone_numbers, now)}
         for key, field in field_map.items()

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from leadpush.context import AppContext
 from leadpush.notify.models import Delivery, Notification
 from leadpush.users.models import User
-from leadpush.wechat.format import subscribe_page, template_data, template_fields
+from leadpush.wechat.format import ValueRefused, subscribe_page, template_data, template_fields
 
 # Channels that reach a phone from the server, as the old page's own WeChat send did.
 PUSH_CHANNELS = ("wechat", "wecom")
@@ -44,6 +44,10 @@ def notification_data(ctx: AppContext, session: Session, notes: list[Notificatio
     for note in notes:
         recipient = session.get(User, note.recipient_id)
         fields = template_fields(note.kind, note.payload)
+        try:
+            data: dict[str, Any] | None = template_data(fields, s.wechat_field_map, s.tz, s.wechat_mask_phone)
+        except ValueRefused:
+            data = None  # e.g. a phone number too long for phone_number: nothing the page could send
         out.append(
             {
                 "notificationId": note.id,
@@ -52,7 +56,7 @@ def notification_data(ctx: AppContext, session: Session, notes: list[Notificatio
                 "openid": recipient.wechat_openid if recipient else None,
                 "templateId": s.wechat_template_id,
                 "page": subscribe_page(note.kind, fields, s.wechat_page, s.wechat_digest_page),
-                "data": template_data(fields, s.wechat_field_map, s.tz, s.wechat_mask_phone),
+                "data": data,
                 "sentByServer": note.id in pushed,
             }
         )

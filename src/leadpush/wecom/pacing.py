@@ -11,16 +11,17 @@ textcard, marking each folded delivery sent with the digest's msgid.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from leadpush.db import Database
+from leadpush.db import Database, rows_changed
 from leadpush.notify.channels.base import DeliveryJob, FoldedNote, SendResult
 from leadpush.notify.digest import folded_notes
+from leadpush.notify.history import add_attempt
 from leadpush.notify.models import Delivery, KeyValue, Notification
 
 PACE_DEFERRED = "企业微信限速延后"
@@ -147,8 +148,18 @@ def claim_deferred(db: Database, job: DeliveryJob, now: datetime, lease_seconds:
         ]
 
 
-def settle_folded(db: Database, folded: list[Folded], result: SendResult, now: datetime) -> None:
-    """The folded deliveries share the digest's fate: sent, dead, or deferred again (still foldable)."""
+def settle_folded(
+    db: Database,
+    folded: list[Folded],
+    result: SendResult,
+    now: datetime,
+    started_at: datetime | None = None,
+    worker: str | None = None,
+) -> None:
+    """The folded deliveries share the digest's fate: sent, dead, or deferred again (still foldable).
+
+    Each keeps the try in its attempt history (started when it was folded in, by the sending worker).
+    """
     if result.outcome == "sent":
         values: dict[str, Any] = dict(status="sent", sent_at=now, provider_id=result.provider_id, last_error=None)
     elif result.outcome == "permanent":
@@ -160,11 +171,24 @@ def settle_folded(db: Database, folded: list[Folded], result: SendResult, now: d
             next_attempt_at=now + timedelta(seconds=delay),
             last_error=f"{PACE_DEFERRED}：合并发送失败（{result.detail}）",
         )
+    status = str(values["status"])
     with db.write() as session:
         for f in folded:
-            session.execute(
+            done = session.execute(
                 update(Delivery)
                 .where(Delivery.id == f.delivery_id, Delivery.status == "sending", Delivery.attempts == f.attempts)
                 .values(lease_until=None, updated_at=now, **values)
                 .execution_options(synchronize_session=False)
             )
+            if rows_changed(done) == 1:
+                detail = str(values.get("last_error") or result.detail or "") or "合并为一条摘要发送"
+                add_attempt(
+                    session,
+                    f.delivery_id,
+                    f.attempts,
+                    replace(result, detail=detail),
+                    status,
+                    started_at=started_at,
+                    finished_at=now,
+                    worker=worker,
+                )

@@ -36,6 +36,7 @@ class DeliveryJob:
     created_at: datetime
     recipient: Recipient
     lease_holder: str | None = None  # the worker that claimed it (workers.id)
+    claimed_at: datetime | None = None  # when this attempt's claim happened (the attempt history's start)
     # A digest: the other notifications this delivery carries (folded at claim; see notify/digest.py).
     folded: tuple[FoldedNote, ...] = ()
 
@@ -72,16 +73,16 @@ class SendResult:
     give_way: str | None = None
 
     @classmethod
-    def sent(cls, provider_id: str | None = None, detail: str = "") -> SendResult:
-        return cls("sent", detail, provider_id)
+    def sent(cls, provider_id: str | None = None, detail: str = "", errcode: int | None = None) -> SendResult:
+        return cls("sent", detail, provider_id, errcode=errcode)
 
     @classmethod
-    def retry(cls, detail: str, retry_after: float | None = None) -> SendResult:
-        return cls("retry", detail, retry_after=retry_after)
+    def retry(cls, detail: str, retry_after: float | None = None, errcode: int | None = None) -> SendResult:
+        return cls("retry", detail, retry_after=retry_after, errcode=errcode)
 
     @classmethod
-    def permanent(cls, detail: str) -> SendResult:
-        return cls("permanent", detail)
+    def permanent(cls, detail: str, errcode: int | None = None) -> SendResult:
+        return cls("permanent", detail, errcode=errcode)
 
     @classmethod
     def skipped(cls, detail: str) -> SendResult:

@@ -12,7 +12,10 @@ export const LABELS = {
   },
   deliveryStatus: {
     pending: '待发送', sending: '发送中', sent: '已发送', failed: '发送失败（稍后自动重试）', dead: '发送失败（已停止重试）', skipped: '未发送',
+    merged: '已合并',
   },
+  // One try of a delivery (its attempt history): what the channel answered.
+  attemptOutcome: { sent: '已发送', retry: '失败，稍后重试', permanent: '无法发送', skipped: '未发送' },
   channel: { inapp: '站内消息', wechat: '微信订阅消息', wecom: '企业微信', webhook: '对接系统推送' },
   condition: {
     no_follow_up_after_assign: '分配后未跟进', no_follow_up_since_last: '距上次跟进超时', not_won_within: '限期未成交',

@@ -1,5 +1,7 @@
 // /console/deliveries (消息发送记录, the delivery monitor): counters per channel and status (refreshed every few
 // seconds), the delivery ledger with filters, and a 重新发送 (retry) button on failed / dead deliveries (admins).
+// 发送经过 opens a row's attempt history under it (each try: time, result, errcode, explanation, worker); a
+// held row says why it waits (holdReason), a merged one which delivery carries it (已合并到 #N).
 // The page says 发送方式 for channel, 发送失败（已停止重试） for dead, 对接系统推送 for webhook: plain words for a
 // sales manager (common.js LABELS); the API's values are unchanged.
 import { api, boot, clear, fillOptions, fmtTime, formValues, fromUrl, h, label, pill, say, sayError, toUrl } from './common.js';
@@ -9,7 +11,7 @@ const me = await boot({ roles: ['admin', 'manager'] });
 const isAdmin = me.role === 'admin';
 const REFRESH_MS = 3000;
 const RETRYABLE = ['dead', 'failed', 'skipped'];
-const FINAL = ['sent', 'dead', 'skipped'];
+const FINAL = ['sent', 'dead', 'skipped', 'merged'];
 const PAGE_SIZE = 50;
 const form = document.getElementById('filters');
 const tbody = document.querySelector('#deliveries tbody');
@@ -45,8 +47,19 @@ function statusCell(d) {
   return h('td', { class: 'status-cell', tabindex: -1 }, pill('deliveryStatus', d.status));
 }
 
+function historyId(d) {
+  return `history-${d.id}`;
+}
+
 function actionCell(d, tr) {
   const td = h('td', { class: 'action-cell' });
+  const open = Boolean(document.getElementById(historyId(d)));
+  const toggle = h('button', {
+    type: 'button', class: 'history-toggle', text: open ? '收起经过' : '发送经过',
+    'aria-expanded': String(open), 'aria-controls': historyId(d), 'aria-label': `第 ${d.id} 条的发送经过`,
+  });
+  toggle.addEventListener('click', () => toggleHistory(d, tr, toggle));
+  td.appendChild(toggle);
   if (isAdmin && RETRYABLE.includes(d.status)) {
     const button = h('button', { type: 'button', class: 'retry', text: '重新发送', 'aria-label': `重新发送第 ${d.id} 条` });
     button.addEventListener('click', () => retry(d, tr, button));
@@ -71,10 +84,69 @@ function fill(tr, d) {
     h('td', { text: label('channel', d.channel) }),
     statusCell(d),
     h('td', { text: d.attempts }),
-    h('td', { class: 'wrap error-cell', text: d.lastError || (d.status === 'skipped' ? d.policy || '' : '') || '—' }),
+    h('td', { class: 'wrap error-cell', text: explanation(d) }),
     h('td', { text: fmtTime(d.updatedAt) }),
     actionCell(d, tr),
   );
+}
+
+// What the 原因 / 说明 cell says: where a merged row went, why a held row waits, what a digest carries,
+// else the last error (or, for a skipped row, the policy's reason).
+function explanation(d) {
+  if (d.status === 'merged') return d.mergedInto ? `已合并到 #${d.mergedInto}` : '已合并';
+  const parts = [];
+  if (d.holdReason && d.status === 'pending') parts.push(`等待原因：${d.holdReason}`);
+  if (d.folds && d.folds.length) parts.push(`合并发送：另含 ${d.folds.length} 条通知`);
+  const error = d.lastError || (d.status === 'skipped' ? d.policy || '' : '');
+  if (error) parts.push(error);
+  return parts.join('；') || '—';
+}
+
+function attemptsTable(attempts) {
+  if (!attempts.length) return h('p', { class: 'muted', text: '还没有发送记录（尚未发送，或正在发送）' });
+  return h('table', { class: 'data attempts' },
+    h('caption', { class: 'muted', text: '发送经过（最早的在前）' }),
+    h('thead', {}, h('tr', {}, ['次数', '时间', '结果', 'errcode', '说明', '执行进程'].map((t) => h('th', { scope: 'col', text: t })))),
+    h('tbody', {}, attempts.map((a) => h('tr', { dataset: { outcome: a.outcome } },
+      h('td', { text: `第 ${a.attempt} 次` }),
+      h('td', { text: fmtTime(a.finishedAt) }),
+      h('td', {}, pill('attemptOutcome', a.outcome)),
+      h('td', { class: 'errcode', text: a.errcode ?? '—' }),
+      h('td', { class: 'detail', text: a.detail || '—' }),
+      h('td', { class: 'worker', text: a.worker || '—' }),
+    ))));
+}
+
+async function showHistory(d, tr) {
+  const colspan = tr.children.length || 9;
+  let row = document.getElementById(historyId(d));
+  if (!row) {
+    row = h('tr', { id: historyId(d), class: 'history-row', dataset: { deliveryId: d.id } },
+      h('td', { colspan, text: '正在读取发送经过…' }));
+    tr.after(row);
+  }
+  const { data } = await api(`/api/deliveries/${d.id}`);
+  clear(row).appendChild(h('td', { colspan }, attemptsTable(data.attempts)));
+}
+
+async function toggleHistory(d, tr, button) {
+  const open = document.getElementById(historyId(d));
+  if (open) {
+    open.remove();
+    button.setAttribute('aria-expanded', 'false');
+    button.textContent = '发送经过';
+    return;
+  }
+  button.setAttribute('aria-expanded', 'true');
+  button.textContent = '收起经过';
+  try {
+    await showHistory(d, tr);
+  } catch (error) {
+    document.getElementById(historyId(d))?.remove();
+    button.setAttribute('aria-expanded', 'false');
+    button.textContent = '发送经过';
+    sayError(error);
+  }
 }
 
 async function retry(d, tr, button) {
@@ -102,6 +174,7 @@ async function follow(d, tr) {
       const now = data.items.find((x) => x.id === d.id);
       if (!now) return;
       fill(tr, now);
+      if (document.getElementById(historyId(now))) showHistory(now, tr).catch(() => {});
       if (FINAL.includes(now.status)) {
         say(`第 ${d.id} 条：${label('deliveryStatus', now.status)}${now.lastError ? '，' + now.lastError : ''}`, now.status !== 'sent');
         return;
