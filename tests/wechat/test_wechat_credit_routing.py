@@ -74,6 +74,8 @@ class World:
             customer = session.get(Customer, lead_id)
             assert owner is not None and customer is not None
             due = now + timedelta(hours=2, seconds=next(self.warnings))  # each warning its own deadline
+            # As the engine keeps it: the owner is warned about the lead's own deadline (expiry skips any other).
+            customer.owner_id, customer.transfer_due_at = who.id, due
             item = transfer_warning(owner, customer, None, due, now, self.ctx.settings.tz)
             [note] = write_notifications(session, self.ctx.settings, self.ctx.signals, [item], now)
             return note.id

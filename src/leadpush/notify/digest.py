@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from leadpush.config import Settings
 from leadpush.notify.channels.base import FoldedNote
+from leadpush.notify.expiry import skip_expired
 from leadpush.notify.models import Delivery, Notification, NotificationPreference, TeamNotificationDefault
 from leadpush.notify.policy import PERSONAL_CHANNELS, URGENT_KINDS
 from leadpush.notify.quiet import Quiet, quiet_now
@@ -242,8 +243,12 @@ def fold(session: Session, ids: list[int], now: datetime, settings: Settings, lo
     )
     if lock:
         query = query.with_for_update(skip_locked=True, of=Delivery)
-    for r in session.execute(query).all():
-        row = _Row(*r)
+    outside = [_Row(*r) for r in session.execute(query).all()]
+    # They were not among the claim's rows: a notice that can no longer be true is skipped, not folded in.
+    live = set(skip_expired(session, [r.id for r in outside], now))
+    for row in outside:
+        if row.id not in live:
+            continue
         into = carriers.get((row.recipient_id, row.channel))
         if into is not None and _foldable(row.hold_reason, row.channel, window):
             merged[into.id].append(row)
