@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy.orm import Session
@@ -86,6 +86,46 @@ def notifications_for(
     return items
 
 
+def batch_notifications(
+    session: Session,
+    change: Change,
+    moved: Sequence[tuple[Customer, int | None, int | None, str | None, str]],
+    *,
+    key: str,
+) -> list[NewNotification]:
+    """The notices for a batch whose moves were written without any (a transfer run): per person, one for what
+    they gained and one for what they lost, each a digest when several leads.
+
+    `moved`: (lead, whom it was taken from, who got it (None = a pool), why, how it reached them). Dedupe keys
+    name the batch (`key`), so writing them twice sends them once.
+    """
+    gained: dict[int, list[tuple[Customer, str, int | None]]] = defaultdict(list)
+    lost: dict[int, list[tuple[Customer, str]]] = defaultdict(list)
+    for c, before, after, why, via in moved:
+        if after is not None and after != before:
+            gained[after].append((c, via, before))
+        if before is not None and before != change.actor_id and before != after:
+            lost[before].append((c, why or recycle_reason(change, None)))
+    users = users_by_id(session, set(gained) | set(lost))
+    items: list[NewNotification] = []
+    for rid, gains in gained.items():
+        if len(gains) > 1:
+            items.append(_assigned_digest(change, users[rid], [c for c, _via, _before in gains]))
+        else:
+            [(c, via, before)] = gains
+            one = replace(change, via=via)
+            items.append(_assigned_one(one, users[rid], c, before, key=f"customer_assigned:{c.id}:{key}"))
+    for rid, losses in lost.items():
+        reasons = {why for _c, why in losses}
+        why = reasons.pop() if len(reasons) == 1 else recycle_reason(change, None)
+        if len(losses) > 1:
+            items.append(_recycled_digest(change, users[rid], [c for c, _why in losses], why))
+        else:
+            [(c, why)] = losses
+            items.append(_recycled_one(change, users[rid], c, why, key=f"customer_recycled:{c.id}:{key}"))
+    return items
+
+
 def _gains_and_losses(
     changed: Sequence[Customer], previous: dict[int, int | None], actor_id: int | None
 ) -> tuple[dict[int, list[Customer]], dict[int, list[Customer]]]:
@@ -112,16 +152,24 @@ def assigned_body(actor_name: str, via: str, c: Customer) -> str:
     return f"{actor_name} 将线索「{c.name}」分配给您{source}"
 
 
-def _assigned_one(change: Change, recipient: User, c: Customer, from_user_id: int | None) -> NewNotification:
+def _assigned_one(
+    change: Change, recipient: User, c: Customer, from_user_id: int | None, key: str | None = None
+) -> NewNotification:
     return NewNotification(
         recipient=recipient,
         kind="customer_assigned",
         title=f"您有一条新线索：{c.name}",
         body=assigned_body(change.actor_name, change.via, c),
         payload={**change.common(), **change.fields(c), "fromUserId": from_user_id},
-        dedupe_key=f"customer_assigned:{c.id}:v{c.version}",
+        dedupe_key=key or f"customer_assigned:{c.id}:v{c.version}",
         actor_id=change.actor_id,
     )
+
+
+def assigned_digest_body(change: Change, count: int) -> str:
+    if change.via == "auto_transfer":
+        return f"{count} 条线索超时未跟进，已自动流转给您"
+    return f"{change.actor_name} 分配给您 {count} 条线索"
 
 
 def _assigned_digest(change: Change, recipient: User, leads: list[Customer]) -> NewNotification:
@@ -129,7 +177,7 @@ def _assigned_digest(change: Change, recipient: User, leads: list[Customer]) -> 
         recipient=recipient,
         kind="customers_assigned",
         title=f"您有 {len(leads)} 条新线索",
-        body=f"{change.actor_name} 分配给您 {len(leads)} 条线索",
+        body=assigned_digest_body(change, len(leads)),
         payload={
             **change.common(),
             "count": len(leads),
@@ -147,7 +195,7 @@ def recycle_reason(change: Change, reason: str | None) -> str:
     return reason or REASONS.get(change.via, f"{change.actor_name} 重新分配")
 
 
-def _recycled_one(change: Change, recipient: User, c: Customer, why: str) -> NewNotification:
+def _recycled_one(change: Change, recipient: User, c: Customer, why: str, key: str | None = None) -> NewNotification:
     return NewNotification(
         recipient=recipient,
         kind="customer_recycled",
@@ -160,7 +208,7 @@ def _recycled_one(change: Change, recipient: User, c: Customer, why: str) -> New
             "toUserId": c.owner_id,
             "reason": why,
         },
-        dedupe_key=f"customer_recycled:{c.id}:v{c.version}",
+        dedupe_key=key or f"customer_recycled:{c.id}:v{c.version}",
         actor_id=change.actor_id,
     )
 

@@ -18,7 +18,7 @@ from sqlalchemy import ColumnElement, func, insert, select, true, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from leadpush.assignment.messaging import Change, notifications_for
+from leadpush.assignment.messaging import Change, batch_notifications, notifications_for
 from leadpush.assignment.models import VIAS, Assignment
 from leadpush.assignment.schemas import AssignmentOut, TakenBackOut
 from leadpush.context import AppContext
@@ -199,6 +199,7 @@ def change_owner(
     reason: str | None = None,
     now: datetime | None = None,
     rules: list[TransferRule] | None = None,
+    notify: bool = True,
 ) -> ChangeResult:
     """Move each lead to its new owner (None = the public pool) and notify who must hear of it.
 
@@ -206,6 +207,8 @@ def change_owner(
     as `version_conflict` and left alone. Moving a lead to its current owner changes and notifies nothing.
     A target with a capacity is locked before its leads are counted (`lock_users`), so concurrent requests
     cannot all fill its last place. With `digest`, each recipient gets one notification for the whole batch.
+    With `notify=False` nobody is told yet: the caller tells everyone of the whole batch at once, later, with
+    `notify_batch` (a transfer run, whose leads move in transactions of their own).
     """
     assert via in VIAS, via
     now = now or ctx.clock.now()
@@ -286,10 +289,36 @@ def change_owner(
     if result.changed:
         refresh_deadlines(session, result.changed, now, rules)
         start_ladders(session, result.changed, now, actor.id if actor else None)
+    if result.changed and notify:
         change = Change(ctx, actor, via, batch_id, now)
         items = notifications_for(session, change, result.changed, previous, digest=digest, reason=reason)
         result.notifications = write_notifications(session, ctx.settings, ctx.signals, items, now)
     return result
+
+
+def notify_batch(
+    ctx: AppContext, session: Session, batch_id: str, via: str, now: datetime, actor: User | None = None
+) -> list[Notification]:
+    """Tell everyone who gained or lost leads in a batch moved with `notify=False`: one notice each for their
+    gains and one for their losses (a digest when several leads), in the caller's transaction.
+
+    Read from the batch's history rows, so it can be called again (after a crash) without telling anyone
+    twice. A lead that moved more than once in the batch (to a pool, then routed on) counts from whom it was
+    taken first to where it is now.
+    """
+    rows = session.scalars(select(Assignment).where(Assignment.batch_id == batch_id).order_by(Assignment.id)).all()
+    if not rows:
+        return []
+    taken_from: dict[int, tuple[int | None, str | None]] = {}
+    reached: dict[int, tuple[int | None, str]] = {}
+    for row in rows:
+        taken_from.setdefault(row.customer_id, (row.from_user_id, row.reason))
+        reached[row.customer_id] = (row.to_user_id, row.via)
+    leads = session.scalars(select(Customer).where(Customer.id.in_(list(taken_from))).order_by(Customer.id)).all()
+    moved = [(c, taken_from[c.id][0], reached[c.id][0], taken_from[c.id][1], reached[c.id][1]) for c in leads]
+    change = Change(ctx, actor, via, batch_id, now)
+    items = batch_notifications(session, change, moved, key=batch_id)
+    return write_notifications(session, ctx.settings, ctx.signals, items, now)
 
 
 def history(session: Session, actor: User, customer_id: int) -> list[AssignmentOut]:
