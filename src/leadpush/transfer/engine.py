@@ -370,7 +370,8 @@ def _move_one(ctx: AppContext, report: RunReport, customer_id: int, now: datetim
             now=now,
             rules=rules,
             batch_id=report.batch_id,
-            notify=False,  # everyone hears once, when the run ends (`_tell_everyone`)
+            # Everyone hears once, when the run ends (`_tell_everyone`); outside a stored run, at once.
+            notify=report.batch_id is None,
         )
         if result.failed:
             if result.failed[0].code == "version_conflict":  # someone else changed it: nothing to back off from
@@ -381,7 +382,12 @@ def _move_one(ctx: AppContext, report: RunReport, customer_id: int, now: datetim
             return
         if target is None and result.changed:
             routing.route_returned_leads(
-                ctx, session, result.changed, via="auto_transfer", batch_id=report.batch_id, notify=False
+                ctx,
+                session,
+                result.changed,
+                via="auto_transfer",
+                batch_id=report.batch_id,
+                notify=report.batch_id is None,
             )
         if rule.action == "round_robin" and target is not None:
             session.execute(update(TransferRule).where(TransferRule.id == rule.id).values(last_assignee_id=target.id))
