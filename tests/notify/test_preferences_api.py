@@ -103,7 +103,9 @@ def test_bad_settings_are_refused_with_a_reason(api, team, monkeypatch):
     refused(c.put(URL, json={"quietMode": "custom", "quietStart": "22:00"}), 422, "quiet_hours_incomplete")
     refused(c.put(URL, json={"quietMode": "custom", "quietStart": "25:00", "quietEnd": "08:00"}), 422, "invalid_time")
     refused(c.put(URL, json={"quietMode": "custom", "quietStart": "8:00", "quietEnd": "09:00"}), 422, "invalid_time")
-    refused(c.put(URL, json={"quietMode": "custom", "quietStart": "08:00", "quietEnd": "08:00"}), 422, "quiet_hours_empty")
+    refused(
+        c.put(URL, json={"quietMode": "custom", "quietStart": "08:00", "quietEnd": "08:00"}), 422, "quiet_hours_empty"
+    )
     refused(c.put(URL, json={"urgent": True}), 422, "validation_error")
     # What the admin lets people choose (LEADPUSH_PREFERENCE_CHANNELS): WeCom only for new leads.
     monkeypatch.setattr(api.ctx.settings, "preference_channels", {"new_leads": ["wecom"]})
@@ -137,12 +139,16 @@ def test_team_default_quiet_hours(api, team):
     a, b = team_id(api, team.admin, "A"), team_id(api, team.admin, "B")
     url = f"/api/teams/{a}/notification-defaults"
     assert ok(api.client(team.manager).get(url))["quietMode"] == "none"
-    out = ok(api.client(team.manager).put(url, json={"quietMode": "custom", "quietStart": "21:30", "quietEnd": "07:30"}))
+    out = ok(
+        api.client(team.manager).put(url, json={"quietMode": "custom", "quietStart": "21:30", "quietEnd": "07:30"})
+    )
     assert (out["teamName"], out["quietMode"], out["quietStart"], out["quietEnd"]) == ("A", "custom", "21:30", "07:30")
     # A member who follows the team sees it with their own settings.
     assert ok(api.client(team.alice).get(URL))["teamDefault"]["quietStart"] == "21:30"
     refused(api.client(team.manager).put(url, json={"quietMode": "team"}), 422, "validation_error")
-    refused(api.client(team.manager).put(url, json={"quietStart": "21:30", "quietEnd": "21:30"}), 422, "quiet_hours_empty")
+    refused(
+        api.client(team.manager).put(url, json={"quietStart": "21:30", "quietEnd": "21:30"}), 422, "quiet_hours_empty"
+    )
     refused(api.client(team.manager).put(f"/api/teams/{b}/notification-defaults", json={}), 403, "forbidden")
     refused(api.client(team.alice).get(url), 403, "forbidden")
     refused(api.client(team.admin).get("/api/teams/999999/notification-defaults"), 404, "team_not_found")

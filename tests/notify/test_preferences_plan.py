@@ -59,11 +59,19 @@ def test_a_channel_turned_on_is_a_chain_of_its_own_when_the_kind_has_no_personal
 
 def test_planning_records_a_turned_off_channel_only_for_a_bound_person() -> None:
     s = settings()
-    assert plans(s, "customer_assigned", ["wecom"]) == [("wechat", "skipped"), ("inapp", "pending"), ("wecom", "pending")]
+    assert plans(s, "customer_assigned", ["wecom"]) == [
+        ("wechat", "skipped"),
+        ("inapp", "pending"),
+        ("wecom", "pending"),
+    ]
     unbound = Person(wechat_openid=None)
     assert plans(s, "customer_assigned", ["wecom"], unbound) == [("inapp", "pending"), ("wecom", "pending")]
     assert plans(s, "transfer_warning", ["wechat", "wecom"]) == [("inapp", "pending"), ("wecom", "pending")]
-    assert plans(s, "transfer_warning", ["wechat"]) == [("wecom", "skipped"), ("inapp", "pending"), ("wechat", "pending")]
+    assert plans(s, "transfer_warning", ["wechat"]) == [
+        ("wecom", "skipped"),
+        ("inapp", "pending"),
+        ("wechat", "pending"),
+    ]
     # WeCom not bound: WeChat, next in the chain the choice made, is the one planned.
     assert plans(s, "transfer_warning", ["wechat", "wecom"], Person(wecom_userid=None)) == [
         ("inapp", "pending"),
