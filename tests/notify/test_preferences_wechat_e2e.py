@@ -9,13 +9,17 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
+from leadpush_fakes.wechat import WECOM_SEND_PATH
 from sqlalchemy import select, update
 from support import Api, Person, ok, wait_for
 from support.channels import TEMPLATE, FakeWeChatServer
 
 from leadpush.context import AppContext
 from leadpush.leads.models import Customer
+from leadpush.notify.ledger import write_notifications
 from leadpush.notify.models import Delivery, Notification
+from leadpush.transfer.messaging import transfer_warning
+from leadpush.users.models import User
 
 PREFS = "/api/me/notification-preferences"
 
@@ -126,3 +130,26 @@ def test_who_turned_wechat_on_for_transfer_warnings_gets_a_wechat_message_for_a_
     rows = w.settled(w.eve, "transfer_warning")
     assert rows["wechat"].status == "sent"
     assert "wecom" not in rows  # not bound: nothing to record
+
+
+def test_wechat_turned_on_for_warnings_takes_over_when_wecom_cannot_deliver(world: World) -> None:
+    """WeChat chosen beside WeCom joins WeCom's chain after it ("one of"): WeCom first, WeChat only if WeCom
+    cannot deliver — the send-time fallback follows the person's chain, not only the policy's."""
+    w = world
+    w.give_credits(w.alice, "o-alice", 3)
+    ok(w.api.client(w.alice).put(PREFS, json={"channels": {"transfer_warning": ["wechat", "wecom"]}}))
+    w.fake.state.add_fault(WECOM_SEND_PATH, "errcode", errcode=81013, errmsg="user not found", count=1)
+    with w.ctx.db.write() as session:
+        alice = session.get_one(User, w.alice.id)
+        lead = Customer(name="王五", phone="13800138000", source="抖音广告", owner_id=alice.id, version=1)
+        session.add(lead)
+        session.flush()
+        due = w.ctx.clock.now() + timedelta(hours=2)
+        warning = transfer_warning(alice, lead, None, due, w.ctx.clock.now(), w.ctx.settings.tz)
+        write_notifications(session, w.ctx.settings, w.ctx.signals, [warning], w.ctx.clock.now())
+
+    [message] = wait_for(lambda: w.fake.state.get_messages("subscribe"))
+    assert message["body"]["touser"] == "o-alice" and message["body"]["data"]["thing1"]["value"] == "王五"
+    rows = w.settled(w.alice, "transfer_warning")
+    assert rows["wecom"].status == "dead" or rows["wecom"].status == "failed"
+    assert rows["wechat"].status == "sent" and "企业微信未送达" in (rows["wechat"].policy or "")
