@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from support import Api, ok
-from support.browser import Consoles  # the `browser` and `consoles` fixtures: a plugin (conftest)
+from support.browser import PHONE, Consoles  # the `browser` and `consoles` fixtures: a plugin (conftest)
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("stack", ["sqlite"], indirect=True)]
 URL = "/api/me/notification-preferences"
@@ -126,12 +126,14 @@ def test_quiet_hours_custom_working_hours_and_the_urgent_override(configured: Ap
 
 
 def test_someone_not_bound_sees_why_they_cannot_choose_a_channel(configured: Api, team, consoles: Consoles) -> None:
-    bob = consoles.new(configured.url)
+    bob = consoles.new(configured.url, viewport=PHONE)
     page = bob.sign_in(team.bob.token, "/console/account")
     bob.ready()
     assert box(page, "new_leads", "wecom").is_disabled() and box(page, "new_leads", "wechat").is_disabled()
     assert "未绑定企业微信" in row(page, "new_leads").locator("td[data-label='企业微信']").inner_text()
     assert page.locator("#notify-bindings").inner_text().startswith("未绑定微信小程序，未绑定企业微信")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"the account page is {width}px wide on a phone"
 
 
 def test_a_manager_sets_their_teams_default_quiet_hours(configured: Api, team, consoles: Consoles) -> None:
