@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 from support import Api, ok, refused
+from support.leads import at_once
 
 from leadpush.notify.models import Delivery, Notification
 
@@ -166,3 +167,16 @@ def test_a_channel_turned_off_is_recorded_as_skipped_with_the_reason(api, team):
     assert rows["wechat"] == ("skipped", "用户已关闭微信小程序的「新线索」通知")
     assert rows["wecom"] == ("skipped", "未配置企业微信渠道")
     assert rows["inapp"][0] != "skipped"
+
+
+def test_first_saves_at_once_all_succeed(api, team):
+    """Several first saves of one person's settings at once (two tabs, a retry): each answers, none is a 500."""
+    clients = [api.client(team.alice) for _ in range(6)]
+    bodies = [{"channels": {"taken_back": ["wecom"]}}, {"quietMode": "none"}, {"urgentOverride": False}] * 2
+    answers = at_once([lambda c=c, b=b: c.put(URL, json=b) for c, b in zip(clients, bodies, strict=True)])
+    assert [r.status_code for r in answers] == [200] * 6
+    a = team_id(api, team.admin, "A")
+    managers = [api.client(team.manager) for _ in range(4)]
+    url = f"/api/teams/{a}/notification-defaults"
+    answers = at_once([lambda c=c: c.put(url, json={"quietMode": "working_hours"}) for c in managers])
+    assert [r.status_code for r in answers] == [200] * 4

@@ -9,6 +9,7 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import Field
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from leadpush.config import Settings
@@ -160,6 +161,13 @@ def _person(session: Session, actor: User, user_id: int) -> User:
 
 
 def _save(ctx: Ctx, actor: User, user_id: int, body: PreferencesUpdate) -> PreferencesOut:
+    try:
+        return _save_once(ctx, actor, user_id, body)
+    except IntegrityError:  # a first save of the same person's settings committed meanwhile: theirs is there now
+        return _save_once(ctx, actor, user_id, body)
+
+
+def _save_once(ctx: Ctx, actor: User, user_id: int, body: PreferencesUpdate) -> PreferencesOut:
     with ctx.db.write() as session:
         target = _person(session, actor, user_id)
         prefs.update_preference(
@@ -225,8 +233,15 @@ def team_defaults(team_id: int, ctx: Ctx, user: CurrentUser) -> Envelope:
 @router.put("/teams/{team_id:int}/notification-defaults", response_model=Envelope[TeamDefaultOut])
 def change_team_defaults(team_id: int, body: TeamDefaultUpdate, ctx: Ctx, user: CurrentUser) -> Envelope:
     """Set a team's default quiet hours: none | custom (quietStart–quietEnd) | working_hours."""
-    with ctx.db.write() as session:
-        team = _team(session, user, team_id)
-        row = prefs.update_team_default(session, team.id, _quiet_changes(body), ctx.clock.now())
-        out = _team_default_out(team, row)
-    return Envelope(message=f"团队「{team.name}」的默认免打扰时段已保存", data=out)
+
+    def save() -> TeamDefaultOut:
+        with ctx.db.write() as session:
+            team = _team(session, user, team_id)
+            row = prefs.update_team_default(session, team.id, _quiet_changes(body), ctx.clock.now())
+            return _team_default_out(team, row)
+
+    try:
+        out = save()
+    except IntegrityError:  # the team's first default was saved meanwhile: change that one
+        out = save()
+    return Envelope(message=f"团队「{out.team_name}」的默认免打扰时段已保存", data=out)
