@@ -314,7 +314,14 @@ def notify_batch(
     for row in rows:
         taken_from.setdefault(row.customer_id, (row.from_user_id, row.reason))
         reached[row.customer_id] = (row.to_user_id, row.via)
-    leads = session.scalars(select(Customer).where(Customer.id.in_(list(taken_from))).order_by(Customer.id)).all()
+    ids = sorted(taken_from)
+    leads = [
+        c
+        for start in range(0, len(ids), 5000)  # a run may move more leads than one statement takes parameters
+        for c in session.scalars(
+            select(Customer).where(Customer.id.in_(ids[start : start + 5000])).order_by(Customer.id)
+        )
+    ]
     moved = [(c, taken_from[c.id][0], reached[c.id][0], taken_from[c.id][1], reached[c.id][1]) for c in leads]
     change = Change(ctx, actor, via, batch_id, now)
     items = batch_notifications(session, change, moved, key=batch_id)
