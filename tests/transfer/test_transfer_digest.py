@@ -133,3 +133,26 @@ def test_an_intake_burst_routed_to_one_person_tells_them_once(api, team):
     assert answer["created"] == 4 and all(i["ownerId"] == team.alice.id for i in answer["items"])
     [note] = notes(api, team.alice)
     assert note["type"] == "customers_assigned" and note["data"]["count"] == 4
+
+
+@WITHOUT_SCHEDULER
+def test_leads_a_run_returns_to_the_pool_and_routing_hands_on_count_in_the_same_notices(api, team):
+    admin = api.client(team.admin)
+    transfer = {"name": "24小时未跟进", "team": "A", "condition": "no_follow_up_after_assign", "thresholdHours": 24}
+    ok(admin.post("/api/auto-transfer/rules", json={**transfer, "action": "public_pool"}), 201)
+    routing = {"name": "收回后给赵强", "team": "A", "action": "user", "targetUserId": team.bob.id}
+    ok(admin.post("/api/distribution-rules", json={**routing, "appliesOn": ["recycled"]}), 201)
+    ids = assigned_leads(api, team, team.alice, 3)
+    api.ctx.clock.advance(hours=25)
+
+    ok(admin.post("/api/auto-transfer/run", json={}))
+
+    assert {ok(admin.get(f"/api/customers/{i}"))["ownerId"] for i in ids} == {team.bob.id}
+    [gained] = notes(api, team.bob)
+    assert gained["type"] == "customers_assigned" and gained["data"]["count"] == 3
+    lost = notes(api, team.alice)[-1]
+    assert lost["type"] == "customers_recycled" and lost["data"]["count"] == 3
+    assert lost["body"] == "24小时未跟进：超时未跟进，退回公海"
+    history = ok(admin.get(f"/api/customers/{ids[0]}/assignments"))
+    assert [h["via"] for h in history] == ["route", "auto_transfer", "web"]
+    assert history[0]["batchId"] == history[1]["batchId"] and history[0]["batchId"].startswith("transfer-run-")

@@ -10,6 +10,7 @@ rolled-back change leaves no owner change, no history row and no notification.
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,7 +19,7 @@ from sqlalchemy import ColumnElement, func, insert, select, true, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from leadpush.assignment.messaging import Change, batch_notifications, notifications_for
+from leadpush.assignment.messaging import BatchMoves, Change, batch_notifications, notifications_for
 from leadpush.assignment.models import VIAS, Assignment
 from leadpush.assignment.schemas import AssignmentOut, TakenBackOut
 from leadpush.context import AppContext
@@ -306,25 +307,39 @@ def notify_batch(
     twice. A lead that moved more than once in the batch (to a pool, then routed on) counts from whom it was
     taken first to where it is now.
     """
-    rows = session.scalars(select(Assignment).where(Assignment.batch_id == batch_id).order_by(Assignment.id)).all()
-    if not rows:
-        return []
+    rows = session.execute(
+        select(
+            Assignment.customer_id, Assignment.from_user_id, Assignment.to_user_id, Assignment.reason, Assignment.via
+        )
+        .where(Assignment.batch_id == batch_id)
+        .order_by(Assignment.id)
+        .execution_options(yield_per=5000)  # a run may move a great many leads: streamed, kept as numbers
+    )
+    texts: dict[str | None, str | None] = {}
     taken_from: dict[int, tuple[int | None, str | None]] = {}
     reached: dict[int, tuple[int | None, str]] = {}
-    for row in rows:
-        taken_from.setdefault(row.customer_id, (row.from_user_id, row.reason))
-        reached[row.customer_id] = (row.to_user_id, row.via)
-    ids = sorted(taken_from)
-    leads = [
-        c
-        for start in range(0, len(ids), 5000)  # a run may move more leads than one statement takes parameters
-        for c in session.scalars(
-            select(Customer).where(Customer.id.in_(ids[start : start + 5000])).order_by(Customer.id)
-        )
-    ]
-    moved = [(c, taken_from[c.id][0], reached[c.id][0], taken_from[c.id][1], reached[c.id][1]) for c in leads]
+    for cid, before, after, reason, how in rows:
+        if cid not in taken_from:
+            taken_from[cid] = (before, texts.setdefault(reason, reason))
+        reached[cid] = (after, str(texts.setdefault(how, how)))
+    if not reached:
+        return []
+    moves = BatchMoves(gained=defaultdict(list), lost=defaultdict(list))
+    for cid in sorted(reached):
+        before, why = taken_from[cid]
+        after, how = reached[cid]
+        if after is not None and after != before:
+            moves.gained[after].append((cid, how, before))
+        if before is not None and before != (actor.id if actor else None) and before != after:
+            moves.lost[before].append((cid, why))
+    shown = sorted(moves.shown())
+    leads = {
+        c.id: c
+        for start in range(0, len(shown), 5000)
+        for c in session.scalars(select(Customer).where(Customer.id.in_(shown[start : start + 5000])))
+    }
     change = Change(ctx, actor, via, batch_id, now)
-    items = batch_notifications(session, change, moved, key=batch_id)
+    items = batch_notifications(session, change, moves, leads, key=batch_id)
     return write_notifications(session, ctx.settings, ctx.signals, items, now)
 
 
