@@ -14,6 +14,9 @@ to person since it last left a pool, to the pool.
 A run's row in the history is written when it starts, and its counts grow in the same transaction as
 each move, warning or failure they count: whoever sees a lead moved sees it counted, even while the
 run is still going (or after its process died mid-run).
+
+Each person hears of a run once, when it ends: one notice for the leads they gained, one for those they lost
+(`_tell_everyone`, read from the run's history rows; a run that died first is told for by the next one).
 """
 
 from __future__ import annotations
