@@ -327,6 +327,7 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
     from leadpush.intake.views import router as lead_sources_router
     from leadpush.leads.views import plans_router as follow_up_plans_router
     from leadpush.leads.views import router as leads_router
+    from leadpush.notify.prefviews import router as preferences_router
     from leadpush.notify.views import router as notify_router
     from leadpush.notify.ws import router as ws_router
     from leadpush.ops import router as ops_router
@@ -366,6 +367,7 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
     app.include_router(pool_leads_router, responses=errors)
     app.include_router(assignment_router, responses=errors)
     app.include_router(notify_router, responses=errors)
+    app.include_router(preferences_router, responses=errors)
     app.include_router(ws_router)
     app.include_router(transfer_router, responses=errors)
     app.include_router(sla_router, responses=errors)

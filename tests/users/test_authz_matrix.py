@@ -364,6 +364,39 @@ MATRIX: dict[str, tuple[str, str, Any, tuple[int, ...]]] = {
         {"workingHours": None},
         (401, 401, 200, 403, 403, 200, 403, 200),
     ),
+    # Notification preferences: one's own; one's team's (managers), anyone's (admins). Team defaults: the
+    # team's managers and admins (team C has no manager).
+    "prefs.mine": ("GET", "/api/me/notification-preferences", None, (401, 401, 200, 200, 200, 200, 200, 200)),
+    "prefs.mine.put": (
+        "PUT",
+        "/api/me/notification-preferences",
+        {"urgentOverride": False},
+        (401, 401, 200, 200, 200, 200, 200, 200),
+    ),
+    "prefs.get": (
+        "GET",
+        "/api/users/{owner}/notification-preferences",
+        None,
+        (401, 401, 200, 403, 403, 200, 403, 200),
+    ),
+    "prefs.put": (
+        "PUT",
+        "/api/users/{owner}/notification-preferences",
+        {"quietMode": "none"},
+        (401, 401, 200, 403, 403, 200, 403, 200),
+    ),
+    "teamprefs.get": (
+        "GET",
+        "/api/teams/{team}/notification-defaults",
+        None,
+        (401, 401, 403, 403, 403, 403, 403, 200),
+    ),
+    "teamprefs.put": (
+        "PUT",
+        "/api/teams/{team}/notification-defaults",
+        {"quietMode": "working_hours"},
+        (401, 401, 403, 403, 403, 403, 403, 200),
+    ),
     "transfer.run": ("POST", "/api/auto-transfer/run", {"dryRun": True}, (401, 401, 403, 403, 403, 200, 200, 200)),
     "transfer.runs": ("GET", "/api/auto-transfer/runs", None, (401, 401, 403, 403, 403, 200, 200, 200)),
     "wechat.credits": ("GET", "/api/wechat/subscriptions", None, (401, 401, 200, 200, 200, 200, 200, 200)),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy.orm import Session
@@ -80,9 +80,56 @@ def notifications_for(
     why = recycle_reason(change, reason)
     for rid, leads in lost.items():
         if digest and len(leads) > 1:
-            items.append(_recycled_digest(change, users[rid], leads, why))
+            items.append(_recycled_digest(change, users[rid], [c.id for c in leads], why))
         else:
             items.extend(_recycled_one(change, users[rid], c, why) for c in leads)
+    return items
+
+
+@dataclass
+class BatchMoves:
+    """Who gained and who lost which leads in a batch moved without notices (a transfer run), by lead id.
+
+    `gained`: person -> [(lead id, how it reached them, whom it was taken from)]; `lost`: person -> [(lead id,
+    why, None = the batch's usual reason)]. Built from the batch's history rows; only the leads a notice shows are ever loaded (`shown`).
+    """
+
+    gained: dict[int, list[tuple[int, str, int | None]]]
+    lost: dict[int, list[tuple[int, str | None]]]
+
+    def shown(self) -> set[int]:
+        """The leads the notices show: a single lead's notice, and a digest's first DIGEST_PREVIEW."""
+        ids = {cid for gains in self.gained.values() for cid, _via, _before in gains[:DIGEST_PREVIEW]}
+        return ids | {losses[0][0] for losses in self.lost.values() if len(losses) == 1}
+
+
+def batch_notifications(
+    session: Session, change: Change, moves: BatchMoves, leads: dict[int, Customer], *, key: str
+) -> list[NewNotification]:
+    """The notices for a batch whose moves were written without any: per person, one for what they gained and
+    one for what they lost, each a digest when several leads. `leads`: at least `moves.shown()`.
+
+    Dedupe keys name the batch (`key`), so writing them twice sends them once.
+    """
+    users = users_by_id(session, set(moves.gained) | set(moves.lost))
+    items: list[NewNotification] = []
+    for rid, gains in moves.gained.items():
+        if len(gains) > 1:
+            ids = [cid for cid, _via, _before in gains]
+            preview = [leads[cid] for cid in ids[:DIGEST_PREVIEW]]
+            items.append(_assigned_digest(change, users[rid], preview, ids))
+        else:
+            [(cid, via, before)] = gains
+            one = replace(change, via=via)
+            items.append(_assigned_one(one, users[rid], leads[cid], before, key=f"customer_assigned:{cid}:{key}"))
+    for rid, losses in moves.lost.items():
+        reasons = {recycle_reason(change, why) for _cid, why in losses}
+        why = reasons.pop() if len(reasons) == 1 else recycle_reason(change, None)
+        if len(losses) > 1:
+            items.append(_recycled_digest(change, users[rid], [cid for cid, _why in losses], why))
+        else:
+            [(cid, _why)] = losses
+            items.append(_recycled_one(change, users[rid], leads[cid], why, key=f"customer_recycled:{cid}:{key}"))
     return items
 
 
@@ -112,28 +159,41 @@ def assigned_body(actor_name: str, via: str, c: Customer) -> str:
     return f"{actor_name} 将线索「{c.name}」分配给您{source}"
 
 
-def _assigned_one(change: Change, recipient: User, c: Customer, from_user_id: int | None) -> NewNotification:
+def _assigned_one(
+    change: Change, recipient: User, c: Customer, from_user_id: int | None, key: str | None = None
+) -> NewNotification:
     return NewNotification(
         recipient=recipient,
         kind="customer_assigned",
         title=f"您有一条新线索：{c.name}",
         body=assigned_body(change.actor_name, change.via, c),
         payload={**change.common(), **change.fields(c), "fromUserId": from_user_id},
-        dedupe_key=f"customer_assigned:{c.id}:v{c.version}",
+        dedupe_key=key or f"customer_assigned:{c.id}:v{c.version}",
         actor_id=change.actor_id,
     )
 
 
-def _assigned_digest(change: Change, recipient: User, leads: list[Customer]) -> NewNotification:
+def assigned_digest_body(change: Change, count: int) -> str:
+    if change.via == "auto_transfer":
+        return f"{count} 条线索超时未跟进，已自动流转给您"
+    return f"{change.actor_name} 分配给您 {count} 条线索"
+
+
+def _assigned_digest(
+    change: Change, recipient: User, leads: list[Customer], ids: list[int] | None = None
+) -> NewNotification:
+    """`leads`: the leads it shows (the first DIGEST_PREVIEW are); `ids`: every lead's id, when not all are in
+    `leads`."""
+    ids = ids if ids is not None else [c.id for c in leads]
     return NewNotification(
         recipient=recipient,
         kind="customers_assigned",
-        title=f"您有 {len(leads)} 条新线索",
-        body=f"{change.actor_name} 分配给您 {len(leads)} 条线索",
+        title=f"您有 {len(ids)} 条新线索",
+        body=assigned_digest_body(change, len(ids)),
         payload={
             **change.common(),
-            "count": len(leads),
-            "customerIds": [c.id for c in leads],
+            "count": len(ids),
+            "customerIds": ids,
             "customers": [change.fields(c) for c in leads[:DIGEST_PREVIEW]],
             "assignTime": change.assign_time(),
         },
@@ -147,7 +207,7 @@ def recycle_reason(change: Change, reason: str | None) -> str:
     return reason or REASONS.get(change.via, f"{change.actor_name} 重新分配")
 
 
-def _recycled_one(change: Change, recipient: User, c: Customer, why: str) -> NewNotification:
+def _recycled_one(change: Change, recipient: User, c: Customer, why: str, key: str | None = None) -> NewNotification:
     return NewNotification(
         recipient=recipient,
         kind="customer_recycled",
@@ -160,18 +220,18 @@ def _recycled_one(change: Change, recipient: User, c: Customer, why: str) -> New
             "toUserId": c.owner_id,
             "reason": why,
         },
-        dedupe_key=f"customer_recycled:{c.id}:v{c.version}",
+        dedupe_key=key or f"customer_recycled:{c.id}:v{c.version}",
         actor_id=change.actor_id,
     )
 
 
-def _recycled_digest(change: Change, recipient: User, leads: list[Customer], why: str) -> NewNotification:
+def _recycled_digest(change: Change, recipient: User, ids: list[int], why: str) -> NewNotification:
     return NewNotification(
         recipient=recipient,
         kind="customers_recycled",
-        title=f"您有 {len(leads)} 条线索已被收回",
+        title=f"您有 {len(ids)} 条线索已被收回",
         body=why,
-        payload={**change.common(), "count": len(leads), "customerIds": [c.id for c in leads], "reason": why},
+        payload={**change.common(), "count": len(ids), "customerIds": ids, "reason": why},
         dedupe_key=f"customers_recycled:{change.batch_id}:{recipient.id}",
         actor_id=change.actor_id,
     )

@@ -10,6 +10,7 @@ rolled-back change leaves no owner change, no history row and no notification.
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,7 +19,7 @@ from sqlalchemy import ColumnElement, func, insert, select, true, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from leadpush.assignment.messaging import Change, notifications_for
+from leadpush.assignment.messaging import BatchMoves, Change, batch_notifications, notifications_for
 from leadpush.assignment.models import VIAS, Assignment
 from leadpush.assignment.schemas import AssignmentOut, TakenBackOut
 from leadpush.context import AppContext
@@ -204,6 +205,7 @@ def change_owner(
     reason: str | None = None,
     now: datetime | None = None,
     rules: list[TransferRule] | None = None,
+    notify: bool = True,
 ) -> ChangeResult:
     """Move each lead to its new owner (None = the public pool) and notify who must hear of it.
 
@@ -211,6 +213,8 @@ def change_owner(
     as `version_conflict` and left alone. Moving a lead to its current owner changes and notifies nothing.
     A target with a capacity is locked before its leads are counted (`lock_users`), so concurrent requests
     cannot all fill its last place. With `digest`, each recipient gets one notification for the whole batch.
+    With `notify=False` nobody is told yet: the caller tells everyone of the whole batch at once, later, with
+    `notify_batch` (a transfer run, whose leads move in transactions of their own).
     """
     assert via in VIAS, via
     now = now or ctx.clock.now()
@@ -292,10 +296,57 @@ def change_owner(
     if result.changed:
         refresh_deadlines(session, result.changed, now, rules)
         start_ladders(session, result.changed, now, actor.id if actor else None)
+    if result.changed and notify:
         change = Change(ctx, actor, via, batch_id, now)
         items = notifications_for(session, change, result.changed, previous, digest=digest, reason=reason)
         result.notifications = write_notifications(session, ctx.settings, ctx.signals, items, now)
     return result
+
+
+def notify_batch(
+    ctx: AppContext, session: Session, batch_id: str, via: str, now: datetime, actor: User | None = None
+) -> list[Notification]:
+    """Tell everyone who gained or lost leads in a batch moved with `notify=False`: one notice each for their
+    gains and one for their losses (a digest when several leads), in the caller's transaction.
+
+    Read from the batch's history rows, so it can be called again (after a crash) without telling anyone
+    twice. A lead that moved more than once in the batch (to a pool, then routed on) counts from whom it was
+    taken first to where it is now.
+    """
+    rows = session.execute(
+        select(
+            Assignment.customer_id, Assignment.from_user_id, Assignment.to_user_id, Assignment.reason, Assignment.via
+        )
+        .where(Assignment.batch_id == batch_id)
+        .order_by(Assignment.id)
+        .execution_options(yield_per=5000)  # a run may move a great many leads: streamed, kept as numbers
+    )
+    texts: dict[str | None, str | None] = {}
+    taken_from: dict[int, tuple[int | None, str | None]] = {}
+    reached: dict[int, tuple[int | None, str]] = {}
+    for cid, before, after, reason, how in rows:
+        if cid not in taken_from:
+            taken_from[cid] = (before, texts.setdefault(reason, reason))
+        reached[cid] = (after, str(texts.setdefault(how, how)))
+    if not reached:
+        return []
+    moves = BatchMoves(gained=defaultdict(list), lost=defaultdict(list))
+    for cid in sorted(reached):
+        before, why = taken_from[cid]
+        after, how = reached[cid]
+        if after is not None and after != before:
+            moves.gained[after].append((cid, how, before))
+        if before is not None and before != (actor.id if actor else None) and before != after:
+            moves.lost[before].append((cid, why))
+    shown = sorted(moves.shown())
+    leads = {
+        c.id: c
+        for start in range(0, len(shown), 5000)
+        for c in session.scalars(select(Customer).where(Customer.id.in_(shown[start : start + 5000])))
+    }
+    change = Change(ctx, actor, via, batch_id, now)
+    items = batch_notifications(session, change, moves, leads, key=batch_id)
+    return write_notifications(session, ctx.settings, ctx.signals, items, now)
 
 
 def history(session: Session, actor: User, customer_id: int) -> list[AssignmentOut]:

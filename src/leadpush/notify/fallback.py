@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session
 from leadpush.context import AppContext
 from leadpush.notify.channels.base import Channel, DeliveryJob, Recipient, SendResult
 from leadpush.notify.models import Delivery
-from leadpush.notify.policy import NAMES, Chain, describe, judge
+from leadpush.notify.policy import NAMES, PERSONAL_CHANNELS, Chain, describe, judge
+from leadpush.notify.preferences import chain_for
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +156,16 @@ class FallbackChannel:
         self.ctx = ctx
         self.name = inner.name
 
+    def chain_of(self, job: DeliveryJob) -> Chain:
+        """The job's chain as its recipient's channel choices shape it (see notify.preferences)."""
+        settings = self.ctx.settings
+        if job.channel not in PERSONAL_CHANNELS:
+            return settings.channel_policy.chain_of(job.kind, job.channel)
+        with self.ctx.db.read() as session:
+            return chain_for(settings, session, job.kind, job.channel, job.recipient.id)
+
     async def send(self, job: DeliveryJob) -> SendResult:
-        chain = self.ctx.settings.channel_policy.chain_of(job.kind, job.channel)
+        chain = await to_thread.run_sync(self.chain_of, job)
         if len(chain) == 1:
             return await self.inner.send(job)
         other = await to_thread.run_sync(sent_alternative, self.ctx, job, chain)

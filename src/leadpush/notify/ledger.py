@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -13,6 +14,7 @@ from leadpush.config import Settings
 from leadpush.db import after_commit
 from leadpush.notify.models import Delivery, Notification
 from leadpush.notify.policy import ChannelPlan, plan_deliveries
+from leadpush.notify.preferences import choices_of, chosen_for
 from leadpush.notify.signals import Signals
 from leadpush.users.models import User
 
@@ -60,6 +62,7 @@ def write_notifications(
     fresh = [i for i in items if i.dedupe_key not in existing]
     recipients = {i.recipient.id for i in fresh}
     lock_recipients(session, recipients)
+    choices = choices_of(session, recipients)  # one query for every fresh recipient's channel choices
     last_id = latest_ids(session, recipients)
     created: list[Notification] = []
     for item in fresh:
@@ -81,7 +84,7 @@ def write_notifications(
         last_id[item.recipient.id] = note.id
         created.append(note)
     for item, note in zip(fresh, created, strict=True):
-        for plan in channel_plans(settings, item):
+        for plan in channel_plans(settings, item, chosen_for(settings, choices.get(note.recipient_id), item.kind)):
             session.add(
                 Delivery(
                     notification_id=note.id,
@@ -100,13 +103,16 @@ def write_notifications(
     return created
 
 
-def channel_plans(settings: Settings, item: NewNotification) -> list[ChannelPlan]:
-    """The policy's plan; for a deactivated recipient every channel is skipped.
+def channel_plans(
+    settings: Settings, item: NewNotification, chosen: Collection[str] | None = None
+) -> list[ChannelPlan]:
+    """The policy's plan as the recipient's `chosen` channels shape it; for a deactivated recipient every
+    channel is skipped.
 
     They have left: nothing reaches them (their sockets and long polls are ended too). The notification
     stays in their history and the skipped rows show why, as for any channel the policy does not use.
     """
-    plans = plan_deliveries(settings, item.kind, item.recipient, item.actor_id)
+    plans = plan_deliveries(settings, item.kind, item.recipient, item.actor_id, chosen)
     if item.recipient.active:
         return plans
     return [ChannelPlan(p.channel, "skipped", INACTIVE) if p.status == "pending" else p for p in plans]

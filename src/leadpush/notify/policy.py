@@ -20,7 +20,7 @@ time, by `notify.fallback`. This module touches no database and knows no channel
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -226,18 +226,68 @@ def describe(chain: Chain, channel: str, why: str) -> str:
     return f"{why}；未送达时改用{'、'.join(NAMES[c] for c in rest)}（{'|'.join(chain)}，只发其一）"
 
 
+def chosen_chains(chains: Sequence[Chain], chosen: Collection[str] | None) -> tuple[Chain, ...]:
+    """The policy's chains for a kind as a person's choice of personal channels reshapes them.
+
+    `chosen` = the personal channels (PERSONAL_CHANNELS) they want for the kind's category; None = no
+    choice, the policy as it is. A personal channel not chosen leaves every chain. A chosen one the policy
+    lacks for the kind joins the chain of the other personal channel, after it ("one of": credits are
+    scarce), or, when the kind has no personal channel, becomes a chain of its own after in-app.
+    """
+    if chosen is None:
+        return tuple(chains)
+    wanted = [c for c in PERSONAL_CHANNELS if c in chosen]
+    present = {c for chain in chains for c in chain}
+    grown = [list(chain) for chain in chains]
+    for channel in wanted:
+        if channel in present:
+            continue
+        host = next((chain for chain in grown if any(c in PERSONAL_CHANNELS for c in chain)), None)
+        if host is not None:
+            host.append(channel)
+        else:
+            grown.insert(1 if grown and grown[0] == ["inapp"] else 0, [channel])
+        present.add(channel)
+    kept = (tuple(c for c in chain if c not in PERSONAL_CHANNELS or c in wanted) for chain in grown)
+    return tuple(chain for chain in kept if chain)
+
+
+def turned_off(chains: Sequence[Chain], chosen: Collection[str] | None) -> tuple[str, ...]:
+    """The personal channels the policy uses for a kind that the person's choice turns off."""
+    if chosen is None:
+        return ()
+    return tuple(c for chain in chains for c in chain if c in PERSONAL_CHANNELS and c not in chosen)
+
+
+def turned_off_reason(kind: str, channel: str) -> str:
+    return f"用户已关闭{NAMES[channel]}的「{CATEGORY_NAMES[category_of(kind)]}」通知"
+
+
 def plan_deliveries(
-    settings: PolicySettings, kind: str, recipient: Addressee, actor_id: int | None
+    settings: PolicySettings,
+    kind: str,
+    recipient: Addressee,
+    actor_id: int | None,
+    chosen: Collection[str] | None = None,
 ) -> list[ChannelPlan]:
     """One plan per step of the kind's policy: the first usable channel of each chain is pending.
 
     A channel the user has an address for but the deployment has not configured is recorded as
     skipped, so an operator sees why a user with an openid got no WeChat message. A user's own action
     (a claim) is not pushed to their phone, and then no fallback either.
+
+    `chosen`: the person's own choice of personal channels for the kind's category (see `chosen_chains`);
+    a channel they turned off that they have an address for is recorded as skipped ("用户已关闭…"). That row
+    also keeps the send-time fallback from ever giving the channel a row of its own.
     """
     self_action = actor_id is not None and actor_id == recipient.id
     plans: list[ChannelPlan] = []
-    for chain in settings.channel_policy.chains_for(kind):
+    policy_chains = settings.channel_policy.chains_for(kind)
+    for channel in turned_off(policy_chains, chosen):
+        address = recipient.wechat_openid if channel == "wechat" else recipient.wecom_userid
+        if address:
+            plans.append(ChannelPlan(channel, "skipped", turned_off_reason(kind, channel)[:200]))
+    for chain in chosen_chains(policy_chains, chosen):
         for channel in chain:
             verdict = judge(settings, channel, recipient.wechat_openid, recipient.wecom_userid, self_action)
             if verdict.usable:

@@ -341,8 +341,13 @@ def route(
     event: Event,
     actor: User | None,
     teams: dict[int, str | None],
+    batch_id: str | None = None,
+    notify: bool = True,
 ) -> ChangeResult | None:
-    """Route these unowned leads by the enabled rules for `event`, in the caller's transaction."""
+    """Route these unowned leads by the enabled rules for `event`, in the caller's transaction.
+
+    `batch_id` and `notify=False`: the moves belong to the caller's batch, which tells people later (a
+    transfer run, see `assignment.service.notify_batch`)."""
     unowned = [c for c in customers if c.owner_id is None]
     if not unowned:
         return None
@@ -383,7 +388,16 @@ def route(
         return None
     reason = "分配规则：" + "、".join(names[i] for i in sorted(names))
     return change_owner(
-        ctx, session, actor=actor, moves=moves, via="route", digest=len(moves) > 1, reason=reason[:200], now=now
+        ctx,
+        session,
+        actor=actor,
+        moves=moves,
+        via="route",
+        digest=len(moves) > 1,
+        reason=reason[:200],
+        now=now,
+        batch_id=batch_id,
+        notify=notify,
     )
 
 

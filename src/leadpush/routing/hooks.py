@@ -35,17 +35,24 @@ def route_new_leads(
 
 
 def route_returned_leads(
-    ctx: AppContext, session: Session, customers: Sequence[Customer], *, via: str
+    ctx: AppContext,
+    session: Session,
+    customers: Sequence[Customer],
+    *,
+    via: str,
+    batch_id: str | None = None,
+    notify: bool = True,
 ) -> ChangeResult | None:
     """Route leads just returned to a pool when a rule says so: `via` release -> rules for "released";
-    auto_transfer or escalation (an SLA step) -> rules for "recycled"."""
+    auto_transfer or escalation (an SLA step) -> rules for "recycled". With `batch_id` and `notify=False`
+    the moves join the caller's batch, whose people are told later (a transfer run)."""
     from leadpush.routing import engine
 
     event = engine.VIA_EVENT.get(via)
     if event is None:
         return None
     teams = engine.returned_lead_teams(session, customers)
-    return engine.route(ctx, session, customers, event=event, actor=None, teams=teams)
+    return engine.route(ctx, session, customers, event=event, actor=None, teams=teams, batch_id=batch_id, notify=notify)
 
 
 def next_in_rotation(

@@ -14,6 +14,9 @@ to person since it last left a pool, to the pool.
 A run's row in the history is written when it starts, and its counts grow in the same transaction as
 each move, warning or failure they count: whoever sees a lead moved sees it counted, even while the
 run is still going (or after its process died mid-run).
+
+Each person hears of a run once, when it ends: one notice for the leads they gained, one for those they lost
+(`_tell_everyone`, read from the run's history rows; a run that died first is told for by the next one).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from leadpush.assignment.models import Assignment
-from leadpush.assignment.service import Move, change_owner, open_lead_count
+from leadpush.assignment.service import Move, change_owner, notify_batch, open_lead_count
 from leadpush.config import Settings
 from leadpush.context import AppContext
 from leadpush.db import rows_changed
@@ -78,6 +81,11 @@ class RunReport:
     # The same counts per owner's team ("" = no team): a manager's view of a company-wide run.
     teams: dict[str, dict[str, int]] = field(default_factory=dict)
 
+    @property
+    def batch_id(self) -> str | None:
+        """The history rows' batch of this run's moves, whose people are told once, when the run ends."""
+        return run_batch_id(self.run_id) if self.run_id is not None else None
+
     def tally(self, team: str | None, what: str, n: int = 1) -> None:
         """Count toward the run's totals and toward the team of the lead's owner."""
         setattr(self, what, getattr(self, what) + n)
@@ -98,6 +106,10 @@ class RunReport:
                 seen[key] = seen.get(key, 0) + 1
                 kept.append(failure)
         return kept
+
+
+def run_batch_id(run_id: int) -> str:
+    return f"transfer-run-{run_id}"
 
 
 def holder_id() -> str:
@@ -360,6 +372,9 @@ def _move_one(ctx: AppContext, report: RunReport, customer_id: int, now: datetim
             reason=plan.reason,
             now=now,
             rules=rules,
+            batch_id=report.batch_id,
+            # Everyone hears once, when the run ends (`_tell_everyone`); outside a stored run, at once.
+            notify=report.batch_id is None,
         )
         if result.failed:
             if result.failed[0].code == "version_conflict":  # someone else changed it: nothing to back off from
@@ -369,7 +384,14 @@ def _move_one(ctx: AppContext, report: RunReport, customer_id: int, now: datetim
                 _failed(ctx, session, report, team, item, customer, backoff, result.failed[0].message, now)
             return
         if target is None and result.changed:
-            routing.route_returned_leads(ctx, session, result.changed, via="auto_transfer")
+            routing.route_returned_leads(
+                ctx,
+                session,
+                result.changed,
+                via="auto_transfer",
+                batch_id=report.batch_id,
+                notify=report.batch_id is None,
+            )
         if rule.action == "round_robin" and target is not None:
             session.execute(update(TransferRule).where(TransferRule.id == rule.id).values(last_assignee_id=target.id))
         _count(session, report, moved=1)
@@ -579,6 +601,39 @@ def preview_rule(settings: Settings, session, candidate: TransferRule, now: date
                 )
 
 
+def _tell_everyone(ctx: AppContext, session, run_id: int, now: datetime) -> None:  # noqa: ANN001
+    """Notify each person of a run's moves once: one notice for the leads they gained, one for those they lost.
+
+    Leads move in transactions of their own (a run must not hold the database for minutes) without telling
+    anyone; their history rows, batched by the run, are the outbox this reads, in the transaction that
+    closes the run. Seven leads to one person are one "您有 7 条新线索", not seven toasts and seven credits.
+    """
+    notify_batch(ctx, session, run_batch_id(run_id), "auto_transfer", now)
+
+
+# How far back a run looks for runs that died before telling anyone of their moves.
+UNTOLD_LOOKBACK = timedelta(days=1)
+
+
+def _tell_for_dead_runs(ctx: AppContext, current: int, now: datetime) -> None:
+    """Runs that died mid-way (their process killed: no `finished_at`) moved leads and told nobody. Holding the
+    lease, this run is the only one going: tell those people now (notify_batch is idempotent), once."""
+    with ctx.db.write() as session:
+        dead = session.scalars(
+            select(TransferRun).where(
+                TransferRun.finished_at.is_(None),
+                TransferRun.dry_run.is_(False),
+                TransferRun.id != current,
+                TransferRun.started_at >= now - UNTOLD_LOOKBACK,
+            )
+        ).all()
+        for run in dead:
+            if (run.details or {}).get("told"):
+                continue
+            notify_batch(ctx, session, run_batch_id(run.id), "auto_transfer", run.started_at)
+            run.details = {**(run.details or {}), "told": True}
+
+
 def run_transfer(ctx: AppContext, trigger: str, *, dry_run: bool = False, team: str | None = None) -> RunReport:
     """Run once. Raises TransferBusy if another run (in any process) is in progress."""
     now = ctx.clock.now()
@@ -593,6 +648,8 @@ def run_transfer(ctx: AppContext, trigger: str, *, dry_run: bool = False, team: 
             session.add(run)
             session.flush()
             report.run_id = run.id
+        if not dry_run:
+            _tell_for_dead_runs(ctx, run.id, now)
         _warn(ctx, report, now, team)
         _move_due(ctx, report, now, team, holder)
         completed = True
@@ -603,6 +660,8 @@ def run_transfer(ctx: AppContext, trigger: str, *, dry_run: bool = False, team: 
         forget = completed and trigger == "deadline" and idle
         try:
             with ctx.db.write() as session:
+                if report.run_id is not None and not dry_run and report.moved:
+                    _tell_everyone(ctx, session, report.run_id, now)
                 if forget:
                     session.execute(delete(TransferRun).where(TransferRun.id == report.run_id))
                 else:

@@ -1,7 +1,8 @@
-// /console/account (every role): one's own profile, password and API tokens for integrations.
+// /console/account (every role): one's own profile, password, notification settings and API tokens.
 // A new token is shown once, here only; revoking asks for confirmation in the page (no native dialog).
 import { availabilityEditor } from './availability.js';
 import { api, boot, clear, fmtTime, h, label, pill, say, sayError } from './common.js';
+import { preferencesEditor } from './notifyprefs.js';
 
 let me = await boot();
 
@@ -186,6 +187,12 @@ document.getElementById('hide-token').addEventListener('click', () => {
 
 renderProfile();
 renderPasswordForm();
+const loadPreferences = preferencesEditor();
+try {
+  await loadPreferences();
+} catch (error) {
+  sayError(error, document.getElementById('notify-status'));
+}
 const availStatus = document.getElementById('avail-status');
 const loadAvailability = availabilityEditor(() => me.id, availStatus);
 try {

@@ -2,6 +2,7 @@
 // WeChat / WeCom ids, deactivate and reactivate accounts, issue API tokens (shown once) and manage teams;
 // managers see their own team, read-only. Every confirmation happens in the page (no native dialogs).
 import { api, boot, clear, deleteButton, fmtTime, h, label, LABELS, pill, say, sayError } from './common.js';
+import { teamQuietEditor } from './notifyprefs.js';
 
 const me = await boot({ roles: ['admin', 'manager'] });
 const isAdmin = me.role === 'admin';
@@ -144,7 +145,11 @@ async function loadTeams() {
     teamsBody.appendChild(h('tr', { class: 'empty-row' }, h('td', { colspan: 5, text: isAdmin ? '还没有团队' : '您还没有团队' })));
   }
   for (const team of shown) teamsBody.appendChild(teamRow(team));
+  await loadTeamQuiet();
 }
+
+// A team's default quiet hours: admins any team's, a manager their own team's.
+const loadTeamQuiet = teamQuietEditor(() => (isAdmin ? teams : teams.filter((t) => t.name === me.team)));
 
 document.getElementById('team-form').addEventListener('submit', async (event) => {
   event.preventDefault();
