@@ -64,6 +64,7 @@ def test_plan_on_the_lead_page_list_it_for_today_get_reminded_and_clear_it(api: 
     assert "09:30" in cells(rows.nth(0))[0] and "15:00" in cells(rows.nth(1))[0]
     expect(page.locator("#plans-summary")).to_have_text("共 2 条，其中已逾期 1 条")
     assert page.locator("#p-scope").is_hidden()  # a salesperson sees their own
+    alice.screenshot("followups")
 
     # At 15:00 the reminder pops up on her open page.
     alice.live()
