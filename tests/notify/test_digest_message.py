@@ -87,4 +87,4 @@ def test_one_wecom_card_for_what_is_carried_and_what_pacing_deferred() -> None:
     card = digest_card(SETTINGS, j, carried(j, [deferred]))
     assert card["title"] == "您有 5 条新线索"
     assert card["description"].splitlines() == [f"· 您有一条新线索：客户{i}" for i in (1, 2, 5, 6, 7)]
-    assert card["url"] == "https://crm.example.com/console/customers"
+    assert card["url"] == f"https://crm.example.com/console/customers?notice={j.notification_id}"

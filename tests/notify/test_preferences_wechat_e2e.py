@@ -141,10 +141,13 @@ def test_wechat_turned_on_for_warnings_takes_over_when_wecom_cannot_deliver(worl
     w.fake.state.add_fault(WECOM_SEND_PATH, "errcode", errcode=81013, errmsg="user not found", count=1)
     with w.ctx.db.write() as session:
         alice = session.get_one(User, w.alice.id)
-        lead = Customer(name="王五", phone="13800138000", source="抖音广告", owner_id=alice.id, version=1)
+        due = w.ctx.clock.now() + timedelta(hours=2)
+        # The lead carries the deadline the warning is about, as the engine keeps it (else it is stale: expiry).
+        lead = Customer(
+            name="王五", phone="13800138000", source="抖音广告", owner_id=alice.id, version=1, transfer_due_at=due
+        )
         session.add(lead)
         session.flush()
-        due = w.ctx.clock.now() + timedelta(hours=2)
         warning = transfer_warning(alice, lead, None, due, w.ctx.clock.now(), w.ctx.settings.tz)
         write_notifications(session, w.ctx.settings, w.ctx.signals, [warning], w.ctx.clock.now())
 

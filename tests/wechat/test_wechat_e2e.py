@@ -154,6 +154,9 @@ def test_assignment_reaches_wecom_as_a_textcard(world: World, endpoint: str, n: 
             "url": f"{PUBLIC_URL}/console/customers",
             "btntxt": "查看",
         }
+    page, notice = message["body"]["textcard"]["url"].split("?notice=")
+    assert page == card["url"] and notice.isdigit()  # the card names its notice (see wecom.card.link)
+    card["url"] = message["body"]["textcard"]["url"]
     assert message["body"] == {
         "touser": "Dave",
         "msgtype": "textcard",
@@ -181,7 +184,7 @@ def test_without_credit_wechat_is_skipped_and_wecom_takes_over(world: World) -> 
             [(d.channel, d.status, d.last_error, d.policy, d.next_attempt_at) for d in w.deliveries()],
             w.fake.state.stats(),
         ) from None
-    assert card["body"]["textcard"]["url"] == f"{PUBLIC_URL}/console/customers/{second}"
+    assert card["body"]["textcard"]["url"].startswith(f"{PUBLIC_URL}/console/customers/{second}?notice=")
     rows = w.settled()
     by_note: dict[int, dict[str, Delivery]] = {}
     for d in rows:
@@ -254,7 +257,7 @@ def test_wecom_pacing_folds_the_excess_into_one_digest(world: World) -> None:
     assert [d.status for d in wecom] == ["sent"] * 33
     digest = w.fake.state.get_messages("wecom")[-1]
     assert digest["body"]["textcard"]["title"] == "您有 3 条新线索"
-    assert digest["body"]["textcard"]["url"] == f"{PUBLIC_URL}/console/customers"
+    assert digest["body"]["textcard"]["url"].startswith(f"{PUBLIC_URL}/console/customers?notice=")
     assert len({d.provider_id for d in wecom[-3:]}) == 1
     assert w.fake.state.stats()["wecom_dropped"] == {}  # nothing silently lost at WeCom
 

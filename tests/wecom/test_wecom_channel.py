@@ -85,7 +85,8 @@ def env(fake: FakeWeChatServer, channel_db_url: str) -> Iterator[Env]:
 
 
 def test_a_textcard_with_a_link_to_the_lead(env: Env) -> None:
-    [result] = send(env.channel(), env.job())
+    job = env.job()
+    [result] = send(env.channel(), job)
     assert result.outcome == "sent"
     [message] = env.fake.state.get_messages("wecom")
     assert result.provider_id == message["msgid"]
@@ -96,7 +97,8 @@ def test_a_textcard_with_a_link_to_the_lead(env: Env) -> None:
         "textcard": {
             "title": "您有一条新线索：张三",
             "description": "客户：张三\n电话：13800138000\n来源：抖音广告\n分配人：王经理\n时间：2026-11-24 10:01",
-            "url": f"{PUBLIC_URL}/console/customers/7",
+            # The notice it is about: a second notice that reads the same is not hidden as a repeat.
+            "url": f"{PUBLIC_URL}/console/customers/7?notice={job.notification_id}",
             "btntxt": "查看",
         },
         "enable_duplicate_check": 1,  # a re-send after a crash is shown once (LEADPUSH_WECOM_DUPLICATE_CHECK_SECONDS)
@@ -120,11 +122,13 @@ def test_masked_phones_and_configurable_console_links(env: Env) -> None:
     channel = env.channel(
         wecom_mask_phone=True, public_url="https://crm.example.com/app/", console_customer_path="/#/lead/{customerId}"
     )
-    [result] = send(channel, env.job())
+    job = env.job()
+    [result] = send(channel, job)
     assert result.outcome == "sent"
     card = env.fake.state.get_messages("wecom")[0]["body"]["textcard"]
     assert "电话：138****8000" in card["description"]
-    assert card["url"] == "https://crm.example.com/app/#/lead/7"
+    # The notice's id goes before the front end's hash route, which stays as configured.
+    assert card["url"] == f"https://crm.example.com/app/?notice={job.notification_id}#/lead/7"
 
 
 def test_an_invaliduser_is_permanent_for_that_user(env: Env) -> None:

@@ -32,12 +32,21 @@ def cut_bytes(text: str, limit: int) -> str:
     return out + "…"
 
 
-def link(s: Settings, customer_id: Any = None) -> str:
-    """The console page a card opens: the lead's page, or the lead list."""
+def link(s: Settings, notice: int, customer_id: Any = None) -> str:
+    """The console page a card opens: the lead's page, or the lead list.
+
+    It names the notice (`?notice=<id>`): WeCom's duplicate check hides a card that repeats one shown within
+    the interval, which must catch a re-send of this notice after a crash, never another notice that reads
+    the same (the same lead given back to the same person within the minute).
+    """
     base = s.public_url.rstrip("/")
     if customer_id in (None, ""):
-        return base + s.console_list_path
-    return base + s.console_customer_path.replace("{customerId}", str(customer_id))
+        page = base + s.console_list_path
+    else:
+        page = base + s.console_customer_path.replace("{customerId}", str(customer_id))
+    # Before a fragment (a front end's hash route stays as it is configured).
+    page, hash_mark, fragment = page.partition("#")
+    return f"{page}{'&' if '?' in page else '?'}notice={notice}{hash_mark}{fragment}"
 
 
 def textcard(s: Settings, job: DeliveryJob) -> dict[str, str]:
@@ -52,17 +61,17 @@ def textcard(s: Settings, job: DeliveryJob) -> dict[str, str]:
             f"分配人：{one_line(p.get('actorName')) or '系统'}",
             f"时间：{when}",
         ]
-        url = link(s, p.get("customerId"))
+        url = link(s, job.notification_id, p.get("customerId"))
     elif job.kind in ("customers_assigned", "customers_recycled"):
         names = [one_line(c.get("customerName")) for c in p.get("customers") or [] if isinstance(c, dict)]
         lines = [one_line(job.body)] if job.body else []
         if names:
             lines.append("客户：" + "、".join(names[:10]) + (" 等" if len(names) > 10 else ""))
         lines.append(f"时间：{when}")
-        url = link(s)
+        url = link(s, job.notification_id)
     else:
         lines = [one_line(job.body or job.title), f"时间：{when}"]
-        url = link(s, p.get("customerId"))
+        url = link(s, job.notification_id, p.get("customerId"))
     return {
         "title": cut_bytes(one_line(job.title) or "新通知", TITLE_BYTES),
         "description": cut_bytes("\n".join(lines), DESCRIPTION_BYTES),
@@ -97,6 +106,6 @@ def digest_card(s: Settings, job: DeliveryJob, folded: Sequence[Folded | FoldedN
     return {
         "title": cut_bytes(title, TITLE_BYTES),
         "description": cut_bytes(description, DESCRIPTION_BYTES),
-        "url": link(s),
+        "url": link(s, job.notification_id),
         "btntxt": "查看",
     }
