@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 from support import WITHOUT_SCHEDULER, Api, ok
+from support.waiting import wait_for
 
 from leadpush.assignment.service import Move, change_owner
 from leadpush.leads.models import Customer
@@ -156,3 +157,24 @@ def test_leads_a_run_returns_to_the_pool_and_routing_hands_on_count_in_the_same_
     history = ok(admin.get(f"/api/customers/{ids[0]}/assignments"))
     assert [h["via"] for h in history] == ["route", "auto_transfer", "web"]
     assert history[0]["batchId"] == history[1]["batchId"] and history[0]["batchId"].startswith("transfer-run-")
+
+
+def test_a_run_that_died_is_told_by_the_scheduler_without_waiting_for_another_run(api, team):
+    """The scheduler looks for runs that died before telling anyone (every few seconds), so their people
+    hear within seconds of the dead run's lease running out, not at the next hourly run."""
+    ids = assigned_leads(api, team, team.alice, 2)
+    with api.ctx.db.write() as session:
+        run = TransferRun(trigger="cron", started_at=api.ctx.clock.now(), details={})
+        session.add(run)
+        session.flush()
+        bob = session.get_one(User, team.bob.id)
+        moves = [Move(session.get_one(Customer, i), bob) for i in ids]
+        change_owner(
+            api.ctx, session, actor=None, moves=moves, via="auto_transfer", batch_id=run_batch_id(run.id), notify=False
+        )
+    assert notes(api, team.bob) == []
+    api.ctx.clock.advance(minutes=3)  # the dead run's lease (two minutes) has run out
+    [gained] = wait_for(lambda: notes(api, team.bob), 45)
+    assert gained["type"] == "customers_assigned" and gained["data"]["count"] == 2
+    with api.ctx.db.read() as session:
+        assert (session.get_one(TransferRun, run.id).details or {}).get("told") is True

@@ -634,6 +634,40 @@ def _tell_for_dead_runs(ctx: AppContext, current: int, now: datetime) -> None:
             run.details = {**(run.details or {}), "told": True}
 
 
+def tell_untold_runs(ctx: AppContext) -> int:
+    """Tell the people of runs that died before telling anyone, without waiting for the next run; how many.
+
+    The scheduler calls it every `UNTOLD_CHECK_SECONDS`. A run without `finished_at` may still be going: only
+    one that started over a lease ago is looked at, and only under the transfer lease (which a live run
+    holds and renews), so a run is never told for while it moves leads.
+    """
+    now = ctx.clock.now()
+    with ctx.db.read() as session:
+        untold = [
+            run.id
+            for run in session.scalars(
+                select(TransferRun).where(
+                    TransferRun.finished_at.is_(None),
+                    TransferRun.dry_run.is_(False),
+                    TransferRun.started_at >= now - UNTOLD_LOOKBACK,
+                    TransferRun.started_at < now - timedelta(seconds=LEASE_SECONDS),
+                )
+            )
+            if not (run.details or {}).get("told")
+        ]
+    if not untold:
+        return 0
+    holder = holder_id()
+    if not acquire_lease(ctx, holder, now):
+        return 0  # a run is going: it tells them itself
+    try:
+        _tell_for_dead_runs(ctx, -1, now)
+    finally:
+        release_lease(ctx, holder)
+    log.warning("自动流转中断的运行已补发通知（%d 次运行）", len(untold))
+    return len(untold)
+
+
 def run_transfer(ctx: AppContext, trigger: str, *, dry_run: bool = False, team: str | None = None) -> RunReport:
     """Run once. Raises TransferBusy if another run (in any process) is in progress."""
     now = ctx.clock.now()

@@ -25,7 +25,7 @@ from leadpush.context import AppContext
 from leadpush.leads.reminders import earliest_reminder, run_due_reminders
 from leadpush.sla.engine import earliest_step, run_due_steps
 from leadpush.transfer.deadlines import earliest_pending
-from leadpush.transfer.engine import RunReport, TransferBusy, run_transfer
+from leadpush.transfer.engine import RunReport, TransferBusy, run_transfer, tell_untold_runs
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,8 @@ MAX_SLEEP = 30.0
 MIN_SLEEP = 0.05
 BUSY_BACKOFF = 2.0
 READ_INTERVAL = 0.25
+# How often to look for automatic-transfer runs that died before telling anyone of their moves.
+UNTOLD_CHECK_SECONDS = 10.0
 
 
 def cron_trigger(ctx: AppContext) -> CronTrigger:
@@ -93,10 +95,20 @@ class TransferScheduler:
         self.runs.append(trigger)
         return report
 
+    async def _tell_untold(self) -> None:
+        try:
+            await to_thread.run_sync(lambda: tell_untold_runs(self.ctx))
+        except Exception:
+            log.exception("补发中断运行的流转通知失败")
+
     async def run(self) -> None:
         next_cron = next_cron_after(self.trigger, self.ctx.clock.now())
         last_look = 0.0
+        next_untold_check = 0.0
         while not self._stopping:
+            if time.monotonic() >= next_untold_check:
+                next_untold_check = time.monotonic() + UNTOLD_CHECK_SECONDS
+                await self._tell_untold()
             # Every commit wakes us; under load, look at the ledger at most every READ_INTERVAL.
             pause = READ_INTERVAL - (time.monotonic() - last_look)
             if pause > 0:
