@@ -80,9 +80,14 @@ def test_a_row_opens_its_attempt_history_and_held_and_merged_rows_say_why(crm, c
         s.execute(
             update(Delivery)
             .where(Delivery.id == held_id)
-            .values(status="pending", hold_reason=HOLD, next_attempt_at=later, sent_at=None)
+            # As on a push channel (in-app is never held or folded).
+            .values(channel="wecom", status="pending", hold_reason=HOLD, next_attempt_at=later, sent_at=None)
         )
-        s.execute(update(Delivery).where(Delivery.id == merged_id).values(status="merged", merged_into=held_id))
+        s.execute(
+            update(Delivery)
+            .where(Delivery.id == merged_id)
+            .values(channel="wecom", status="merged", merged_into=held_id)
+        )
 
     me = consoles.new(api.url)
     page = me.sign_in(admin.token, "/console/deliveries")

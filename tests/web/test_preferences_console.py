@@ -84,7 +84,9 @@ def test_a_salesperson_chooses_channels_per_kind_of_notice_and_goes_back_to_the_
     # What the admin did not open for people cannot be ticked, and the page says why.
     assert box(page, "taken_back", "wechat").is_disabled()
     assert "管理员未开放" in row(page, "taken_back").locator("td[data-label='微信小程序']").inner_text()
-    page.locator("#notify-status").scroll_into_view_if_needed()
+    page.evaluate(
+        "window.scrollTo(0, document.querySelector('#notify-status').getBoundingClientRect().top + scrollY - 160)"
+    )
     alice.screenshot("notification-settings")
     assert box(page, "taken_back", "wecom").is_enabled()
     # After a reload the page shows what is stored.
