@@ -21,6 +21,7 @@ from leadpush.context import AppContext
 from leadpush.db import rows_changed
 from leadpush.leads.models import Customer
 from leadpush.notify.ledger import NewNotification, write_notifications
+from leadpush.perlead import run_due_per_lead
 from leadpush.users.models import User
 
 log = logging.getLogger(__name__)
@@ -48,26 +49,7 @@ def due_reminders(session: Session, now: datetime, limit: int = BATCH) -> list[i
 
 def run_due_reminders(ctx: AppContext) -> int:
     """Send every follow-up reminder due by now, each lead in its own transaction; returns how many were sent."""
-    sent = 0
-    while True:
-        now = ctx.clock.now()
-        with ctx.db.read() as session:
-            ids = due_reminders(session, now)
-        if not ids:
-            return sent
-        progressed = 0
-        for customer_id in ids:
-            try:
-                with ctx.db.write() as session:
-                    reminded = remind(ctx, session, customer_id, now)
-            except Exception:
-                log.exception("线索 %s 的跟进提醒失败，%s 秒后重试", customer_id, RETRY_SECONDS)
-                _retry_later(ctx, customer_id, now)
-                continue
-            progressed += 1
-            sent += reminded
-        if progressed == 0:
-            return sent  # every due reminder failed: try again at the next look rather than spin
+    return run_due_per_lead(ctx, due_reminders, remind, _retry_later, "跟进提醒")
 
 
 def _retry_later(ctx: AppContext, customer_id: int, now: datetime) -> None:

@@ -24,6 +24,7 @@ from leadpush.context import AppContext
 from leadpush.db import after_commit, rows_changed
 from leadpush.leads.models import Customer
 from leadpush.notify.ledger import NewNotification, write_notifications
+from leadpush.perlead import run_due_per_lead
 from leadpush.pools.service import pool_for_owner
 from leadpush.routing.hooks import next_in_rotation, route_returned_leads
 from leadpush.sla.models import STEPS, SlaRule
@@ -57,26 +58,11 @@ def due_leads(session: Session, now: datetime, limit: int = BATCH) -> list[int]:
 
 def run_due_steps(ctx: AppContext) -> int:
     """Run every ladder step due by now, each lead in its own transaction; returns how many ran."""
-    ran = 0
-    while True:
-        now = ctx.clock.now()
-        with ctx.db.read() as session:
-            ids = due_leads(session, now)
-        if not ids:
-            return ran
-        progressed = 0
-        for customer_id in ids:
-            try:
-                with ctx.db.write() as session:
-                    step = run_step(ctx, session, customer_id, now)
-            except Exception:
-                log.exception("线索 %s 的首次联系升级步骤失败，%s 秒后重试", customer_id, RETRY_SECONDS)
-                _retry_later(ctx, customer_id, now)
-                continue
-            progressed += 1
-            ran += step is not None
-        if progressed == 0:
-            return ran  # every due lead failed: try again at the next look rather than spin
+    return run_due_per_lead(ctx, due_leads, _ran_step, _retry_later, "首次联系升级步骤")
+
+
+def _ran_step(ctx: AppContext, session: Session, customer_id: int, now: datetime) -> bool:
+    return run_step(ctx, session, customer_id, now) is not None
 
 
 def _retry_later(ctx: AppContext, customer_id: int, now: datetime) -> None:
