@@ -75,12 +75,12 @@ def counted(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         gen.close()
 
 
-def _assign_statements(api: Api, app: CountingApp, who: Any, lead: int, to: int) -> list[str]:
+def _assign_statements(api: Api, app: CountingApp, who: Any, lead: int, to: int) -> tuple[dict, list[str]]:
     before = len(app.requests)
-    ok(api.client(who).patch(f"/api/customers/{lead}/assign", json={"assignedTo": to}))
+    data = ok(api.client(who).patch(f"/api/customers/{lead}/assign", json={"assignedTo": to}))
     [(what, seen)] = [r for r in app.requests[before:] if r[0].endswith("/assign")]
     assert what == f"PATCH /api/customers/{lead}/assign"
-    return seen
+    return data, seen
 
 
 def test_one_assignment_runs_a_bounded_number_of_statements(counted: tuple) -> None:
@@ -103,12 +103,16 @@ def test_one_assignment_runs_a_bounded_number_of_statements(counted: tuple) -> N
         # The first assignment after a rule change may load what later ones find in hand.
         _assign_statements(api, app, manager, lead, bob.id)
         ctx.clock.advance(seconds=20)  # a later assignment: new deadlines and a new SLA step time are written
-        seen = _assign_statements(api, app, manager, lead, alice.id)
+        data, seen = _assign_statements(api, app, manager, lead, alice.id)
         listing = "\n".join(f"{i + 1:2}. {s[:300]}" for i, s in enumerate(seen))
         print(f"\n{kind}: {len(seen)} statements for one assignment\n{listing}")
         assert len(seen) <= BOUND[kind], f"{kind}: {len(seen)} statements (bound {BOUND[kind]}):\n{listing}"
-        # What the user sees is unchanged: the lead is alice's, with her name and the notice for the phone page.
-        lead_now = ok(api.client(manager).get(f"/api/customers/{lead}"))
-        assert lead_now["assignedTo"] == alice.id and lead_now["ownerName"] == "李丽"
+        # The answer is built from what the request has in hand, and says what a fresh read says.
+        assert data["ownerId"] == alice.id and data["ownerName"] == "李丽"
+        assert data["transferDueAt"] is not None and data["slaNextAt"] is not None
+        assert data["notificationData"]["toUserId"] == alice.id and data["notificationData"]["openid"] == "o-alice"
+        fresh = ok(api.client(manager).get(f"/api/customers/{lead}"))
+        for key in ("ownerId", "ownerName", "version", "assignedAt", "transferDueAt", "slaNextAt", "phone"):
+            assert data[key] == fresh[key], key
     finally:
         api.close()
