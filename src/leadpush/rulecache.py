@@ -1,14 +1,17 @@
-"""Per-process copies of the rules every ownership change reads: the enabled transfer rules and SLA rules.
+"""Per-process copies of what every ownership change reads and almost never changes: the enabled transfer rules,
+the enabled SLA rules, and the recipients' channel choices (notification preferences).
 
-They change a few times a year and are read by every assignment and follow-up, so each process keeps a copy:
+Rules change a few times a year, a person's channel choices a few times ever, and every assignment read them
+(the choices of both people it tells), so each process keeps a copy:
 
 - **In this process, at once.** A listener on the engine sees every statement that writes `transfer_rules`,
-  `sla_rules` or `teams` (a team rename changes the rules' team through ON UPDATE CASCADE) — through the API,
+  `sla_rules`, `notification_preferences` or `teams` (a team rename changes the rules' team through ON UPDATE
+  CASCADE) — through the API,
   a bulk statement, raw SQL, a migration — and drops the copies when it runs and again when its connection
   goes back to the pool (after the commit), so no copy read before that commit survives it.
 - **In other processes, within LEADPUSH_RULE_CACHE_SECONDS** (default 2 s; 0 = no copies, every read goes to
   the database): a copy is used for at most that long. A rule saved on one api process applies to assignments
-  on another at most that much later; the deadlines of leads assigned in between are set again by the
+  on another (a changed channel choice: the notices written there) at most that much later; the deadlines of leads assigned in between are set again by the
   recompute every rule change starts after its response (transfer rules), or stand as set (an SLA ladder).
 
 Copies are transient objects, never attached to a session: callers only read them. Loads happen inside the
@@ -23,7 +26,7 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, event, inspect
@@ -31,8 +34,10 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import Pool
 
 T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
 
-WATCHED = re.compile(r"\b(transfer_rules|sla_rules|teams)\b", re.IGNORECASE)
+WATCHED = re.compile(r"\b(transfer_rules|sla_rules|notification_preferences|teams)\b", re.IGNORECASE)
 _TOUCHED = "leadpush.rules_touched"
 
 
@@ -40,7 +45,7 @@ class RuleCache:
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
         self._lock = threading.Lock()
-        self._entries: dict[str, tuple[float, list[Any]]] = {}
+        self._entries: dict[object, tuple[float, Any]] = {}
         self._generation = 0
         self.loads = 0  # how many times a copy was (re)loaded: for tests and benchmarks
 
@@ -65,6 +70,30 @@ class RuleCache:
             if self._generation == generation:
                 self._entries[key] = (now + self.ttl, value)
         return value
+
+    def get_many(self, prefix: str, keys: Collection[K], load: Callable[[set[K]], dict[K, V]]) -> dict[K, V | None]:
+        """Per key (None: `load` found nothing for it); `load` is called once, with the keys not held."""
+        now = time.monotonic()
+        out: dict[K, V | None] = {}
+        missing: set[K] = set()
+        with self._lock:
+            generation = self._generation
+            for key in keys:
+                entry = self._entries.get((prefix, key)) if self.ttl > 0 else None
+                if entry is not None and entry[0] > now:
+                    out[key] = entry[1]
+                else:
+                    missing.add(key)
+        if missing:
+            found = load(missing)
+            with self._lock:
+                self.loads += 1
+                keep = self.ttl > 0 and self._generation == generation
+                for key in missing:
+                    out[key] = found.get(key)
+                    if keep:
+                        self._entries[(prefix, key)] = (now + self.ttl, out[key])
+        return out
 
 
 _CACHES: weakref.WeakKeyDictionary[Pool, RuleCache] = weakref.WeakKeyDictionary()
@@ -98,7 +127,7 @@ def install(engine: Engine, ttl: float) -> RuleCache:
 
 
 def cache_of(session: Session) -> RuleCache | None:
-    return _CACHES.get(session.get_bind().pool)
+    return _CACHES.get(session.get_bind().engine.pool)
 
 
 def copies(rows: list[T]) -> list[T]:
@@ -116,3 +145,14 @@ def cached(session: Session, key: str, load: Callable[[], list[T]]) -> list[T]:
     if cache is None:
         return load()
     return cache.get(key, lambda: copies(load()))
+
+
+def cached_many(
+    session: Session, prefix: str, keys: Collection[K], load: Callable[[set[K]], dict[K, V]]
+) -> dict[K, V | None]:
+    """`load(keys)` per key, or this process's recent copy of each; values are shared: callers only read them."""
+    cache = cache_of(session)
+    if cache is None:
+        found = load(set(keys))
+        return {key: found.get(key) for key in keys}
+    return cache.get_many(prefix, keys, load)

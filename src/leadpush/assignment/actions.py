@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Row, exists, select
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session, aliased
 
 from leadpush.assignment.service import ChangeResult, ItemFailure, Move, change_owner, lock_users, raise_failure
@@ -52,7 +52,7 @@ def check_can_give(session: Session, actor: User, customer: Customer, owner: Use
         raise forbidden(f"{target.name} 不是线索池「{pool.name}」的成员，不能分配给 TA")
 
 
-def preload(session: Session, customer_id: int, assignee_id: int) -> Row[tuple[Customer, User, User]] | None:
+def preload(session: Session, customer_id: int, assignee_id: int) -> object:
     """The lead, its owner and the assignee in one statement, into the session: `get_visible` and `get_assignee`
     then find them in hand. Keep the row while they are used (the session holds its objects weakly)."""
     if not (is_db_id(customer_id) and is_db_id(assignee_id)):

@@ -65,7 +65,7 @@ def users_by_id(session: Session, ids: Collection[int | None]) -> dict[int, User
 def users_in_hand(session: Session, ids: Collection[int | None]) -> dict[int, User]:
     """`users_by_id`, without a statement for the users this session already holds (its identity map: the
     objects any query of this session would hand back for those rows)."""
-    wanted = {i for i in ids if is_db_id(i)}
+    wanted = {i for i in ids if i is not None and is_db_id(i)}
     found: dict[int, User] = {}
     for uid in wanted:
         held = session.identity_map.get(session.identity_key(User, uid))
