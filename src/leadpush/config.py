@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     ws_max_per_user: int = Field(default=20, ge=1)
     longpoll_max_per_user: int = Field(default=5, ge=1)
     session_recheck_seconds: float = Field(default=30.0, gt=0)
+    # How long a process uses its copy of the enabled transfer and SLA rules before reading them again; a change
+    # made in the process itself applies at once (leadpush.rulecache). 0 = read them on every assignment.
+    rule_cache_seconds: float = Field(default=2.0, ge=0, le=3600)
     # Console links (WeCom textcards point here); no trailing slash.
     public_url: str = "http://127.0.0.1:8000"
 

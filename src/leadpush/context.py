@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from leadpush import rulecache
 from leadpush.clock import Clock, SystemClock
 from leadpush.config import Settings
 from leadpush.db import Database
@@ -25,9 +26,11 @@ class AppContext:
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock | None = None) -> AppContext:
+        db = Database(settings.database_url)
+        rulecache.install(db.engine, settings.rule_cache_seconds)
         return cls(
             settings=settings,
-            db=Database(settings.database_url),
+            db=db,
             clock=clock or SystemClock(),
             limiter=RateLimiter(settings.redis_url, settings.redis_prefix),
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import exists, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from leadpush.assignment.service import ChangeResult, ItemFailure, Move, change_owner, lock_users, raise_failure
 from leadpush.context import AppContext
@@ -52,6 +52,20 @@ def check_can_give(session: Session, actor: User, customer: Customer, owner: Use
         raise forbidden(f"{target.name} 不是线索池「{pool.name}」的成员，不能分配给 TA")
 
 
+def preload(session: Session, customer_id: int, assignee_id: int) -> object:
+    """The lead, its owner and the assignee in one statement, into the session: `get_visible` and `get_assignee`
+    then find them in hand. Keep the row while they are used (the session holds its objects weakly)."""
+    if not (is_db_id(customer_id) and is_db_id(assignee_id)):
+        return None
+    owner, target = aliased(User), aliased(User)
+    return session.execute(
+        select(Customer, owner, target)
+        .outerjoin(owner, owner.id == Customer.owner_id)
+        .outerjoin(target, target.id == assignee_id)
+        .where(Customer.id == customer_id)
+    ).first()
+
+
 def assign_one(
     ctx: AppContext,
     session: Session,
@@ -62,6 +76,7 @@ def assign_one(
     expected_version: int | None = None,
 ) -> ChangeResult:
     check_may_hand_out_at_all(session, actor)
+    in_hand = preload(session, customer_id, assignee_id)  # noqa: F841 - held: the checks below find them in hand
     customer, owner = get_visible(session, actor, customer_id)
     target = get_assignee(session, assignee_id)
     check_can_give(session, actor, customer, owner, target)

@@ -18,7 +18,7 @@ from leadpush.context import AppContext
 from leadpush.leads.models import Customer
 from leadpush.notify.ledger import NewNotification
 from leadpush.users.models import User
-from leadpush.users.service import users_by_id
+from leadpush.users.service import users_by_id, users_in_hand
 
 DIGEST_PREVIEW = 20
 REASONS = {"auto_transfer": "超时未跟进，自动流转", "release": "已被释放回公海", "escalation": "超时未查看，已改派"}
@@ -70,7 +70,7 @@ def notifications_for(
 ) -> list[NewNotification]:
     """The notices for the moved leads (`previous` = each one's owner before): gains first, then losses."""
     gained, lost = _gains_and_losses(changed, previous, change.actor_id)
-    users = users_by_id(session, set(gained) | set(lost))
+    users = users_in_hand(session, set(gained) | set(lost))
     items: list[NewNotification] = []
     for rid, leads in gained.items():
         if digest and len(leads) > 1:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -68,6 +68,8 @@ class ChangeResult:
     unchanged: list[Customer] = field(default_factory=list)
     failed: list[ItemFailure] = field(default_factory=list)
     notifications: list[Notification] = field(default_factory=list)
+    # Everyone the change was told to (held so the answer built from it finds them in the session, unread).
+    people: list[User] = field(default_factory=list)
 
 
 FAILURE_STATUS = {
@@ -193,6 +195,17 @@ def _move_to(
     return {r.id: r.version for r in rows_moved}
 
 
+def write_lead_updates(session: Session, customers: Sequence[Customer], updates: list[dict[str, object]]) -> None:
+    """Write the columns several steps changed on these leads (`{"id": …, column: value}` each, values already
+    on the objects) as one executemany by primary key: one UPDATE per lead at most, however many steps."""
+    if not updates:
+        return
+    columns = sorted({key for change in updates for key in change if key != "id"})
+    by_id = {c.id: c for c in customers}
+    ids = list(dict.fromkeys(int(str(change["id"])) for change in updates))
+    session.execute(update(Customer), [{"id": cid, **{k: getattr(by_id[cid], k) for k in columns}} for cid in ids])
+
+
 def change_owner(
     ctx: AppContext,
     session: Session,
@@ -294,11 +307,14 @@ def change_owner(
         session.execute(insert(Assignment), history)
 
     if result.changed:
-        refresh_deadlines(session, result.changed, now, rules)
-        start_ladders(session, result.changed, now, actor.id if actor else None)
+        updates: list[dict[str, object]] = []
+        refresh_deadlines(session, result.changed, now, rules, updates)
+        start_ladders(session, result.changed, now, actor.id if actor else None, updates)
+        write_lead_updates(session, result.changed, updates)
     if result.changed and notify:
         change = Change(ctx, actor, via, batch_id, now)
         items = notifications_for(session, change, result.changed, previous, digest=digest, reason=reason)
+        result.people = list({i.recipient.id: i.recipient for i in items}.values())
         result.notifications = write_notifications(session, ctx.settings, ctx.signals, items, now)
     return result
 

@@ -25,13 +25,13 @@ from leadpush.pools.models import COMPANY_POOL_NAME, Pool
 from leadpush.sla.progress import followed_up
 from leadpush.transfer.deadlines import refresh_deadlines
 from leadpush.users.models import User
-from leadpush.users.service import clean_text, is_db_id, users_by_id
+from leadpush.users.service import clean_text, is_db_id, users_by_id, users_in_hand
 
 
 def customers_out(session: Session, customers: Sequence[Customer]) -> list[CustomerOut]:
     """Leads as the API answers them; the phone of a lead in a pool that hides phones is masked for everyone
     (nobody owns it yet): it shows once someone has claimed or been given the lead."""
-    owners = users_by_id(session, {c.owner_id for c in customers})
+    owners = users_in_hand(session, {c.owner_id for c in customers})
     pool_ids = {c.pool_id for c in customers if c.owner_id is None and c.pool_id is not None}
     pools = {p.id: p for p in session.scalars(select(Pool).where(Pool.id.in_(pool_ids)))} if pool_ids else {}
     out = []

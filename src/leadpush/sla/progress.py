@@ -17,11 +17,13 @@ from sqlalchemy import Integer, bindparam, column, func, select, table, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from leadpush import rulecache
 from leadpush.context import AppContext
 from leadpush.db import UTCDateTime, after_commit
 from leadpush.leads.models import Customer
 from leadpush.sla.models import SlaRule
 from leadpush.users.models import User
+from leadpush.users.service import users_in_hand
 
 # The columns of `assignments` this module writes (see leadpush.assignment.models.Assignment).
 ASSIGNMENTS = table(
@@ -44,6 +46,11 @@ def _current_ownership(customer_id: object) -> object:
 
 def enabled_rules(session: Session) -> list[SlaRule]:
     return list(session.scalars(select(SlaRule).where(SlaRule.enabled.is_(True)).order_by(SlaRule.id)))
+
+
+def rules_in_force(session: Session) -> list[SlaRule]:
+    """The enabled rules as this process's copy has them (read-only; see leadpush.rulecache)."""
+    return rulecache.cached(session, "sla_rules", lambda: enabled_rules(session))
 
 
 def rule_for(rules: Iterable[SlaRule], owner_team: str | None, source: str) -> SlaRule | None:
@@ -72,21 +79,27 @@ def next_step(rule: SlaRule, done: int) -> tuple[int, int] | None:
     return next(((stage, minutes) for stage, minutes in rule.step_minutes() if stage > done), None)
 
 
-def start_ladders(session: Session, customers: Sequence[Customer], now: datetime, actor_id: int | None = None) -> None:
+def start_ladders(
+    session: Session,
+    customers: Sequence[Customer],
+    now: datetime,
+    actor_id: int | None = None,
+    updates: list[dict[str, object]] | None = None,
+) -> None:
     """After an ownership change: each lead's ladder starts afresh for its new owner (or ends in a pool).
 
     The lead counts as not opened by its new owner; the rule in force is chosen by the owner's team and
     the lead's source, and the time it wanted the lead opened is kept on the ownership's history row.
     A lead its new owner took themselves (a claim, a manager taking one) is opened at once: they have
     looked at it, and no ladder runs (the report leaves such moves out).
+
+    With `updates`, the leads' changed columns are added there for the caller to write (as `refresh_deadlines`).
     """
     if not customers:
         return
     owner_ids = {c.owner_id for c in customers if c.owner_id is not None}
-    rules = enabled_rules(session) if owner_ids else []
-    teams: dict[int | None, str | None] = (
-        dict(session.execute(select(User.id, User.team).where(User.id.in_(owner_ids))).all()) if owner_ids else {}
-    )
+    rules = rules_in_force(session) if owner_ids else []
+    teams: dict[int | None, str | None] = {uid: u.team for uid, u in users_in_hand(session, owner_ids).items()}
     changes: list[dict[str, object]] = []
     due: list[dict[str, object]] = []
     taken: list[dict[str, object]] = []
@@ -114,7 +127,9 @@ def start_ladders(session: Session, customers: Sequence[Customer], now: datetime
         changes.append({"id": customer.id, **values})
         for key, value in values.items():
             set_committed_value(customer, key, value)
-    if changes:
+    if updates is not None:
+        updates.extend(changes)
+    elif changes:
         session.execute(update(Customer), changes)
     if due:
         session.execute(

@@ -20,10 +20,11 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from leadpush import rulecache
 from leadpush.db import Database
 from leadpush.leads.models import Customer
 from leadpush.transfer.models import TransferBackoff, TransferRule
-from leadpush.users.models import User
+from leadpush.users.service import users_in_hand
 
 
 @dataclass(frozen=True)
@@ -129,17 +130,27 @@ def enabled_rules(session: Session) -> list[TransferRule]:
     return list(session.scalars(select(TransferRule).where(TransferRule.enabled.is_(True)).order_by(TransferRule.id)))
 
 
+def rules_in_force(session: Session) -> list[TransferRule]:
+    """The enabled rules as this process's copy has them (read-only; see leadpush.rulecache)."""
+    return rulecache.cached(session, "transfer_rules", lambda: enabled_rules(session))
+
+
 def refresh_deadlines(
-    session: Session, customers: Sequence[Customer], now: datetime, rules: list[TransferRule] | None = None
+    session: Session,
+    customers: Sequence[Customer],
+    now: datetime,
+    rules: list[TransferRule] | None = None,
+    updates: list[dict[str, object]] | None = None,
 ) -> None:
-    """Recompute and store the deadline of each given lead (in the caller's transaction)."""
+    """Recompute and store the deadline of each given lead (in the caller's transaction).
+
+    With `updates`, the leads' changed columns are added there for the caller to write with its own (see
+    `leadpush.assignment.service.write_lead_updates`) instead of with an UPDATE here."""
     if not customers:
         return
-    rules = enabled_rules(session) if rules is None else rules
+    rules = rules_in_force(session) if rules is None else rules
     owner_ids = {c.owner_id for c in customers if c.owner_id is not None}
-    teams: dict[int | None, str | None] = (
-        dict(session.execute(select(User.id, User.team).where(User.id.in_(owner_ids))).all()) if owner_ids else {}
-    )
+    teams: dict[int | None, str | None] = {uid: u.team for uid, u in users_in_hand(session, owner_ids).items()}
     backoffs = backoffs_for(session, (c.id for c in customers)) if rules else {}
     by_id = {c.id: c for c in customers}
     stale = [cid for cid, b in backoffs.items() if not backoff_applies(b, by_id[cid])]
@@ -160,7 +171,9 @@ def refresh_deadlines(
         changes.append({"id": customer.id, **values})
         for key, value in values.items():
             set_committed_value(customer, key, value)
-    if changes:
+    if updates is not None:
+        updates.extend(changes)
+    elif changes:
         # One executemany by primary key, not one UPDATE statement per lead.
         session.execute(update(Customer), changes)
 

@@ -62,6 +62,21 @@ def users_by_id(session: Session, ids: Collection[int | None]) -> dict[int, User
     return {u.id: u for u in session.scalars(select(User).where(User.id.in_(wanted)))}
 
 
+def users_in_hand(session: Session, ids: Collection[int | None]) -> dict[int, User]:
+    """`users_by_id`, without a statement for the users this session already holds (its identity map: the
+    objects any query of this session would hand back for those rows)."""
+    wanted = {i for i in ids if i is not None and is_db_id(i)}
+    found: dict[int, User] = {}
+    for uid in wanted:
+        held = session.identity_map.get(session.identity_key(User, uid))
+        if isinstance(held, User):
+            found[uid] = held
+    missing = wanted - found.keys()
+    if missing:
+        found.update(users_by_id(session, missing))
+    return found
+
+
 def get_assignee(session: Session, user_id: int) -> User:
     """The user a lead is to go to, or a 404 naming the id."""
     user = get_user(session, user_id)
