@@ -4,9 +4,13 @@ A manager reassigns leads among 20 salespeople of the team as fast as each clien
 request changes the owner, so each one writes the owner, the history row, two notifications
 (`customer_assigned` to the new owner, `customer_recycled` to the previous one) and their in-app
 deliveries, which the worker then publishes. Each client has its own keep-alive connection and its
-own leads (no two clients touch the same lead). Measured against the floor (benchmarks.floor_fastapi)
-driven by the same client. Server CPU per request is the servers' user+system time over the window
-divided by the requests (PostgreSQL's and Redis's own CPU not included).
+own leads (no two clients touch the same lead). Measured against two floors driven by the same client
+in the same run: the bare-update floor (benchmarks.floor_fastapi: FastAPI + SQLite, an owner column
+only) and, per database, the rows floor (benchmarks.floor_rows: the same FastAPI route writing the rows
+an assignment writes — owner, history, two notifications with their `prev_id` under the same
+per-recipient lock, their in-app deliveries — into leadpush's own schema in one transaction with the
+bare driver, sqlite3 or psycopg). Server CPU per request is the servers' user+system time over the
+window divided by the requests (PostgreSQL's and Redis's own CPU not included).
 
     python -m benchmarks.assign_api [--quick] [--backend sqlite|postgres|both]
 """
@@ -24,12 +28,15 @@ from benchmarks.common import (
     Service,
     backends,
     base_parser,
+    database,
     deployment,
     floor_api_service,
+    floor_rows_service,
     host_port,
     log,
     make_leads,
     make_team,
+    migrate,
     ms_stats,
     print_table,
     scratch_dir,
@@ -114,14 +121,17 @@ def run_levels(
     return rows
 
 
-def bench_leadpush(kind: str, quick: bool, n_sales: int = SALES) -> dict[str, Any]:
-    with deployment(kind) as dep:
+def bench_leadpush(
+    kind: str, quick: bool, n_sales: int = SALES, server_env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    with deployment(kind, server_env) as dep:
         manager, sales = make_team(dep.db_url, n_sales)
         leads = make_leads(dep.db_url, max(LEVELS) * LEADS_PER_CLIENT)
         rows = run_levels(
             kind, [s.url for s in dep.api], manager.token, leads, [u.id for u in sales], quick, dep.services
         )
-        return {"backend": kind, "deployment": dep.describe(), "salespeople": n_sales, "levels": rows}
+        described = dep.describe() + "".join(f", {k}={v}" for k, v in sorted((server_env or {}).items()))
+        return {"backend": kind, "deployment": described, "salespeople": n_sales, "levels": rows}
 
 
 def bench_floor(quick: bool) -> dict[str, Any]:
@@ -137,12 +147,40 @@ def bench_floor(quick: bool) -> dict[str, Any]:
     return {"backend": "floor", "deployment": "FastAPI + SQLite, owner column only", "levels": rows}
 
 
+def bench_floor_rows(kind: str, quick: bool, n_sales: int = SALES) -> dict[str, Any]:
+    """The rows floor on `kind`: leadpush's migrated schema, the same team and leads, the bare driver."""
+    with scratch_dir() as workdir, database(kind, workdir) as url:
+        migrate(url)
+        manager, sales = make_team(url, n_sales)
+        leads = make_leads(url, max(LEVELS) * LEADS_PER_CLIENT)
+        floor = floor_rows_service(workdir, url, manager.id).start()
+        try:
+            rows = run_levels(f"rows floor {kind}", [floor.url], None, leads, [u.id for u in sales], quick, [floor])
+        finally:
+            floor.stop()
+    driver = "sqlite3" if kind == "sqlite" else "psycopg"
+    return {
+        "backend": f"rows floor {kind}",
+        "deployment": f"FastAPI + {driver}, an assignment's rows in one transaction",
+        "levels": rows,
+    }
+
+
+def rows_floor_of(results: list[dict[str, Any]], backend: str) -> dict[int, dict[str, Any]]:
+    """The rows floor's levels for a leadpush backend ("sqlite" → "rows floor sqlite"), by concurrency."""
+    found = next((x["levels"] for x in results if x["backend"] == f"rows floor {backend}"), [])
+    return {r["concurrency"]: r for r in found}
+
+
 def report(results: list[dict[str, Any]]) -> None:
     floor = {r["concurrency"]: r for r in next((x["levels"] for x in results if x["backend"] == "floor"), [])}
     rows = []
     for result in results:
+        is_floor = "floor" in result["backend"]
+        rows_floor = rows_floor_of(results, result["backend"])
         for r in result["levels"]:
             f = floor.get(r["concurrency"])
+            rf = rows_floor.get(r["concurrency"])
             rows.append(
                 [
                     result["backend"],
@@ -155,6 +193,7 @@ def report(results: list[dict[str, Any]]) -> None:
                     r["errors"],
                     r["server_cpu_ms_per_request"],
                     (r["p99"] / f["p99"]) if f and result["backend"] != "floor" else None,
+                    (r["p99"] / rf["p99"]) if rf and not is_floor else None,
                     (f["throughput"] / r["throughput"])
                     if f and r["throughput"] and result["backend"] != "floor"
                     else None,
@@ -173,6 +212,7 @@ def report(results: list[dict[str, Any]]) -> None:
             "errors",
             "CPU ms/req",
             "p99 ×floor",
+            "p99 ×rows floor",
             "floor/req/s",
         ],
         rows,
@@ -182,10 +222,20 @@ def report(results: list[dict[str, Any]]) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--sales", type=int, default=SALES, help="salespeople the leads rotate among")
-    parser.add_argument("--no-floor", action="store_true", help="skip the floor")
+    parser.add_argument("--no-floor", action="store_true", help="skip the floors")
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="LEADPUSH_X=VALUE",
+        help="a setting for the leadpush processes (repeatable), e.g. LEADPUSH_DELIVERY_CONCURRENCY=64",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     results = [] if args.no_floor else [bench_floor(args.quick)]
-    results += [bench_leadpush(kind, args.quick, args.sales) for kind in backends(args.backend)]
+    if not args.no_floor:
+        results += [bench_floor_rows(kind, args.quick, args.sales) for kind in backends(args.backend)]
+    server_env = dict(item.split("=", 1) for item in args.server_env)
+    results += [bench_leadpush(kind, args.quick, args.sales, server_env) for kind in backends(args.backend)]
     report(results)
     out = {"name": "assign_api", "quick": args.quick, "results": results}
     write_json(args.json, out)

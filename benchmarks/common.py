@@ -261,6 +261,13 @@ def floor_api_service(log_dir: Path, leads: int) -> Service:
     return Service(name="floor-fastapi", args=args, env=base_env(), port=port, log_dir=log_dir)
 
 
+def floor_rows_service(log_dir: Path, url: str, actor: int) -> Service:
+    """The second floor (benchmarks.floor_rows): an assignment's rows with the bare driver, into `url`."""
+    port = free_port()
+    args = [PYTHON, "-m", "benchmarks.floor_rows", "--port", str(port), "--url", url, "--actor", str(actor)]
+    return Service(name="floor-rows", args=args, env=base_env(), port=port, log_dir=log_dir)
+
+
 def floor_ws_service(log_dir: Path) -> Service:
     port = free_port()
     args = [PYTHON, "-m", "benchmarks.floor_ws", "--port", str(port)]

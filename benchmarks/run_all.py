@@ -291,8 +291,9 @@ def render_assign_api(r: dict[str, Any]) -> list[str]:
     floor = levels.get("floor", {})
     rows = []
     for backend, by_c in levels.items():
+        rows_floor = levels.get(f"rows floor {backend}", {})
         for c, lv in by_c.items():
-            f = floor.get(c)
+            f, rf = floor.get(c), rows_floor.get(c)
             rows.append(
                 [
                     backend,
@@ -304,6 +305,7 @@ def render_assign_api(r: dict[str, Any]) -> list[str]:
                     lv["errors"],
                     lv["server_cpu_ms_per_request"],
                     ratio(lv["p99"], f["p99"]) if f and backend != "floor" else "",
+                    ratio(lv["p99"], rf["p99"]) if rf else "",
                     ratio(f["throughput"], lv["throughput"]) if f and backend != "floor" else "",
                 ]
             )
@@ -318,6 +320,7 @@ def render_assign_api(r: dict[str, Any]) -> list[str]:
             "errors",
             "server CPU ms/req",
             "p99 vs floor",
+            "p99 vs rows floor",
             "floor req/s ÷ this",
         ],
         rows,
