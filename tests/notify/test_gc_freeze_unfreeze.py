@@ -1,0 +1,142 @@
+"""The api role's gc.freeze() policy: long-lived objects are frozen while many listeners are open, and
+unfrozen (and collected) when they go, so a closed connection's objects do not stay for ever."""
+
+from __future__ import annotations
+
+import gc
+import re
+import weakref
+from typing import Any
+
+import httpx
+import pytest
+from support import wait_for
+from support.procs import LeadpushProcess
+from support.wsclient import WsClient
+
+from leadpush.gcfreeze import GcFreeze
+from leadpush.notify.hub import Hub
+
+
+class Connection:
+    """A listener holding a reference cycle, as a WsConnection does (its queue, lock and tasks)."""
+
+    def __init__(self, user_id: int) -> None:
+        self.user_id = user_id
+        self.token_hash = "h"
+        self.itself = self
+        self.state: dict[str, Any] = {"owner": self, "buffer": [object() for _ in range(10)]}
+
+    def offer(self, message: dict[str, Any] | None) -> None:
+        pass
+
+    def end_session(self) -> None:
+        pass
+
+    def heartbeat(self, now: float) -> None:
+        pass
+
+
+@pytest.fixture
+def thawed():
+    yield
+    gc.unfreeze()
+
+
+def _open(hub: Hub, count: int) -> list[Connection]:
+    connections = [Connection(i) for i in range(count)]
+    for conn in connections:
+        assert hub.try_register(conn.user_id, conn, cap=1)
+    return connections
+
+
+def _close(hub: Hub, connections: list[Connection]) -> weakref.ref[Connection]:
+    """Close the last open connection; a weak reference to it."""
+    conn = connections.pop()
+    hub.unregister(conn.user_id, conn)
+    return weakref.ref(conn)
+
+
+def test_a_closed_connection_frozen_with_the_rest_is_collected_after_the_unfreeze(thawed):
+    hub = Hub(lambda hashes: hashes)
+    policy = GcFreeze(hub.count, lambda: hub.closed, min_open=5, share=0.25)
+    connections = _open(hub, 8)
+    assert policy.tick() == "frozen"
+    assert gc.get_freeze_count() > 0
+
+    first = _close(hub, connections)
+    gc.collect()
+    assert first() is not None  # frozen: not even a full collection reaches it
+    assert policy.tick() == "frozen"  # one of eight gone: frozen on (new objects join)
+
+    second = _close(hub, connections)  # a quarter of the peak has gone
+    assert policy.tick() == "unfrozen"
+    assert gc.get_freeze_count() == 0
+    assert first() is None and second() is None
+
+    # Six still open: the survivors are frozen again at the next look, and unfrozen when all go.
+    assert policy.tick() == "frozen"
+    third = _close(hub, connections)
+    while connections:
+        _close(hub, connections)
+    assert policy.tick() == "unfrozen"
+    assert gc.get_freeze_count() == 0
+    assert third() is None
+
+
+def test_churn_at_a_steady_count_unfreezes_too(thawed):
+    hub = Hub(lambda hashes: hashes)
+    policy = GcFreeze(hub.count, lambda: hub.closed, min_open=4, share=0.5)
+    connections = _open(hub, 4)
+    assert policy.tick() == "frozen"
+    gone = []
+    for _ in range(2):  # clients reconnect: the count stays at four
+        gone.append(_close(hub, connections))
+        replacement = Connection(100 + len(gone))
+        assert hub.try_register(replacement.user_id, replacement, cap=1)
+        connections.insert(0, replacement)
+        assert hub.count() == 4
+    assert policy.tick() == "unfrozen"
+    assert gc.get_freeze_count() == 0
+    assert all(ref() is None for ref in gone)
+
+
+def test_nothing_is_frozen_below_the_threshold_or_when_turned_off(thawed):
+    hub = Hub(lambda hashes: hashes)
+    _open(hub, 3)
+    assert GcFreeze(hub.count, lambda: hub.closed, min_open=4, share=0.25).tick() is None
+    assert GcFreeze(hub.count, lambda: hub.closed, min_open=0, share=0.25).tick() is None
+    assert gc.get_freeze_count() == 0
+
+
+def _metric(url: str, name: str) -> float:
+    text = httpx.get(url + "/metrics", timeout=5).text
+    return float(re.search(rf"^{re.escape(name)} (\S+)$", text, re.M).group(1))
+
+
+def test_the_api_process_freezes_while_sockets_are_open_and_unfreezes_when_they_close(api, team, tmp_path):
+    node = LeadpushProcess(
+        {
+            "LEADPUSH_DATABASE_URL": api.ctx.settings.database_url,
+            "LEADPUSH_GC_FREEZE_MIN_LISTENERS": "3",
+            "LEADPUSH_GC_FREEZE_INTERVAL": "0.2",
+        },
+        ("api",),
+        tmp_path,
+        "gc-freeze",
+    ).start()
+    try:
+        assert _metric(node.url, "leadpush_gc_frozen_objects") == 0
+        sockets = [WsClient(node.url, user.token, resume=0) for user in (team.alice, team.bob, team.carol, team.manager)]
+        wait_for(lambda: _metric(node.url, "leadpush_gc_frozen_objects") > 0, timeout=30)
+        full_collections = _metric(node.url, 'leadpush_gc_collections_total{generation="2"}')
+        # Frozen, the process still serves its sockets.
+        sockets[0].send({"type": "ping"})
+        sockets[0].next_of("pong", timeout=10)
+        for ws in sockets:
+            ws.close()
+        wait_for(lambda: _metric(node.url, "leadpush_gc_frozen_objects") == 0, timeout=30)
+        assert _metric(node.url, 'leadpush_gc_collections_total{generation="2"}') > full_collections
+        assert _metric(node.url, "leadpush_websocket_clients") == 0
+    finally:
+        node.stop()
