@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -69,9 +70,11 @@ class Runtime:
         self._loop: asyncio.AbstractEventLoop | None = None
         # An ack of a notice about a lead by its owner opens the lead (first-contact SLA).
         self._on_ack = opened_by_ack(ctx)
-        self.gc_pauses = GcPauses()
         s = ctx.settings
-        self.gc_freeze = GcFreeze(self.hub.count, lambda: self.hub.closed, s.gc_freeze_min_listeners, s.gc_unfreeze_share)
+        self.gc_freeze = GcFreeze(
+            self.hub.count, lambda: self.hub.closed, s.gc_freeze_min_listeners, s.gc_unfreeze_share, s.gc_unfreeze_after
+        )
+        self.gc_pauses = GcPauses(self.gc_freeze if "api" in roles else None)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -164,8 +167,8 @@ class Runtime:
                 await asyncio.sleep(self.ctx.settings.gc_freeze_interval)
                 self.gc_freeze.tick()
         finally:
-            if self.gc_freeze.frozen:
-                self.gc_freeze.unfreeze()
+            if self.gc_freeze.freezes:
+                gc.unfreeze()  # stopping: leave the process (tests run several in one) as it was
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run `coro` on this (running) loop, kept referenced until done and cancelled at stop."""

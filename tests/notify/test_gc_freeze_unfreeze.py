@@ -1,5 +1,6 @@
 """The api role's gc.freeze() policy: long-lived objects are frozen while many listeners are open, and
-unfrozen (and collected) when they go, so a closed connection's objects do not stay for ever."""
+thawed (unfrozen, collected, survivors frozen again) when they go, so a closed connection's objects do
+not stay for ever: a weak reference to one dies at the thaw."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def _close(hub: Hub, connections: list[Connection]) -> weakref.ref[Connection]:
     return weakref.ref(conn)
 
 
-def test_a_closed_connection_frozen_with_the_rest_is_collected_after_the_unfreeze(thawed):
+def test_a_closed_connection_frozen_with_the_rest_is_collected_at_the_thaw(thawed):
     hub = Hub(lambda hashes: hashes)
     policy = GcFreeze(hub.count, lambda: hub.closed, min_open=5, share=0.25)
     connections = _open(hub, 8)
@@ -70,21 +71,23 @@ def test_a_closed_connection_frozen_with_the_rest_is_collected_after_the_unfreez
     assert policy.tick() == "frozen"  # one of eight gone: frozen on (new objects join)
 
     second = _close(hub, connections)  # a quarter of the peak has gone
-    assert policy.tick() == "unfrozen"
-    assert gc.get_freeze_count() == 0
+    assert policy.tick() == "thawed"
     assert first() is None and second() is None
 
-    # Six still open: the survivors are frozen again at the next look, and unfrozen when all go.
-    assert policy.tick() == "frozen"
+    # The six still open were alive at the thaw and are frozen again; when they close, the thaw that
+    # follows (fewer than five open) collects them too, and nothing more is frozen after it.
     third = _close(hub, connections)
+    assert policy.tick() == "frozen"
     while connections:
         _close(hub, connections)
-    assert policy.tick() == "unfrozen"
-    assert gc.get_freeze_count() == 0
+    gc.collect()
+    assert third() is not None
+    assert policy.tick() == "thawed"
     assert third() is None
+    assert policy.tick() is None
 
 
-def test_churn_at_a_steady_count_unfreezes_too(thawed):
+def test_churn_at_a_steady_count_thaws_too(thawed):
     hub = Hub(lambda hashes: hashes)
     policy = GcFreeze(hub.count, lambda: hub.closed, min_open=4, share=0.5)
     connections = _open(hub, 4)
@@ -96,9 +99,28 @@ def test_churn_at_a_steady_count_unfreezes_too(thawed):
         assert hub.try_register(replacement.user_id, replacement, cap=1)
         connections.insert(0, replacement)
         assert hub.count() == 4
-    assert policy.tick() == "unfrozen"
-    assert gc.get_freeze_count() == 0
+    assert policy.tick() == "thawed"
     assert all(ref() is None for ref in gone)
+
+
+def test_a_long_frozen_process_thaws_after_the_maximum_age(thawed):
+    hub = Hub(lambda hashes: hashes)
+    now = [1000.0]
+    policy = GcFreeze(hub.count, lambda: hub.closed, min_open=4, share=0.5, max_age=60, clock=lambda: now[0])
+    _open(hub, 4)
+    assert policy.tick() == "frozen"
+    # A cycle that was alive at a freeze and died since (a request's, say): no listener closed.
+    cycle = Connection(99)
+    ref = weakref.ref(cycle)
+    policy.tick()
+    del cycle
+    now[0] += 30
+    assert policy.tick() == "frozen"
+    gc.collect()
+    assert ref() is not None
+    now[0] += 31
+    assert policy.tick() == "thawed"
+    assert ref() is None
 
 
 def test_nothing_is_frozen_below_the_threshold_or_when_turned_off(thawed):
@@ -114,7 +136,7 @@ def _metric(url: str, name: str) -> float:
     return float(re.search(rf"^{re.escape(name)} (\S+)$", text, re.M).group(1))
 
 
-def test_the_api_process_freezes_while_sockets_are_open_and_unfreezes_when_they_close(api, team, tmp_path):
+def test_the_api_process_freezes_while_sockets_are_open_and_thaws_when_they_close(api, team, tmp_path):
     node = LeadpushProcess(
         {
             "LEADPUSH_DATABASE_URL": api.ctx.settings.database_url,
@@ -129,14 +151,16 @@ def test_the_api_process_freezes_while_sockets_are_open_and_unfreezes_when_they_
         assert _metric(node.url, "leadpush_gc_frozen_objects") == 0
         sockets = [WsClient(node.url, user.token, resume=0) for user in (team.alice, team.bob, team.carol, team.manager)]
         wait_for(lambda: _metric(node.url, "leadpush_gc_frozen_objects") > 0, timeout=30)
-        full_collections = _metric(node.url, 'leadpush_gc_collections_total{generation="2"}')
+        assert _metric(node.url, "leadpush_gc_thaws_total") == 0
+        full_collections = _metric(node.url, 'leadpush_gc_pause_seconds_count{generation="2"}')
         # Frozen, the process still serves its sockets.
         sockets[0].send({"type": "ping"})
         sockets[0].next_of("pong", timeout=10)
         for ws in sockets:
             ws.close()
-        wait_for(lambda: _metric(node.url, "leadpush_gc_frozen_objects") == 0, timeout=30)
-        assert _metric(node.url, 'leadpush_gc_collections_total{generation="2"}') > full_collections
+        # Fewer than three open: a thaw (unfreeze, full collection, freeze of the survivors).
+        wait_for(lambda: _metric(node.url, "leadpush_gc_thaws_total") == 1, timeout=30)
+        assert _metric(node.url, 'leadpush_gc_pause_seconds_count{generation="2"}') > full_collections
         assert _metric(node.url, "leadpush_websocket_clients") == 0
     finally:
         node.stop()
