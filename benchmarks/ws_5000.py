@@ -200,8 +200,8 @@ async def leadpush_phase(dep, manager, sales, leads: list[int], burst: int, idle
 
 def bench_leadpush(kind: str, sockets: int, quick: bool, gc_freeze: bool = True) -> dict[str, Any]:
     burst, idle = (200, 20) if quick else (1000, 50)
-    # "off": the gc.freeze() policy turned off, to compare (LEADPUSH_GC_FREEZE_MIN_LISTENERS=0).
-    with deployment(kind, None if gc_freeze else {"LEADPUSH_GC_FREEZE_MIN_LISTENERS": "0"}) as dep:
+    # "off": the gc.freeze() policy turned off, to compare (LEADPUSH_GC_FREEZE_MIN_SOCKETS=0).
+    with deployment(kind, None if gc_freeze else {"LEADPUSH_GC_FREEZE_MIN_SOCKETS": "0"}) as dep:
         manager, sales = make_team(dep.db_url, sockets)
         leads = make_leads(dep.db_url, burst + idle)
         result = asyncio.run(leadpush_phase(dep, manager, sales, leads, burst, idle))

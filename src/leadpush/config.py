@@ -43,11 +43,11 @@ class Settings(BaseSettings):
     # Every socket gets {"type":"heartbeat"} this often (one hub-wide task sends them all; the JS client
     # replaces a socket that hears nothing for 70 s).
     ws_heartbeat_seconds: float = Field(default=25.0, gt=0)
-    # api role (src/leadpush/gcfreeze.py): while at least this many sockets and long polls are open,
+    # api role (src/leadpush/gcfreeze.py): while at least this many sockets are open (long polls do not count),
     # gc.freeze() every gc_freeze_interval seconds keeps long-lived objects out of full collections (0:
     # off); a thaw (unfreeze, full collection, freeze the survivors) follows once gc_unfreeze_share of the
     # peak has closed, below the threshold, or gc_unfreeze_after seconds after the first freeze.
-    gc_freeze_min_listeners: int = Field(default=200, ge=0)
+    gc_freeze_min_sockets: int = Field(default=200, ge=0)
     gc_freeze_interval: float = Field(default=2.0, gt=0)
     gc_unfreeze_share: float = Field(default=0.25, gt=0, le=1)
     gc_unfreeze_after: float = Field(default=1800.0, gt=0)

@@ -3,9 +3,10 @@
 With 5,000 sockets an api process tracks about a million objects, and a generation-2 collection walks
 them all: 0.5-1.0 s during which no push, heartbeat or HTTP answer leaves the process
 (benchmarks/findings.md). `gc.freeze()` moves every tracked object into the permanent generation, which
-no collection visits. So, while at least LEADPUSH_GC_FREEZE_MIN_LISTENERS sockets and long polls are
-open, `GcFreeze.tick` (every LEADPUSH_GC_FREEZE_INTERVAL seconds) collects the young generations
-(garbage made since the last tick goes before it could be frozen) and freezes what is left.
+no collection visits. So, while at least LEADPUSH_GC_FREEZE_MIN_SOCKETS sockets are
+open, `GcFreeze.tick` (every LEADPUSH_GC_FREEZE_INTERVAL seconds), when more sockets are open than at
+its last freeze, collects the young generations (garbage made since the last tick goes before it could
+be frozen) and freezes what is left. Only sockets count: long polls live for seconds.
 
 Frozen objects are never collected, including the reference cycles of connections that close while
 frozen. So the policy thaws — `gc.unfreeze()`, a full `gc.collect()`, and `gc.freeze()` of what
@@ -55,6 +56,7 @@ class GcFreeze:
         self.peak = 0  # the most listeners open since then
         self.closed_at_first = 0
         self.first_at = 0.0
+        self.frozen_at = 0  # listeners open at the last freeze
         self.freezes = 0
         self.thaws = 0
 
@@ -73,8 +75,9 @@ class GcFreeze:
             ):
                 self.thaw()
                 return "thawed"
-        if open_now < self.min_open:
-            return None
+        if open_now < self.min_open or (self.grown and open_now <= self.frozen_at):
+            return None  # at a steady count, new sockets' objects stay young until the next thaw
+        self.frozen_at = open_now
         gc.collect(1)  # the young garbage goes first: it would be frozen with the rest
         gc.freeze()
         self.freezes += 1
@@ -97,6 +100,7 @@ class GcFreeze:
         gc.freeze()
         self.grown = False
         self.peak = 0
+        self.frozen_at = 0
         self.thaws += 1
         log.info("已解冻 %d 个对象并完整回收（%d 个不可达，用时 %.0f ms）", frozen, found, took * 1000)
 

@@ -72,7 +72,11 @@ class Runtime:
         self._on_ack = opened_by_ack(ctx)
         s = ctx.settings
         self.gc_freeze = GcFreeze(
-            self.hub.count, lambda: self.hub.closed, s.gc_freeze_min_listeners, s.gc_unfreeze_share, s.gc_unfreeze_after
+            self.hub.count_long_lived,
+            lambda: self.hub.closed,
+            s.gc_freeze_min_sockets,
+            s.gc_unfreeze_share,
+            s.gc_unfreeze_after,
         )
         self.gc_pauses = GcPauses(self.gc_freeze if "api" in roles else None)
 

@@ -30,6 +30,8 @@ TokenCheck = Callable[[set[str]], set[str]]
 
 class Listener(Protocol):
     token_hash: str
+    # A WebSocket lives for hours, a long poll for seconds: the gc policy counts the long-lived only.
+    long_lived: bool
 
     def offer(self, message: dict[str, Any] | None) -> None:
         """Called on the event loop; None means "you may have missed something: re-read"."""
@@ -47,7 +49,7 @@ class Hub:
         self._listeners: dict[int, set[Listener]] = defaultdict(set)
         self._lock = threading.Lock()
         self.loop: asyncio.AbstractEventLoop | None = None
-        # Listeners unregistered since the process started (the gc policy watches the churn).
+        # Long-lived listeners (sockets) unregistered since the process started (the gc policy's churn).
         self.closed = 0
 
     def try_register(self, user_id: int, listener: Listener, cap: int) -> bool:
@@ -65,7 +67,7 @@ class Hub:
             if listeners is not None:
                 if listener in listeners:
                     listeners.discard(listener)
-                    self.closed += 1
+                    self.closed += listener.long_lived
                 if not listeners:
                     del self._listeners[user_id]
 
@@ -122,9 +124,15 @@ class Hub:
         with self._lock:
             return sum(len(ls) for ls in self._listeners.values())
 
+    def count_long_lived(self) -> int:
+        with self._lock:
+            return sum(listener.long_lived for ls in self._listeners.values() for listener in ls)
+
 
 class Waiter:
     """A long-poll request waiting for its user's next message."""
+
+    long_lived = False
 
     def __init__(self, token_hash: str) -> None:
         self.token_hash = token_hash

@@ -45,6 +45,8 @@ TOO_MANY_SOCKETS = 1013
 
 
 class WsConnection:
+    long_lived = True
+
     def __init__(self, ws: WebSocket, ctx: AppContext, user_id: int, token_hash: str) -> None:
         self.ws = ws
         self.ctx = ctx
