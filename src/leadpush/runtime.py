@@ -166,13 +166,13 @@ class Runtime:
 
     async def _gc_freeze_periodically(self) -> None:
         """Freeze long-lived objects while many listeners are open; unfreeze when they go (gcfreeze.py)."""
+        self.gc_freeze.start()
         try:
             while True:
                 await asyncio.sleep(self.ctx.settings.gc_freeze_interval)
                 self.gc_freeze.tick()
         finally:
-            if self.gc_freeze.freezes:
-                gc.unfreeze()  # stopping: leave the process (tests run several in one) as it was
+            gc.unfreeze()  # stopping: leave the process (tests run several in one) as it was
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run `coro` on this (running) loop, kept referenced until done and cancelled at stop."""
