@@ -78,17 +78,27 @@ def gc_figures(url: str) -> dict[str, Any]:
         found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
         return float(found.group(1)) if found else 0.0
 
-    buckets = {
-        float(le): float(n)
-        for le, n in re.findall(r'^leadpush_gc_pause_seconds_bucket\{generation="2",le="([^"+]+)"\} (\S+)$', text, re.M)
-    }
+    def buckets(name: str) -> dict[float, float]:
+        pattern = rf'^{name}_bucket\{{generation="2",le="([^"+]+)"\}} (\S+)$'
+        return {float(le): float(n) for le, n in re.findall(pattern, text, re.M)}
+
     return {
         "collections": value('leadpush_gc_pause_seconds_count{generation="2"}'),
         "seconds": value('leadpush_gc_pause_seconds_sum{generation="2"}'),
         "longest": value('leadpush_gc_pause_max_seconds{generation="2"}'),
         "frozen": value("leadpush_gc_frozen_objects"),
-        "buckets": buckets,
+        "buckets": buckets("leadpush_gc_pause_seconds"),
+        "cpu_buckets": buckets("leadpush_gc_pause_cpu_seconds"),
     }
+
+
+def cpu_longest_between(before: dict[str, Any], after: dict[str, Any]) -> str | None:
+    """The longest gen-2 pause's CPU time between two readings: "≤ bound" of the CPU histogram."""
+    ran = after["collections"] - before["collections"]
+    if ran <= 0:
+        return None
+    holds_all = [le for le, n in after["cpu_buckets"].items() if n - before["cpu_buckets"].get(le, 0) >= ran]
+    return f"≤ {min(holds_all) * 1000:g}" if holds_all else f"> {max(after['cpu_buckets']) * 1000:g}"
 
 
 def longest_between(before: dict[str, Any], after: dict[str, Any]) -> str | None:
@@ -188,6 +198,7 @@ async def leadpush_phase(dep, manager, sales, leads: list[int], burst: int, idle
         "full_collections": int(gc_after["collections"] - gc_before["collections"]),
         "full_seconds": round(gc_after["seconds"] - gc_before["seconds"], 3),
         "longest_full_ms": longest_between(gc_before, gc_after),
+        "longest_full_cpu_ms": cpu_longest_between(gc_before, gc_after),
         "longest_before_sockets_ms": round(gc_before["longest"] * 1000, 1),  # start-up: imports, migrations
         "frozen_objects": int(gc_after["frozen"]),
     }

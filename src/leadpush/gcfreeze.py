@@ -124,11 +124,14 @@ class GcPauses(Collector):
         self.policy = policy
         # No lock: the callback may run in any thread, inside any allocation — also one made while
         # `collect` reads these lists (a lock there would deadlock). The GIL keeps each update whole.
-        self._started: dict[int, float] = {}
+        self._started: dict[int, tuple[float, float]] = {}
         self.count = [0, 0, 0]
         self.total = [0.0, 0.0, 0.0]
         self.longest = [0.0, 0.0, 0.0]
         self.buckets = [[0] * len(PAUSE_BUCKETS) for _ in range(3)]  # not cumulative; +Inf is count
+        # The collector's own CPU time per pause (the wall time also holds what a busy machine adds).
+        self.cpu_total = [0.0, 0.0, 0.0]
+        self.cpu_buckets = [[0] * len(PAUSE_BUCKETS) for _ in range(3)]
 
     def install(self) -> None:
         gc.callbacks.append(self._callback)
@@ -138,12 +141,13 @@ class GcPauses(Collector):
             gc.callbacks.remove(self._callback)
 
     def _callback(self, phase: str, info: dict[str, Any]) -> None:
-        now = time.perf_counter()
+        now, cpu_now = time.perf_counter(), time.thread_time()
         thread = threading.get_ident()
         if phase == "start":
-            self._started[thread] = now
+            self._started[thread] = (now, cpu_now)
             return
-        started = self._started.pop(thread, None)
+        begun = self._started.pop(thread, None)
+        started, cpu_started = begun if begun is not None else (None, 0.0)
         generation = info.get("generation", 2)
         if started is None or not 0 <= generation <= 2:
             return
@@ -156,10 +160,21 @@ class GcPauses(Collector):
             if took <= bound:
                 self.buckets[generation][i] += 1
                 break
+        cpu = cpu_now - cpu_started
+        self.cpu_total[generation] += cpu
+        for i, bound in enumerate(PAUSE_BUCKETS):
+            if cpu <= bound:
+                self.cpu_buckets[generation][i] += 1
+                break
 
     def collect(self) -> Iterator[GaugeMetricFamily | HistogramMetricFamily | CounterMetricFamily]:
         pauses = HistogramMetricFamily(
             "leadpush_gc_pause_seconds", "Garbage collection pauses by generation", labels=["generation"]
+        )
+        cpu_pauses = HistogramMetricFamily(
+            "leadpush_gc_pause_cpu_seconds",
+            "CPU time of the collector in each pause, by generation (the wall time adds a busy machine's waits)",
+            labels=["generation"],
         )
         longest = GaugeMetricFamily(
             "leadpush_gc_pause_max_seconds", "The longest garbage collection pause since start", labels=["generation"]
@@ -173,12 +188,19 @@ class GcPauses(Collector):
                 buckets.append((repr(bound), cumulative))
             buckets.append(("+Inf", max(count, cumulative)))
             pauses.add_metric(label, buckets, total)
+            cumulative, buckets = 0, []
+            for bound, n in zip(PAUSE_BUCKETS, list(self.cpu_buckets[generation]), strict=True):
+                cumulative += n
+                buckets.append((repr(bound), cumulative))
+            buckets.append(("+Inf", max(count, cumulative)))
+            cpu_pauses.add_metric(label, buckets, self.cpu_total[generation])
             longest.add_metric(label, self.longest[generation])
         frozen = GaugeMetricFamily("leadpush_gc_frozen_objects", "Objects in the permanent generation (gc.freeze)")
         frozen.add_metric([], gc.get_freeze_count())
         thaws = CounterMetricFamily("leadpush_gc_thaws", "Unfreeze + full collection + freeze of the survivors")
         thaws.add_metric([], self.policy.thaws if self.policy is not None else 0)
         yield pauses
+        yield cpu_pauses
         yield longest
         yield frozen
         yield thaws
