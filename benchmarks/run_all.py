@@ -408,6 +408,15 @@ def render_batch(r: dict[str, Any]) -> list[str]:
     )
 
 
+def gc_longest(gc: dict[str, Any] | None, floor: bool) -> str:
+    if floor:
+        return ""
+    if not gc or gc.get("longest_full_ms") is None:
+        return "—" if not gc else "none"
+    cpu = gc.get("longest_full_cpu_ms")
+    return f"{gc['longest_full_ms']} ({cpu})" if cpu else str(gc["longest_full_ms"])
+
+
 def render_ws_5000(r: dict[str, Any]) -> list[str]:
     floor = next((x for x in r["results"] if x["backend"] == "floor"), None)
     rows = []
@@ -423,6 +432,8 @@ def render_ws_5000(r: dict[str, Any]) -> list[str]:
                 f"{fmt(x['rss_before_mb'])} → {fmt(x['rss_after_mb'])}",
                 x["kb_per_connection"],
                 ratio(x["kb_per_connection"], floor["kb_per_connection"]) if floor and x is not floor else "",
+                (x.get("gc") or {}).get("full_collections", "—" if x is not floor else ""),
+                gc_longest(x.get("gc"), x is floor),
                 (x.get("idle_push") or {}).get("p99"),
                 (x.get("broadcast") or {}).get("p99"),
                 burst["messages"],
@@ -441,6 +452,8 @@ def render_ws_5000(r: dict[str, Any]) -> list[str]:
             "RSS MB",
             "KB per socket",
             "vs floor",
+            "gen-2 GCs",
+            "longest gen-2 GC ms (its CPU)",
             "single push p99 ms",
             "broadcast p99 ms",
             "burst messages",

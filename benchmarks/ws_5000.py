@@ -10,9 +10,11 @@ as browsers do). Reported: the time to connect them all, the server's RSS before
 Floor: the bare `websockets` server with the same number of sockets: RSS per connection, one
 broadcast to every socket (trigger → arrival at each socket), and a burst of 1,000 individual
 relays. This process is also the only client of 5,000 sockets on a 2-core machine: the client's
-own work is inside every arrival time.
+own work is inside every arrival time. The api process holding the sockets also reports its garbage
+collections (`leadpush_gc_*` on /metrics) from before the first socket opens to the end of the burst:
+how many full (generation-2) collections ran and the longest one, each a pause of the whole process.
 
-    python -m benchmarks.ws_5000 [--quick] [--sockets N] [--backend sqlite|postgres|both]
+    python -m benchmarks.ws_5000 [--quick] [--sockets N] [--backend sqlite|postgres|both] [--gc-freeze off]
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import sys
 import time
 from typing import Any
 
+import httpx
 from websockets.asyncio.client import connect
 
 from benchmarks.common import (
@@ -66,9 +70,53 @@ async def open_all(factories, concurrency: int = CONNECT_CONCURRENCY) -> tuple[l
     return opened, time.perf_counter() - started, failed
 
 
+def gc_figures(url: str) -> dict[str, Any]:
+    """The process's garbage-collection counters from its /metrics (generation 2 and the frozen objects)."""
+    text = httpx.get(url + "/metrics", timeout=30).text
+
+    def value(name: str) -> float:
+        found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+        return float(found.group(1)) if found else 0.0
+
+    def buckets(name: str) -> dict[float, float]:
+        pattern = rf'^{name}_bucket\{{generation="2",le="([^"+]+)"\}} (\S+)$'
+        return {float(le): float(n) for le, n in re.findall(pattern, text, re.M)}
+
+    return {
+        "collections": value('leadpush_gc_pause_seconds_count{generation="2"}'),
+        "seconds": value('leadpush_gc_pause_seconds_sum{generation="2"}'),
+        "longest": value('leadpush_gc_pause_max_seconds{generation="2"}'),
+        "frozen": value("leadpush_gc_frozen_objects"),
+        "buckets": buckets("leadpush_gc_pause_seconds"),
+        "cpu_buckets": buckets("leadpush_gc_pause_cpu_seconds"),
+    }
+
+
+def cpu_longest_between(before: dict[str, Any], after: dict[str, Any]) -> str | None:
+    """The longest gen-2 pause's CPU time between two readings: "≤ bound" of the CPU histogram."""
+    ran = after["collections"] - before["collections"]
+    if ran <= 0:
+        return None
+    holds_all = [le for le, n in after["cpu_buckets"].items() if n - before["cpu_buckets"].get(le, 0) >= ran]
+    return f"≤ {min(holds_all) * 1000:g}" if holds_all else f"> {max(after['cpu_buckets']) * 1000:g}"
+
+
+def longest_between(before: dict[str, Any], after: dict[str, Any]) -> str | None:
+    """The longest gen-2 pause between two readings, in ms: exact when it set the process's record,
+    else "≤ bound" of the smallest histogram bucket that holds every one of them (None: none ran)."""
+    ran = after["collections"] - before["collections"]
+    if ran <= 0:
+        return None
+    if after["longest"] > before["longest"]:
+        return f"{after['longest'] * 1000:.1f}"
+    holds_all = [le for le, n in after["buckets"].items() if n - before["buckets"].get(le, 0) >= ran]
+    return f"≤ {min(holds_all) * 1000:g}" if holds_all else f"> {max(after['buckets']) * 1000:g}"
+
+
 async def leadpush_phase(dep, manager, sales, leads: list[int], burst: int, idle: int) -> dict[str, Any]:  # noqa: ANN001
     server = dep.api[0]
     await asyncio.sleep(1.0)
+    gc_before = await asyncio.to_thread(gc_figures, server.url)
     rss_before = server.memory().get("VmRSS", 0)
     listeners, connect_s, failed = await open_all([lambda u=u: Listener(server.ws_url, u.token).open() for u in sales])
     await asyncio.sleep(2.0)
@@ -145,15 +193,26 @@ async def leadpush_phase(dep, manager, sales, leads: list[int], burst: int, idle
         out["burst"]["same_process"] = ms_stats(by_route[True])
         out["burst"]["cross_process"] = ms_stats(by_route[False])
     out["rss_end_mb"] = round(server.memory().get("VmRSS", 0) / 1024, 1)
+    gc_after = await asyncio.to_thread(gc_figures, server.url)
+    out["gc"] = {
+        "full_collections": int(gc_after["collections"] - gc_before["collections"]),
+        "full_seconds": round(gc_after["seconds"] - gc_before["seconds"], 3),
+        "longest_full_ms": longest_between(gc_before, gc_after),
+        "longest_full_cpu_ms": cpu_longest_between(gc_before, gc_after),
+        "longest_before_sockets_ms": round(gc_before["longest"] * 1000, 1),  # start-up: imports, migrations
+        "frozen_objects": int(gc_after["frozen"]),
+    }
+    log(f"{dep.kind}: gc during the phase {out['gc']}")
     for c in conns:
         c.close()
     await asyncio.gather(*(listener.close() for listener in listeners), return_exceptions=True)
     return out
 
 
-def bench_leadpush(kind: str, sockets: int, quick: bool) -> dict[str, Any]:
+def bench_leadpush(kind: str, sockets: int, quick: bool, gc_freeze: bool = True) -> dict[str, Any]:
     burst, idle = (200, 20) if quick else (1000, 50)
-    with deployment(kind) as dep:
+    # "off": the gc.freeze() policy turned off, to compare (LEADPUSH_GC_FREEZE_MIN_SOCKETS=0).
+    with deployment(kind, None if gc_freeze else {"LEADPUSH_GC_FREEZE_MIN_SOCKETS": "0"}) as dep:
         manager, sales = make_team(dep.db_url, sockets)
         leads = make_leads(dep.db_url, burst + idle)
         result = asyncio.run(leadpush_phase(dep, manager, sales, leads, burst, idle))
@@ -161,7 +220,7 @@ def bench_leadpush(kind: str, sockets: int, quick: bool) -> dict[str, Any]:
             f"{kind}: idle push p99 {result['idle_push']['p99']} ms; burst of {burst}: span {result['burst']['span_seconds']} s,"
             f" p99 {result['burst']['after_response']['p99']} ms"
         )
-        return {"backend": kind, "deployment": dep.describe(), **result}
+        return {"backend": kind, "deployment": dep.describe(), "gc_freeze": gc_freeze, **result}
 
 
 async def floor_phase(service, sockets: int, burst: int, rounds: int) -> dict[str, Any]:  # noqa: ANN001
@@ -266,6 +325,8 @@ def report(results: list[dict[str, Any]]) -> None:
                 r["rss_after_mb"],
                 r["kb_per_connection"],
                 (r["kb_per_connection"] / floor["kb_per_connection"]) if floor and r is not floor else None,
+                r.get("gc", {}).get("full_collections"),
+                r.get("gc", {}).get("longest_full_ms"),
                 r.get("idle_push", {}).get("p99"),
                 r.get("broadcast", {}).get("p99"),
                 burst["messages"],
@@ -285,6 +346,8 @@ def report(results: list[dict[str, Any]]) -> None:
             "after MB",
             "KB/conn",
             "×floor",
+            "gen-2 GCs",
+            "longest gen-2 ms",
             "idle push p99 ms",
             "broadcast p99 ms",
             "burst msgs",
@@ -299,13 +362,14 @@ def report(results: list[dict[str, Any]]) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--sockets", type=int, default=None, help="connections (default 5,000; quick 1,000)")
+    parser.add_argument("--gc-freeze", choices=("on", "off"), default="on", help="the api role's gc.freeze() policy")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     sockets = args.sockets or (1000 if args.quick else 5000)
     limit = raise_nofile(2 * sockets + 1000)
     if limit < sockets + 200:
         raise SystemExit(f"open-files limit {limit} is too low for {sockets} sockets")
     results = [bench_floor(sockets, args.quick)]
-    results += [bench_leadpush(kind, sockets, args.quick) for kind in backends(args.backend)]
+    results += [bench_leadpush(kind, sockets, args.quick, args.gc_freeze == "on") for kind in backends(args.backend)]
     report(results)
     out = {"name": "ws_5000", "quick": args.quick, "results": results}
     write_json(args.json, out)

@@ -43,6 +43,17 @@ class Settings(BaseSettings):
     # How long a process uses its copy of the enabled transfer and SLA rules before reading them again; a change
     # made in the process itself applies at once (leadpush.rulecache). 0 = read them on every assignment.
     rule_cache_seconds: float = Field(default=2.0, ge=0, le=3600)
+    # Every socket gets {"type":"heartbeat"} this often (one hub-wide task sends them all; the JS client
+    # replaces a socket that hears nothing for 70 s).
+    ws_heartbeat_seconds: float = Field(default=25.0, gt=0)
+    # api role (src/leadpush/gcfreeze.py): while at least this many sockets are open (long polls do not count),
+    # gc.freeze() every gc_freeze_interval seconds keeps long-lived objects out of full collections (0:
+    # off); a thaw (unfreeze, full collection, freeze the survivors) follows once gc_unfreeze_share of the
+    # peak has closed, below the threshold, or gc_unfreeze_after seconds after the first freeze.
+    gc_freeze_min_sockets: int = Field(default=200, ge=0)
+    gc_freeze_interval: float = Field(default=2.0, gt=0)
+    gc_unfreeze_share: float = Field(default=0.25, gt=0, le=1)
+    gc_unfreeze_after: float = Field(default=1800.0, gt=0)
     # Console links (WeCom textcards point here); no trailing slash.
     public_url: str = "http://127.0.0.1:8000"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from anyio import to_thread
 
 from leadpush.context import AppContext
+from leadpush.gcfreeze import GcFreeze, GcPauses
 from leadpush.notify.bus import Bus, make_bus
 from leadpush.notify.channels.base import Channel
 from leadpush.notify.channels.inapp import InAppChannel
@@ -68,12 +70,23 @@ class Runtime:
         self._loop: asyncio.AbstractEventLoop | None = None
         # An ack of a notice about a lead by its owner opens the lead (first-contact SLA).
         self._on_ack = opened_by_ack(ctx)
+        s = ctx.settings
+        self.gc_freeze = GcFreeze(
+            self.hub.count_long_lived,
+            lambda: self.hub.closed,
+            s.gc_freeze_min_sockets,
+            s.gc_unfreeze_share,
+            s.gc_unfreeze_after,
+        )
+        self.gc_pauses = GcPauses(self.gc_freeze if "api" in roles else None)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.metrics.watch_ledger(LedgerCollector(self.ctx.db, self.ctx.clock.now, self.hub.count))
         self.metrics.registry.register(self.ctx.sla_metrics)
         self.ctx.signals.subscribe_acks(self._on_ack)
+        self.gc_pauses.install()
+        self.metrics.registry.register(self.gc_pauses)
         if "api" in self.roles:
             self.bus.on_inapp(self.hub.deliver)
             self.bus.on_resync(self.hub.resync)
@@ -81,6 +94,9 @@ class Runtime:
             self.bus.on_auth(self._recheck)
             self.bus.on_resync(lambda: self._recheck(None))
             self._spawn(self._recheck_periodically())
+            self._spawn(self.hub.beat_periodically(self.ctx.settings.ws_heartbeat_seconds))
+            if self.gc_freeze.min_open > 0:
+                self._spawn(self._gc_freeze_periodically())
         if "worker" in self.roles:
             # SQLite without Redis is one process by contract: whoever held a lease before us is dead.
             sole = self.ctx.db.is_sqlite and not self.ctx.settings.redis_url
@@ -148,6 +164,16 @@ class Runtime:
             await asyncio.sleep(self.ctx.settings.session_recheck_seconds)
             await self._revalidate(None)
 
+    async def _gc_freeze_periodically(self) -> None:
+        """Freeze long-lived objects while many listeners are open; unfreeze when they go (gcfreeze.py)."""
+        self.gc_freeze.start()
+        try:
+            while True:
+                await asyncio.sleep(self.ctx.settings.gc_freeze_interval)
+                self.gc_freeze.tick()
+        finally:
+            gc.unfreeze()  # stopping: leave the process (tests run several in one) as it was
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run `coro` on this (running) loop, kept referenced until done and cancelled at stop."""
         task = asyncio.get_running_loop().create_task(coro)
@@ -176,3 +202,4 @@ class Runtime:
         for channel in self.channels.values():
             await channel.aclose()
         await self.bus.stop()
+        self.gc_pauses.uninstall()

@@ -7,12 +7,17 @@ ledger, so every client sees each of its notifications once, in id order.
 Each listener remembers the hash of the token it signed in with. When a user's tokens are revoked or
 the user is deactivated (and periodically, in case that message was lost), the hub re-checks those
 hashes in one query and ends the listeners whose token no longer signs in.
+
+Heartbeats: one task per process (`beat_periodically`) asks every listener about once a second whether
+its heartbeat is due, instead of a sleeping task per socket; a socket queues `{"type":"heartbeat"}` for
+its writer every LEADPUSH_WS_HEARTBEAT_SECONDS after it connected, as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -25,12 +30,17 @@ TokenCheck = Callable[[set[str]], set[str]]
 
 class Listener(Protocol):
     token_hash: str
+    # A WebSocket lives for hours, a long poll for seconds: the gc policy counts the long-lived only.
+    long_lived: bool
 
     def offer(self, message: dict[str, Any] | None) -> None:
         """Called on the event loop; None means "you may have missed something: re-read"."""
 
     def end_session(self) -> None:
         """Called on the event loop when the token no longer signs in: close, send nothing more."""
+
+    def heartbeat(self, now: float) -> None:
+        """Called on the event loop about once a second (`now`: time.monotonic()): send one if due."""
 
 
 class Hub:
@@ -39,6 +49,8 @@ class Hub:
         self._listeners: dict[int, set[Listener]] = defaultdict(set)
         self._lock = threading.Lock()
         self.loop: asyncio.AbstractEventLoop | None = None
+        # Long-lived listeners (sockets) unregistered since the process started (the gc policy's churn).
+        self.closed = 0
 
     def try_register(self, user_id: int, listener: Listener, cap: int) -> bool:
         """Register unless the user already has `cap` listeners of the same kind (sockets, long polls)."""
@@ -53,7 +65,9 @@ class Hub:
         with self._lock:
             listeners = self._listeners.get(user_id)
             if listeners is not None:
-                listeners.discard(listener)
+                if listener in listeners:
+                    listeners.discard(listener)
+                    self.closed += listener.long_lived
                 if not listeners:
                     del self._listeners[user_id]
 
@@ -91,13 +105,34 @@ class Hub:
                 ended += 1
         return ended
 
+    def heartbeat(self) -> None:
+        """Give every listener its chance to send a heartbeat (on the loop)."""
+        now = time.monotonic()
+        with self._lock:
+            everyone = [listener for listeners in self._listeners.values() for listener in listeners]
+        for listener in everyone:
+            listener.heartbeat(now)
+
+    async def beat_periodically(self, every: float) -> None:
+        """The one heartbeat task of this process: looks `every` seconds (at most 1 s) at each listener."""
+        tick = min(1.0, every / 5)
+        while True:
+            await asyncio.sleep(tick)
+            self.heartbeat()
+
     def count(self) -> int:
         with self._lock:
             return sum(len(ls) for ls in self._listeners.values())
 
+    def count_long_lived(self) -> int:
+        with self._lock:
+            return sum(listener.long_lived for ls in self._listeners.values() for listener in ls)
+
 
 class Waiter:
     """A long-poll request waiting for its user's next message."""
+
+    long_lived = False
 
     def __init__(self, token_hash: str) -> None:
         self.token_hash = token_hash
@@ -110,3 +145,6 @@ class Waiter:
     def end_session(self) -> None:
         self.ended = True
         self.event.set()
+
+    def heartbeat(self, now: float) -> None:
+        """A long poll answers within its wait; it has no heartbeat."""

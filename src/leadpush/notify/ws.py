@@ -3,7 +3,7 @@
 Protocol (JSON text frames):
 - server → client: `{"type":"hello","data":{"userId","latestId","unread"}}` once; each notification as
   `{"id","prevId","type","title","body","createdAt","data"}`; `{"type":"unread","data":{"unread":n}}`;
-  `{"type":"heartbeat"}` every 25 s; `{"type":"pong"}`; `{"type":"error","code","message"}`.
+  `{"type":"heartbeat"}` every 25 s (LEADPUSH_WS_HEARTBEAT_SECONDS; one hub-wide task sends them all); `{"type":"pong"}`; `{"type":"error","code","message"}`.
 - client → server: `{"type":"resume","after":<id>}` (or `?after=` on the URL) first, to get everything
   after that id before live messages; `{"type":"ack","ids":[…]}` marks delivered;
   `{"type":"read","ids":[…]}` marks read; `{"type":"ping"}`.
@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 from anyio import to_thread
@@ -36,13 +37,16 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 RESUME_GRACE = 0.5
-HEARTBEAT_SECONDS = 25.0
+# Queued by the hub's heartbeat task and sent by the writer like any message (identity marks it).
+HEARTBEAT: dict[str, Any] = {"type": "heartbeat"}
 CATCH_UP_PAGE = 500
 SIGNED_OUT = 4401
 TOO_MANY_SOCKETS = 1013
 
 
 class WsConnection:
+    long_lived = True
+
     def __init__(self, ws: WebSocket, ctx: AppContext, user_id: int, token_hash: str) -> None:
         self.ws = ws
         self.ctx = ctx
@@ -54,6 +58,14 @@ class WsConnection:
         self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self.synced = asyncio.Event()
         self.send_lock = asyncio.Lock()
+        self.beat_every = ctx.settings.ws_heartbeat_seconds
+        self.beat_due = time.monotonic() + self.beat_every
+
+    def heartbeat(self, now: float) -> None:
+        """Called by the hub's heartbeat task on the loop: queue a heartbeat when this socket's is due."""
+        if now >= self.beat_due:
+            self.beat_due = now + self.beat_every
+            self.queue.put_nowait(HEARTBEAT)
 
     def offer(self, message: dict[str, Any] | None) -> None:
         self.queue.put_nowait(message)
@@ -104,6 +116,9 @@ class WsConnection:
         await self.send_unread()
         while True:
             message = await self.queue.get()
+            if message is HEARTBEAT:
+                await self.send(HEARTBEAT)
+                continue
             if message is not None and message["id"] <= self.last_sent:
                 continue  # already sent (by a catch-up)
             if message is not None and (message.get("prevId") or 0) <= self.last_sent:
@@ -182,7 +197,6 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         conn.resume_from(int(after))
     await conn.send({"type": "hello", "data": {"userId": user_id, "latestId": latest}})
     writer = asyncio.create_task(conn.writer())
-    heartbeat = asyncio.create_task(_heartbeat(conn))
     try:
         # The token was checked before this socket was registered: a revoke committed in between was
         # announced to a hub that did not know the socket yet. One more look closes that gap.
@@ -209,11 +223,9 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         log.debug("websocket closed with error", exc_info=True)
     finally:
         hub.unregister(user_id, conn)
-        for task in (writer, heartbeat):
-            task.cancel()
-        for task in (writer, heartbeat):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await writer
 
 
 def _as_int(value: Any, default: int) -> int:
@@ -247,9 +259,3 @@ async def _handle(conn: WsConnection, message: dict[str, Any]) -> None:
     else:
         # A fixed answer: echoing what the client sent would reflect arbitrary text back to it.
         await conn.send({"type": "error", "code": "unknown_type", "message": "不支持的消息类型"})
-
-
-async def _heartbeat(conn: WsConnection) -> None:
-    while True:
-        await asyncio.sleep(HEARTBEAT_SECONDS)
-        await conn.send({"type": "heartbeat"})
