@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Select, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from leadpush.config import Settings
@@ -170,6 +170,23 @@ class _Row:
     folds: list[int] | None
 
 
+def _push_rows() -> Select[int, int, int, str, str, str | None, list[int] | None]:
+    """What folding reads of a delivery (a `_Row`): push channels, non-urgent kinds (never folded)."""
+    return (
+        select(
+            Delivery.id,
+            Delivery.notification_id,
+            Delivery.recipient_id,
+            Delivery.channel,
+            Delivery.status,
+            Delivery.hold_reason,
+            Delivery.folds,
+        )
+        .join(Notification, Notification.id == Delivery.notification_id)
+        .where(Delivery.channel.in_(PUSH_CHANNELS), Notification.kind.not_in(URGENT_KINDS))
+    )
+
+
 def _foldable(hold_reason: str | None, channel: str, window: dict[str, float]) -> bool:
     """May this (non-urgent) push travel in a digest? With the channel's window on, always; off, only what
     waited out quiet hours (so that the person gets one message when the hours open)."""
@@ -193,19 +210,7 @@ def fold(session: Session, ids: list[int], now: datetime, settings: Settings, lo
     window = windows(settings)
     claimed = [
         _Row(*r)
-        for r in session.execute(
-            select(
-                Delivery.id,
-                Delivery.notification_id,
-                Delivery.recipient_id,
-                Delivery.channel,
-                Delivery.status,
-                Delivery.hold_reason,
-                Delivery.folds,
-            )
-            .join(Notification, Notification.id == Delivery.notification_id)
-            .where(Delivery.id.in_(ids), Delivery.channel.in_(PUSH_CHANNELS), Notification.kind.not_in(URGENT_KINDS))
-        ).all()
+        for r in session.execute(_push_rows().where(Delivery.id.in_(ids))).all()
         if _foldable(r.hold_reason, r.channel, window)
     ]
     if not claimed:
@@ -221,22 +226,12 @@ def fold(session: Session, ids: list[int], now: datetime, settings: Settings, lo
         merged[carrier.id].extend(r for r in group if r is not carrier and r.status != "sending")
     # Outside the batch: waiting rows of the same people and channels (due, or held by a window).
     query = (
-        select(
-            Delivery.id,
-            Delivery.notification_id,
-            Delivery.recipient_id,
-            Delivery.channel,
-            Delivery.status,
-            Delivery.hold_reason,
-            Delivery.folds,
-        )
-        .join(Notification, Notification.id == Delivery.notification_id)
+        _push_rows()
         .where(
             Delivery.recipient_id.in_(sorted({uid for uid, _ in carriers})),
             Delivery.channel.in_(sorted({ch for _, ch in carriers})),
             Delivery.status.in_(("pending", "failed")),
             Delivery.id.not_in(ids),
-            Notification.kind.not_in(URGENT_KINDS),
             or_(Delivery.next_attempt_at <= now, Delivery.hold_reason.like(WINDOW_HOLD + "%")),
         )
         .order_by(Delivery.id)

@@ -18,7 +18,8 @@ WEEKDAYS = ("周一", "周二", "周三", "周四", "周五", "周六", "周日"
 
 
 class PersonQuiet(Protocol):
-    """A person's own setting (notify.models.NotificationPreference)."""
+    """A quiet-hours setting: a person's own (notify.models.NotificationPreference) or, with the same three
+    fields, a team's default (TeamNotificationDefault)."""
 
     @property
     def quiet_mode(self) -> str: ...
@@ -28,15 +29,7 @@ class PersonQuiet(Protocol):
     def quiet_end(self) -> str | None: ...
 
 
-class TeamQuiet(Protocol):
-    """A team's default (notify.models.TeamNotificationDefault)."""
-
-    @property
-    def quiet_mode(self) -> str: ...
-    @property
-    def quiet_start(self) -> str | None: ...
-    @property
-    def quiet_end(self) -> str | None: ...
+TeamQuiet = PersonQuiet
 
 
 WorkingHours = dict[str, list[list[str]]]
