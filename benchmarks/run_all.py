@@ -228,7 +228,88 @@ def render_targets(b: dict[str, Any], quick: bool) -> list[str]:
                     verdict,
                 ]
             )
+    rows += hot_path_targets(b)
     return table(["target", "deployment", "measured", ""], rows)
+
+
+def upper_ms(value: Any) -> float | None:
+    """A gc pause as the benchmark reports it: a number, or a bucket's upper bound ("≤ 50")."""
+    if value is None:
+        return None
+    text = str(value).replace("≤", "").replace(",", "").strip()
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def hot_path_targets(b: dict[str, Any]) -> list[list[Any]]:
+    """Issue 17's targets: tails against the floors, CPU, gc pauses, memory and the cross-process burst."""
+    rows: list[list[Any]] = []
+    api = b.get("assign_api")
+    if api:
+        levels = {res["backend"]: {lv["concurrency"]: lv for lv in res["levels"]} for res in api["results"]}
+        floor = levels.get("floor", {})
+        for backend in ("sqlite", "postgres"):
+            mine, rows_floor = levels.get(backend, {}), levels.get(f"rows floor {backend}", {})
+            top = max(mine, default=None)
+            if top is None:
+                continue
+            lv, f, rf = mine[top], floor.get(top), rows_floor.get(top)
+            times = lv["p99"] / f["p99"] if f and f["p99"] else None
+            against_rows = f", {ratio(lv['p99'], rf['p99'])} the rows floor" if rf else ""
+            rows.append(
+                [
+                    f"assignment API p99 at {top} clients ≤ 3× the floor (issue 17)",
+                    backend,
+                    f"{fmt(lv['p99'])} ms: {ratio(lv['p99'], f['p99']) if f else '—'} the floor{against_rows}",
+                    status(times, 3),
+                ]
+            )
+            low = min(mine)
+            cpu = mine[low]["server_cpu_ms_per_request"]
+            rows.append(
+                [
+                    "server CPU per assignment ≤ 3 ms (issue 17)",
+                    backend,
+                    f"{fmt(cpu)} ms at {low} client(s); {fmt(lv['server_cpu_ms_per_request'])} ms at {top}",
+                    status(cpu, 3),
+                ]
+            )
+    for x in (b.get("ws_5000") or {}).get("results", []):
+        if x["backend"] == "floor":
+            continue
+        gc = x.get("gc") or {}
+        longest = upper_ms(gc.get("longest_full_ms"))
+        if gc:
+            rows.append(
+                [
+                    f"{x['sockets']:,} sockets: longest gen-2 GC pause ≤ 50 ms (issue 17)",
+                    x["backend"],
+                    f"{gc.get('longest_full_ms') or 'none'} ms wall ({gc.get('longest_full_cpu_ms') or '—'} ms CPU),"
+                    f" {gc.get('full_collections', 0)} full collections",
+                    status(longest if longest is not None else 0.0, 50),
+                ]
+            )
+        rows.append(
+            [
+                "memory per socket ≤ 60 KB (issue 17)",
+                x["backend"],
+                f"{fmt(x['kb_per_connection'])} KB",
+                status(x["kb_per_connection"], 60),
+            ]
+        )
+        cross = x["burst"].get("cross_process")
+        if cross:
+            rows.append(
+                [
+                    "burst of 1,000 across api processes: push p99 ≤ 100 ms (issue 17)",
+                    x["backend"],
+                    f"p99 {fmt(cross['p99'])} ms (p50 {fmt(cross['p50'])} ms) after the response",
+                    status(cross["p99"], 100),
+                ]
+            )
+    return rows
 
 
 def render_timeliness(b: dict[str, Any]) -> list[str]:
