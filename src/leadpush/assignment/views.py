@@ -142,7 +142,7 @@ def with_notification_data(ctx: AppContext, out: AssignedCustomer, result: Chang
     return out
 
 
-def batch_out(ctx: AppContext, session: Session, result: ChangeResult) -> BatchResult:
+def batch_out(session: Session, result: ChangeResult) -> BatchResult:
     """The answer to a batch; its `notificationData` is filled in after the commit (`with_batch_data`)."""
     return BatchResult(
         batch_id=result.batch_id,
@@ -186,7 +186,7 @@ def _batch(ctx: AppContext, user: CurrentUser, body: BatchAssignBody, *, from_po
     with ctx.db.write() as session:
         batch = actions.BatchInput(body.customer_ids, body.assigned_to)
         result = actions.assign_batch(ctx, session, user, batch, from_pool=from_pool)
-        out = batch_out(ctx, session, result)
+        out = batch_out(session, result)
     out = with_batch_data(ctx, out, result)
     return Envelope(message=_batch_message(result), data=out)
 
