@@ -9,7 +9,8 @@ in the same run: the bare-update floor (benchmarks.floor_fastapi: FastAPI + SQLi
 only) and, per database, the rows floor (benchmarks.floor_rows: the same FastAPI route writing the rows
 an assignment writes — owner, history, two notifications with their `prev_id` under the same
 per-recipient lock, their in-app deliveries — into leadpush's own schema in one transaction with the
-bare driver, sqlite3 or psycopg). Server CPU per request is the servers' user+system time over the
+bare driver, sqlite3 or psycopg; on PostgreSQL also without that lock, "rows floor postgres unlocked", to
+show what the lock costs). Server CPU per request is the servers' user+system time over the
 window divided by the requests (PostgreSQL's and Redis's own CPU not included).
 
     python -m benchmarks.assign_api [--quick] [--backend sqlite|postgres|both]
@@ -147,23 +148,39 @@ def bench_floor(quick: bool) -> dict[str, Any]:
     return {"backend": "floor", "deployment": "FastAPI + SQLite, owner column only", "levels": rows}
 
 
-def bench_floor_rows(kind: str, quick: bool, n_sales: int = SALES) -> dict[str, Any]:
-    """The rows floor on `kind`: leadpush's migrated schema, the same team and leads, the bare driver."""
+UNLOCKED = " unlocked"  # the rows floor without the per-recipient advisory lock (PostgreSQL)
+
+
+def bench_floor_rows(kind: str, quick: bool, n_sales: int = SALES, ordering: str = "lock") -> dict[str, Any]:
+    """The rows floor on `kind`: leadpush's migrated schema, the same team and leads, the bare driver;
+    `ordering="none"`: without the advisory lock that orders each recipient's ids (what the lock costs)."""
+    label = f"rows floor {kind}" + (UNLOCKED if ordering == "none" else "")
     with scratch_dir() as workdir, database(kind, workdir) as url:
         migrate(url)
         manager, sales = make_team(url, n_sales)
         leads = make_leads(url, max(LEVELS) * LEADS_PER_CLIENT)
-        floor = floor_rows_service(workdir, url, manager.id).start()
+        floor = floor_rows_service(workdir, url, manager.id, ordering).start()
         try:
-            rows = run_levels(f"rows floor {kind}", [floor.url], None, leads, [u.id for u in sales], quick, [floor])
+            rows = run_levels(label, [floor.url], None, leads, [u.id for u in sales], quick, [floor])
         finally:
             floor.stop()
     driver = "sqlite3" if kind == "sqlite" else "psycopg"
+    lock = ", no advisory lock" if ordering == "none" else ""
     return {
-        "backend": f"rows floor {kind}",
-        "deployment": f"FastAPI + {driver}, an assignment's rows in one transaction",
+        "backend": label,
+        "deployment": f"FastAPI + {driver}, an assignment's rows in one transaction{lock}",
         "levels": rows,
     }
+
+
+def floor_rows_runs(kinds: list[str], quick: bool, n_sales: int) -> list[dict[str, Any]]:
+    """The rows floor per database; on PostgreSQL also without the lock, so the table shows its cost."""
+    runs = []
+    for kind in kinds:
+        runs.append(bench_floor_rows(kind, quick, n_sales))
+        if kind == "postgres":
+            runs.append(bench_floor_rows(kind, quick, n_sales, ordering="none"))
+    return runs
 
 
 def rows_floor_of(results: list[dict[str, Any]], backend: str) -> dict[int, dict[str, Any]]:
@@ -233,7 +250,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     results = [] if args.no_floor else [bench_floor(args.quick)]
     if not args.no_floor:
-        results += [bench_floor_rows(kind, args.quick, args.sales) for kind in backends(args.backend)]
+        results += floor_rows_runs(list(backends(args.backend)), args.quick, args.sales)
     server_env = dict(item.split("=", 1) for item in args.server_env)
     results += [bench_leadpush(kind, args.quick, args.sales, server_env) for kind in backends(args.backend)]
     report(results)

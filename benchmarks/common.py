@@ -261,10 +261,12 @@ def floor_api_service(log_dir: Path, leads: int) -> Service:
     return Service(name="floor-fastapi", args=args, env=base_env(), port=port, log_dir=log_dir)
 
 
-def floor_rows_service(log_dir: Path, url: str, actor: int) -> Service:
-    """The second floor (benchmarks.floor_rows): an assignment's rows with the bare driver, into `url`."""
+def floor_rows_service(log_dir: Path, url: str, actor: int, ordering: str = "lock") -> Service:
+    """The second floor (benchmarks.floor_rows): an assignment's rows with the bare driver, into `url`;
+    `ordering="none"` leaves out the per-recipient advisory lock (PostgreSQL)."""
     port = free_port()
     args = [PYTHON, "-m", "benchmarks.floor_rows", "--port", str(port), "--url", url, "--actor", str(actor)]
+    args += ["--ordering", ordering]
     return Service(name="floor-rows", args=args, env=base_env(), port=port, log_dir=log_dir)
 
 

@@ -10,7 +10,11 @@ with its `prev_id` (the recipient's latest id, read under the per-recipient advi
 leadpush orders them); and their in-app delivery rows. No authentication, no rules, no ORM, no response
 beyond the envelope. What leadpush spends above this is the price of its Python, not of its rows.
 
-    python -m benchmarks.floor_rows --port 8124 --url sqlite:////tmp/x.db --actor 1
+With `--ordering none` (PostgreSQL) the advisory lock is left out: the same rows, but a recipient's ids
+no longer rise in commit order (two transactions may read the same latest id). Not a design, a
+measurement: what the lock itself costs at the floor (issue 17).
+
+    python -m benchmarks.floor_rows --port 8124 --url sqlite:////tmp/x.db --actor 1 [--ordering lock|none]
 """
 
 from __future__ import annotations
@@ -61,8 +65,8 @@ def _note(kind: str, lead: tuple[Any, ...], version: int, now: Any) -> tuple[str
 class Writer:
     """One assignment's rows in one transaction; `param` is the driver's placeholder."""
 
-    def __init__(self, actor: int, param: str, postgres: bool) -> None:
-        self.actor, self.p, self.postgres = actor, param, postgres
+    def __init__(self, actor: int, param: str, postgres: bool, lock: bool = True) -> None:
+        self.actor, self.p, self.postgres, self.lock = actor, param, postgres, lock
 
     def sql(self, text: str) -> str:
         return text.replace("?", self.p)
@@ -96,7 +100,7 @@ class Writer:
         if previous is not None:
             notes.append((previous, _note("customer_recycled", lead, version + 1, now)))
         recipients = sorted({r for r, _ in notes})
-        if self.postgres:
+        if self.postgres and self.lock:
             cur.execute(LOCK, (recipients,))
         marks = ", ".join([self.p] * len(recipients))
         cur.execute(
@@ -125,12 +129,12 @@ class Writer:
         return True
 
 
-def create_app(url: str, actor: int) -> FastAPI:
+def create_app(url: str, actor: int, ordering: str = "lock") -> FastAPI:
     app = FastAPI()
     local = threading.local()
     postgres = not url.startswith("sqlite")
     write_lock = threading.Lock()  # SQLite: writers queue on a Python lock, as in leadpush and the first floor
-    writer = Writer(actor, "%s" if postgres else "?", postgres)
+    writer = Writer(actor, "%s" if postgres else "?", postgres, lock=ordering == "lock")
 
     def connection() -> Any:
         conn = getattr(local, "conn", None)
@@ -182,8 +186,14 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--url", required=True, help="a migrated leadpush database (sqlite:///… or postgresql://…)")
     parser.add_argument("--actor", type=int, required=True, help="the manager's user id, for the history rows")
+    parser.add_argument(
+        "--ordering",
+        choices=("lock", "none"),
+        default="lock",
+        help="lock: the per-recipient advisory lock, as leadpush (default); none: without it (to measure its cost)",
+    )
     args = parser.parse_args()
-    uvicorn.run(create_app(args.url, args.actor), host="127.0.0.1", port=args.port, log_level="warning")
+    uvicorn.run(create_app(args.url, args.actor, args.ordering), host="127.0.0.1", port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

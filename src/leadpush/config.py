@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     gc_freeze_interval: float = Field(default=2.0, gt=0)
     gc_unfreeze_share: float = Field(default=0.25, gt=0, le=1)
     gc_unfreeze_after: float = Field(default=1800.0, gt=0)
+    # api role: the threads sync routes run in (anyio's default thread limiter). 0 = as many as the database
+    # pool keeps connections (`Database.pool_size`, 20): a request thread then never waits for a connection,
+    # and requests beyond it queue cheaply on the event loop instead of holding a connection while waiting
+    # for the GIL (issue 17's lock convoy). At most the pool's connections, overflow included
+    # (`Database.max_connections`, 40): more threads would only wait for a connection.
+    api_threads: int = Field(default=0, ge=0, le=40)
     # Console links (WeCom textcards point here); no trailing slash.
     public_url: str = "http://127.0.0.1:8000"
 

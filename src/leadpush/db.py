@@ -62,19 +62,23 @@ def _sqlite_setup(engine: Engine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+POOL_SIZE = 20  # connections the pool keeps open
+POOL_OVERFLOW = 20  # more it may open for a while
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
-            pool_size=20,
-            max_overflow=20,
+            pool_size=POOL_SIZE,
+            max_overflow=POOL_OVERFLOW,
         )
         _sqlite_setup(engine)
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+    return create_engine(url, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW, pool_pre_ping=True)
 
 
 class Database:
@@ -104,7 +108,9 @@ class Database:
     def write(self) -> Iterator[Session]:
         """A write transaction; committed on success, rolled back on any exception.
 
-        Callbacks registered with `after_commit(session, fn)` run only once the commit succeeded.
+        Callbacks registered with `before_commit(session, fn)` run in registration order as the block's last
+        step, just before the commit (inside the transaction: one that raises rolls everything back); those
+        registered with `after_commit(session, fn)` run only once the commit succeeded.
         """
         lock = self._write_lock
         if lock is not None:
@@ -113,6 +119,7 @@ class Database:
             with self._write() as session:
                 try:
                     yield session
+                    run_before_commit(session)
                     session.commit()
                 except BaseException:
                     session.rollback()
@@ -124,8 +131,34 @@ class Database:
         for fn in callbacks:
             fn()
 
+    @property
+    def pool_size(self) -> int:
+        """The connections the pool keeps open (the overflow aside): the default for the api's threads."""
+        return POOL_SIZE
+
+    @property
+    def max_connections(self) -> int:
+        """The most connections the pool opens at once."""
+        return POOL_SIZE + POOL_OVERFLOW
+
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def before_commit(session: Session, fn: Callable[[], None]) -> None:
+    """Run fn as this transaction's last step, just before `Database.write` commits it (in registration order).
+
+    For work that must come after everything else the transaction does: the notification ledger takes its
+    per-recipient locks here, so they are held only for the few statements between them and the commit.
+    """
+    session.info.setdefault("before_commit", []).append(fn)
+
+
+def run_before_commit(session: Session) -> None:
+    """Run the callbacks registered with `before_commit`, and any they register, in order."""
+    while callbacks := session.info.pop("before_commit", None):
+        for fn in callbacks:
+            fn()
 
 
 def after_commit(session: Session, fn: Callable[[], None]) -> None:

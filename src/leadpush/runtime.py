@@ -55,6 +55,11 @@ def build_channels(ctx: AppContext, bus: Bus) -> dict[str, Channel]:
     return {name: FallbackChannel(channel, ctx) for name, channel in channels.items()}
 
 
+def api_threads(ctx: AppContext) -> int:
+    """The api role's thread count: LEADPUSH_API_THREADS, or (0) the database pool's size."""
+    return ctx.settings.api_threads or ctx.db.pool_size
+
+
 class Runtime:
     def __init__(self, ctx: AppContext, roles: frozenset[str]) -> None:
         self.ctx = ctx
@@ -88,6 +93,8 @@ class Runtime:
         self.gc_pauses.install()
         self.metrics.registry.register(self.gc_pauses)
         if "api" in self.roles:
+            # Sync routes run in anyio's default thread pool (this loop's): sized to the database pool.
+            to_thread.current_default_thread_limiter().total_tokens = api_threads(self.ctx)
             self.bus.on_inapp(self.hub.deliver)
             self.bus.on_resync(self.hub.resync)
             # Sign-in changes from other processes; after a bus outage, anything may have been missed.
@@ -114,6 +121,8 @@ class Runtime:
         self.ctx.signals.subscribe(self._on_commit)
         self.ctx.signals.subscribe_auth(self._on_auth_changed)
         log.info("leadpush 已启动，角色：%s", ", ".join(sorted(self.roles)))
+        if "api" in self.roles:
+            log.info("接口线程数：%d", to_thread.current_default_thread_limiter().total_tokens)
 
     def _on_commit(self, recipient_ids: set[int]) -> None:
         """Called in the thread that committed: wake this process's listeners and every worker."""

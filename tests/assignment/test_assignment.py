@@ -25,6 +25,7 @@ from support.leads import (
 from leadpush.assignment.models import Assignment
 from leadpush.assignment.service import Move, change_owner
 from leadpush.leads.models import Customer
+from leadpush.notify.ledger import write_prepared
 from leadpush.notify.models import Delivery, Notification
 from leadpush.users.models import User
 
@@ -447,10 +448,13 @@ def test_a_failure_after_the_owner_changed_leaves_no_history_and_no_notification
                 row = s.get(Customer, lead["id"])
                 alice, manager = s.get(User, team.alice.id), s.get(User, team.manager.id)
                 result = change_owner(api.ctx, s, actor=manager, moves=[Move(row, alice)], via="web")
-                # Inside the transaction the change, its history row and both notifications exist...
+                # Inside the transaction the change, its history row and both notifications exist (the ledger
+                # writes its rows as the commit's last step: written here early, as that step would)...
                 assert [c.id for c in result.changed] == [lead["id"]] and len(result.notifications) == 2
                 s.flush()
                 assert s.scalar(select(Customer.owner_id).where(Customer.id == lead["id"])) == team.alice.id
+                assert s.scalar(select(func.count()).select_from(Notification)) == before["notifications"]
+                write_prepared(s)
                 assert s.scalar(select(func.count()).select_from(Notification)) == before["notifications"] + 2
                 # ...then the request fails before it commits.
                 raise RuntimeError("boom after the change")

@@ -18,7 +18,7 @@ from support.servers import ServerThread
 from leadpush.context import AppContext
 from leadpush.leads.models import Customer
 from leadpush.leads.reminders import run_due_reminders
-from leadpush.notify.ledger import write_notifications
+from leadpush.notify.ledger import write_notifications, write_prepared
 from leadpush.notify.models import Delivery, Notification
 from leadpush.sla.engine import run_due_steps
 from leadpush.transfer.engine import run_transfer
@@ -281,6 +281,7 @@ def test_a_held_in_app_warning_for_a_lead_that_moved_does_not_pop_up_later(pushi
         assert customer.transfer_due_at is not None
         item = transfer_warning(owner, customer, rule, customer.transfer_due_at, now, api.ctx.settings.tz)
         (note,) = write_notifications(session, api.ctx.settings, api.ctx.signals, [item], now)
+        write_prepared(session)  # the rows now, not at commit: the hold below is written in the same commit
         session.execute(
             update(Delivery)
             .where(Delivery.notification_id == note.id)

@@ -78,7 +78,7 @@ class World:
             customer.owner_id, customer.transfer_due_at = who.id, due
             item = transfer_warning(owner, customer, None, due, now, self.ctx.settings.tz)
             [note] = write_notifications(session, self.ctx.settings, self.ctx.signals, [item], now)
-            return note.id
+        return note.id  # written (and numbered) as the transaction commits
 
     def rows(self, kind: str | None = None) -> list[tuple[Delivery, str]]:
         with self.ctx.db.read() as session:

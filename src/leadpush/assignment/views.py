@@ -128,27 +128,41 @@ def get_customer(customer_id: int, ctx: Ctx, user: CurrentUser) -> Envelope:
     return Envelope(data=out)
 
 
-def single_out(ctx: AppContext, session: Session, result: ChangeResult) -> AssignedCustomer:
+def single_out(session: Session, result: ChangeResult) -> AssignedCustomer:
+    """The lead as the answer shows it; its `notificationData` is added by `with_notification_data`."""
     customer = (result.changed or result.unchanged)[0]
-    data = notification_data(ctx, session, result.notifications)
-    out = customers_out(session, [customer])[0]
-    return AssignedCustomer(**out.model_dump(), notification_data=data[0] if data else None)
+    return AssignedCustomer(**customers_out(session, [customer])[0].model_dump())
 
 
-def batch_out(ctx: AppContext, session: Session, result: ChangeResult) -> BatchResult:
+def with_notification_data(ctx: AppContext, out: AssignedCustomer, result: ChangeResult) -> AssignedCustomer:
+    """Once committed: the notifications' rows exist (the ledger writes them as the commit's last step), so
+    their ids do; built from the objects in hand, no read."""
+    data = notification_data(ctx, result.notifications, result.people)
+    out.notification_data = data[0] if data else None
+    return out
+
+
+def batch_out(session: Session, result: ChangeResult) -> BatchResult:
+    """The answer to a batch; its `notificationData` is filled in after the commit (`with_batch_data`)."""
     return BatchResult(
         batch_id=result.batch_id,
         customers=customers_out(session, result.changed),
         unchanged=[c.id for c in result.unchanged],
         failed=[ItemFailureOut(customer_id=f.customer_id, code=f.code, message=f.message) for f in result.failed],
-        notification_data=notification_data(ctx, session, result.notifications),
+        notification_data=[],
     )
+
+
+def with_batch_data(ctx: AppContext, out: BatchResult, result: ChangeResult) -> BatchResult:
+    out.notification_data = notification_data(ctx, result.notifications, result.people)
+    return out
 
 
 def _assign(ctx: AppContext, user: CurrentUser, customer_id: int, body: AssignBody, via: str) -> Envelope:
     with ctx.db.write() as session:
         result = actions.assign_one(ctx, session, user, customer_id, body.assigned_to, via, body.version)
-        out = single_out(ctx, session, result)
+        out = single_out(session, result)
+    out = with_notification_data(ctx, out, result)
     return Envelope(message="分配成功" if result.changed else "线索已属于该用户，无需分配", data=out)
 
 
@@ -172,7 +186,8 @@ def _batch(ctx: AppContext, user: CurrentUser, body: BatchAssignBody, *, from_po
     with ctx.db.write() as session:
         batch = actions.BatchInput(body.customer_ids, body.assigned_to)
         result = actions.assign_batch(ctx, session, user, batch, from_pool=from_pool)
-        out = batch_out(ctx, session, result)
+        out = batch_out(session, result)
+    out = with_batch_data(ctx, out, result)
     return Envelope(message=_batch_message(result), data=out)
 
 

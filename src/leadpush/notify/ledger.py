@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import Integer, String, cast, func, null, select, text, union_all
 from sqlalchemy.orm import Session
 
 from leadpush.config import Settings
-from leadpush.db import after_commit
+from leadpush.db import after_commit, before_commit
 from leadpush.notify.models import Delivery, Notification
 from leadpush.notify.policy import ChannelPlan, plan_deliveries
 from leadpush.notify.preferences import choices_of, chosen_for
@@ -37,35 +39,64 @@ class NewNotification:
         return self.actor_id is not None and self.actor_id == self.recipient.id
 
 
-def lock_recipients(session: Session, recipient_ids: set[int]) -> None:
+LOCK_RECIPIENTS = text(
+    "SELECT count(pg_advisory_xact_lock(7301, r)) FROM"
+    " (SELECT r FROM unnest(CAST(:ids AS integer[])) AS r ORDER BY r) AS ordered"
+)
+PENDING = "ledger_pending"  # session.info key: what `write_notifications` prepared, written before commit
+# The deliveries written with each notification object still in hand (see `planned_deliveries`).
+_PLANNED: weakref.WeakKeyDictionary[Notification, list[Delivery]] = weakref.WeakKeyDictionary()
+
+
+def lock_recipients(session: Session, recipient_ids: Collection[int]) -> None:
     """On PostgreSQL, serialise notification inserts per recipient until commit.
 
     Ids come from a sequence, so two transactions could commit a recipient's ids out of order and a
     client resuming `after=<id>` would skip one. Holding a per-recipient transaction lock while
-    inserting makes each recipient's ids rise in commit order. Locks are taken in id order (no deadlock).
-    SQLite needs nothing: its writers are already serialised.
+    inserting makes each recipient's ids rise in commit order. Locks are taken in id order (no deadlock),
+    in one statement. SQLite needs nothing: its writers are already serialised.
     """
-    if session.get_bind().dialect.name != "postgresql":
+    if not recipient_ids or session.get_bind().dialect.name != "postgresql":
         return
-    for rid in sorted(recipient_ids):
-        session.execute(text("SELECT pg_advisory_xact_lock(7301, :rid)"), {"rid": rid})
+    session.execute(LOCK_RECIPIENTS, {"ids": sorted(recipient_ids)})
+
+
+@dataclass
+class Prepared:
+    """One notification `write_notifications` prepared, its planned deliveries, and the list it was returned in."""
+
+    note: Notification
+    deliveries: list[Delivery]
+    returned: list[Notification]
+    signals: Signals
 
 
 def write_notifications(
     session: Session, settings: Settings, signals: Signals, items: list[NewNotification], now: datetime
 ) -> list[Notification]:
-    """Insert notifications (skipping dedupe keys already present) and one delivery per channel."""
+    """Notifications (skipping dedupe keys already present) and one delivery per channel, written with the
+    caller's transaction: as its last step, just before `Database.write` commits it.
+
+    Here they are only prepared, in memory (the recipients' channel choices are read now): nothing is
+    locked and no row exists yet, so the rest of the transaction holds up nobody else's notifications.
+    The before-commit step then, with nothing in between, locks the recipients (PostgreSQL, in id order),
+    drops the dedupe keys already stored or prepared earlier in this transaction, reads the recipients'
+    latest ids, inserts the notifications (each pointing back at its recipient's previous one) and their
+    deliveries, and has the commit signalled.
+
+    The returned Notification objects get their ids at that step: until the block commits their `id` and
+    `prev_id` are None, and none of their rows can be read in the transaction. After it, the returned
+    list holds exactly the notifications written (a dropped duplicate is taken out of it), with their ids.
+    """
     if not items:
         return []
-    keys = [i.dedupe_key for i in items]
-    existing = set(session.scalars(select(Notification.dedupe_key).where(Notification.dedupe_key.in_(keys))))
-    fresh = [i for i in items if i.dedupe_key not in existing]
-    recipients = {i.recipient.id for i in fresh}
-    lock_recipients(session, recipients)
-    choices = choices_of(session, recipients)  # one query for every fresh recipient's channel choices
-    last_id = latest_ids(session, recipients)
+    pending: list[Prepared] | None = session.info.get(PENDING)
+    if pending is None:
+        pending = session.info[PENDING] = []
+        before_commit(session, lambda: write_prepared(session))
+    choices = choices_of(session, {i.recipient.id for i in items})  # one query for every recipient's choices
     created: list[Notification] = []
-    for item in fresh:
+    for item in items:
         note = Notification(
             recipient_id=item.recipient.id,
             kind=item.kind,
@@ -74,33 +105,82 @@ def write_notifications(
             payload=item.payload,
             dedupe_key=item.dedupe_key,
             created_at=now,
-            prev_id=last_id.get(item.recipient.id),
+            prev_id=None,
             # A notice about the recipient's own action (a claim, a manager taking a lead themselves) is
             # kept in their history but is no news to them: it is born read, so no badge and no toast.
             read_at=now if item.about_own_action else None,
         )
-        session.add(note)
-        session.flush()  # assigns the id, which the recipient's next notification points back to
-        last_id[item.recipient.id] = note.id
-        created.append(note)
-    for item, note in zip(fresh, created, strict=True):
-        for plan in channel_plans(settings, item, chosen_for(settings, choices.get(note.recipient_id), item.kind)):
-            session.add(
-                Delivery(
-                    notification_id=note.id,
-                    recipient_id=note.recipient_id,
-                    channel=plan.channel,
-                    status=plan.status,
-                    policy=plan.reason,
-                    next_attempt_at=now if plan.status == "pending" else None,
-                    created_at=now,
-                    updated_at=now,
-                )
+        deliveries = [
+            Delivery(
+                recipient_id=item.recipient.id,
+                channel=plan.channel,
+                status=plan.status,
+                policy=plan.reason,
+                next_attempt_at=now if plan.status == "pending" else None,
+                created_at=now,
+                updated_at=now,
             )
-    session.flush()
-    if created:
-        after_commit(session, lambda: signals.notifications_committed(recipients))
+            for plan in channel_plans(settings, item, chosen_for(settings, choices.get(item.recipient.id), item.kind))
+        ]
+        pending.append(Prepared(note, deliveries, created, signals))
+        created.append(note)
     return created
+
+
+def planned_deliveries(note: Notification) -> list[Delivery] | None:
+    """The delivery rows written with `note` (as objects, the ones inserted), or None if this process did not
+    write it: what an answer built from the objects in hand can read instead of the ledger."""
+    return _PLANNED.get(note)
+
+
+def write_prepared(session: Session) -> None:
+    """The before-commit step: write what `write_notifications` prepared in this transaction (see there).
+
+    A caller that must read or change the rows inside the transaction may call it itself, earlier: the rows
+    are written then, and the recipients stay locked from there to the commit (what the step avoids).
+    """
+    pending: list[Prepared] = session.info.pop(PENDING, [])
+    if not pending:
+        return
+    lock_recipients(session, {p.note.recipient_id for p in pending})
+    taken, last_id = stored_keys_and_latest_ids(
+        session, {p.note.dedupe_key for p in pending}, {p.note.recipient_id for p in pending}
+    )
+    fresh: list[Prepared] = []
+    for p in pending:
+        if p.note.dedupe_key in taken:
+            p.returned.remove(p.note)
+            continue
+        taken.add(p.note.dedupe_key)
+        fresh.append(p)
+    if not fresh:
+        return
+    # One INSERT per round: a recipient's k-th notification of this transaction goes in round k, so it can
+    # point back at the id its k-1-th got (an assignment's two notices, to two people, are one round).
+    rounds: list[list[Notification]] = []
+    nth: dict[int, int] = {}
+    for p in fresh:
+        k = nth[p.note.recipient_id] = nth.get(p.note.recipient_id, -1) + 1
+        if k == len(rounds):
+            rounds.append([])
+        rounds[k].append(p.note)
+    for notes in rounds:
+        for note in notes:
+            note.prev_id = last_id.get(note.recipient_id)
+        session.add_all(notes)
+        session.flush()
+        last_id.update((note.recipient_id, note.id) for note in notes)
+    for p in fresh:
+        for delivery in p.deliveries:
+            delivery.notification_id = p.note.id
+        session.add_all(p.deliveries)
+        _PLANNED[p.note] = p.deliveries
+    session.flush()
+    by_signals: dict[int, tuple[Signals, set[int]]] = {}
+    for p in fresh:
+        by_signals.setdefault(id(p.signals), (p.signals, set()))[1].add(p.note.recipient_id)
+    for signals, recipients in by_signals.values():
+        after_commit(session, partial(signals.notifications_committed, recipients))
 
 
 def channel_plans(
@@ -118,15 +198,27 @@ def channel_plans(
     return [ChannelPlan(p.channel, "skipped", INACTIVE) if p.status == "pending" else p for p in plans]
 
 
-def latest_ids(session: Session, recipient_ids: set[int]) -> dict[int, int]:
-    if not recipient_ids:
-        return {}
-    rows = session.execute(
-        select(Notification.recipient_id, func.max(Notification.id))
-        .where(Notification.recipient_id.in_(recipient_ids))
+def stored_keys_and_latest_ids(
+    session: Session, keys: Collection[str], recipient_ids: Collection[int]
+) -> tuple[set[str], dict[int, int]]:
+    """Which of these dedupe keys are stored, and each recipient's latest notification id: one statement
+    (it runs while the recipients are locked, so one round trip fewer there)."""
+    latest = (
+        select(Notification.recipient_id, func.max(Notification.id), cast(null(), String))
+        .where(Notification.recipient_id.in_(sorted(recipient_ids)))
         .group_by(Notification.recipient_id)
     )
-    return {rid: mid for rid, mid in rows}
+    stored = select(cast(null(), Integer), cast(null(), Integer), Notification.dedupe_key).where(
+        Notification.dedupe_key.in_(sorted(keys))
+    )
+    taken: set[str] = set()
+    last_id: dict[int, int] = {}
+    for rid, mid, key in session.execute(union_all(latest, stored)):
+        if key is None:
+            last_id[rid] = mid
+        else:
+            taken.add(key)
+    return taken, last_id
 
 
 def unread_count(session: Session, user_id: int) -> int:

@@ -7,13 +7,12 @@ this notification to the recipient's phone (WeChat or WeCom); when false, nobody
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from leadpush.context import AppContext
-from leadpush.notify.models import Delivery, Notification
+from leadpush.notify.ledger import planned_deliveries
+from leadpush.notify.models import Notification
 from leadpush.users.models import User
 from leadpush.wechat.format import ValueRefused, subscribe_page, template_data, template_fields
 
@@ -21,28 +20,22 @@ from leadpush.wechat.format import ValueRefused, subscribe_page, template_data, 
 PUSH_CHANNELS = ("wechat", "wecom")
 
 
-def _pushed(session: Session, notes: list[Notification]) -> set[int]:
-    """Notifications the ledger planned a WeChat or WeCom send for (the deliveries written with them)."""
-    if not notes:
-        return set()
-    return set(
-        session.scalars(
-            select(Delivery.notification_id).where(
-                Delivery.notification_id.in_([n.id for n in notes]),
-                Delivery.channel.in_(PUSH_CHANNELS),
-                Delivery.status == "pending",
-            )
-        )
-    )
+def _pushed(note: Notification) -> bool:
+    """The ledger planned a WeChat or WeCom send for this notification (the deliveries written with it)."""
+    planned = planned_deliveries(note) or []
+    return any(d.channel in PUSH_CHANNELS and d.status == "pending" for d in planned)
 
 
-def notification_data(ctx: AppContext, session: Session, notes: list[Notification]) -> list[dict[str, Any]]:
+def notification_data(ctx: AppContext, notes: list[Notification], people: Iterable[User]) -> list[dict[str, Any]]:
+    """`notificationData` for notifications this process has just written and committed (so they have their
+    ids), from the objects in hand: the notifications, their recipients (`people`) and the deliveries the
+    ledger wrote with them. No read."""
     s = ctx.settings
     notes = [n for n in notes if n.kind in ("customer_assigned", "customers_assigned")]
-    pushed = _pushed(session, notes)
+    recipients = {p.id: p for p in people}
     out: list[dict[str, Any]] = []
     for note in notes:
-        recipient = session.get(User, note.recipient_id)
+        recipient = recipients.get(note.recipient_id)
         fields = template_fields(note.kind, note.payload)
         try:
             data: dict[str, Any] | None = template_data(fields, s.wechat_field_map, s.tz, s.wechat_mask_phone)
@@ -57,7 +50,7 @@ def notification_data(ctx: AppContext, session: Session, notes: list[Notificatio
                 "templateId": s.wechat_template_id,
                 "page": subscribe_page(note.kind, fields, s.wechat_page, s.wechat_digest_page),
                 "data": data,
-                "sentByServer": note.id in pushed,
+                "sentByServer": _pushed(note),
             }
         )
     return out
