@@ -167,6 +167,13 @@ def test_45009_goes_to_wecom_at_once_and_wechat_is_not_called_again_that_day(wor
 
 def test_without_wecom_45009_waits_for_midnight_without_calling_wechat_in_vain(world: World) -> None:
     w = world
+    tz = w.ctx.settings.tz
+    if w.ctx.clock.now().astimezone(tz).hour == 23:
+        # The quota resets at the local midnight: start after it, not minutes before (16:00-17:00 UTC).
+        today = w.ctx.clock.now().astimezone(tz).date()
+        w.ctx.clock.set(
+            datetime.combine(today + timedelta(days=1), datetime.min.time(), tzinfo=tz) + timedelta(minutes=30)
+        )
     w.credit(w.erin, "o-erin", 2)
     w.fake.state.add_fault(SUBSCRIBE_PATH, "errcode", errcode=45009, count=1)
     first = w.assign(w.erin, "张三")
@@ -177,7 +184,6 @@ def test_without_wecom_45009_waits_for_midnight_without_calling_wechat_in_vain(w
     assert w.subscribe_calls() == 1
 
     # Another notice the same day waits too, without a call, until the quota resets at the local midnight.
-    tz = w.ctx.settings.tz
     local = w.ctx.clock.now().astimezone(tz)
     midnight = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), tzinfo=tz)
     second = w.assign(w.erin, "李四")
