@@ -116,6 +116,13 @@ class InstantChannel:
 
 def run_dispatcher(api: Api, channel: InstantChannel, expected: int, monkeypatch) -> tuple[int, int]:
     """Run a dispatcher until `expected` in-app deliveries are sent; count its claims and record transactions."""
+    return run_dispatcher_until(
+        api, channel, monkeypatch, lambda rows: len(rows) == expected and all(d.status == "sent" for d in rows)
+    )
+
+
+def run_dispatcher_until(api: Api, channel: InstantChannel, monkeypatch, done) -> tuple[int, int]:  # noqa: ANN001
+    """Run a dispatcher until `done(in-app rows)`; count its claims and record transactions."""
     claims = records = 0
     real_claim, real_record = dispatcher_module.claim_batch, dispatcher_module.record_outcomes
 
@@ -136,8 +143,7 @@ def run_dispatcher(api: Api, channel: InstantChannel, expected: int, monkeypatch
         dispatcher = Dispatcher(api.ctx, {"inapp": channel}, Metrics())
         task = asyncio.create_task(dispatcher.run())
         for _ in range(400):
-            rows = await asyncio.to_thread(inapp_rows, api)
-            if len(rows) == expected and all(d.status == "sent" for d in rows):
+            if done(await asyncio.to_thread(inapp_rows, api)):
                 break
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.3)  # anything it would still do after the last outcome
@@ -148,13 +154,36 @@ def run_dispatcher(api: Api, channel: InstantChannel, expected: int, monkeypatch
     return claims, records
 
 
-def test_deliveries_claimed_together_are_recorded_together_and_not_claimed_again(api, monkeypatch):
+def test_sent_inapp_deliveries_are_recorded_by_the_next_claim_and_not_claimed_again(api, monkeypatch):
     assign_some(api, 5)
     channel = InstantChannel()
     claims, records = run_dispatcher(api, channel, 5, monkeypatch)
     assert sorted(channel.sent) == sorted(d.id for d in inapp_rows(api))
-    assert all(d.status == "sent" for d in inapp_rows(api))
-    assert len(attempts(api)) == 5
-    # One claim took all five (capacity left over: nothing more was due), one transaction recorded them.
-    assert claims == 1
-    assert records == 1
+    assert all(d.status == "sent" and d.lease_until is None for d in inapp_rows(api))
+    history = attempts(api)
+    assert len(history) == 5 and all(a.outcome == "sent" and a.status == "sent" for a in history)
+    # One claim took all five (capacity left over: nothing more was due); the claim the loop made within
+    # SETTLE_WITHIN recorded them: two write transactions for five deliveries, none of them a record's own.
+    assert claims == 2
+    assert records == 0
+
+
+class FailingChannel(InstantChannel):
+    """A webhook-like channel whose sends fail (a retry): recorded at once, on their own."""
+
+    name = "webhook"
+
+    async def send(self, job: DeliveryJob) -> SendResult:
+        self.sent.append(job.delivery_id)
+        return SendResult.retry("503")
+
+
+def test_outcomes_other_than_a_sent_inapp_are_recorded_at_once(api, monkeypatch):
+    assign_some(api, 3)
+    channel = FailingChannel()
+    channel.name = "inapp"  # stands in for the in-app channel, failing: a retry is not left for the next claim
+    claims, records = run_dispatcher_until(
+        api, channel, monkeypatch, lambda rows: all(d.status == "failed" for d in rows)
+    )
+    assert records >= 1
+    assert all(d.status == "failed" and d.attempts == 1 for d in inapp_rows(api))

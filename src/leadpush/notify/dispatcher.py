@@ -17,8 +17,9 @@ import math
 import random
 import time
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 
 from anyio import to_thread
 from sqlalchemy import and_, or_, select, update
@@ -93,6 +94,7 @@ class Claim:
 
     jobs: list[DeliveryJob]
     full: bool
+    settled: list[str] = field(default_factory=list)
 
 
 def claim_batch(
@@ -103,9 +105,14 @@ def claim_batch(
     holder: str | None = None,
     dead_workers: Collection[str] = (),
     settings: Settings | None = None,
+    settle: Sequence[tuple[DeliveryJob, SendResult, datetime]] = (),
+    ctx: AppContext | None = None,
 ) -> Claim:
-    """`claim_due_deliveries`, saying also whether the claim found `limit` due rows."""
+    """`claim_due_deliveries`, saying also whether the claim found `limit` due rows. With `settle` (and the
+    `ctx`), records those outcomes (each with when it was known) first, in the same transaction (`Claim.settled`:
+    their statuses)."""
     with db.write() as session:
+        settled = [_record_one(ctx, session, job, result, when) for job, result, when in settle] if ctx else []
         # Whether each recipient is still active is read with the due rows (one statement, not two).
         query = (
             select(Delivery.id, User.active)
@@ -123,7 +130,7 @@ def claim_batch(
             ids = decide(session, ids, now, settings)
             ids = fold(session, ids, now, settings, lock=db.is_postgres)
         if not ids:
-            return Claim([], full)
+            return Claim([], full, settled)
         lease_until = now + timedelta(seconds=lease_seconds)
         session.execute(
             update(Delivery)
@@ -202,7 +209,7 @@ def claim_batch(
                 wecom_userid,
             ) in rows
         ]
-        return Claim(jobs, full)
+        return Claim(jobs, full, settled)
 
 
 def skip_inactive(session: Session, ids: list[int], inactive: set[int], now: datetime, holder: str | None) -> list[int]:
@@ -283,14 +290,24 @@ def claimed_at(job: DeliveryJob, settings: Settings, now: datetime) -> datetime:
     return min(now, job.lease_until - timedelta(seconds=settings.delivery_lease_seconds))
 
 
+# How long a sent in-app delivery may wait to be recorded by the next claim's transaction (see Dispatcher).
+SETTLE_WITHIN = 0.2
+
+
 class Dispatcher:
     """Runs on the event loop: claims, sends with bounded concurrency, records, sleeps until woken.
 
     Outcomes are recorded together: whatever finished while the previous record transaction ran is written
-    in the next one (one commit for a claim's in-app deliveries instead of one each). A finished job wakes
-    the loop for another claim only when there may be more to take (the last claim was capped by capacity
-    or by its limit) or when its outcome may have made something due (anything but "sent": a retry, a
-    fallback row); otherwise the next commit's wake-up, or the poll, brings the next claim.
+    in the next one (one commit for a claim's deliveries instead of one each). A sent in-app delivery (a
+    publish that clients also catch up on by id) is not given a transaction of its own at all: it is
+    recorded by the next claim's, which under assignment load comes within milliseconds, and otherwise
+    within SETTLE_WITHIN (the loop wakes for it). Should the worker die in between, the delivery is taken
+    over when its holder's heartbeat stops and published once more: clients drop a message id they have.
+    Every other outcome is recorded as soon as it is known (a re-sent WeChat message is a real duplicate).
+
+    A finished job wakes the loop for another claim only when there may be more to take (the last claim was
+    capped by capacity or by its limit) or when its outcome may have made something due (anything but
+    "sent": a retry, a fallback row); otherwise the next commit's wake-up, or the poll, brings the next claim.
     """
 
     def __init__(
@@ -308,6 +325,8 @@ class Dispatcher:
         self._capped = False
         self._outcomes: list[tuple[DeliveryJob, SendResult, asyncio.Future[str]]] = []
         self._recorder: asyncio.Task[None] | None = None
+        # Sent in-app deliveries waiting for the next claim's transaction, with their send time.
+        self._unsettled: list[tuple[DeliveryJob, SendResult, datetime, float]] = []
 
     def wake(self) -> None:
         """Call on the event loop (bus handlers run there)."""
@@ -325,24 +344,33 @@ class Dispatcher:
             free = s.delivery_concurrency - len(self._inflight)
             jobs: list[DeliveryJob] = []
             self._capped = free <= 0
+            unsettled, self._unsettled = self._unsettled, []
             if free > 0:
                 try:
                     claim = await to_thread.run_sync(
-                        claim_batch,
-                        self.ctx.db,
-                        self.ctx.clock.now(),
-                        s.delivery_lease_seconds,
-                        min(free, s.delivery_batch_size),
-                        self.heartbeat.id if self.heartbeat else None,
-                        self.heartbeat.dead_workers() if self.heartbeat else (),
-                        s,
+                        partial(
+                            claim_batch,
+                            self.ctx.db,
+                            self.ctx.clock.now(),
+                            s.delivery_lease_seconds,
+                            min(free, s.delivery_batch_size),
+                            self.heartbeat.id if self.heartbeat else None,
+                            self.heartbeat.dead_workers() if self.heartbeat else (),
+                            s,
+                            settle=[(job, result, when) for job, result, when, _ in unsettled],
+                            ctx=self.ctx,
+                        )
                     )
                 except Exception:
                     log.exception("领取待发送投递失败，稍后重试")
+                    self._unsettled[:0] = unsettled
                     await asyncio.sleep(1.0)
                     continue
+                self._settled(unsettled, claim.settled)
                 jobs = claim.jobs
                 self._capped = claim.full
+            elif unsettled:
+                self._settled(unsettled, await self._record_batch([(job, result) for job, result, _, _ in unsettled]))
             for job in jobs:
                 task = asyncio.create_task(self._process(job))
                 self._inflight.add(task)
@@ -374,6 +402,11 @@ class Dispatcher:
                 log.exception("渠道 %s 发送异常", job.channel)
                 result = SendResult.retry(f"发送异常：{type(exc).__name__}")
         elapsed = time.perf_counter() - started
+        if job.channel == "inapp" and result.outcome == "sent" and not self._stopping:
+            if not self._unsettled:
+                asyncio.get_running_loop().call_later(SETTLE_WITHIN, self._event.set)
+            self._unsettled.append((job, result, self.ctx.clock.now(), elapsed))
+            return
         status = await self._record(job, result)
         self.metrics.observe_send(job.channel, status, elapsed)
         if status != "sent":
@@ -381,6 +414,10 @@ class Dispatcher:
             self._event.set()
         if status in ("failed", "dead"):
             log.warning("投递 %s（%s）%s：%s", job.delivery_id, job.channel, status, result.detail)
+
+    def _settled(self, unsettled: list[tuple[DeliveryJob, SendResult, datetime, float]], statuses: list[str]) -> None:
+        for (job, _, _, elapsed), status in zip(unsettled, statuses, strict=True):
+            self.metrics.observe_send(job.channel, status, elapsed)
 
     async def _record(self, job: DeliveryJob, result: SendResult) -> str:
         """Record the outcome with whatever else finished meanwhile (see the class); its new status."""
@@ -429,3 +466,13 @@ class Dispatcher:
         self._event.set()
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=10)
+        unsettled, self._unsettled = self._unsettled, []
+        if unsettled:
+            try:
+                statuses = await to_thread.run_sync(
+                    record_outcomes, self.ctx, [(job, result) for job, result, _, _ in unsettled], self.ctx.clock.now()
+                )
+            except Exception as exc:  # noqa: BLE001 - stopping: the lease runs out and they are published again
+                log.warning("停止时记录站内投递结果失败：%s", type(exc).__name__)
+            else:
+                self._settled(unsettled, statuses)
