@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     # How long a process uses its copy of the enabled transfer and SLA rules before reading them again; a change
     # made in the process itself applies at once (leadpush.rulecache). 0 = read them on every assignment.
     rule_cache_seconds: float = Field(default=2.0, ge=0, le=3600)
+    # How long a process uses its copy of the user and token row a bearer token signs in with; a revoke,
+    # deactivation or any other change to users, tokens or teams made in the process applies at once
+    # (leadpush.users.authcache), one made in another process within this time. 0 = read on every request.
+    auth_cache_seconds: float = Field(default=1.0, ge=0, le=60)
     # Every socket gets {"type":"heartbeat"} this often (one hub-wide task sends them all; the JS client
     # replaces a socket that hears nothing for 70 s).
     ws_heartbeat_seconds: float = Field(default=25.0, gt=0)

@@ -9,8 +9,8 @@ from starlette.datastructures import Headers
 
 from leadpush.context import AppContext
 from leadpush.errors import ApiError
+from leadpush.users.authcache import signed_in
 from leadpush.users.models import ApiToken, User
-from leadpush.users.service import find_token
 from leadpush.users.tokens import INTAKE_PREFIX
 
 # Where the edge middleware leaves the user it signed in before reading a request's body (see app.py).
@@ -51,8 +51,7 @@ def token_or_refuse(ctx: AppContext, token: str, address: str) -> tuple[User, Ap
     a right guess during the lockout teaches a guesser nothing it could use.
     """
     now = ctx.clock.now()
-    with ctx.db.read() as session:
-        found = find_token(session, token, now=now, settings=ctx.settings)
+    found = signed_in(ctx.db, token, now=now, settings=ctx.settings)
     if found is not None:
         row = found[1]
         if ctx.token_uses.due(row, now):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
 from leadpush.context import AppContext
@@ -31,9 +31,13 @@ BATCH = 200
 RETRY_SECONDS = 60
 
 
+def earliest_reminder_query() -> Select[datetime | None]:
+    return select(func.min(Customer.follow_up_remind_at))
+
+
 def earliest_reminder(session: Session) -> datetime | None:
     """The next moment a follow-up reminder is due (None: no plan is waiting for one)."""
-    return session.scalar(select(func.min(Customer.follow_up_remind_at)))
+    return session.scalar(earliest_reminder_query())
 
 
 def due_reminders(session: Session, now: datetime, limit: int = BATCH) -> list[int]:

@@ -16,8 +16,10 @@ import logging
 import math
 import random
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 
 from anyio import to_thread
 from sqlalchemy import and_, or_, select, update
@@ -82,21 +84,53 @@ def claim_due_deliveries(
     first, then each claimed push carries what waits for the same person and channel (notify.digest.fold).
     A carrier's job has the notes it carries (`folded`), whether folded now or before (a retry).
     """
+    return claim_batch(db, now, lease_seconds, limit, holder, dead_workers, settings).jobs
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What one claim took (`jobs`), and whether it found as many due rows as it asked for (`full`: more may
+    be due; rows it skipped or held at claim time count, so `full` can hold with fewer jobs than asked)."""
+
+    jobs: list[DeliveryJob]
+    full: bool
+    settled: list[str] = field(default_factory=list)
+
+
+def claim_batch(
+    db: Database,
+    now: datetime,
+    lease_seconds: float,
+    limit: int,
+    holder: str | None = None,
+    dead_workers: Collection[str] = (),
+    settings: Settings | None = None,
+    settle: Sequence[tuple[DeliveryJob, SendResult, datetime]] = (),
+    ctx: AppContext | None = None,
+) -> Claim:
+    """`claim_due_deliveries`, saying also whether the claim found `limit` due rows. With `settle` (and the
+    `ctx`), records those outcomes (each with when it was known) first, in the same transaction (`Claim.settled`:
+    their statuses)."""
     with db.write() as session:
+        settled = [_record_one(ctx, session, job, result, when) for job, result, when in settle] if ctx else []
+        # Whether each recipient is still active is read with the due rows (one statement, not two).
         query = (
-            select(Delivery.id)
+            select(Delivery.id, User.active)
+            .outerjoin(User, User.id == Delivery.recipient_id)
             .where(due_condition(now, dead_workers))
             .order_by(Delivery.next_attempt_at, Delivery.id)
             .limit(limit)
         )
         if db.is_postgres:
-            query = query.with_for_update(skip_locked=True)
-        ids = skip_inactive_recipients(session, list(session.scalars(query)), now, holder)
+            query = query.with_for_update(skip_locked=True, of=Delivery)
+        due = session.execute(query).all()
+        full = len(due) >= limit
+        ids = skip_inactive(session, [d for d, _ in due], {d for d, active in due if active is False}, now, holder)
         if settings is not None and ids:
             ids = decide(session, ids, now, settings)
             ids = fold(session, ids, now, settings, lock=db.is_postgres)
         if not ids:
-            return []
+            return Claim([], full, settled)
         lease_until = now + timedelta(seconds=lease_seconds)
         session.execute(
             update(Delivery)
@@ -111,8 +145,26 @@ def claim_due_deliveries(
             )
             .execution_options(synchronize_session=False)
         )
+        # Plain columns, not ORM entities: a job needs values, and loading three objects a row cost more CPU
+        # than the statement (issue 17).
         rows = session.execute(
-            select(Delivery, Notification, User)
+            select(
+                Delivery.id,
+                Delivery.channel,
+                Delivery.attempts,
+                Delivery.folds,
+                Notification.id,
+                Notification.prev_id,
+                Notification.kind,
+                Notification.title,
+                Notification.body,
+                Notification.payload,
+                Notification.created_at,
+                User.id,
+                User.name,
+                User.wechat_openid,
+                User.wecom_userid,
+            )
             .join(Notification, Notification.id == Delivery.notification_id)
             .join(User, User.id == Delivery.recipient_id)
             .where(Delivery.id.in_(ids))
@@ -120,42 +172,50 @@ def claim_due_deliveries(
         ).all()
         # A digest carries notes (notify/digest.py); rebuilt from `folds` on every claim, so a carrier taken
         # over after a crash, or retried by an admin, sends the same digest.
-        notes = folded_notes(session, (n for d, _, _ in rows for n in d.folds or []))
-        return [
+        notes = folded_notes(session, (n for row in rows for n in row[3] or []))
+        jobs = [
             DeliveryJob(
-                delivery_id=d.id,
-                channel=d.channel,
-                attempts=d.attempts,
+                delivery_id=d_id,
+                channel=channel,
+                attempts=attempts,
                 lease_until=lease_until,
-                notification_id=n.id,
-                prev_id=n.prev_id,
-                kind=n.kind,
-                title=n.title,
-                body=n.body,
-                payload=n.payload,
-                created_at=n.created_at,
-                recipient=Recipient(u.id, u.name, u.wechat_openid, u.wecom_userid),
+                notification_id=n_id,
+                prev_id=prev_id,
+                kind=kind,
+                title=title,
+                body=body,
+                payload=payload,
+                created_at=created_at,
+                recipient=Recipient(u_id, u_name, openid, wecom_userid),
                 lease_holder=holder,
-                folded=tuple(notes[i] for i in sorted(set(d.folds or [])) if i in notes),
+                folded=tuple(notes[i] for i in sorted(set(folds or [])) if i in notes),
                 claimed_at=now,
             )
-            for d, n, u in rows
+            for (
+                d_id,
+                channel,
+                attempts,
+                folds,
+                n_id,
+                prev_id,
+                kind,
+                title,
+                body,
+                payload,
+                created_at,
+                u_id,
+                u_name,
+                openid,
+                wecom_userid,
+            ) in rows
         ]
+        return Claim(jobs, full, settled)
 
 
-def skip_inactive_recipients(session: Session, ids: list[int], now: datetime, holder: str | None = None) -> list[int]:
-    """Deliveries due for a user deactivated since they were planned are skipped, not sent: returns the
-    rest. (Read with the claim, so one deactivated before this claim gets nothing more.) Each skip is kept
-    in the delivery's attempt history, by the claiming worker `holder`."""
-    if not ids:
-        return ids
-    inactive = set(
-        session.scalars(
-            select(Delivery.id)
-            .join(User, User.id == Delivery.recipient_id)
-            .where(Delivery.id.in_(ids), User.active.is_(False))
-        )
-    )
+def skip_inactive(session: Session, ids: list[int], inactive: set[int], now: datetime, holder: str | None) -> list[int]:
+    """Deliveries due for a user deactivated since they were planned (`inactive`, read with the claim, so one
+    deactivated before this claim gets nothing more) are skipped, not sent: returns the rest of `ids`. Each
+    skip is kept in the delivery's attempt history, by the claiming worker `holder`."""
     if inactive:
         skipped_at_claim(session, sorted(inactive), now, INACTIVE, holder)
         session.execute(
@@ -173,6 +233,21 @@ def record_outcome(ctx: AppContext, job: DeliveryJob, result: SendResult, now: d
     The try joins the delivery's attempt history in the same transaction, only when this worker still held
     the claim (a lost claim's answer belongs to nobody: the new holder's try is the one that counts).
     """
+    return record_outcomes(ctx, [(job, result)], now)[0]
+
+
+def record_outcomes(ctx: AppContext, outcomes: Sequence[tuple[DeliveryJob, SendResult]], now: datetime) -> list[str]:
+    """`record_outcome` for several jobs in one write transaction (the dispatcher records together what
+    finished together: one commit instead of one per delivery); each delivery's new status, in order.
+
+    Each job is fenced on its own: a taken-over claim is "lost" and leaves no history, the others are
+    recorded all the same.
+    """
+    with ctx.db.write() as session:
+        return [_record_one(ctx, session, job, result, now) for job, result in outcomes]
+
+
+def _record_one(ctx: AppContext, session: Session, job: DeliveryJob, result: SendResult, now: datetime) -> str:
     s = ctx.settings
     values: dict[str, object] = {"updated_at": now, "lease_until": None}
     if result.outcome == "sent":
@@ -186,26 +261,25 @@ def record_outcome(ctx: AppContext, job: DeliveryJob, result: SendResult, now: d
     else:
         delay = backoff_seconds(job.attempts, s.delivery_backoff_base, s.delivery_backoff_max, result.retry_after)
         values.update(status="failed", last_error=result.detail, next_attempt_at=now + timedelta(seconds=delay))
-    with ctx.db.write() as session:
-        done = session.execute(
-            update(Delivery)
-            .where(Delivery.id == job.delivery_id, Delivery.status == "sending", Delivery.attempts == job.attempts)
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
-        if rows_changed(done) != 1:
-            return "lost"
-        status = str(values["status"])
-        add_attempt(
-            session,
-            job.delivery_id,
-            job.attempts,
-            result,
-            status,
-            started_at=claimed_at(job, s, now),
-            finished_at=now,
-            worker=job.lease_holder,
-        )
+    done = session.execute(
+        update(Delivery)
+        .where(Delivery.id == job.delivery_id, Delivery.status == "sending", Delivery.attempts == job.attempts)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if rows_changed(done) != 1:
+        return "lost"
+    status = str(values["status"])
+    add_attempt(
+        session,
+        job.delivery_id,
+        job.attempts,
+        result,
+        status,
+        started_at=claimed_at(job, s, now),
+        finished_at=now,
+        worker=job.lease_holder,
+    )
     return status
 
 
@@ -216,8 +290,25 @@ def claimed_at(job: DeliveryJob, settings: Settings, now: datetime) -> datetime:
     return min(now, job.lease_until - timedelta(seconds=settings.delivery_lease_seconds))
 
 
+# How long a sent in-app delivery may wait to be recorded by the next claim's transaction (see Dispatcher).
+SETTLE_WITHIN = 0.2
+
+
 class Dispatcher:
-    """Runs on the event loop: claims, sends with bounded concurrency, records, sleeps until woken."""
+    """Runs on the event loop: claims, sends with bounded concurrency, records, sleeps until woken.
+
+    Outcomes are recorded together: whatever finished while the previous record transaction ran is written
+    in the next one (one commit for a claim's deliveries instead of one each). A sent in-app delivery (a
+    publish that clients also catch up on by id) is not given a transaction of its own at all: it is
+    recorded by the next claim's, which under assignment load comes within milliseconds, and otherwise
+    within SETTLE_WITHIN (the loop wakes for it). Should the worker die in between, the delivery is taken
+    over when its holder's heartbeat stops and published once more: clients drop a message id they have.
+    Every other outcome is recorded as soon as it is known (a re-sent WeChat message is a real duplicate).
+
+    A finished job wakes the loop for another claim only when there may be more to take (the last claim was
+    capped by capacity or by its limit) or when its outcome may have made something due (anything but
+    "sent": a retry, a fallback row); otherwise the next commit's wake-up, or the poll, brings the next claim.
+    """
 
     def __init__(
         self, ctx: AppContext, channels: Mapping[str, Channel], metrics: Metrics, heartbeat: Heartbeat | None = None
@@ -230,6 +321,12 @@ class Dispatcher:
         self._inflight: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        # The last claim may have left due rows behind (no free capacity, or it took as many as it asked for).
+        self._capped = False
+        self._outcomes: list[tuple[DeliveryJob, SendResult, asyncio.Future[str]]] = []
+        self._recorder: asyncio.Task[None] | None = None
+        # Sent in-app deliveries waiting for the next claim's transaction, with their send time.
+        self._unsettled: list[tuple[DeliveryJob, SendResult, datetime, float]] = []
 
     def wake(self) -> None:
         """Call on the event loop (bus handlers run there)."""
@@ -246,22 +343,34 @@ class Dispatcher:
             self._event.clear()
             free = s.delivery_concurrency - len(self._inflight)
             jobs: list[DeliveryJob] = []
+            self._capped = free <= 0
+            unsettled, self._unsettled = self._unsettled, []
             if free > 0:
                 try:
-                    jobs = await to_thread.run_sync(
-                        claim_due_deliveries,
-                        self.ctx.db,
-                        self.ctx.clock.now(),
-                        s.delivery_lease_seconds,
-                        min(free, s.delivery_batch_size),
-                        self.heartbeat.id if self.heartbeat else None,
-                        self.heartbeat.dead_workers() if self.heartbeat else (),
-                        s,
+                    claim = await to_thread.run_sync(
+                        partial(
+                            claim_batch,
+                            self.ctx.db,
+                            self.ctx.clock.now(),
+                            s.delivery_lease_seconds,
+                            min(free, s.delivery_batch_size),
+                            self.heartbeat.id if self.heartbeat else None,
+                            self.heartbeat.dead_workers() if self.heartbeat else (),
+                            s,
+                            settle=[(job, result, when) for job, result, when, _ in unsettled],
+                            ctx=self.ctx,
+                        )
                     )
                 except Exception:
                     log.exception("领取待发送投递失败，稍后重试")
+                    self._unsettled[:0] = unsettled
                     await asyncio.sleep(1.0)
                     continue
+                self._settled(unsettled, claim.settled)
+                jobs = claim.jobs
+                self._capped = claim.full
+            elif unsettled:
+                self._settled(unsettled, await self._record_batch([(job, result) for job, result, _, _ in unsettled]))
             for job in jobs:
                 task = asyncio.create_task(self._process(job))
                 self._inflight.add(task)
@@ -275,7 +384,8 @@ class Dispatcher:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
-        self._event.set()
+        if self._capped or task.cancelled() or task.exception() is not None:
+            self._event.set()
 
     async def _process(self, job: DeliveryJob) -> None:
         channel = self.channels.get(job.channel)
@@ -292,30 +402,62 @@ class Dispatcher:
                 log.exception("渠道 %s 发送异常", job.channel)
                 result = SendResult.retry(f"发送异常：{type(exc).__name__}")
         elapsed = time.perf_counter() - started
+        if job.channel == "inapp" and result.outcome == "sent" and not self._stopping:
+            if not self._unsettled:
+                asyncio.get_running_loop().call_later(SETTLE_WITHIN, self._event.set)
+            self._unsettled.append((job, result, self.ctx.clock.now(), elapsed))
+            return
         status = await self._record(job, result)
         self.metrics.observe_send(job.channel, status, elapsed)
+        if status != "sent":
+            # A retry, a fallback row (created by the channel wrapper), a lost claim: look again now.
+            self._event.set()
         if status in ("failed", "dead"):
             log.warning("投递 %s（%s）%s：%s", job.delivery_id, job.channel, status, result.detail)
 
+    def _settled(self, unsettled: list[tuple[DeliveryJob, SendResult, datetime, float]], statuses: list[str]) -> None:
+        for (job, _, _, elapsed), status in zip(unsettled, statuses, strict=True):
+            self.metrics.observe_send(job.channel, status, elapsed)
+
     async def _record(self, job: DeliveryJob, result: SendResult) -> str:
-        """Record the outcome, holding on to it through a database blip for as long as the lease lasts.
+        """Record the outcome with whatever else finished meanwhile (see the class); its new status."""
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._outcomes.append((job, result, done))
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.create_task(self._record_pending())
+        return await done
+
+    async def _record_pending(self) -> None:
+        while self._outcomes:
+            batch, self._outcomes = self._outcomes, []
+            try:
+                statuses = await self._record_batch([(job, result) for job, result, _ in batch])
+            except Exception:  # noqa: BLE001 - a bug here must not leave the jobs waiting for ever
+                log.exception("记录投递结果失败")
+                statuses = ["unrecorded"] * len(batch)
+            for (_, _, done), status in zip(batch, statuses, strict=True):
+                if not done.done():
+                    done.set_result(status)
+
+    async def _record_batch(self, outcomes: list[tuple[DeliveryJob, SendResult]]) -> list[str]:
+        """Record outcomes, holding on to them through a database blip for as long as the earliest lease lasts.
 
         Giving up early would let the lease expire and the message be sent again although the channel
         answered; only a crash (or an outage longer than the lease) leaves that to happen.
         """
-        budget = (job.lease_until - self.ctx.clock.now()).total_seconds() - 1.0
+        earliest = min(job.lease_until for job, _ in outcomes)
+        budget = (earliest - self.ctx.clock.now()).total_seconds() - 1.0
         deadline = time.monotonic() + max(0.0, budget)
         delay = 0.2
         while True:
             try:
-                return await to_thread.run_sync(record_outcome, self.ctx, job, result, self.ctx.clock.now())
+                return await to_thread.run_sync(record_outcomes, self.ctx, outcomes, self.ctx.clock.now())
             except Exception as exc:  # noqa: BLE001
+                ids = ", ".join(str(job.delivery_id) for job, _ in outcomes)
                 if time.monotonic() + delay >= deadline or self._stopping:
-                    log.error(
-                        "记录投递结果失败，租约到期后将重新发送（投递 %s）：%s", job.delivery_id, type(exc).__name__
-                    )
-                    return "unrecorded"
-                log.warning("记录投递结果失败，%.1f 秒后重试（投递 %s）", delay, job.delivery_id)
+                    log.error("记录投递结果失败，租约到期后将重新发送（投递 %s）：%s", ids, type(exc).__name__)
+                    return ["unrecorded"] * len(outcomes)
+                log.warning("记录投递结果失败，%.1f 秒后重试（投递 %s）", delay, ids)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
@@ -324,3 +466,13 @@ class Dispatcher:
         self._event.set()
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=10)
+        unsettled, self._unsettled = self._unsettled, []
+        if unsettled:
+            try:
+                statuses = await to_thread.run_sync(
+                    record_outcomes, self.ctx, [(job, result) for job, result, _, _ in unsettled], self.ctx.clock.now()
+                )
+            except Exception as exc:  # noqa: BLE001 - stopping: the lease runs out and they are published again
+                log.warning("停止时记录站内投递结果失败：%s", type(exc).__name__)
+            else:
+                self._settled(unsettled, statuses)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -38,11 +38,13 @@ BATCH = 200
 RETRY_SECONDS = 60
 
 
+def earliest_step_query() -> Select[datetime | None]:
+    return select(func.min(Customer.sla_next_at)).where(Customer.owner_id.is_not(None), Customer.opened_at.is_(None))
+
+
 def earliest_step(session: Session) -> datetime | None:
     """The next moment a ladder step is due (None: no lead is waiting for one)."""
-    return session.scalar(
-        select(func.min(Customer.sla_next_at)).where(Customer.owner_id.is_not(None), Customer.opened_at.is_(None))
-    )
+    return session.scalar(earliest_step_query())
 
 
 def due_leads(session: Session, now: datetime, limit: int = BATCH) -> list[int]:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -200,15 +200,19 @@ def recompute_all(db: Database, now: datetime, chunk: int = 2000) -> int:
             touched += len(batch)
 
 
+def earliest_pending_queries() -> tuple[Select[datetime | None], Select[datetime | None]]:
+    """The earliest deadline and the earliest warning not yet given, as two one-value statements."""
+    due = select(func.min(Customer.transfer_due_at)).where(Customer.owner_id.is_not(None))
+    warn = select(func.min(Customer.transfer_warn_at)).where(
+        Customer.owner_id.is_not(None),
+        Customer.transfer_warn_at.is_not(None),
+        (Customer.transfer_warned_for.is_(None)) | (Customer.transfer_warned_for != Customer.transfer_due_at),
+    )
+    return due, warn
+
+
 def earliest_pending(session: Session) -> datetime | None:
     """The next moment the scheduler has something to do: a warning or a deadline."""
-    due = session.scalar(select(func.min(Customer.transfer_due_at)).where(Customer.owner_id.is_not(None)))
-    warn = session.scalar(
-        select(func.min(Customer.transfer_warn_at)).where(
-            Customer.owner_id.is_not(None),
-            Customer.transfer_warn_at.is_not(None),
-            (Customer.transfer_warned_for.is_(None)) | (Customer.transfer_warned_for != Customer.transfer_due_at),
-        )
-    )
+    due, warn = (session.scalar(query) for query in earliest_pending_queries())
     candidates = [t for t in (due, warn) if t is not None]
     return min(candidates) if candidates else None

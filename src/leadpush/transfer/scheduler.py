@@ -17,14 +17,17 @@ import asyncio
 import logging
 import time
 from datetime import datetime, timedelta
+from functools import cache
 
 from anyio import to_thread
 from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
 
 from leadpush.context import AppContext
-from leadpush.leads.reminders import earliest_reminder, run_due_reminders
-from leadpush.sla.engine import earliest_step, run_due_steps
-from leadpush.transfer.deadlines import earliest_pending
+from leadpush.leads.reminders import earliest_reminder_query, run_due_reminders
+from leadpush.sla.engine import earliest_step_query, run_due_steps
+from leadpush.transfer.deadlines import earliest_pending_queries
 from leadpush.transfer.engine import RunReport, TransferBusy, run_transfer, tell_untold_runs
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,25 @@ def next_cron_after(trigger: CronTrigger, now: datetime) -> datetime:
     return fire
 
 
+@cache
+def _earliest_statement() -> Select[datetime | None, datetime | None, datetime | None, datetime | None]:
+    due, warn = earliest_pending_queries()
+    return select(
+        due.scalar_subquery(),
+        warn.scalar_subquery(),
+        earliest_step_query().scalar_subquery(),
+        earliest_reminder_query().scalar_subquery(),
+    )
+
+
+def earliest_moments(session: Session) -> tuple[datetime | None, datetime | None, datetime | None]:
+    """(`earliest_pending`, `earliest_step`, `earliest_reminder`) in one statement: the scheduler reads them
+    after commits, up to every READ_INTERVAL, so four statements a look were a cost of every assignment."""
+    due, warn, step, remind = session.execute(_earliest_statement()).one()
+    candidates = [t for t in (due, warn) if t is not None]
+    return (min(candidates) if candidates else None), step, remind
+
+
 class TransferScheduler:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
@@ -67,7 +89,7 @@ class TransferScheduler:
     def _earliest(self) -> tuple[datetime | None, datetime | None, datetime | None]:
         """The earliest transfer deadline or warning, the earliest first-contact step and follow-up reminder."""
         with self.ctx.db.read() as session:
-            return earliest_pending(session), earliest_step(session), earliest_reminder(session)
+            return earliest_moments(session)
 
     async def _run_reminders(self) -> None:
         try:

@@ -53,6 +53,21 @@ def alive(now: datetime, settings: Settings) -> ColumnElement[bool]:
     )
 
 
+def alive_at(token: ApiToken, now: datetime, settings: Settings) -> bool:
+    """`alive` for a row in hand (leadpush.users.authcache checks its copies with it): the same conditions."""
+    if token.revoked_at is not None:
+        return False
+    if token.kind != "session":
+        return True
+    last_use = token.last_used_at if token.last_used_at is not None else token.created_at
+    return (
+        token.expires_at is not None
+        and token.expires_at > now
+        and last_use is not None
+        and last_use > now - idle_limit(settings)
+    )
+
+
 def start_session(
     session: Session,
     user: User,
