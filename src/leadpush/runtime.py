@@ -28,6 +28,7 @@ from leadpush.notify.metrics import LedgerCollector, Metrics
 from leadpush.notify.workers import Heartbeat
 from leadpush.sla.acks import opened_by_ack
 from leadpush.transfer.scheduler import TransferScheduler
+from leadpush.users import authcache
 from leadpush.users.service import valid_token_hashes
 from leadpush.wechat import channel as wechat_channel
 from leadpush.wecom import channel as wecom_channel
@@ -100,6 +101,10 @@ class Runtime:
             # Sign-in changes from other processes; after a bus outage, anything may have been missed.
             self.bus.on_auth(self._recheck)
             self.bus.on_resync(lambda: self._recheck(None))
+            # ... and the copies of what tokens sign in with (users/authcache.py): a revoke or deactivation
+            # elsewhere is refused here at once, not after LEADPUSH_AUTH_CACHE_SECONDS.
+            self.bus.on_auth(lambda _ids: self._drop_sign_in_copies())
+            self.bus.on_resync(self._drop_sign_in_copies)
             self._spawn(self._recheck_periodically())
             self._spawn(self.hub.beat_periodically(self.ctx.settings.ws_heartbeat_seconds))
             if self.gc_freeze.min_open > 0:
@@ -149,6 +154,9 @@ class Runtime:
             self._spawn(self.bus.publish_auth(user_ids))
 
         loop.call_soon_threadsafe(on_loop)
+
+    def _drop_sign_in_copies(self) -> None:
+        authcache.install(self.ctx.db.engine, self.ctx.settings.auth_cache_seconds).invalidate()
 
     def _recheck(self, user_ids: set[int] | None) -> None:
         """On the loop: close these users' (None: everyone's) sockets and long polls whose token is gone."""

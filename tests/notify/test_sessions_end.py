@@ -167,6 +167,32 @@ def test_a_revoke_through_one_api_process_closes_the_socket_on_another(cluster):
     assert r.status_code == 401 and r.json()["code"] == "invalid_token", r.text
 
 
+def test_a_revoke_through_one_api_process_refuses_plain_requests_on_another_at_once(cluster):
+    # Each api process keeps a copy of what a token signs in with (LEADPUSH_AUTH_CACHE_SECONDS): the revoke's
+    # message over Redis drops it everywhere, so the copy's minute never lets a revoked token through.
+    cluster.env["LEADPUSH_AUTH_CACHE_SECONDS"] = "60"
+    api_a = cluster.spawn("api", name="api-a")
+    api_b = cluster.spawn("api", name="api-b")
+    _, admin = cluster.user("管理员", "admin")
+    alice_id, alice = cluster.user("李丽")
+    for _ in range(2):  # the first use records itself (a write that drops copies); the second leaves a copy
+        me = httpx.get(f"{api_b.url}/api/me", headers={"Authorization": f"Bearer {alice}"}, timeout=30)
+        assert me.status_code == 200, me.text
+    r = httpx.post(
+        f"{api_a.url}/api/users/{alice_id}/tokens/revoke", headers={"Authorization": f"Bearer {admin}"}, timeout=30
+    )
+    assert r.status_code == 200, r.text
+    refused = wait_for(
+        lambda: (
+            (x := httpx.get(f"{api_b.url}/api/me", headers={"Authorization": f"Bearer {alice}"}, timeout=30))
+            and x.status_code == 401
+            and x
+        ),
+        timeout=20,
+    )
+    assert refused.json()["code"] == "invalid_token"
+
+
 def test_a_lost_message_is_made_up_by_the_periodic_check(cluster):
     cluster.env["LEADPUSH_SESSION_RECHECK_SECONDS"] = "1"
     api = cluster.spawn("api", "worker", name="api")
