@@ -26,6 +26,7 @@ from leadpush.notify.fallback import FallbackChannel
 from leadpush.notify.hub import Hub
 from leadpush.notify.metrics import LedgerCollector, Metrics
 from leadpush.notify.workers import Heartbeat
+from leadpush.notify.ws import read_after_many
 from leadpush.sla.acks import opened_by_ack
 from leadpush.transfer.scheduler import TransferScheduler
 from leadpush.users.service import valid_token_hashes
@@ -59,7 +60,7 @@ class Runtime:
     def __init__(self, ctx: AppContext, roles: frozenset[str]) -> None:
         self.ctx = ctx
         self.roles = roles
-        self.hub = Hub(self._valid_tokens)
+        self.hub = Hub(self._valid_tokens, lambda afters: read_after_many(ctx.db, afters))
         self.metrics = Metrics()
         self.bus: Bus = make_bus(ctx.settings.redis_url, ctx.settings.redis_prefix)
         self.dispatcher: Dispatcher | None = None
@@ -194,6 +195,7 @@ class Runtime:
             await to_thread.run_sync(self.heartbeat.stop)
         if self.scheduler is not None:
             await self.scheduler.stop()
+        await self.hub.stop()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):

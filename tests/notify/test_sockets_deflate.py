@@ -23,7 +23,9 @@ def _extensions(node: LeadpushProcess, token: str, **env: str) -> tuple[str, lis
 
 
 def test_the_server_compresses_without_context_and_a_small_window(api, team, tmp_path):
-    node = LeadpushProcess({"LEADPUSH_DATABASE_URL": api.ctx.settings.database_url}, ("api",), tmp_path, "deflate").start()
+    node = LeadpushProcess(
+        {"LEADPUSH_DATABASE_URL": api.ctx.settings.database_url}, ("api",), tmp_path, "deflate"
+    ).start()
     try:
         header, got = _extensions(node, team.alice.token)
     finally:
