@@ -181,10 +181,14 @@ async def leadpush_phase(dep, manager, sales, leads: list[int], burst: int, idle
     requests_done = time.perf_counter()
     done, pending = await asyncio.wait(waits, timeout=30)
     last = max((f.result() for f in done), default=requests_done)
+    closed = [listener.closed_with for listener in listeners if listener.closed_with is not None]
     out["burst"] = {
         "messages": len(jobs),
         "received": len(done),
         "lost": len(pending) + lost,
+        # Sockets the server closed during the phase (a lost message on one of them is the socket's).
+        "sockets_closed": len(closed),
+        "close_codes": sorted(set(closed)),
         "requests_seconds": round(requests_done - started, 2),
         "span_seconds": round(last - started, 2),
         "after_response": ms_stats(after_response),

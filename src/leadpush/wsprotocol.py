@@ -9,7 +9,8 @@ context between its messages (`server_no_context_takeover`: a compressor lives o
 compressed) and both directions use a 1 KB window (`server_max_window_bits` / `client_max_window_bits`
 of 10). Every browser accepts both answers (RFC 7692 §7.1.1.1, §7.1.2.2); what the client receives is the
 same text. LEADPUSH_WS_DEFLATE_CONTEXT_TAKEOVER=true and LEADPUSH_WS_DEFLATE_WINDOW_BITS=12 restore
-uvicorn's own negotiation.
+uvicorn's own negotiation. The handshake's request and response objects are let go once the socket is
+accepted (~3 KB).
 """
 
 from __future__ import annotations
@@ -54,5 +55,12 @@ def protocol_class(context_takeover: bool, window_bits: int) -> type[asyncio.Pro
                     max_size=config.ws_max_size,
                     logger=self.conn.logger,
                 )
+
+        async def send(self, message: Any) -> None:
+            await super().send(message)
+            if message["type"] == "websocket.accept" and self.handshake_complete:
+                # The handshake's request and response (their header objects, ~3 KB) are not read again;
+                # the application keeps what it needs in its ASGI scope.
+                self.request = self.response = None  # type: ignore[assignment]
 
     return LeadpushWebSocketProtocol
