@@ -17,7 +17,7 @@ from typing import Any, Protocol
 log = logging.getLogger(__name__)
 
 
-InappHandler = Callable[[int, dict[str, Any]], None]
+InappHandler = Callable[[int, dict[str, Any] | None], None]
 WakeHandler = Callable[[], None]
 ResyncHandler = Callable[[], None]
 AuthHandler = Callable[[set[int]], None]
@@ -66,7 +66,7 @@ class _Handlers:
     def on_auth(self, handler: AuthHandler) -> None:
         self.auth.append(handler)
 
-    def fire_inapp(self, user_id: int, message: dict[str, Any]) -> None:
+    def fire_inapp(self, user_id: int, message: dict[str, Any] | None) -> None:
         for handler in self.inapp:
             handler(user_id, message)
 
