@@ -176,11 +176,15 @@ async def leadpush_phase(dep, manager, sales, leads: list[int], burst: int, idle
 
             fut.add_done_callback(arrived)
 
+    cpu_before = [service.cpu() for service in dep.api]
     started = time.perf_counter()
     await asyncio.gather(*(client(i, c) for i, c in enumerate(conns)))
     requests_done = time.perf_counter()
     done, pending = await asyncio.wait(waits, timeout=30)
     last = max((f.result() for f in done), default=requests_done)
+    # CPU seconds each api process spent from the first request to the last arrival (less load-sensitive
+    # than the latencies on a shared machine; api process 1 holds the sockets).
+    cpu_burst = [round(service.cpu() - before, 2) for service, before in zip(dep.api, cpu_before, strict=True)]
     closed = [listener.closed_with for listener in listeners if listener.closed_with is not None]
     out["burst"] = {
         "messages": len(jobs),
@@ -190,6 +194,7 @@ async def leadpush_phase(dep, manager, sales, leads: list[int], burst: int, idle
         "sockets_closed": len(closed),
         "close_codes": sorted(set(closed)),
         "requests_seconds": round(requests_done - started, 2),
+        "api_cpu_seconds": cpu_burst,
         "span_seconds": round(last - started, 2),
         "after_response": ms_stats(after_response),
     }
