@@ -54,3 +54,36 @@ def test_the_compression_context_can_be_kept_by_setting(api, team, tmp_path):
     assert "server_no_context_takeover" not in params
     assert "server_max_window_bits=12" in params
     assert {"unread", "pong"} <= {m["type"] for m in got}
+
+
+def test_a_browser_negotiates_the_smaller_deflate_and_reads_every_frame(api, team, tmp_path, browser):
+    # Chromium: what the product's users run. It offers permessage-deflate with client_max_window_bits and
+    # must accept server_no_context_takeover and the window sizes (RFC 7692), then inflate each message.
+    node = LeadpushProcess(
+        {"LEADPUSH_DATABASE_URL": api.ctx.settings.database_url}, ("api",), tmp_path, "deflate-br"
+    ).start()
+    page = browser.new_page()
+    try:
+        page.goto(node.url + "/healthz")
+        result = page.evaluate(
+            """([url]) => new Promise((resolve, reject) => {
+                const ws = new WebSocket(url);
+                const types = [];
+                ws.onmessage = (e) => {
+                    const m = JSON.parse(e.data);
+                    types.push(m.type);
+                    if (m.type === 'hello') { ws.send(JSON.stringify({type: 'resume', after: 0})); ws.send(JSON.stringify({type: 'ping'})); }
+                    if (types.includes('unread') && types.includes('pong')) { resolve({ext: ws.extensions, types}); ws.close(); }
+                };
+                ws.onerror = () => reject(new Error('socket error'));
+                setTimeout(() => reject(new Error('timeout: ' + types)), 20000);
+            })""",
+            [node.url.replace("http://", "ws://") + f"/ws?token={team.alice.token}"],
+        )
+    finally:
+        page.close()
+        node.stop()
+    assert "permessage-deflate" in result["ext"]
+    assert "server_no_context_takeover" in result["ext"]
+    assert "server_max_window_bits=10" in result["ext"]
+    assert result["types"][0] == "hello"
