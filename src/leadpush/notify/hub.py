@@ -30,7 +30,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from anyio import to_thread
+from anyio import CapacityLimiter, to_thread
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,8 @@ class Hub:
         self.read_after = read_after
         self._stale: set[int] = set()
         self._catching_up: asyncio.Task[None] | None = None
+        # The shared read's own thread token: it does not queue behind the request handlers' 40.
+        self._read_limiter: CapacityLimiter | None = None
         self._listeners: dict[int, set[Listener]] = defaultdict(set)
         self._lock = threading.Lock()
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -141,7 +143,9 @@ class Hub:
         if not afters:
             return
         try:
-            found, cut = await to_thread.run_sync(self.read_after, afters)
+            if self._read_limiter is None:
+                self._read_limiter = CapacityLimiter(1)
+            found, cut = await to_thread.run_sync(self.read_after, afters, limiter=self._read_limiter)
         except Exception as exc:  # noqa: BLE001 - each socket re-reads itself (and closes if that fails too)
             log.warning("批量补发读取失败（%s），各连接自行补读", type(exc).__name__)
             found, cut = {}, set(afters)
