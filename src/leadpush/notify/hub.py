@@ -123,7 +123,14 @@ class Hub:
             await asyncio.sleep(0)  # the rest of this tick's hints join the first read
             while self._stale:
                 users, self._stale = self._stale, set()
-                await self._catch_up(users)
+                try:
+                    await self._catch_up(users)
+                except Exception:  # noqa: BLE001 - never drop a hint: each socket re-reads itself
+                    log.warning("批量补发失败，各连接自行补读", exc_info=True)
+                    with self._lock:
+                        listeners = [ls for uid in users for ls in self._listeners.get(uid, ())]
+                    for listener in listeners:
+                        listener.offer(None)
         finally:
             self._catching_up = None
 
