@@ -25,6 +25,7 @@ import random
 import re
 import sys
 import time
+from collections import Counter
 from typing import Any
 
 import httpx
@@ -160,14 +161,20 @@ async def leadpush_phase(dep, manager, sales, leads: list[int], burst: int, idle
     after_response: list[float] = []
     by_route: dict[bool, list[float]] = {True: [], False: []}
     waits: list[asyncio.Future[float]] = []
+    refused: Counter[str] = Counter()  # assign requests answered other than 200, by status and code
 
     async def client(index: int, conn: HttpConnection) -> None:
         same = index % len(dep.api) == 0  # the sockets are all on api process 1
         while not queue.empty():
             uid, lead = queue.get_nowait()
             fut = by_user[uid].expect(("customer_assigned", lead))
-            await conn.request("PATCH", f"/api/customers/{lead}/assign", {"assignedTo": uid}, manager.token)
+            status, body = await conn.request(
+                "PATCH", f"/api/customers/{lead}/assign", {"assignedTo": uid}, manager.token
+            )
             t1 = time.perf_counter()
+            if status != 200:  # nothing was assigned, so nothing will be pushed: not a lost push
+                refused[f"{status} {(body or {}).get('code', '')}".strip()] += 1
+                continue
             waits.append(fut)
 
             def arrived(f: asyncio.Future[float], t1: float = t1, same: bool = same) -> None:
@@ -190,6 +197,7 @@ async def leadpush_phase(dep, manager, sales, leads: list[int], burst: int, idle
         "messages": len(jobs),
         "received": len(done),
         "lost": len(pending) + lost,
+        "requests_refused": dict(refused),
         # Sockets the server closed during the phase (a lost message on one of them is the socket's).
         "sockets_closed": len(closed),
         "close_codes": sorted(set(closed)),
