@@ -25,6 +25,7 @@ import random
 import re
 import sys
 import time
+from collections import Counter
 from typing import Any
 
 import httpx
@@ -160,14 +161,20 @@ async def leadpush_phase(dep, manager, sales, leads: list[int], burst: int, idle
     after_response: list[float] = []
     by_route: dict[bool, list[float]] = {True: [], False: []}
     waits: list[asyncio.Future[float]] = []
+    refused: Counter[str] = Counter()  # assign requests answered other than 200, by status and code
 
     async def client(index: int, conn: HttpConnection) -> None:
         same = index % len(dep.api) == 0  # the sockets are all on api process 1
         while not queue.empty():
             uid, lead = queue.get_nowait()
             fut = by_user[uid].expect(("customer_assigned", lead))
-            await conn.request("PATCH", f"/api/customers/{lead}/assign", {"assignedTo": uid}, manager.token)
+            status, body = await conn.request(
+                "PATCH", f"/api/customers/{lead}/assign", {"assignedTo": uid}, manager.token
+            )
             t1 = time.perf_counter()
+            if status != 200:  # nothing was assigned, so nothing will be pushed: not a lost push
+                refused[f"{status} {(body or {}).get('code', '')}".strip()] += 1
+                continue
             waits.append(fut)
 
             def arrived(f: asyncio.Future[float], t1: float = t1, same: bool = same) -> None:
@@ -176,16 +183,26 @@ async def leadpush_phase(dep, manager, sales, leads: list[int], burst: int, idle
 
             fut.add_done_callback(arrived)
 
+    cpu_before = [service.cpu() for service in dep.api]
     started = time.perf_counter()
     await asyncio.gather(*(client(i, c) for i, c in enumerate(conns)))
     requests_done = time.perf_counter()
     done, pending = await asyncio.wait(waits, timeout=30)
     last = max((f.result() for f in done), default=requests_done)
+    # CPU seconds each api process spent from the first request to the last arrival (less load-sensitive
+    # than the latencies on a shared machine; api process 1 holds the sockets).
+    cpu_burst = [round(service.cpu() - before, 2) for service, before in zip(dep.api, cpu_before, strict=True)]
+    closed = [listener.closed_with for listener in listeners if listener.closed_with is not None]
     out["burst"] = {
         "messages": len(jobs),
         "received": len(done),
         "lost": len(pending) + lost,
+        "requests_refused": dict(refused),
+        # Sockets the server closed during the phase (a lost message on one of them is the socket's).
+        "sockets_closed": len(closed),
+        "close_codes": sorted(set(closed)),
         "requests_seconds": round(requests_done - started, 2),
+        "api_cpu_seconds": cpu_burst,
         "span_seconds": round(last - started, 2),
         "after_response": ms_stats(after_response),
     }

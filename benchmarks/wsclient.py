@@ -23,6 +23,8 @@ class Listener:
         self.waiting: dict[Any, asyncio.Future[float]] = {}
         self.arrived: dict[Any, float] = {}
         self.count = 0
+        # Set when the server closed the socket while it was being read (its close code; 1006: no code).
+        self.closed_with: int | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def open(self, after: int = 0, compression: str | None = "deflate") -> Listener:
@@ -56,7 +58,8 @@ class Listener:
                 elif key is not None:
                     self.arrived[key] = now
         except Exception:  # noqa: BLE001 - a closed socket ends the reader
-            return
+            pass
+        self.closed_with = (self.ws.close_code or 1006) if self.ws.close_code != 1000 else None
 
     async def close(self) -> None:
         if self._task is not None:

@@ -75,6 +75,7 @@ def serve(
 
     from leadpush.app import create_app
     from leadpush.context import AppContext
+    from leadpush.wsprotocol import protocol_class
 
     settings = _settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -99,6 +100,7 @@ def serve(
         host=host,
         port=port,
         log_level=settings.log_level.lower(),
+        ws=protocol_class(settings.ws_deflate_context_takeover, settings.ws_deflate_window_bits),
         ws_ping_interval=settings.ws_ping_interval,
         ws_ping_timeout=settings.ws_ping_timeout,
         ws_max_size=settings.ws_max_message_bytes,

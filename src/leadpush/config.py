@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     # dropped (a phone that went into a tunnel, a laptop closed without a goodbye).
     ws_ping_interval: float = Field(default=20.0, gt=0)
     ws_ping_timeout: float = Field(default=20.0, gt=0)
+    # permessage-deflate (src/leadpush/wsprotocol.py): keep the server's compression context between its
+    # messages (true: ~38 KB of zlib per idle socket; false: a compressor only while a message is
+    # compressed), and the window both directions may use (bits: 10 = 1 KB; uvicorn's own was 12).
+    ws_deflate_context_takeover: bool = False
+    ws_deflate_window_bits: int = Field(default=10, ge=9, le=15)
     # Live channels: the largest message a client may send (an ack of 1000 ids is about 12 KB), at most
     # this many sockets and concurrent long polls per user on one process, and how often each process
     # re-checks the tokens of its open sockets (the safety net should a "signed out" message be lost).

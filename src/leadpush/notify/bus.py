@@ -17,7 +17,7 @@ from typing import Any, Protocol
 log = logging.getLogger(__name__)
 
 
-InappHandler = Callable[[int, dict[str, Any]], None]
+InappHandler = Callable[[int, dict[str, Any] | None], None]
 WakeHandler = Callable[[], None]
 ResyncHandler = Callable[[], None]
 AuthHandler = Callable[[set[int]], None]
@@ -66,7 +66,7 @@ class _Handlers:
     def on_auth(self, handler: AuthHandler) -> None:
         self.auth.append(handler)
 
-    def fire_inapp(self, user_id: int, message: dict[str, Any]) -> None:
+    def fire_inapp(self, user_id: int, message: dict[str, Any] | None) -> None:
         for handler in self.inapp:
             handler(user_id, message)
 
@@ -119,6 +119,8 @@ class RedisBus(_Handlers):
         super().__init__()
         self.wake_channel = f"{prefix}:wake"
         self.inapp_channel = f"{prefix}:inapp"
+        # Catch-up hints: one message names every user a loop tick's commits hinted (issue 17).
+        self.hints_channel = f"{prefix}:hints"
         self.auth_channel = f"{prefix}:auth"
         import redis.asyncio as aioredis
 
@@ -150,10 +152,12 @@ class RedisBus(_Handlers):
         await self._publish(self.inapp_channel, {"userId": user_id, "message": message, "from": self.node_id})
 
     async def publish_hints(self, user_ids: set[int]) -> None:
-        """Tell every API process right after a commit, without waiting for the worker's push."""
+        """Tell every API process right after a commit, without waiting for the worker's push: one
+        message for all these users (each process's hub then reads for all of them at once)."""
+        if not user_ids:
+            return
         try:
-            for uid in user_ids:
-                await self.publish_inapp(uid, None)
+            await self._publish(self.hints_channel, {"userIds": sorted(user_ids), "from": self.node_id})
         except Exception as exc:  # noqa: BLE001 - a lost hint only delays until the worker's push
             log.warning("Redis 提示消息发送失败：%s", type(exc).__name__)
 
@@ -184,7 +188,10 @@ class RedisBus(_Handlers):
         while not self._stopping:
             pubsub = self._redis.pubsub()
             try:
-                await pubsub.subscribe(self.wake_channel, self.inapp_channel, self.auth_channel)
+                channels = [self.inapp_channel, self.hints_channel, self.auth_channel]
+                if self.wake:  # an api-only process has nobody to wake: it does not hear every commit's wake-up
+                    channels.append(self.wake_channel)
+                await pubsub.subscribe(*channels)
                 self.connected.set()
                 delay = 0.2
                 log.info("已连接 Redis 订阅")
@@ -219,6 +226,9 @@ class RedisBus(_Handlers):
             if payload["message"] is None and payload.get("from") == self.node_id:
                 return  # our own hint: this process's hub was told directly
             self.fire_inapp(int(payload["userId"]), payload["message"])
+        elif channel == self.hints_channel and payload.get("from") != self.node_id:
+            for uid in payload["userIds"]:
+                self.fire_inapp(int(uid), None)
         elif channel == self.wake_channel and payload.get("from") != self.node_id:
             self.fire_wake()
         elif channel == self.auth_channel and payload.get("from") != self.node_id:

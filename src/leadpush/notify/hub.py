@@ -8,6 +8,12 @@ Each listener remembers the hash of the token it signed in with. When a user's t
 the user is deactivated (and periodically, in case that message was lost), the hub re-checks those
 hashes in one query and ends the listeners whose token no longer signs in.
 
+Catch-up hints coalesce: a hint ("user n has something new", from a commit here or another api process)
+for a user with sockets marks the user stale; one task reads the ledger for every stale user at once (one
+read in flight; what is hinted meanwhile goes into the next) and offers each socket its user's messages,
+which the socket sends, skips (already sent) or replaces with a re-read of its own (a gap), as for any
+message. A burst of 1,000 commits no longer costs 1,000 reads in threads (issue 17).
+
 Heartbeats: one task per process (`beat_periodically`) asks every listener about once a second whether
 its heartbeat is due, instead of a sleeping task per socket; a socket queues `{"type":"heartbeat"}` for
 its writer every LEADPUSH_WS_HEARTBEAT_SECONDS after it connected, as before.
@@ -16,22 +22,34 @@ its writer every LEADPUSH_WS_HEARTBEAT_SECONDS after it connected, as before.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from anyio import to_thread
+from anyio import CapacityLimiter, to_thread
+
+log = logging.getLogger(__name__)
 
 # Given token hashes, the ones that still sign someone in (a database read: runs in a thread).
 TokenCheck = Callable[[set[str]], set[str]]
+# Given {user id: the id after which to read}, each user's notifications after it, in id order, as pushed
+# (a database read: runs in a thread), and the users whose read was cut short (they re-read themselves).
+ReadAfter = Callable[[dict[int, int]], tuple[dict[int, list[dict[str, Any]]], set[int]]]
 
 
 class Listener(Protocol):
     token_hash: str
     # A WebSocket lives for hours, a long poll for seconds: the gc policy counts the long-lived only.
     long_lived: bool
+    # Follows the ledger by id (a socket): its hints are coalesced into the hub's shared read.
+    follows_ledger: bool
+
+    def after(self) -> int | None:
+        """The id after which this listener needs what is new; None: not synced yet (it reads itself)."""
 
     def offer(self, message: dict[str, Any] | None) -> None:
         """Called on the event loop; None means "you may have missed something: re-read"."""
@@ -44,8 +62,14 @@ class Listener(Protocol):
 
 
 class Hub:
-    def __init__(self, check: TokenCheck) -> None:
+    def __init__(self, check: TokenCheck, read_after: ReadAfter | None = None) -> None:
         self._check = check
+        # None: every listener re-reads for itself on a hint (no coalescing).
+        self.read_after = read_after
+        self._stale: set[int] = set()
+        self._catching_up: asyncio.Task[None] | None = None
+        # The shared read's own thread token: it does not queue behind the request handlers' 40.
+        self._read_limiter: CapacityLimiter | None = None
         self._listeners: dict[int, set[Listener]] = defaultdict(set)
         self._lock = threading.Lock()
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -72,18 +96,79 @@ class Hub:
                     del self._listeners[user_id]
 
     def deliver(self, user_id: int, message: dict[str, Any] | None) -> None:
+        """On the loop: offer a message (None: a hint, "re-read") to the user's listeners."""
         with self._lock:
             listeners = list(self._listeners.get(user_id, ()))
+        coalesce = False
         for listener in listeners:
-            listener.offer(message)
+            if message is None and self.read_after is not None and listener.follows_ledger:
+                coalesce = True
+            else:
+                listener.offer(message)
+        if coalesce:
+            self._stale.add(user_id)
+            if self._catching_up is None:
+                self._catching_up = asyncio.get_running_loop().create_task(self._catch_up_stale())
 
     def resync(self) -> None:
         """Ask every listener to re-read from the ledger (after a bus reconnect)."""
         with self._lock:
-            everyone = [(uid, list(ls)) for uid, ls in self._listeners.items()]
-        for _uid, listeners in everyone:
-            for listener in listeners:
+            users = list(self._listeners)
+        for uid in users:
+            self.deliver(uid, None)
+
+    async def _catch_up_stale(self) -> None:
+        """The one catch-up task while users are stale: read for all of them, again while more come."""
+        try:
+            await asyncio.sleep(0)  # the rest of this tick's hints join the first read
+            while self._stale:
+                users, self._stale = self._stale, set()
+                try:
+                    await self._catch_up(users)
+                except Exception:  # noqa: BLE001 - never drop a hint: each socket re-reads itself
+                    log.warning("批量补发失败，各连接自行补读", exc_info=True)
+                    with self._lock:
+                        listeners = [ls for uid in users for ls in self._listeners.get(uid, ())]
+                    for listener in listeners:
+                        listener.offer(None)
+        finally:
+            self._catching_up = None
+
+    async def _catch_up(self, users: set[int]) -> None:
+        assert self.read_after is not None
+        with self._lock:
+            targets = [(uid, ls) for uid in users for ls in self._listeners.get(uid, ()) if ls.follows_ledger]
+        afters: dict[int, int] = {}
+        waiting: list[tuple[int, Listener]] = []
+        for uid, listener in targets:
+            after = listener.after()
+            if after is None:
+                listener.offer(None)  # not synced yet: its own catch-up at sync reads everything
+                continue
+            afters[uid] = min(after, afters.get(uid, after))
+            waiting.append((uid, listener))
+        if not afters:
+            return
+        try:
+            if self._read_limiter is None:
+                self._read_limiter = CapacityLimiter(1)
+            found, cut = await to_thread.run_sync(self.read_after, afters, limiter=self._read_limiter)
+        except Exception as exc:  # noqa: BLE001 - each socket re-reads itself (and closes if that fails too)
+            log.warning("批量补发读取失败（%s），各连接自行补读", type(exc).__name__)
+            found, cut = {}, set(afters)
+        for uid, listener in waiting:
+            if uid in cut:
                 listener.offer(None)
+                continue
+            for message in found.get(uid, ()):
+                listener.offer(message)
+
+    async def stop(self) -> None:
+        task = self._catching_up
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
     async def revalidate(self, user_ids: set[int] | None = None) -> int:
         """End the listeners (of these users, or everyone's) whose token no longer signs in; how many."""
@@ -133,11 +218,15 @@ class Waiter:
     """A long-poll request waiting for its user's next message."""
 
     long_lived = False
+    follows_ledger = False
 
     def __init__(self, token_hash: str) -> None:
         self.token_hash = token_hash
         self.event = asyncio.Event()
         self.ended = False
+
+    def after(self) -> int | None:
+        return None
 
     def offer(self, message: dict[str, Any] | None) -> None:
         self.event.set()

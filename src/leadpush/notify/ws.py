@@ -24,13 +24,16 @@ from typing import Any
 
 from anyio import to_thread
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from sqlalchemy import and_, or_, select
 
 from leadpush.context import AppContext
+from leadpush.db import Database
 from leadpush.deps import authenticate_or_refuse
 from leadpush.errors import ApiError
 from leadpush.notify import service
 from leadpush.notify.hub import Hub
 from leadpush.notify.ledger import unread_count
+from leadpush.notify.models import Notification
 from leadpush.users.service import hash_token
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,7 @@ TOO_MANY_SOCKETS = 1013
 
 class WsConnection:
     long_lived = True
+    follows_ledger = True
 
     def __init__(self, ws: WebSocket, ctx: AppContext, user_id: int, token_hash: str) -> None:
         self.ws = ws
@@ -66,6 +70,9 @@ class WsConnection:
         if now >= self.beat_due:
             self.beat_due = now + self.beat_every
             self.queue.put_nowait(HEARTBEAT)
+
+    def after(self) -> int | None:
+        return self.last_sent if self.synced.is_set() else None
 
     def offer(self, message: dict[str, Any] | None) -> None:
         self.queue.put_nowait(message)
@@ -156,6 +163,37 @@ class WsConnection:
         await to_thread.run_sync(write)
         if read:
             await self.send_unread()
+
+
+# The hub's coalesced catch-up (hub.py): users per statement, and rows per statement; when a statement
+# fills its page, the users it may have cut short re-read for themselves.
+BATCH_USERS = 100
+BATCH_PAGE = CATCH_UP_PAGE
+
+
+def read_after_many(db: Database, afters: dict[int, int]) -> tuple[dict[int, list[dict[str, Any]]], set[int]]:
+    """Each user's notifications after its id, in id order, as pushed; and the users cut short."""
+    found: dict[int, list[dict[str, Any]]] = {}
+    cut: set[int] = set()
+    items = sorted(afters.items())
+    with db.read() as session:
+        for start in range(0, len(items), BATCH_USERS):
+            chunk = items[start : start + BATCH_USERS]
+            page = BATCH_PAGE
+            rows = session.scalars(
+                select(Notification)
+                .where(or_(*(and_(Notification.recipient_id == uid, Notification.id > after) for uid, after in chunk)))
+                .order_by(Notification.recipient_id, Notification.id)
+                .limit(page)
+            ).all()
+            for n in rows:
+                found.setdefault(n.recipient_id, []).append(service.message_of(n))
+            if len(rows) >= page:
+                last = rows[-1].recipient_id
+                cut.update(uid for uid, _ in chunk if uid >= last)
+    for uid in cut:
+        found.pop(uid, None)
+    return found, cut
 
 
 # Close codes a client can act on: a bad token is final (1008); a lockout after too many failed sign-ins
