@@ -196,7 +196,12 @@ def test_metrics_and_health(hooked):
 
     def scraped() -> str | None:
         text = c.get("/metrics").text
-        return text if 'leadpush_deliveries_total{channel="webhook",status="sent"}' in text else None
+        # A sent in-app delivery is recorded (and counted) by the worker's next claim, within 0.2 s.
+        recorded = (
+            'leadpush_deliveries_total{channel="webhook",status="sent"}',
+            'leadpush_send_seconds_count{channel="inapp"}',
+        )
+        return text if all(name in text for name in recorded) else None
 
     text = wait_for(scraped)
     assert 'leadpush_deliveries_total{channel="webhook",status="sent"} 1.0' in text
