@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -169,3 +170,25 @@ def after_commit(session: Session, fn: Callable[[], None]) -> None:
 def rows_changed(result: Result[Any]) -> int:
     """How many rows an UPDATE or DELETE touched (SQLAlchemy types `Session.execute` as a plain Result)."""
     return cast(CursorResult[Any], result).rowcount
+
+
+def on_writes_to(engine: Engine, watched: re.Pattern[str], invalidate: Callable[[], None], key: str) -> None:
+    """Call `invalidate` whenever a statement on `engine` writes a table `watched` names: at once, and again when
+    its connection goes back to the pool (after the commit, so a copy read meanwhile from the old rows goes
+    too). `key` marks such a connection in its info (one key per cache). For per-process caches of rows."""
+
+    def watch(conn: Any, _cursor: Any, statement: str, _params: Any, _context: Any, _many: bool) -> None:
+        head = statement.lstrip()[:8].upper()
+        if head.startswith(("SELECT", "BEGIN", "PRAGMA", "SAVEPOIN", "RELEASE", "ROLLBACK", "COMMIT")):
+            return
+        if watched.search(statement):
+            invalidate()
+            conn.info[key] = True
+
+    def checkin(_dbapi_conn: Any, record: Any) -> None:
+        info = getattr(record, "info", None)
+        if info and info.pop(key, False):
+            invalidate()
+
+    event.listen(engine, "before_cursor_execute", watch)
+    event.listen(engine.pool, "checkin", checkin)

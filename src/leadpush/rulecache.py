@@ -29,9 +29,11 @@ import weakref
 from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, event, inspect
+from sqlalchemy import Engine, inspect
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import Pool
+
+from leadpush.db import on_writes_to
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -108,21 +110,7 @@ def install(engine: Engine, ttl: float) -> RuleCache:
     cache = RuleCache(ttl)
     _CACHES[engine.pool] = cache
 
-    def watch(conn: Any, _cursor: Any, statement: str, _params: Any, _context: Any, _many: bool) -> None:
-        head = statement.lstrip()[:8].upper()
-        if head.startswith(("SELECT", "BEGIN", "PRAGMA", "SAVEPOIN", "RELEASE", "ROLLBACK", "COMMIT")):
-            return
-        if WATCHED.search(statement):
-            cache.invalidate()
-            conn.info[_TOUCHED] = True
-
-    def checkin(_dbapi_conn: Any, record: Any) -> None:
-        info = getattr(record, "info", None)
-        if info and info.pop(_TOUCHED, False):
-            cache.invalidate()
-
-    event.listen(engine, "before_cursor_execute", watch)
-    event.listen(engine.pool, "checkin", checkin)
+    on_writes_to(engine, WATCHED, cache.invalidate, _TOUCHED)
     return cache
 
 

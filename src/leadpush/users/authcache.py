@@ -26,12 +26,12 @@ import time
 import weakref
 from typing import Any
 
-from sqlalchemy import Engine, event, inspect
+from sqlalchemy import Engine, inspect
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.pool import Pool
 
 from leadpush.config import Settings
-from leadpush.db import Database
+from leadpush.db import Database, on_writes_to
 from leadpush.users.models import ApiToken, User
 from leadpush.users.service import find_token
 from leadpush.users.sessions import alive_at
@@ -98,21 +98,7 @@ def install(engine: Engine, ttl: float) -> TokenCache:
         cache = TokenCache(ttl)
         _CACHES[engine.pool] = cache
 
-    def watch(conn: Any, _cursor: Any, statement: str, _params: Any, _context: Any, _many: bool) -> None:
-        head = statement.lstrip()[:8].upper()
-        if head.startswith(("SELECT", "BEGIN", "PRAGMA", "SAVEPOIN", "RELEASE", "ROLLBACK", "COMMIT")):
-            return
-        if WATCHED.search(statement):
-            cache.invalidate()
-            conn.info[_TOUCHED] = True
-
-    def checkin(_dbapi_conn: Any, record: Any) -> None:
-        info = getattr(record, "info", None)
-        if info and info.pop(_TOUCHED, False):
-            cache.invalidate()
-
-    event.listen(engine, "before_cursor_execute", watch)
-    event.listen(engine.pool, "checkin", checkin)
+    on_writes_to(engine, WATCHED, cache.invalidate, _TOUCHED)
     return cache
 
 
