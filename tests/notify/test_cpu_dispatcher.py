@@ -163,9 +163,10 @@ def test_sent_inapp_deliveries_are_recorded_by_the_next_claim_and_not_claimed_ag
     history = attempts(api)
     assert len(history) == 5 and all(a.outcome == "sent" and a.status == "sent" for a in history)
     # One claim took all five (capacity left over: nothing more was due); the claim the loop made within
-    # SETTLE_WITHIN recorded them: two write transactions for five deliveries, none of them a record's own.
-    assert claims == 2
+    # SETTLE_WITHIN recorded them — none of them in a record transaction of its own. On a busy machine a send
+    # that finishes after that claim started waits for the next one (three claims): still not one per delivery.
     assert records == 0
+    assert 2 <= claims <= 4
 
 
 class FailingChannel(InstantChannel):
