@@ -85,6 +85,26 @@ def test_webhook_arrives_signed_with_an_idempotency_key(hooked):
     assert request["headers"]["x-leadpush-delivery"] == str(payload["deliveryId"])
 
 
+def test_a_notice_about_your_own_action_is_sent_as_read_on_every_channel(hooked):
+    """A claim is born read in the ledger; the in-app push and the webhook built from the delivery say so too.
+
+    (The page takes whichever in-app push arrives first — the ledger read's or the delivery's — and pops
+    up a toast for one without `readAt`; the webhook is the same message, seen here from outside.)"""
+    api, receiver = hooked
+    _, manager, alice, _ = setup_assignment(api)
+    wait_for(lambda: receiver.accepted() == 1)
+    lead = api.lead(manager, name="黄蓉")
+    assert api.client(alice).post(f"/api/customers/{lead['id']}/claim").status_code == 200
+    wait_for(lambda: receiver.accepted() == 2)
+    first, claimed = (json.loads(r["body"])["notification"] for r in receiver.requests[:2])
+    assert first["data"]["customerName"] == "张三" and first["readAt"] is None  # news: unread
+    assert claimed["data"]["customerName"] == "黄蓉"
+    [stored] = [
+        n for n in api.client(alice).get("/api/notifications").json()["data"]["items"] if n["id"] == claimed["id"]
+    ]
+    assert stored["readAt"] is not None and claimed["readAt"] == stored["readAt"]
+
+
 def test_transient_failures_retry_with_backoff_then_succeed(hooked):
     api, receiver = hooked
     receiver.fail_with = [503, 500]

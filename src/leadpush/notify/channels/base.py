@@ -39,6 +39,9 @@ class DeliveryJob:
     claimed_at: datetime | None = None  # when this attempt's claim happened (the attempt history's start)
     # A digest: the other notifications this delivery carries (folded at claim; see notify/digest.py).
     folded: tuple[FoldedNote, ...] = ()
+    # Set when the notification was read before this claim; a notice about the recipient's own action
+    # (a claim) is born read. The page pops up a toast only for a message without it.
+    read_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,10 @@ def retry_after_seconds(header: str | None, now: datetime, cap: float) -> float 
     return min(seconds, cap)
 
 
+def _utc_iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 def ws_message(job: DeliveryJob) -> dict[str, Any]:
     """The in-app message shape (WebSocket and long-poll share it through NotificationOut)."""
     return {
@@ -130,8 +137,8 @@ def ws_message(job: DeliveryJob) -> dict[str, Any]:
         "type": job.kind,
         "title": job.title,
         "body": job.body,
-        "createdAt": job.created_at.isoformat().replace("+00:00", "Z"),
+        "createdAt": _utc_iso(job.created_at),
         "data": job.payload,
-        "readAt": None,
+        "readAt": None if job.read_at is None else _utc_iso(job.read_at),
         "deliveredAt": None,
     }
