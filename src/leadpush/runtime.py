@@ -25,6 +25,7 @@ from leadpush.notify.dispatcher import Dispatcher
 from leadpush.notify.fallback import FallbackChannel
 from leadpush.notify.hub import Hub
 from leadpush.notify.metrics import LedgerCollector, Metrics
+from leadpush.notify.signals import Pushed
 from leadpush.notify.workers import Heartbeat
 from leadpush.notify.ws import read_after_many
 from leadpush.sla.acks import opened_by_ack
@@ -76,6 +77,7 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._hinted: set[int] = set()  # recipients of this tick's commits, not yet announced
+        self._pushed: list[tuple[int, dict[str, Any]]] = []  # what those commits wrote, as pushed
         # An ack of a notice about a lead by its owner opens the lead (first-contact SLA).
         self._on_ack = opened_by_ack(ctx)
         s = ctx.settings
@@ -125,25 +127,35 @@ class Runtime:
             self.bus.on_wake(self.scheduler.wake)
             self._tasks.append(asyncio.create_task(self.scheduler.run(), name="leadpush-scheduler"))
         await self.bus.start()
-        self.ctx.signals.subscribe(self._on_commit)
+        self.ctx.signals.subscribe_commits(self._on_commit)
         self.ctx.signals.subscribe_auth(self._on_auth_changed)
         log.info("leadpush 已启动，角色：%s", ", ".join(sorted(self.roles)))
         if "api" in self.roles:
             log.info("接口线程数：%d", to_thread.current_default_thread_limiter().total_tokens)
 
-    def _on_commit(self, recipient_ids: set[int]) -> None:
-        """Called in the thread that committed: wake this process's listeners and every worker."""
+    def _on_commit(self, recipient_ids: set[int], pushed: Pushed) -> None:
+        """Called in the thread that committed: wake this process's listeners and every worker.
+
+        What the commit wrote (`pushed`) is handed to the recipients' sockets as it is — a socket that is up
+        to date sends it with no ledger read; one that missed something re-reads (prevId) — and travels to
+        the other api processes in the tick's one hint message. A recipient with nothing in `pushed` (a
+        commit that only changed state, e.g. marked read) gets a hint: "re-read".
+        """
         loop = self._loop
         if loop is None or loop.is_closed():
             return
 
         def on_loop() -> None:
-            for uid in recipient_ids:
+            with_message = {uid for uid, _ in pushed}
+            for uid, message in pushed:
+                self.hub.deliver(uid, message)
+            for uid in recipient_ids - with_message:
                 self.hub.deliver(uid, None)
             # The commits of one loop tick share one wake-up and one hint message (a burst of 1,000
             # assignments was 2,000 Redis messages to every process).
             first = not self._hinted
             self._hinted |= recipient_ids
+            self._pushed.extend(pushed)
             if first:
                 self._spawn(self._publish_hinted())
 
@@ -152,8 +164,9 @@ class Runtime:
     async def _publish_hinted(self) -> None:
         await asyncio.sleep(0)  # the rest of this tick's commits join
         hinted, self._hinted = self._hinted, set()
+        pushed, self._pushed = self._pushed, []
         await self.bus.publish_wake()
-        await self.bus.publish_hints(hinted)
+        await self.bus.publish_hints(hinted, pushed)
 
     def _on_auth_changed(self, user_ids: set[int]) -> None:
         """Called in the thread that committed a revoke or deactivation: end sessions here and everywhere."""
@@ -214,7 +227,7 @@ class Runtime:
             self._tasks.remove(task)
 
     async def stop(self) -> None:
-        self.ctx.signals.unsubscribe(self._on_commit)
+        self.ctx.signals.unsubscribe_commits(self._on_commit)
         self.ctx.signals.unsubscribe_auth(self._on_auth_changed)
         self.ctx.signals.unsubscribe_acks(self._on_ack)
         if self.dispatcher is not None:

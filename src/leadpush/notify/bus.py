@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ class Bus(Protocol):
 
     async def publish_wake(self) -> None: ...
 
-    async def publish_hints(self, user_ids: set[int]) -> None: ...
+    async def publish_hints(self, user_ids: set[int], pushed: Sequence[tuple[int, dict[str, Any]]] = ()) -> None: ...
 
     async def publish_auth(self, user_ids: set[int]) -> None: ...
 
@@ -98,7 +98,7 @@ class LocalBus(_Handlers):
     async def publish_wake(self) -> None:
         self.fire_wake()
 
-    async def publish_hints(self, user_ids: set[int]) -> None:
+    async def publish_hints(self, user_ids: set[int], pushed: Sequence[tuple[int, dict[str, Any]]] = ()) -> None:
         return None  # this process's hub was told directly
 
     async def publish_auth(self, user_ids: set[int]) -> None:
@@ -151,13 +151,18 @@ class RedisBus(_Handlers):
         """`message` None is a hint: "this user has something new, re-read the ledger"."""
         await self._publish(self.inapp_channel, {"userId": user_id, "message": message, "from": self.node_id})
 
-    async def publish_hints(self, user_ids: set[int]) -> None:
+    async def publish_hints(self, user_ids: set[int], pushed: Sequence[tuple[int, dict[str, Any]]] = ()) -> None:
         """Tell every API process right after a commit, without waiting for the worker's push: one
-        message for all these users (each process's hub then reads for all of them at once)."""
+        message for all these users, with what the commits wrote for them as pushed (`pushed`: a process's
+        sockets that are up to date send it as it is; for the other users, the hub reads for all of them
+        at once). `userIds` names every user, so a process of an older version still re-reads."""
         if not user_ids:
             return
+        payload: dict[str, Any] = {"userIds": sorted(user_ids), "from": self.node_id}
+        if pushed:
+            payload["messages"] = [[uid, message] for uid, message in pushed]
         try:
-            await self._publish(self.hints_channel, {"userIds": sorted(user_ids), "from": self.node_id})
+            await self._publish(self.hints_channel, payload)
         except Exception as exc:  # noqa: BLE001 - a lost hint only delays until the worker's push
             log.warning("Redis 提示消息发送失败：%s", type(exc).__name__)
 
@@ -227,8 +232,13 @@ class RedisBus(_Handlers):
                 return  # our own hint: this process's hub was told directly
             self.fire_inapp(int(payload["userId"]), payload["message"])
         elif channel == self.hints_channel and payload.get("from") != self.node_id:
+            with_message: set[int] = set()
+            for uid, message in payload.get("messages") or ():
+                with_message.add(int(uid))
+                self.fire_inapp(int(uid), message)
             for uid in payload["userIds"]:
-                self.fire_inapp(int(uid), None)
+                if int(uid) not in with_message:
+                    self.fire_inapp(int(uid), None)
         elif channel == self.wake_channel and payload.get("from") != self.node_id:
             self.fire_wake()
         elif channel == self.auth_channel and payload.get("from") != self.node_id:

@@ -17,6 +17,7 @@ from leadpush.db import after_commit, before_commit
 from leadpush.notify.models import Delivery, Notification
 from leadpush.notify.policy import ChannelPlan, plan_deliveries
 from leadpush.notify.preferences import choices_of, chosen_for
+from leadpush.notify.service import push_message
 from leadpush.notify.signals import Signals
 from leadpush.users.models import User
 
@@ -176,11 +177,18 @@ def write_prepared(session: Session) -> None:
         session.add_all(p.deliveries)
         _PLANNED[p.note] = p.deliveries
     session.flush()
-    by_signals: dict[int, tuple[Signals, set[int]]] = {}
+    by_signals: dict[int, tuple[Signals, set[int], list[Notification]]] = {}
     for p in fresh:
-        by_signals.setdefault(id(p.signals), (p.signals, set()))[1].add(p.note.recipient_id)
-    for signals, recipients in by_signals.values():
-        after_commit(session, partial(signals.notifications_committed, recipients))
+        _, recipients, notes = by_signals.setdefault(id(p.signals), (p.signals, set(), []))
+        recipients.add(p.note.recipient_id)
+        notes.append(p.note)
+    for signals, recipients, notes in by_signals.values():
+        # After the commit, the notifications as pushed go with the hint: sockets need no ledger read.
+        after_commit(session, partial(signals.notifications_committed, recipients, partial(_as_pushed, notes)))
+
+
+def _as_pushed(notes: list[Notification]) -> list[tuple[int, dict[str, Any]]]:
+    return [(n.recipient_id, push_message(n)) for n in sorted(notes, key=lambda n: n.id)]
 
 
 def channel_plans(

@@ -39,6 +39,25 @@ def message_of(n: Notification) -> dict[str, Any]:
     return {**to_out(n).model_dump(by_alias=True, mode="json"), "prevId": n.prev_id}
 
 
+def _utc(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+
+
+def push_message(n: Notification) -> dict[str, Any]:
+    """`message_of(n)` built by hand: what a commit hands to its recipients' sockets (no model per note)."""
+    return {
+        "id": n.id,
+        "type": n.kind,
+        "title": n.title,
+        "body": n.body,
+        "data": n.payload,
+        "createdAt": _utc(n.created_at),
+        "readAt": _utc(n.read_at),
+        "deliveredAt": _utc(n.delivered_at),
+        "prevId": n.prev_id,
+    }
+
+
 def notifications_after(session: Session, user_id: int, after: int, limit: int) -> Sequence[Notification]:
     return session.scalars(
         select(Notification)

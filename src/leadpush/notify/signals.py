@@ -12,12 +12,17 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[[set[int]], None]
+# (recipient id, the notification as pushed) for what a commit wrote; built only if someone listens.
+Pushed = Sequence[tuple[int, dict[str, Any]]]
+# (recipient ids, what the commit wrote for them as pushed — empty when the commit only changed state).
+CommitListener = Callable[[set[int], Pushed], None]
 # (session, user id, the notification ids acked — None = all of theirs —, now), in the acking transaction.
 AckListener = Callable[[Session, int, Sequence[int] | None, datetime], None]
 
@@ -30,6 +35,7 @@ class Signals:
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
+        self._commit_listeners: list[CommitListener] = []
         self._auth_listeners: list[Listener] = []
         self._ack_listeners: list[AckListener] = []
         self._lock = threading.Lock()
@@ -42,6 +48,16 @@ class Signals:
         with self._lock:
             if listener in self._listeners:
                 self._listeners.remove(listener)
+
+    def subscribe_commits(self, listener: CommitListener) -> None:
+        """Like `subscribe`, and also given the notifications the commit wrote, as pushed."""
+        with self._lock:
+            self._commit_listeners.append(listener)
+
+    def unsubscribe_commits(self, listener: CommitListener) -> None:
+        with self._lock:
+            if listener in self._commit_listeners:
+                self._commit_listeners.remove(listener)
 
     def subscribe_auth(self, listener: Listener) -> None:
         with self._lock:
@@ -69,10 +85,24 @@ class Signals:
         for listener in listeners:
             listener(session, user_id, ids, now)
 
-    def notifications_committed(self, recipient_ids: set[int]) -> None:
+    def notifications_committed(self, recipient_ids: set[int], pushed: Callable[[], Pushed] | None = None) -> None:
+        """`pushed`: builds what the commit wrote as pushed (called once, only if a listener wants it)."""
         with self._lock:
             listeners = list(self._listeners)
+            commit_listeners = list(self._commit_listeners)
         _call(listeners, recipient_ids)
+        if not commit_listeners:
+            return
+        try:
+            messages = pushed() if pushed is not None else ()
+        except Exception:  # the listeners fall back to a re-read hint
+            log.exception("building the pushed notifications failed")
+            messages = ()
+        for listener in commit_listeners:
+            try:
+                listener(recipient_ids, messages)
+            except Exception:  # a broken listener must not break the request that committed
+                log.exception("wake-up listener failed")
 
     def auth_changed(self, user_ids: set[int]) -> None:
         """Tokens of these users were revoked or the users deactivated (committed)."""

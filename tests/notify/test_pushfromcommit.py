@@ -1,0 +1,95 @@
+"""A commit pushes what it wrote: the committing api process hands each new notification to its
+recipient's sockets as it is, and tells the other api processes the same in its one hint message, so a
+socket that is up to date gets it with no ledger read at all; a socket that missed something re-reads
+(prevId), as for any message (issue 17: the cross-process burst)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from support import REDIS_URL, require_redis
+from support.wsclient import WsClient
+
+from leadpush.notify import service
+from leadpush.notify import ws as ws_module
+from leadpush.notify.bus import RedisBus
+from leadpush.notify.models import Notification
+
+
+@pytest.fixture
+def runtime(stack):
+    _, server = stack
+    return server.server.config.app.state.runtime
+
+
+def _count_reads(runtime, monkeypatch) -> list[str]:
+    reads: list[str] = []
+    shared, own = runtime.hub.read_after, ws_module.WsConnection._read_after
+
+    def shared_read(afters):
+        reads.append("shared")
+        return shared(afters)
+
+    def own_read(self, after):
+        reads.append("own")
+        return own(self, after)
+
+    monkeypatch.setattr(runtime.hub, "read_after", shared_read)
+    monkeypatch.setattr(ws_module.WsConnection, "_read_after", own_read)
+    return reads
+
+
+def test_a_socket_that_is_up_to_date_gets_a_new_assignment_without_a_ledger_read(api, team, runtime, monkeypatch):
+    tabs = [WsClient(api.url, team.alice.token, resume=0) for _ in range(2)]
+    for ws in tabs:
+        ws.next_of("unread")
+    reads = _count_reads(runtime, monkeypatch)
+    lead = api.lead(team.manager, name="张三", phone="13800138000")
+    r = api.client(team.manager).patch(f"/api/customers/{lead['id']}/assign", json={"assignedTo": team.alice.id})
+    assert r.status_code == 200, r.text
+    stored = api.client(team.alice).get("/api/notifications").json()["data"]["items"][0]
+    for ws in tabs:
+        [pushed] = ws.notifications(1)
+        assert pushed == {**stored, "prevId": pushed["prevId"]}  # what the inbox lists, as pushed
+        assert [m["id"] for m in ws.drain(0.3)] == [stored["id"]]  # once (the worker's push is skipped)
+        ws.close()
+    assert reads == []
+
+
+def test_what_a_commit_pushes_is_what_the_ledger_read_would_push(api, team):
+    lead = api.lead(team.manager, name="黄蓉")
+    assert api.client(team.alice).post(f"/api/customers/{lead['id']}/claim").status_code == 200  # born read
+    with api.ctx.db.read() as session:
+        notes = session.query(Notification).order_by(Notification.id).all()
+        assert notes and any(n.read_at is not None for n in notes)
+        for n in notes:
+            assert service.push_message(n) == service.message_of(n)
+
+
+def test_the_hint_message_carries_the_notifications_to_the_other_api_processes():
+    require_redis(REDIS_URL)
+    message = {"id": 7, "prevId": 5, "type": "customer_assigned", "title": "t", "body": "b", "data": {}}
+
+    async def scenario() -> list[tuple[int, object]]:
+        prefix = f"lp-test-{uuid.uuid4().hex[:8]}"
+        sender, receiver = RedisBus(REDIS_URL, prefix), RedisBus(REDIS_URL, prefix)
+        heard: list[tuple[int, object]] = []
+        receiver.on_inapp(lambda uid, m: heard.append((uid, m)))
+        await sender.start()
+        await receiver.start()
+        await asyncio.wait_for(sender.connected.wait(), 10)
+        await asyncio.wait_for(receiver.connected.wait(), 10)
+        await sender.publish_hints({1, 2}, [(2, message)])
+        for _ in range(250):
+            if len(heard) >= 2:
+                break
+            await asyncio.sleep(0.02)
+        await sender.stop()
+        await receiver.stop()
+        return heard
+
+    heard = asyncio.run(scenario())
+    # User 2's notification itself (no re-read needed); user 1 only a hint ("re-read").
+    assert sorted(heard, key=lambda h: h[0]) == [(1, None), (2, message)]
