@@ -12,6 +12,7 @@ import pytest
 from support import REDIS_URL, require_redis
 from support.wsclient import WsClient
 
+from leadpush.notify import bus as bus_module
 from leadpush.notify import service
 from leadpush.notify import ws as ws_module
 from leadpush.notify.bus import RedisBus
@@ -68,9 +69,12 @@ def test_what_a_commit_pushes_is_what_the_ledger_read_would_push(api, team):
             assert service.push_message(n) == service.message_of(n)
 
 
-def test_the_hint_message_carries_the_notifications_to_the_other_api_processes():
-    require_redis(REDIS_URL)
-    message = {"id": 7, "prevId": 5, "type": "customer_assigned", "title": "t", "body": "b", "data": {}}
+def _note(nid: int) -> dict:
+    return {"id": nid, "prevId": nid - 1, "type": "customer_assigned", "title": "t", "body": "b", "data": {}}
+
+
+def _published(user_ids: set[int], pushed: list[tuple[int, dict]], expected: int) -> list[tuple[int, object]]:
+    """What another api process's hub is offered when this one publishes one hint message."""
 
     async def scenario() -> list[tuple[int, object]]:
         prefix = f"lp-test-{uuid.uuid4().hex[:8]}"
@@ -81,15 +85,29 @@ def test_the_hint_message_carries_the_notifications_to_the_other_api_processes()
         await receiver.start()
         await asyncio.wait_for(sender.connected.wait(), 10)
         await asyncio.wait_for(receiver.connected.wait(), 10)
-        await sender.publish_hints({1, 2}, [(2, message)])
+        await sender.publish_hints(user_ids, pushed)
         for _ in range(250):
-            if len(heard) >= 2:
+            if len(heard) >= expected:
                 break
             await asyncio.sleep(0.02)
         await sender.stop()
         await receiver.stop()
         return heard
 
-    heard = asyncio.run(scenario())
+    return asyncio.run(scenario())
+
+
+def test_the_hint_message_carries_the_notifications_to_the_other_api_processes():
+    require_redis(REDIS_URL)
+    heard = _published({1, 2}, [(2, _note(7))], expected=2)
     # User 2's notification itself (no re-read needed); user 1 only a hint ("re-read").
-    assert sorted(heard, key=lambda h: h[0]) == [(1, None), (2, message)]
+    assert sorted(heard, key=lambda h: h[0]) == [(1, None), (2, _note(7))]
+
+
+def test_a_burst_past_the_cap_hints_the_users_whose_notifications_do_not_all_fit(monkeypatch):
+    require_redis(REDIS_URL)
+    monkeypatch.setattr(bus_module, "MAX_PUSHED_PER_HINT", 3)
+    pushed = [(1, _note(10)), (2, _note(11)), (3, _note(12)), (2, _note(13))]
+    heard = _published({1, 2, 3}, pushed, expected=3)
+    # Users 1 and 3 fit whole; user 2's second one does not, so user 2 re-reads both, in order.
+    assert sorted(heard, key=lambda h: h[0]) == [(1, _note(10)), (2, None), (3, _note(12))]

@@ -17,6 +17,9 @@ from typing import Any, Protocol
 log = logging.getLogger(__name__)
 
 
+# Notifications one hint message carries at most (a few hundred bytes each); beyond, users are hinted only.
+MAX_PUSHED_PER_HINT = 500
+
 InappHandler = Callable[[int, dict[str, Any] | None], None]
 WakeHandler = Callable[[], None]
 ResyncHandler = Callable[[], None]
@@ -160,7 +163,11 @@ class RedisBus(_Handlers):
             return
         payload: dict[str, Any] = {"userIds": sorted(user_ids), "from": self.node_id}
         if pushed:
-            payload["messages"] = [[uid, message] for uid, message in pushed]
+            # A burst (a 10,000-lead intake) would make one message of megabytes, and Redis drops a
+            # subscriber whose output buffer grows past its limit: past the cap, users get the re-read hint.
+            # A user whose notifications do not all fit gets none of them: a hint reads them all, in order.
+            left_out = {uid for uid, _ in pushed[MAX_PUSHED_PER_HINT:]}
+            payload["messages"] = [[uid, m] for uid, m in pushed[:MAX_PUSHED_PER_HINT] if uid not in left_out]
         try:
             await self._publish(self.hints_channel, payload)
         except Exception as exc:  # noqa: BLE001 - a lost hint only delays until the worker's push
