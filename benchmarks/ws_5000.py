@@ -99,6 +99,8 @@ def gc_figures(url: str) -> dict[str, Any]:
         "frozen": value("leadpush_gc_frozen_objects"),
         "thaws": value("leadpush_gc_thaws_total"),
         "garbage": value("leadpush_gc_frozen_garbage_objects"),
+        "recounts": value("leadpush_gc_frozen_recounts_total"),
+        "recount_max": value("leadpush_gc_frozen_recount_max_seconds"),
         "buckets": buckets("leadpush_gc_pause_seconds"),
         "cpu_buckets": buckets("leadpush_gc_pause_cpu_seconds"),
     }
@@ -149,6 +151,9 @@ def gc_between(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
         "frozen_objects": int(after["frozen"]),
         "thaws": int(after["thaws"] - before["thaws"]),
         "frozen_garbage_estimate": int(after["garbage"]),
+        # Exact counts of the frozen objects (each a stop of the process, outside the gc pauses).
+        "recounts": int(after["recounts"] - before["recounts"]),
+        "recount_longest_ms_so_far": round(after["recount_max"] * 1000, 1),
     }
 
 
@@ -287,6 +292,8 @@ async def leadpush_phase(
         "frozen_objects": int(gc_after["frozen"]),
         "thaws": int(gc_after["thaws"] - gc_before["thaws"]),
         "frozen_garbage_estimate": int(gc_after["garbage"]),
+        "recounts": int(gc_after["recounts"] - gc_before["recounts"]),
+        "recount_longest_ms_so_far": round(gc_after["recount_max"] * 1000, 1),
     }
     log(f"{dep.kind}: gc during the phase {out['gc']}")
     if hold > 0:
