@@ -62,6 +62,7 @@ PAUSE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2
 # Generation 2's threshold while the policy is active: a full pass may follow every second generation-1
 # collection (CPython's default 10: every eleventh, ~77,000 promoted objects later in the worst case).
 ACTIVE_GEN2_THRESHOLD = 1
+MIN_KEPT_SHARE = 0.25
 
 
 class GcFreeze:
@@ -86,7 +87,13 @@ class GcFreeze:
         # generation (~0.2 s with 1M objects here), so it is called only when the count must be exact.
         # Frozen objects freed by reference counting since the last exact count are still in it: an upper
         # bound.
-        self.frozen = 0
+        self.frozen = 0.0
+        # Of the objects frozen since the last exact count, the share still frozen at it (the rest went by
+        # reference counting: a burst's objects frozen in flight). New freezes count with it, at least
+        # MIN_KEPT_SHARE, so a burst does not call for exact counts one after the other.
+        self.kept_share = 1.0
+        self._exact = 0  # the last exact count
+        self._added = 0  # objects frozen since
         self.recounts = 0
         self.recount_longest = 0.0
         self.floor_frozen = 0  # frozen objects after the start or the last thaw: all alive then
@@ -111,12 +118,13 @@ class GcFreeze:
         gc.collect()
         gc.freeze()
         self._reset_pass_rule()
-        self.frozen = gc.get_freeze_count()
+        self.frozen = self._exact = gc.get_freeze_count()
+        self._added = 0
         self.floor_frozen, self.floor_open = self.frozen, 0
         if not self._installed:
             gc.callbacks.insert(0, self._after_pass)  # first: its freeze counts in GcPauses' pause
             self._installed = True
-        log.info("启动完成：%d 个常驻对象已冻结，不再参与完整垃圾回收", self.frozen)
+        log.info("启动完成：%d 个常驻对象已冻结，不再参与完整垃圾回收", self._exact)
 
     def stop(self) -> None:
         """Unhook, restore the thresholds and unfreeze: leave the process (tests run several) as it was."""
@@ -145,7 +153,8 @@ class GcFreeze:
         if survivors < self.old_objects:
             return False
         gc.freeze()
-        self.frozen += survivors
+        self.frozen += survivors * self.kept_share
+        self._added += survivors
         self.freezes += 1
         self.frozen_since_floor = True
         grown = self.open_seen - self.floor_open
@@ -168,11 +177,14 @@ class GcFreeze:
     def _recount(self) -> float:
         """Count the frozen objects exactly (those freed since by reference counting go): the estimate again."""
         started = time.perf_counter()
-        self.frozen = gc.get_freeze_count()
+        exact = gc.get_freeze_count()
         took = time.perf_counter() - started
+        if self._added >= self.old_objects:
+            self.kept_share = min(1.0, max(MIN_KEPT_SHARE, (exact - self._exact) / self._added))
+        self.frozen, self._exact, self._added = exact, exact, 0
         self.recounts += 1
         self.recount_longest = max(self.recount_longest, took)
-        log.info("冻结对象重新计数：%d 个（用时 %.0f ms）", self.frozen, took * 1000)
+        log.info("冻结对象重新计数：%d 个（用时 %.0f ms，留存比例 %.2f）", exact, took * 1000, self.kept_share)
         return self._garbage()
 
     def _dirty(self) -> bool:
@@ -215,7 +227,7 @@ class GcFreeze:
     def thaw(self) -> None:
         """Unfreeze, collect everything (the closed connections' cycles), and freeze what survived: it is
         all alive now, the new floor of the garbage estimate."""
-        frozen, estimate = self.frozen, self.garbage()
+        frozen, estimate = round(self.frozen), self.garbage()
         self._thawing = True
         try:
             gc.unfreeze()
@@ -226,7 +238,8 @@ class GcFreeze:
             self._reset_pass_rule()
         finally:
             self._thawing = False
-        self.frozen = gc.get_freeze_count()
+        self.frozen = self._exact = gc.get_freeze_count()
+        self._added = 0
         self.floor_frozen, self.floor_open = self.frozen, self.open_seen
         self.frozen_since_floor = False
         self.peak = self.open_seen
@@ -322,7 +335,7 @@ class GcPauses(Collector):
         frozen = GaugeMetricFamily("leadpush_gc_frozen_objects", "Objects in the permanent generation (gc.freeze)")
         # The policy's count (exact at its start, thaws and recounts): walking the permanent generation
         # for each scrape would stop the process ~0.2 s with 5,000 sockets.
-        frozen.add_metric([], self.policy.frozen if self.policy is not None else gc.get_freeze_count())
+        frozen.add_metric([], round(self.policy.frozen) if self.policy is not None else gc.get_freeze_count())
         thaws = CounterMetricFamily("leadpush_gc_thaws", "Unfreeze + full collection + freeze of the survivors")
         thaws.add_metric([], self.policy.thaws if self.policy is not None else 0)
         freezes = CounterMetricFamily("leadpush_gc_freezes", "Survivors of a full pass frozen (gc.freeze)")
