@@ -215,3 +215,34 @@ def test_below_the_threshold_the_policy_thaws_and_turns_off(policies):
     gc.collect()
     assert _walked(kept) == len(kept)  # off: nothing more is frozen
     assert policy.tick() is None
+
+
+class Plain(Connection):
+    """A listener without reference cycles: its objects go by reference counting when it closes, frozen or not."""
+
+    def __init__(self, user_id: int) -> None:
+        self.user_id = user_id
+        self.token_hash = "h"
+        self.state = {"buffer": [{"n": i} for i in range(100)]}
+
+
+def test_closed_sockets_whose_objects_went_by_reference_counting_need_no_thaw(policies):
+    hub = Hub(lambda hashes: hashes)
+    policy = _policy(policies, hub, min_open=4, share=0.25, old_objects=50)
+    policy.start()
+    connections = [Plain(i) for i in range(40)]
+    for conn in connections:
+        assert hub.try_register(conn.user_id, conn, cap=1)
+    policy.tick()
+    gc.collect()
+    assert _frozen(connections)
+    for conn in connections[20:]:  # half of them close: their objects are freed, frozen as they were
+        hub.unregister(conn.user_id, conn)
+    del connections[20:], conn
+    # The policy's running count still holds them: it counts the frozen objects exactly before thawing,
+    # and finds nothing to collect — no full pass over everything.
+    assert policy.tick() != "thawed"
+    assert policy.thaws == 0 and policy.recounts == 1
+    assert policy.garbage() < 0.25 * policy.per_listener * 40
+    assert policy.tick() != "thawed"
+    assert policy.recounts == 1  # the exact count stands until more is frozen or closed
