@@ -14,11 +14,12 @@ are open (only sockets count: long polls live for seconds):
   to sockets opening, the dispatcher or a burst's caches. `GcFreeze.tick` (every
   LEADPUSH_GC_FREEZE_INTERVAL seconds) does the same by itself (`gc.collect()` of the unfrozen objects)
   should no automatic pass have come.
-- **Full passes come early**: generation 2's threshold is 1 instead of 10 (a full pass may follow every
-  second generation-1 collection instead of every eleventh), so at most ~14,000 objects are promoted
-  between two chances of one, on top of CPython's own rule (a quarter more than the last pass kept).
-  Raising the threshold would make passes rarer, each walking more. A pass thus walks at most about 1.25 ×
-  LEADPUSH_GC_FREEZE_OLD_OBJECTS plus ~14,000 objects: 10-40 ms here, wherever the sockets are.
+- **Full passes come early**: generation 2's threshold is 3 instead of 10 (a full pass may follow every
+  fourth generation-1 collection instead of every eleventh), so at most ~30,000 objects are promoted
+  between two chances of one (~77,000 with 10), on top of CPython's own rule (a quarter more than the last
+  pass kept). Raising the threshold would make passes rarer, each walking more; 1 made them twice as many
+  and the longest no shorter (benchmarks: ≤ 50 ms CPU either way). A pass thus walks at most
+  about 1.25 × LEADPUSH_GC_FREEZE_OLD_OBJECTS plus ~30,000 objects, wherever the sockets are.
 
 Frozen objects are never collected — a reference cycle that dies after its freeze (a closed socket's, a
 request that was in flight) stays until a **thaw**: `gc.unfreeze()`, one full `gc.collect()` over everything,
@@ -65,9 +66,9 @@ from prometheus_client.registry import Collector
 log = logging.getLogger(__name__)
 
 PAUSE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-# Generation 2's threshold while the policy is active: a full pass may follow every second generation-1
+# Generation 2's threshold while the policy is active: a full pass may follow every fourth generation-1
 # collection (CPython's default 10: every eleventh, ~77,000 promoted objects later in the worst case).
-ACTIVE_GEN2_THRESHOLD = 1
+ACTIVE_GEN2_THRESHOLD = 3
 MIN_KEPT_SHARE = 0.25
 
 
