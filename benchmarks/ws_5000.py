@@ -192,6 +192,7 @@ async def leadpush_phase(
     listeners, connect_s, failed = await open_all([lambda u=u: Listener(server.ws_url, u.token).open() for u in sales])
     await asyncio.sleep(2.0)
     rss_after = server.memory().get("VmRSS", 0)
+    gc_connected = await asyncio.to_thread(gc_figures, server.url)
     by_user = {listener.hello["data"]["userId"]: listener for listener in listeners}
     log(
         f"{dep.kind}: {len(listeners):,} sockets open in {connect_s:.1f} s ({failed} failed), RSS {rss_before / 1024:.0f} → {rss_after / 1024:.0f} MB"
@@ -294,6 +295,9 @@ async def leadpush_phase(
         "frozen_garbage_estimate": int(gc_after["garbage"]),
         "recounts": int(gc_after["recounts"] - gc_before["recounts"]),
         "recount_longest_ms_so_far": round(gc_after["recount_max"] * 1000, 1),
+        # The same phase in two: opening the sockets, then the pushes and the burst.
+        "connect": gc_between(gc_before, gc_connected),
+        "pushes": gc_between(gc_connected, gc_after),
     }
     log(f"{dep.kind}: gc during the phase {out['gc']}")
     if hold > 0:
