@@ -14,18 +14,27 @@ own work is inside every arrival time. The api process holding the sockets also 
 collections (`leadpush_gc_*` on /metrics) from before the first socket opens to the end of the burst:
 how many full (generation-2) collections ran and the longest one, each a pause of the whole process.
 
+With --hold S the sockets then stay open S seconds more (heartbeats only), and with --close-share X that
+share of them closes and the rest stay open S seconds more: each phase's full collections are reported
+apart (the policy's thaws: what the collector does with thousands of sockets open and nothing happening,
+and when many close). --server-src runs the leadpush processes from another checkout's src (an A/B with
+the same client), --env passes settings to them.
+
     python -m benchmarks.ws_5000 [--quick] [--sockets N] [--backend sqlite|postgres|both] [--gc-freeze off]
+        [--no-floor] [--hold S] [--close-share X] [--server-src DIR] [--env LEADPUSH_X=V ...]
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import re
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -88,6 +97,10 @@ def gc_figures(url: str) -> dict[str, Any]:
         "seconds": value('leadpush_gc_pause_seconds_sum{generation="2"}'),
         "longest": value('leadpush_gc_pause_max_seconds{generation="2"}'),
         "frozen": value("leadpush_gc_frozen_objects"),
+        "thaws": value("leadpush_gc_thaws_total"),
+        "garbage": value("leadpush_gc_frozen_garbage_objects"),
+        "recounts": value("leadpush_gc_frozen_recounts_total"),
+        "recount_max": value("leadpush_gc_frozen_recount_max_seconds"),
         "buckets": buckets("leadpush_gc_pause_seconds"),
         "cpu_buckets": buckets("leadpush_gc_pause_cpu_seconds"),
     }
@@ -114,7 +127,64 @@ def longest_between(before: dict[str, Any], after: dict[str, Any]) -> str | None
     return f"≤ {min(holds_all) * 1000:g}" if holds_all else f"> {max(after['buckets']) * 1000:g}"
 
 
-async def leadpush_phase(dep, manager, sales, leads: list[int], burst: int, idle: int) -> dict[str, Any]:  # noqa: ANN001
+def histogram_between(before: dict[str, Any], after: dict[str, Any], key: str = "buckets") -> dict[str, int]:
+    """Gen-2 pauses between two readings by wall-time bucket: {"≤ 50": n, ..., "> 2500": n} (empty ones left out)."""
+    out, below = {}, 0
+    for le in sorted(after[key]):
+        cumulative = after[key][le] - before[key].get(le, 0)
+        if cumulative > below:
+            out[f"≤ {le * 1000:g}"] = int(cumulative - below)
+        below = cumulative
+    rest = after["collections"] - before["collections"] - below
+    if rest > 0:
+        out[f"> {max(after[key]) * 1000:g}"] = int(rest)
+    return out
+
+
+def gc_between(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "pauses_ms": histogram_between(before, after),
+        "full_collections": int(after["collections"] - before["collections"]),
+        "full_seconds": round(after["seconds"] - before["seconds"], 3),
+        "longest_full_ms": longest_between(before, after),
+        "longest_full_cpu_ms": cpu_longest_between(before, after),
+        "frozen_objects": int(after["frozen"]),
+        "thaws": int(after["thaws"] - before["thaws"]),
+        "frozen_garbage_estimate": int(after["garbage"]),
+        # Exact counts of the frozen objects (each a stop of the process, outside the gc pauses).
+        "recounts": int(after["recounts"] - before["recounts"]),
+        "recount_longest_ms_so_far": round(after["recount_max"] * 1000, 1),
+    }
+
+
+async def after_phases(server, listeners: list[Any], hold: float, close_share: float) -> dict[str, Any]:  # noqa: ANN001
+    """Sockets open and idle for `hold` s; then `close_share` of them closed and the rest idle `hold` s."""
+    out: dict[str, Any] = {}
+    before = await asyncio.to_thread(gc_figures, server.url)
+    await asyncio.sleep(hold)
+    after = await asyncio.to_thread(gc_figures, server.url)
+    out["hold"] = {"seconds": hold, "sockets": len(listeners), **gc_between(before, after)}
+    log(f"hold: gc {out['hold']}")
+    if close_share > 0:
+        closing = listeners[: int(len(listeners) * close_share)]
+        await asyncio.gather(*(listener.close() for listener in closing), return_exceptions=True)
+        await asyncio.sleep(hold)
+        end = await asyncio.to_thread(gc_figures, server.url)
+        out["closed"] = {"closed": len(closing), "sockets": len(listeners) - len(closing), **gc_between(after, end)}
+        log(f"closed {len(closing)}: gc {out['closed']}")
+    return out
+
+
+async def leadpush_phase(
+    dep,  # noqa: ANN001
+    manager,  # noqa: ANN001
+    sales,  # noqa: ANN001
+    leads: list[int],
+    burst: int,
+    idle: int,
+    hold: float = 0.0,
+    close_share: float = 0.0,
+) -> dict[str, Any]:
     server = dep.api[0]
     await asyncio.sleep(1.0)
     gc_before = await asyncio.to_thread(gc_figures, server.url)
@@ -122,6 +192,7 @@ async def leadpush_phase(dep, manager, sales, leads: list[int], burst: int, idle
     listeners, connect_s, failed = await open_all([lambda u=u: Listener(server.ws_url, u.token).open() for u in sales])
     await asyncio.sleep(2.0)
     rss_after = server.memory().get("VmRSS", 0)
+    gc_connected = await asyncio.to_thread(gc_figures, server.url)
     by_user = {listener.hello["data"]["userId"]: listener for listener in listeners}
     log(
         f"{dep.kind}: {len(listeners):,} sockets open in {connect_s:.1f} s ({failed} failed), RSS {rss_before / 1024:.0f} → {rss_after / 1024:.0f} MB"
@@ -213,26 +284,46 @@ async def leadpush_phase(dep, manager, sales, leads: list[int], burst: int, idle
     gc_after = await asyncio.to_thread(gc_figures, server.url)
     out["gc"] = {
         "full_collections": int(gc_after["collections"] - gc_before["collections"]),
+        "pauses_ms": histogram_between(gc_before, gc_after),
+        "cpu_pauses_ms": histogram_between(gc_before, gc_after, "cpu_buckets"),
         "full_seconds": round(gc_after["seconds"] - gc_before["seconds"], 3),
         "longest_full_ms": longest_between(gc_before, gc_after),
         "longest_full_cpu_ms": cpu_longest_between(gc_before, gc_after),
         "longest_before_sockets_ms": round(gc_before["longest"] * 1000, 1),  # start-up: imports, migrations
         "frozen_objects": int(gc_after["frozen"]),
+        "thaws": int(gc_after["thaws"] - gc_before["thaws"]),
+        "frozen_garbage_estimate": int(gc_after["garbage"]),
+        "recounts": int(gc_after["recounts"] - gc_before["recounts"]),
+        "recount_longest_ms_so_far": round(gc_after["recount_max"] * 1000, 1),
+        # The same phase in two: opening the sockets, then the pushes and the burst.
+        "connect": gc_between(gc_before, gc_connected),
+        "pushes": gc_between(gc_connected, gc_after),
     }
     log(f"{dep.kind}: gc during the phase {out['gc']}")
+    if hold > 0:
+        out["after"] = await after_phases(server, listeners, hold, close_share)
     for c in conns:
         c.close()
     await asyncio.gather(*(listener.close() for listener in listeners), return_exceptions=True)
     return out
 
 
-def bench_leadpush(kind: str, sockets: int, quick: bool, gc_freeze: bool = True) -> dict[str, Any]:
+def bench_leadpush(
+    kind: str,
+    sockets: int,
+    quick: bool,
+    gc_freeze: bool = True,
+    env: dict[str, str] | None = None,
+    hold: float = 0.0,
+    close_share: float = 0.0,
+) -> dict[str, Any]:
     burst, idle = (200, 20) if quick else (1000, 50)
     # "off": the gc.freeze() policy turned off, to compare (LEADPUSH_GC_FREEZE_MIN_SOCKETS=0).
-    with deployment(kind, None if gc_freeze else {"LEADPUSH_GC_FREEZE_MIN_SOCKETS": "0"}) as dep:
+    extra = dict(env or {}) | ({} if gc_freeze else {"LEADPUSH_GC_FREEZE_MIN_SOCKETS": "0"})
+    with deployment(kind, extra) as dep:
         manager, sales = make_team(dep.db_url, sockets)
         leads = make_leads(dep.db_url, burst + idle)
-        result = asyncio.run(leadpush_phase(dep, manager, sales, leads, burst, idle))
+        result = asyncio.run(leadpush_phase(dep, manager, sales, leads, burst, idle, hold, close_share))
         log(
             f"{kind}: idle push p99 {result['idle_push']['p99']} ms; burst of {burst}: span {result['burst']['span_seconds']} s,"
             f" p99 {result['burst']['after_response']['p99']} ms"
@@ -328,6 +419,9 @@ def bench_floor(sockets: int, quick: bool) -> dict[str, Any]:
 
 def report(results: list[dict[str, Any]]) -> None:
     floor = next((r for r in results if r["backend"] == "floor"), None)
+    for r in results:
+        for name, phase in r.get("after", {}).items():
+            log(f"{r['backend']} {name}: {phase}")
     rows = []
     for r in results:
         burst = r["burst"]
@@ -380,13 +474,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--sockets", type=int, default=None, help="connections (default 5,000; quick 1,000)")
     parser.add_argument("--gc-freeze", choices=("on", "off"), default="on", help="the api role's gc.freeze() policy")
+    parser.add_argument("--no-floor", action="store_true", help="skip the bare websockets server")
+    parser.add_argument("--hold", type=float, default=0.0, help="then keep the sockets open this many seconds")
+    parser.add_argument("--close-share", type=float, default=0.0, help="then close this share of them (with --hold)")
+    parser.add_argument("--server-src", type=Path, help="run the leadpush processes from this checkout's src")
+    parser.add_argument("--env", action="append", default=[], help="LEADPUSH_X=V for the leadpush processes")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     sockets = args.sockets or (1000 if args.quick else 5000)
     limit = raise_nofile(2 * sockets + 1000)
     if limit < sockets + 200:
         raise SystemExit(f"open-files limit {limit} is too low for {sockets} sockets")
-    results = [bench_floor(sockets, args.quick)]
-    results += [bench_leadpush(kind, sockets, args.quick, args.gc_freeze == "on") for kind in backends(args.backend)]
+    env = dict(item.split("=", 1) for item in args.env)
+    if args.server_src:
+        env["PYTHONPATH"] = os.pathsep.join((str(args.server_src.resolve()), str(Path(__file__).resolve().parents[1])))
+    results = [] if args.no_floor else [bench_floor(sockets, args.quick)]
+    results += [
+        bench_leadpush(kind, sockets, args.quick, args.gc_freeze == "on", env, args.hold, args.close_share)
+        for kind in backends(args.backend)
+    ]
     report(results)
     out = {"name": "ws_5000", "quick": args.quick, "results": results}
     write_json(args.json, out)

@@ -56,13 +56,14 @@ class Settings(BaseSettings):
     # replaces a socket that hears nothing for 70 s).
     ws_heartbeat_seconds: float = Field(default=25.0, gt=0)
     # api role (src/leadpush/gcfreeze.py): while at least this many sockets are open (long polls do not count),
-    # gc.freeze() every gc_freeze_interval seconds keeps long-lived objects out of full collections (0:
-    # off); a thaw (unfreeze, full collection, freeze the survivors) follows once gc_unfreeze_share of the
-    # peak has closed, below the threshold, or gc_unfreeze_after seconds after the first freeze.
+    # the survivors of a full collection are frozen (gc.freeze(), 0: off) once at least gc_freeze_old_objects
+    # of them are not frozen, so no full pass walks many more; the policy checks every gc_freeze_interval
+    # seconds. A thaw (unfreeze, full collection, freeze the survivors) follows below the threshold, or once
+    # the frozen garbage (measured) reaches gc_unfreeze_share of what the most sockets open held frozen.
     gc_freeze_min_sockets: int = Field(default=200, ge=0)
     gc_freeze_interval: float = Field(default=2.0, gt=0)
+    gc_freeze_old_objects: int = Field(default=20_000, ge=1)
     gc_unfreeze_share: float = Field(default=0.25, gt=0, le=1)
-    gc_unfreeze_after: float = Field(default=1800.0, gt=0)
     # api role: the threads sync routes run in (anyio's default thread limiter). 0 = as many as the database
     # pool keeps connections (`Database.pool_size`, 20): a request thread then never waits for a connection,
     # and requests beyond it queue cheaply on the event loop instead of holding a connection while waiting

@@ -3,18 +3,47 @@
 With 5,000 sockets an api process tracks about a million objects, and a generation-2 collection walks
 them all: 0.5-1.0 s during which no push, heartbeat or HTTP answer leaves the process
 (benchmarks/findings.md). `gc.freeze()` moves every tracked object into the permanent generation, which
-no collection visits. So, while at least LEADPUSH_GC_FREEZE_MIN_SOCKETS sockets are
-open, `GcFreeze.tick` (every LEADPUSH_GC_FREEZE_INTERVAL seconds), when more sockets are open than at
-its last freeze, collects the young generations (garbage made since the last tick goes before it could
-be frozen) and freezes what is left. Only sockets count: long polls live for seconds.
+no collection visits; a full pass then walks only what is not frozen, and takes as long as that is big.
 
-Frozen objects are never collected, including the reference cycles of connections that close while
-frozen. So the policy thaws — `gc.unfreeze()`, a full `gc.collect()`, and `gc.freeze()` of what
-survived it (all alive) — when the number of listeners closed since the first freeze reaches
-LEADPUSH_GC_UNFREEZE_SHARE of the most that were open since (people leaving, or churn at a steady
-count), when fewer than the threshold remain open, or LEADPUSH_GC_UNFREEZE_AFTER seconds after the
-first freeze (cycles that were in flight at a freeze: a request's, a task's). A thaw is one full
-collection, as long as the ones the freezing avoids, at a moment the policy picks.
+The policy keeps the unfrozen old generation small while at least LEADPUSH_GC_FREEZE_MIN_SOCKETS sockets
+are open (only sockets count: long polls live for seconds):
+
+- **Freeze the survivors of a full pass** once they reach LEADPUSH_GC_FREEZE_OLD_OBJECTS (20,000): a
+  `gc.callbacks` hook runs right after each generation-2 pass, when every object left in generation 2 has
+  just been proven reachable, so only live objects are frozen — at any socket count, whether they belong
+  to sockets opening, the dispatcher or a burst's caches. `GcFreeze.tick` (every
+  LEADPUSH_GC_FREEZE_INTERVAL seconds) does the same by itself (`gc.collect()` of the unfrozen objects)
+  should no automatic pass have come.
+- **Full passes come early**: generation 2's threshold is 3 instead of 10 (a full pass may follow every
+  fourth generation-1 collection instead of every eleventh), so at most ~30,000 objects are promoted
+  between two chances of one (~77,000 with 10), on top of CPython's own rule (a quarter more than the last
+  pass kept). Raising the threshold would make passes rarer, each walking more; 1 made them twice as many
+  and the longest no shorter (benchmarks: ≤ 50 ms CPU either way). A pass thus walks at most
+  about 1.25 × LEADPUSH_GC_FREEZE_OLD_OBJECTS plus ~30,000 objects, wherever the sockets are.
+
+Frozen objects are never collected — a reference cycle that dies after its freeze (a closed socket's, a
+request that was in flight) stays until a **thaw**: `gc.unfreeze()`, one full `gc.collect()` over everything,
+`gc.freeze()` of the survivors. A thaw walks every frozen object: with 5,000 sockets ~1M objects, 0.5-1 s,
+the very pause the freezing avoids. So there is no timer: the policy thaws
+
+- when fewer than LEADPUSH_GC_FREEZE_MIN_SOCKETS sockets are open (the cheapest moment there is), or
+- when the frozen garbage, **measured**, reaches LEADPUSH_GC_UNFREEZE_SHARE of what the most sockets open
+  since the last thaw held frozen (the leak is bounded; under churn at thousands of sockets this is one
+  long pause per that many objects).
+
+The measure: after the start and after each thaw everything frozen is alive (`floor_frozen`, with
+`floor_open` sockets open). Each freeze with at least MIN_SOCKETS more sockets open than then gives the
+frozen objects per socket (`per_listener`, the smallest seen). Frozen garbage ≈ the frozen objects now −
+`floor_frozen` − `per_listener` × (sockets open now − `floor_open`): a closed socket's objects, and cycles
+frozen alive that died since. Objects that live on but belong to no socket (caches filling up) count as
+garbage until the next thaw makes them the floor. The thaw logs the estimate beside what it found;
+/metrics shows the estimate (`leadpush_gc_frozen_garbage_objects`).
+
+Counting the frozen objects is itself a walk over all of them (`gc.get_freeze_count()`: ~0.2 s with a
+million here), so the policy keeps a running count — each freeze adds its survivors, weighted by the share
+of what was frozen since the previous exact count that the last one found still frozen (a burst's objects
+frozen in flight mostly go by reference counting soon after; so do most of a closed socket's) — and counts
+exactly only when the running count says a thaw is due: the thaw follows only if the exact count agrees.
 
 The objects the process holds once started are frozen at start (`GcFreeze.start`), and survive every
 thaw frozen again.
@@ -37,6 +66,10 @@ from prometheus_client.registry import Collector
 log = logging.getLogger(__name__)
 
 PAUSE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# Generation 2's threshold while the policy is active: a full pass may follow every fourth generation-1
+# collection (CPython's default 10: every eleventh, ~77,000 promoted objects later in the worst case).
+ACTIVE_GEN2_THRESHOLD = 3
+MIN_KEPT_SHARE = 0.25
 
 
 class GcFreeze:
@@ -46,75 +79,186 @@ class GcFreeze:
         closed_count: Callable[[], int],
         min_open: int,
         share: float,
-        max_age: float = 1800.0,
-        clock: Callable[[], float] = time.monotonic,
+        old_objects: int = 20_000,
     ):
         self.open_count = open_count
-        self.closed_count = closed_count
+        self.closed_count = closed_count  # kept for callers; the estimate needs only the open count
         self.min_open = min_open
         self.share = share
-        self.max_age = max_age
-        self.clock = clock
-        self.grown = False  # frozen more since the last thaw (or ever)
-        self.peak = 0  # the most listeners open since then
-        self.closed_at_first = 0
-        self.first_at = 0.0
-        self.frozen_at = 0  # listeners open at the last freeze
+        self.old_objects = old_objects
+        # Set by `tick` (the event loop), read by the gc hook, which may run in any thread inside any
+        # allocation — also one made under the hub's lock, so the hook never calls `open_count`.
+        self.active = False  # at least min_open sockets at the last tick: full passes freeze survivors
+        self.open_seen = 0  # sockets open at the last tick
+        # Frozen objects, counted as they are frozen: `gc.get_freeze_count()` walks the whole permanent
+        # generation (~0.2 s with 1M objects here), so it is called only when the count must be exact.
+        # Frozen objects freed by reference counting since the last exact count are still in it: an upper
+        # bound.
+        self.frozen = 0.0
+        # Of the objects frozen since the last exact count, the share still frozen at it (the rest went by
+        # reference counting: a burst's objects frozen in flight). New freezes count with it, at least
+        # MIN_KEPT_SHARE, so a burst does not call for exact counts one after the other.
+        self.kept_share = 1.0
+        self._exact = 0  # the last exact count
+        self._added = 0  # objects frozen since
+        self.recounts = 0
+        self.recount_longest = 0.0
+        self.floor_frozen = 0  # frozen objects after the start or the last thaw: all alive then
+        self.floor_open = 0  # sockets open then
+        self.per_listener: float | None = None  # frozen objects a socket holds (the smallest estimate)
+        self.peak = 0  # the most sockets open since the floor
+        self.frozen_since_floor = False
         self.freezes = 0
         self.thaws = 0
+        self.last_thaw: dict[str, float] = {}
+        self._thawing = False
+        self._installed = False
+        self._thresholds = gc.get_threshold()
 
     def start(self) -> None:
         """Freeze what the process holds once started (modules, routes, mappers: a few hundred thousand
-        objects that live as long as it does), after a full collection, so no later one walks them."""
+        objects that live as long as it does), after a full collection, so no later one walks them; and
+        hook the freezing of full passes' survivors."""
         if self.min_open <= 0:
             return
+        self._thresholds = gc.get_threshold()
         gc.collect()
         gc.freeze()
-        log.info("启动完成：%d 个常驻对象已冻结，不再参与完整垃圾回收", gc.get_freeze_count())
+        self._reset_pass_rule()
+        self.frozen = self._exact = gc.get_freeze_count()
+        self._added = 0
+        self.floor_frozen, self.floor_open = self.frozen, 0
+        if not self._installed:
+            gc.callbacks.insert(0, self._after_pass)  # first: its freeze counts in GcPauses' pause
+            self._installed = True
+        log.info("启动完成：%d 个常驻对象已冻结，不再参与完整垃圾回收", self._exact)
+
+    def stop(self) -> None:
+        """Unhook, restore the thresholds and unfreeze: leave the process (tests run several) as it was."""
+        if self._installed:
+            gc.callbacks.remove(self._after_pass)
+            self._installed = False
+        if self.min_open > 0:
+            gc.set_threshold(*self._thresholds)
+            gc.unfreeze()
+        self.active = False
+
+    @staticmethod
+    def _reset_pass_rule() -> None:
+        # CPython runs an automatic full pass only once a quarter more objects than its last one kept
+        # reached generation 2; right after a freeze that count is all that was frozen. A pass over
+        # nothing sets it to zero: the next full pass comes after a few thousand objects, not 100,000s.
+        gc.collect()
+
+    def _after_pass(self, phase: str, info: dict[str, Any]) -> None:
+        """After each full pass: freeze its survivors — all reachable just now — once there are enough."""
+        if phase == "stop" and info.get("generation") == 2 and self.active and not self._thawing:
+            self._freeze_survivors()
+
+    def _freeze_survivors(self) -> bool:
+        survivors = len(gc.get_objects())  # right after a full pass all are in generation 2
+        if survivors < self.old_objects:
+            return False
+        gc.freeze()
+        self.frozen += survivors * self.kept_share
+        self._added += survivors
+        self.freezes += 1
+        self.frozen_since_floor = True
+        grown = self.open_seen - self.floor_open
+        if grown >= self.min_open:
+            each = (self.frozen - self.floor_frozen) / grown
+            if self.per_listener is None or each < self.per_listener:
+                self.per_listener = each
+        return True
+
+    def garbage(self) -> int:
+        """The frozen objects no open socket accounts for: dead cycles waiting for a thaw (an estimate)."""
+        return max(0, round(self._garbage()))
+
+    def _garbage(self) -> float:
+        if not self._dirty() or self.per_listener is None:
+            return 0.0
+        live = self.floor_frozen + self.per_listener * (self.open_seen - self.floor_open)
+        return self.frozen - live
+
+    def _recount(self) -> float:
+        """Count the frozen objects exactly (those freed since by reference counting go): the estimate again."""
+        started = time.perf_counter()
+        exact = gc.get_freeze_count()
+        took = time.perf_counter() - started
+        if self._added >= self.old_objects:
+            self.kept_share = min(1.0, max(MIN_KEPT_SHARE, (exact - self._exact) / self._added))
+        self.frozen, self._exact, self._added = exact, exact, 0
+        self.recounts += 1
+        self.recount_longest = max(self.recount_longest, took)
+        log.info("冻结对象重新计数：%d 个（用时 %.0f ms，留存比例 %.2f）", exact, took * 1000, self.kept_share)
+        return self._garbage()
+
+    def _dirty(self) -> bool:
+        """Frozen more since the floor, or sockets frozen in it have closed: frozen garbage is possible."""
+        return self.frozen_since_floor or self.open_seen < self.floor_open
 
     def tick(self) -> str | None:
-        """Freeze more, thaw or leave it: "frozen", "thawed" or None."""
+        """Thaw, freeze or leave it: "thawed", "frozen" or None."""
         if self.min_open <= 0:
             return None
-        open_now = self.open_count()
-        if self.grown:
+        open_now = self.open_seen = self.open_count()
+        result = None
+        if self._dirty():
             self.peak = max(self.peak, open_now)
-            gone = self.closed_count() - self.closed_at_first
-            if (
-                open_now < self.min_open
-                or gone >= self.share * self.peak
-                or self.clock() - self.first_at >= self.max_age
-            ):
+            bound = self.share * (self.per_listener or 0.0) * self.peak
+            # Below the threshold: unless only a few sockets were ever frozen since (a thaw then walks
+            # start-up objects for nothing each time one closes).
+            few = open_now < self.min_open and (self.frozen_since_floor or self.floor_open >= self.min_open)
+            if few or (self.per_listener is not None and self._garbage() >= bound and self._recount() >= bound):
                 self.thaw()
-                return "thawed"
-        if open_now < self.min_open or (self.grown and open_now <= self.frozen_at):
-            return None  # at a steady count, new sockets' objects stay young until the next thaw
-        self.frozen_at = open_now
-        gc.collect(1)  # the young garbage goes first: it would be frozen with the rest
-        gc.freeze()
-        self.freezes += 1
-        if not self.grown:
-            self.grown = True
-            self.peak = open_now
-            self.closed_at_first = self.closed_count()
-            self.first_at = self.clock()
-        return "frozen"
+                result = "thawed"
+        active = open_now >= self.min_open
+        if active != self.active:
+            self.active = active
+            if active:
+                gc.set_threshold(*self._thresholds[:2], ACTIVE_GEN2_THRESHOLD)
+            else:
+                gc.set_threshold(*self._thresholds)
+        if active and result is None and len(gc.get_objects()) >= self.old_objects:
+            # No automatic pass came: one over the unfrozen objects, and freeze its survivors.
+            self._thawing = True  # the hook leaves this pass to us
+            try:
+                gc.collect()
+            finally:
+                self._thawing = False
+            if self._freeze_survivors():
+                result = "frozen"
+        return result
 
     def thaw(self) -> None:
         """Unfreeze, collect everything (the closed connections' cycles), and freeze what survived: it is
-        all alive now. What dies later waits for the next thaw; objects of fewer than `min_open`
-        listeners at most, as no thaw follows until that many are open again."""
-        frozen = gc.get_freeze_count()
-        gc.unfreeze()
-        started = time.perf_counter()
-        found = gc.collect()
-        took = time.perf_counter() - started
-        gc.freeze()
-        self.grown = False
-        self.peak = 0
-        self.frozen_at = 0
+        all alive now, the new floor of the garbage estimate."""
+        frozen, estimate = round(self.frozen), self.garbage()
+        self._thawing = True
+        try:
+            gc.unfreeze()
+            started, cpu_started = time.perf_counter(), time.thread_time()
+            found = gc.collect()
+            took, cpu = time.perf_counter() - started, time.thread_time() - cpu_started
+            gc.freeze()
+            self._reset_pass_rule()
+        finally:
+            self._thawing = False
+        self.frozen = self._exact = gc.get_freeze_count()
+        self._added = 0
+        self.floor_frozen, self.floor_open = self.frozen, self.open_seen
+        self.frozen_since_floor = False
+        self.peak = self.open_seen
         self.thaws += 1
-        log.info("已解冻 %d 个对象并完整回收（%d 个不可达，用时 %.0f ms）", frozen, found, took * 1000)
+        self.last_thaw = {"frozen": frozen, "estimate": estimate, "found": found, "seconds": took, "cpu": cpu}
+        log.info(
+            "已解冻 %d 个对象并完整回收（估计 %d 个、实际 %d 个不可达，用时 %.0f ms）",
+            frozen,
+            estimate,
+            found,
+            took * 1000,
+        )
 
 
 class GcPauses(Collector):
@@ -196,11 +340,32 @@ class GcPauses(Collector):
             cpu_pauses.add_metric(label, buckets, self.cpu_total[generation])
             longest.add_metric(label, self.longest[generation])
         frozen = GaugeMetricFamily("leadpush_gc_frozen_objects", "Objects in the permanent generation (gc.freeze)")
-        frozen.add_metric([], gc.get_freeze_count())
+        # The policy's count (exact at its start, thaws and recounts): walking the permanent generation
+        # for each scrape would stop the process ~0.2 s with 5,000 sockets.
+        frozen.add_metric([], round(self.policy.frozen) if self.policy is not None else gc.get_freeze_count())
         thaws = CounterMetricFamily("leadpush_gc_thaws", "Unfreeze + full collection + freeze of the survivors")
         thaws.add_metric([], self.policy.thaws if self.policy is not None else 0)
+        freezes = CounterMetricFamily("leadpush_gc_freezes", "Survivors of a full pass frozen (gc.freeze)")
+        freezes.add_metric([], self.policy.freezes if self.policy is not None else 0)
+        garbage = GaugeMetricFamily(
+            "leadpush_gc_frozen_garbage_objects",
+            "Frozen objects no open socket accounts for (estimated): dead cycles waiting for a thaw",
+        )
+        garbage.add_metric([], self.policy.garbage() if self.policy is not None else 0)
         yield pauses
         yield cpu_pauses
         yield longest
         yield frozen
+        recounts = CounterMetricFamily(
+            "leadpush_gc_frozen_recounts", "Exact counts of the frozen objects (each walks them all)"
+        )
+        recounts.add_metric([], self.policy.recounts if self.policy is not None else 0)
+        recount_longest = GaugeMetricFamily(
+            "leadpush_gc_frozen_recount_max_seconds", "The longest exact count of the frozen objects"
+        )
+        recount_longest.add_metric([], self.policy.recount_longest if self.policy is not None else 0.0)
         yield thaws
+        yield recounts
+        yield recount_longest
+        yield freezes
+        yield garbage

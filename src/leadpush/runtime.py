@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -86,7 +85,7 @@ class Runtime:
             lambda: self.hub.closed,
             s.gc_freeze_min_sockets,
             s.gc_unfreeze_share,
-            s.gc_unfreeze_after,
+            s.gc_freeze_old_objects,
         )
         self.gc_pauses = GcPauses(self.gc_freeze if "api" in roles else None)
 
@@ -209,12 +208,15 @@ class Runtime:
     async def _gc_freeze_periodically(self) -> None:
         """Freeze long-lived objects while many listeners are open; unfreeze when they go (gcfreeze.py)."""
         self.gc_freeze.start()
+        interval = self.ctx.settings.gc_freeze_interval
         try:
             while True:
-                await asyncio.sleep(self.ctx.settings.gc_freeze_interval)
+                # Below the threshold, look more often: sockets opened before the policy turns active
+                # are walked by every full pass until then.
+                await asyncio.sleep(interval if self.gc_freeze.active else min(interval, 0.25))
                 self.gc_freeze.tick()
         finally:
-            gc.unfreeze()  # stopping: leave the process (tests run several in one) as it was
+            self.gc_freeze.stop()  # stopping: leave the process (tests run several in one) as it was
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run `coro` on this (running) loop, kept referenced until done and cancelled at stop."""
