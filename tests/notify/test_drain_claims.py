@@ -60,7 +60,9 @@ def wechat_backlog(api: Api, n: int) -> None:
     now = api.ctx.clock.now()
     with api.ctx.db.write() as session:
         session.execute(update(Delivery).where(Delivery.channel != "inapp").values(status="skipped"))
-        inapp = list(session.scalars(select(Delivery).where(Delivery.channel == "inapp", Delivery.recipient_id != manager.id)))
+        inapp = list(
+            session.scalars(select(Delivery).where(Delivery.channel == "inapp", Delivery.recipient_id != manager.id))
+        )
         # Due in pairs, as a batch assignment leaves them: each notice's in-app delivery, then its WeChat one.
         for k, d in enumerate(sorted(inapp, key=lambda d: d.id)):
             due = now - timedelta(seconds=len(inapp) - k)
