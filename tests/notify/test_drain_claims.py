@@ -3,7 +3,7 @@
 With more due than the dispatcher can have in flight, every finished send used to wake the loop for a claim
 of its own: ~1–2 deliveries a claim, and each claim runs the claim-time rules (expiry, quiet hours, digest
 windows, folding: a dozen statements) whatever its size. The dispatcher now refills its free capacity in
-the claim-time rules run once for several sends.
+batches (half of it at a time), so the claim-time rules run once for several sends.
 """
 
 from __future__ import annotations
