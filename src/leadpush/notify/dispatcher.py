@@ -341,6 +341,7 @@ class Dispatcher:
         # Sent in-app deliveries waiting for the next claim's transaction, with their send time.
         self._unsettled: list[tuple[DeliveryJob, SendResult, datetime, float]] = []
         self._settle_timer: asyncio.TimerHandle | None = None
+        self._claiming = 0  # the limit of the claim under way (its jobs are not in flight yet)
         # With more due than fits in flight, the free capacity is refilled once this much is free, not after
         # every finished send: a claim runs the claim-time rules (a dozen statements) whatever its size, and a
         # claim per finished send cost more than the sends themselves in a drain (issue 17).
@@ -368,6 +369,7 @@ class Dispatcher:
                 self._settle_timer.cancel()  # this pass records them
                 self._settle_timer = None
             if free > 0:
+                self._claiming = min(free, s.delivery_batch_size)
                 try:
                     claim = await to_thread.run_sync(
                         partial(
@@ -384,10 +386,12 @@ class Dispatcher:
                         )
                     )
                 except Exception:
+                    self._claiming = 0
                     log.exception("领取待发送投递失败，稍后重试")
                     self._unsettled[:0] = unsettled  # the next pass, after the pause, records them
                     await asyncio.sleep(1.0)
                     continue
+                self._claiming = 0
                 self._settled(unsettled, claim.settled)
                 jobs = claim.jobs
                 self._capped = claim.full
@@ -408,8 +412,12 @@ class Dispatcher:
         self._inflight.discard(task)
         if task.cancelled() or task.exception() is not None:
             self._event.set()
-        elif self._capped and self.ctx.settings.delivery_concurrency - len(self._inflight) >= self._refill_at:
+        elif self._capped and self._free() >= self._refill_at:
             self._event.set()
+
+    def _free(self) -> int:
+        """Capacity neither in flight nor being filled by the claim under way."""
+        return self.ctx.settings.delivery_concurrency - len(self._inflight) - self._claiming
 
     async def _process(self, job: DeliveryJob) -> None:
         channel = self.channels.get(job.channel)
