@@ -13,6 +13,9 @@ from typing import Any
 
 import httpx
 
+from leadpush.tencent.errcodes import TOKEN_ERRORS, TRANSIENT_TOKEN_ERRORS, short_errmsg
+from leadpush.tencent.tokens import TokenCache, TokenUnavailable
+
 
 def skip_sniffio_search() -> None:
     """httpcore runs `import sniffio` for every lock and stream it sets up (`current_async_library`); with sniffio
@@ -25,8 +28,6 @@ def skip_sniffio_search() -> None:
 
 skip_sniffio_search()
 
-from leadpush.tencent.errcodes import TOKEN_ERRORS, TRANSIENT_TOKEN_ERRORS, short_errmsg
-from leadpush.tencent.tokens import TokenCache, TokenUnavailable
 
 NO_TIME_LEFT = "未发送：本次投递的租约所剩时间不足，稍后重试"
 

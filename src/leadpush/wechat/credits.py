@@ -259,17 +259,17 @@ def reserve_for_send(
             return Reservation(held or left > max(0, keep), left, resets)
         if held:
             return Reservation(True, _balance(session, user_id, template_id))
-        left = session.execute(
+        after = session.execute(
             update(WechatSubscription)
             .where(*sub, WechatSubscription.credits > max(0, keep))
             .values(credits=WechatSubscription.credits - 1, updated_at=now)
             .returning(WechatSubscription.credits)
             .execution_options(synchronize_session=False)
         ).scalar()
-        if left is None:
+        if after is None:
             return Reservation(False, _balance(session, user_id, template_id))
         session.execute(insert(KeyValue).values(key=key, value=f"{user_id}:{template_id}", expires_at=None))
-        return Reservation(True, int(left))
+        return Reservation(True, int(after))
 
 
 def spendable(db: Database, user_id: int, template_id: str, delivery_id: int, keep: int = 0) -> Reservation:
