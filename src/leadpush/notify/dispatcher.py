@@ -31,6 +31,7 @@ from leadpush.db import Database, rows_changed
 from leadpush.notify.channels.base import Channel, DeliveryJob, Recipient, SendResult
 from leadpush.notify.claimrules import decide
 from leadpush.notify.digest import fold, folded_notes
+from leadpush.notify.fallback import Claimed, read_at_claim
 from leadpush.notify.history import add_attempt, skipped_at_claim
 from leadpush.notify.ledger import INACTIVE
 from leadpush.notify.metrics import Metrics
@@ -174,6 +175,12 @@ def claim_batch(
         # A digest carries notes (notify/digest.py); rebuilt from `folds` on every claim, so a carrier taken
         # over after a crash, or retried by an admin, sends the same digest.
         notes = folded_notes(session, (n for row in rows for n in row[3] or []))
+        # The send-time fallback's chain and sibling deliveries, for all of them at once (notify.fallback).
+        at_claim = (
+            read_at_claim(settings, session, [Claimed(row[0], row[4], row[1], row[6], row[12]) for row in rows])
+            if settings is not None
+            else {}
+        )
         jobs = [
             DeliveryJob(
                 delivery_id=d_id,
@@ -192,6 +199,8 @@ def claim_batch(
                 lease_holder=holder,
                 folded=tuple(notes[i] for i in sorted(set(folds or [])) if i in notes),
                 claimed_at=now,
+                chain=at_claim[d_id][0] if d_id in at_claim else None,
+                siblings=at_claim[d_id][1] if d_id in at_claim else None,
             )
             for (
                 d_id,
@@ -309,8 +318,9 @@ class Dispatcher:
     Every other outcome is recorded as soon as it is known (a re-sent WeChat message is a real duplicate).
 
     A finished job wakes the loop for another claim only when there may be more to take (the last claim was
-    capped by capacity or by its limit) or when its outcome may have made something due (anything but
-    "sent": a retry, a fallback row); otherwise the next commit's wake-up, or the poll, brings the next claim.
+    capped by capacity or by its limit) and half the capacity is free again (a backlog is claimed in batches,
+    not a claim per finished send), or when its outcome may have made something due (anything but "sent": a
+    retry, a fallback row); otherwise the next commit's wake-up, or the poll, brings the next claim.
     """
 
     def __init__(
@@ -330,6 +340,16 @@ class Dispatcher:
         self._recorder: asyncio.Task[None] | None = None
         # Sent in-app deliveries waiting for the next claim's transaction, with their send time.
         self._unsettled: list[tuple[DeliveryJob, SendResult, datetime, float]] = []
+        self._settle_timer: asyncio.TimerHandle | None = None
+        self._claiming = 0  # the limit of the claim under way (its jobs are not in flight yet)
+        # With more due than fits in flight, the free capacity is refilled once this much is free, not after
+        # every finished send: a claim runs the claim-time rules (a dozen statements) whatever its size, and a
+        # claim per finished send cost more than the sends themselves in a drain (issue 17). On SQLite a claim
+        # also holds the one write lock every send's credit and outcome wait for: half the capacity; on
+        # PostgreSQL claims and sends overlap, and a fuller capacity keeps more round trips in flight: a quarter.
+        s = ctx.settings
+        part = 2 if ctx.db.is_sqlite else 4
+        self._refill_at = max(1, min(s.delivery_concurrency, s.delivery_batch_size) // part)
 
     def wake(self) -> None:
         """Call on the event loop (bus handlers run there)."""
@@ -348,7 +368,11 @@ class Dispatcher:
             jobs: list[DeliveryJob] = []
             self._capped = free <= 0
             unsettled, self._unsettled = self._unsettled, []
+            if unsettled and self._settle_timer is not None:
+                self._settle_timer.cancel()  # this pass records them
+                self._settle_timer = None
             if free > 0:
+                self._claiming = min(free, s.delivery_batch_size)
                 try:
                     claim = await to_thread.run_sync(
                         partial(
@@ -365,10 +389,12 @@ class Dispatcher:
                         )
                     )
                 except Exception:
+                    self._claiming = 0
                     log.exception("领取待发送投递失败，稍后重试")
-                    self._unsettled[:0] = unsettled
+                    self._unsettled[:0] = unsettled  # the next pass, after the pause, records them
                     await asyncio.sleep(1.0)
                     continue
+                self._claiming = 0
                 self._settled(unsettled, claim.settled)
                 jobs = claim.jobs
                 self._capped = claim.full
@@ -387,8 +413,14 @@ class Dispatcher:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
-        if self._capped or task.cancelled() or task.exception() is not None:
+        if task.cancelled() or task.exception() is not None:
             self._event.set()
+        elif self._capped and self._free() >= self._refill_at:
+            self._event.set()
+
+    def _free(self) -> int:
+        """Capacity neither in flight nor being filled by the claim under way."""
+        return self.ctx.settings.delivery_concurrency - len(self._inflight) - self._claiming
 
     async def _process(self, job: DeliveryJob) -> None:
         channel = self.channels.get(job.channel)
@@ -406,8 +438,10 @@ class Dispatcher:
                 result = SendResult.retry(f"发送异常：{type(exc).__name__}")
         elapsed = time.perf_counter() - started
         if job.channel == "inapp" and result.outcome == "sent" and not self._stopping:
-            if not self._unsettled:
-                asyncio.get_running_loop().call_later(SETTLE_WITHIN, self._event.set)
+            # One timer for whatever waits: a timer per claim that took the waiting ones kept several in flight,
+            # each bringing a claim of its own (in a drain, a small claim every few milliseconds).
+            if self._settle_timer is None:
+                self._settle_timer = asyncio.get_running_loop().call_later(SETTLE_WITHIN, self._settle_due)
             self._unsettled.append((job, result, self.ctx.clock.now(), elapsed))
             return
         status = await self._record(job, result)
@@ -417,6 +451,10 @@ class Dispatcher:
             self._event.set()
         if status in ("failed", "dead"):
             log.warning("投递 %s（%s）%s：%s", job.delivery_id, job.channel, status, result.detail)
+
+    def _settle_due(self) -> None:
+        self._settle_timer = None
+        self._event.set()
 
     def _settled(self, unsettled: list[tuple[DeliveryJob, SendResult, datetime, float]], statuses: list[str]) -> None:
         for (job, _, _, elapsed), status in zip(unsettled, statuses, strict=True):
@@ -467,6 +505,9 @@ class Dispatcher:
     async def stop(self) -> None:
         self._stopping = True
         self._event.set()
+        if self._settle_timer is not None:
+            self._settle_timer.cancel()  # what waits is recorded below
+            self._settle_timer = None
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=10)
         unsettled, self._unsettled = self._unsettled, []

@@ -9,6 +9,9 @@ the dispatcher sends through, so that a channel never sends what another of its 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from anyio import to_thread
@@ -16,11 +19,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from leadpush.config import Settings
 from leadpush.context import AppContext
 from leadpush.notify.channels.base import Channel, DeliveryJob, Recipient, SendResult
 from leadpush.notify.models import Delivery
 from leadpush.notify.policy import NAMES, PERSONAL_CHANNELS, Chain, describe, judge
-from leadpush.notify.preferences import chain_for
+from leadpush.notify.preferences import chain_for, chain_with, choices_of
 
 log = logging.getLogger(__name__)
 
@@ -96,23 +100,72 @@ def carried_on(session: Session, job: DeliveryJob, channel: str) -> list[int]:
     return [f for f in folds if f not in own]
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """What the fallback needs of a claimed delivery (see `read_at_claim`)."""
+
+    delivery_id: int
+    notification_id: int
+    channel: str
+    kind: str
+    recipient_id: int
+
+
+def read_at_claim(
+    settings: Settings, session: Session, claimed: Sequence[Claimed]
+) -> dict[int, tuple[Chain, tuple[tuple[str, str], ...]]]:
+    """For each claimed delivery but in-app ones (by id): its chain and its notification's other deliveries
+    (channel, status), read in the claim's transaction (one statement, plus the recipients' choices unless
+    cached) instead of a read transaction per send. The claim has marked its rows `sending` already, so a
+    sibling claimed with it reads as it would at its send."""
+    wanted = [c for c in claimed if c.channel != "inapp"]
+    if not wanted:
+        return {}
+    people = {c.recipient_id for c in wanted if c.channel in PERSONAL_CHANNELS}
+    choices = choices_of(session, people) if people else {}
+    others: dict[int, list[tuple[int, str, str]]] = defaultdict(list)
+    rows = session.execute(
+        select(Delivery.notification_id, Delivery.id, Delivery.channel, Delivery.status).where(
+            Delivery.notification_id.in_(sorted({c.notification_id for c in wanted}))
+        )
+    ).all()
+    for n_id, d_id, channel, status in rows:
+        others[n_id].append((d_id, channel, status))
+    out: dict[int, tuple[Chain, tuple[tuple[str, str], ...]]] = {}
+    for c in wanted:
+        if c.channel in PERSONAL_CHANNELS:
+            chain = chain_with(settings, choices.get(c.recipient_id), c.kind, c.channel)
+        else:
+            chain = settings.channel_policy.chain_of(c.kind, c.channel)
+        siblings = tuple((ch, st) for d, ch, st in others[c.notification_id] if d != c.delivery_id)
+        out[c.delivery_id] = (chain, siblings)
+    return out
+
+
 def sent_alternative(ctx: AppContext, job: DeliveryJob, chain: Chain) -> str | None:
     """Another channel of the same chain already reached (or is about to reach) the user for this
     notification — e.g. an admin retried a dead WeChat delivery after WeCom had taken over. Then this
     one must not send. An earlier channel counts only once sent: while it is still `sending` it is
-    the very delivery whose failure created this one."""
+    the very delivery whose failure created this one. Reads nothing when the claim read the siblings."""
     position = chain.index(job.channel) if job.channel in chain else 0
     earlier, later = chain[:position], chain[position + 1 :]
     if not earlier and not later:
         return None
-    with ctx.db.read() as session:
-        rows = session.execute(
-            select(Delivery.channel, Delivery.status).where(
-                Delivery.notification_id == job.notification_id,
-                Delivery.channel.in_(earlier + later),
-                Delivery.id != job.delivery_id,
-            )
-        ).all()
+    rows: Sequence[tuple[str, str]]
+    if job.siblings is not None:
+        rows = [(channel, status) for channel, status in job.siblings if channel in earlier + later]
+    else:
+        with ctx.db.read() as session:
+            rows = [
+                (channel, status)
+                for channel, status in session.execute(
+                    select(Delivery.channel, Delivery.status).where(
+                        Delivery.notification_id == job.notification_id,
+                        Delivery.channel.in_(earlier + later),
+                        Delivery.id != job.delivery_id,
+                    )
+                )
+            ]
     for channel, status in rows:
         if status == "sent" or (channel in later and status in ("pending", "sending", "failed")):
             return channel
@@ -164,11 +217,19 @@ class FallbackChannel:
         with self.ctx.db.read() as session:
             return chain_for(settings, session, job.kind, job.channel, job.recipient.id)
 
+    def _before_send(self, job: DeliveryJob) -> tuple[Chain, str | None]:
+        chain = self.chain_of(job)
+        return chain, (sent_alternative(self.ctx, job, chain) if len(chain) > 1 else None)
+
     async def send(self, job: DeliveryJob) -> SendResult:
-        chain = await to_thread.run_sync(self.chain_of, job)
+        if job.chain is not None and job.siblings is not None:
+            # Read by the claim: nothing to read here, no thread hop.
+            chain: Chain = job.chain
+            other = sent_alternative(self.ctx, job, chain) if len(chain) > 1 else None
+        else:
+            chain, other = await to_thread.run_sync(self._before_send, job)
         if len(chain) == 1:
             return await self.inner.send(job)
-        other = await to_thread.run_sync(sent_alternative, self.ctx, job, chain)
         if other is not None:
             return SendResult.skipped(f"已改由{NAMES.get(other, other)}发送，不再重复")
         result = await self.inner.send(job)

@@ -91,7 +91,11 @@ def stored_choices(session: Session, user_ids: Collection[int]) -> dict[int, Cho
 
 def chain_for(settings: Settings, session: Session, kind: str, channel: str, recipient_id: int) -> Chain:
     """The chain `channel` is in for this kind as the recipient's choice shapes it (send-time fallback)."""
-    choices = choices_of(session, [recipient_id]).get(recipient_id)
+    return chain_with(settings, choices_of(session, [recipient_id]).get(recipient_id), kind, channel)
+
+
+def chain_with(settings: Settings, choices: Choices | None, kind: str, channel: str) -> Chain:
+    """`chain_for` with the recipient's choices in hand (a claim reads them for all its recipients at once)."""
     chains = chosen_chains(settings.channel_policy.chains_for(kind), chosen_for(settings, choices, kind))
     for chain in chains:
         if channel in chain:

@@ -27,9 +27,9 @@ from leadpush.notify.policy import CATEGORIES
 from leadpush.tencent.client import ApiReply, call_platform, call_with_token, issued_token
 from leadpush.tencent.errcodes import retry_for, short_errmsg
 from leadpush.tencent.tokens import Fetch, TokenCache, TokenUnavailable, shared_token_cache
-from leadpush.wechat.credits import Reservation, Settlement, reserve_credit, settle_credit, spendable
+from leadpush.wechat.credits import Reservation, Settlement, reserve_for_send, settle_credit
 from leadpush.wechat.format import ValueRefused, subscribe_page, template_data, template_fields
-from leadpush.wechat.quota import exhausted_until, mark_exhausted
+from leadpush.wechat.quota import mark_exhausted, marker_key
 
 SEND_PATH = "/cgi-bin/message/subscribe/send"
 NO_CREDIT = "无订阅次数（no credit）：用户未在小程序中允许接收，或次数已用完"
@@ -81,6 +81,7 @@ class WechatChannel:
         self.client = client
         self.template_id = s.wechat_template_id
         self.appid = s.wechat_appid or ""
+        self.quota_key = marker_key(self.appid)
         self.field_map = s.wechat_field_map
         self.url = s.wechat_api_base.rstrip("/") + SEND_PATH
         self._settling: set[asyncio.Future[None]] = set()
@@ -115,17 +116,18 @@ class WechatChannel:
             return SendResult.permanent(str(exc))
         db, user_id, now = self.ctx.db, job.recipient.id, self.ctx.clock.now()
         keep = self.keep_for(job)
-        resets = await to_thread.run_sync(exhausted_until, db, self.appid, now)
-        if resets is not None:
-            # Today's quota is used up: no call. Say "no credit" rather than wait, if that is the truth;
-            # else give way, or wait until the quota resets (known now: no point in trying before).
-            could = await to_thread.run_sync(spendable, db, user_id, self.template_id, job.delivery_id, keep)
-            if not could:
-                return SendResult.skipped(_not_reserved(could))
-            await self._settle(job, "refund")  # a credit an earlier, crashed attempt reserved goes back
-            wait = max(1.0, (resets - now).total_seconds() + RESET_MARGIN)
+        # The quota marker and the credit in one transaction (credits.reserve_for_send).
+        reserved = await to_thread.run_sync(
+            reserve_for_send, db, user_id, self.template_id, job.delivery_id, now, keep, self.quota_key
+        )
+        if reserved.quota_resets is not None:
+            # Today's quota is used up: no call (nothing was reserved; a credit an earlier, crashed attempt
+            # reserved went back). Say "no credit" rather than wait, if that is the truth; else give way, or
+            # wait until the quota resets (known now: no point in trying before).
+            if not reserved:
+                return SendResult.skipped(_not_reserved(reserved))
+            wait = max(1.0, (reserved.quota_resets - now).total_seconds() + RESET_MARGIN)
             return SendResult("retry", QUOTA_MARKED, retry_after=wait, give_way=QUOTA_GIVE_WAY)
-        reserved = await to_thread.run_sync(reserve_credit, db, user_id, self.template_id, job.delivery_id, now, keep)
         if not reserved:
             return SendResult.skipped(_not_reserved(reserved))
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, cast, get_args
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -201,6 +201,9 @@ class Reservation:
 
     taken: bool
     left: int  # the balance after the reservation (when taken) or as found (when not)
+    # `reserve_for_send` only: today's quota is used up until then (quota.py), so nothing was taken; `taken`
+    # then says whether the delivery could have had a credit (as `spendable` would).
+    quota_resets: datetime | None = None
 
     def __bool__(self) -> bool:
         return self.taken
@@ -227,6 +230,46 @@ def reserve_credit(
             return Reservation(False, _balance(session, user_id, template_id))
         session.add(KeyValue(key=key, value=f"{user_id}:{template_id}", expires_at=None))
         return Reservation(True, _balance(session, user_id, template_id))
+
+
+def reserve_for_send(
+    db: Database, user_id: int, template_id: str, delivery_id: int, now: datetime, keep: int, quota_key: str
+) -> Reservation:
+    """What a send does before calling WeChat, in one write transaction (it was a read and a write, issue 17):
+    look at the daily-quota marker (`quota_key`, quota.py) and this delivery's reservation in one statement;
+    with the quota used up, take nothing, give back a credit an earlier (crashed) attempt of this delivery had
+    reserved, and answer with `quota_resets`; else `reserve_credit`, the balance read back by the decrement."""
+    key = _reservation_key(delivery_id)
+    sub = (WechatSubscription.user_id == user_id, WechatSubscription.template_id == template_id)
+    with db.write() as session:
+        rows = session.execute(select(KeyValue.key, KeyValue.expires_at).where(KeyValue.key.in_((key, quota_key))))
+        found = {k: expires for k, expires in rows}
+        resets = found.get(quota_key)
+        held = key in found
+        if quota_key in found and resets is not None and resets > now:
+            left = _balance(session, user_id, template_id)
+            if held:  # as settle_credit(..., "refund") would
+                session.execute(delete(KeyValue).where(KeyValue.key == key))
+                session.execute(
+                    update(WechatSubscription)
+                    .where(*sub)
+                    .values(credits=WechatSubscription.credits + 1, updated_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+            return Reservation(held or left > max(0, keep), left, resets)
+        if held:
+            return Reservation(True, _balance(session, user_id, template_id))
+        after = session.execute(
+            update(WechatSubscription)
+            .where(*sub, WechatSubscription.credits > max(0, keep))
+            .values(credits=WechatSubscription.credits - 1, updated_at=now)
+            .returning(WechatSubscription.credits)
+            .execution_options(synchronize_session=False)
+        ).scalar()
+        if after is None:
+            return Reservation(False, _balance(session, user_id, template_id))
+        session.execute(insert(KeyValue).values(key=key, value=f"{user_id}:{template_id}", expires_at=None))
+        return Reservation(True, int(after))
 
 
 def spendable(db: Database, user_id: int, template_id: str, delivery_id: int, keep: int = 0) -> Reservation:

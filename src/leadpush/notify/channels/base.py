@@ -42,6 +42,11 @@ class DeliveryJob:
     # Set when the notification was read before this claim; a notice about the recipient's own action
     # (a claim) is born read. The page pops up a toast only for a message without it.
     read_at: datetime | None = None
+    # Read by the claim, for the send-time fallback (notify.fallback), so a send reads nothing more for it:
+    # the delivery's "one of" chain as its recipient's choices shape it, and the notification's other
+    # deliveries (channel, status). None: not read (a job built elsewhere); the fallback reads them itself.
+    chain: tuple[str, ...] | None = None
+    siblings: tuple[tuple[str, str], ...] | None = None
 
 
 @dataclass(frozen=True)
