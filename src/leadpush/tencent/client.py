@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import math
-import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,19 +13,6 @@ import httpx
 
 from leadpush.tencent.errcodes import TOKEN_ERRORS, TRANSIENT_TOKEN_ERRORS, short_errmsg
 from leadpush.tencent.tokens import TokenCache, TokenUnavailable
-
-
-def skip_sniffio_search() -> None:
-    """httpcore runs `import sniffio` for every lock and stream it sets up (`current_async_library`); with sniffio
-    not installed (anyio no longer needs it) every such import failed only after searching sys.path: ~25% of the
-    worker's event-loop CPU while draining WeChat deliveries (issue 17). Marking it absent makes the import fail at
-    once; httpcore and anyio both take a failed import as "asyncio"."""
-    if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
-        sys.modules["sniffio"] = None  # type: ignore[assignment]
-
-
-skip_sniffio_search()
-
 
 NO_TIME_LEFT = "未发送：本次投递的租约所剩时间不足，稍后重试"
 
