@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from support import wait_for
+from support.fresh import fresh_interpreter
 from support.procs import LeadpushProcess
 from support.wsclient import WsClient
 
@@ -74,6 +75,7 @@ def _close(hub: Hub, connections: list[Connection]) -> weakref.ref[Connection]:
     return weakref.ref(conn)
 
 
+@fresh_interpreter
 def test_a_closed_connection_frozen_with_the_rest_is_collected_at_the_thaw(thawed):
     hub = Hub(lambda hashes: hashes)
     policy = _policy(thawed, hub, min_open=5, share=0.25)
@@ -103,6 +105,7 @@ def test_a_closed_connection_frozen_with_the_rest_is_collected_at_the_thaw(thawe
     assert policy.tick() is None
 
 
+@fresh_interpreter
 def test_churn_at_a_steady_count_thaws_too(thawed):
     hub = Hub(lambda hashes: hashes)
     policy = _policy(thawed, hub, min_open=4, share=0.5)
@@ -120,6 +123,7 @@ def test_churn_at_a_steady_count_thaws_too(thawed):
     assert all(ref() is None for ref in gone)
 
 
+@fresh_interpreter
 def test_nothing_is_frozen_below_the_threshold_or_when_turned_off(thawed):
     hub = Hub(lambda hashes: hashes)
     _open(hub, 3)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from support.fresh import fresh_interpreter
 
 from leadpush import gcfreeze
 from leadpush.gcfreeze import GcFreeze
@@ -96,6 +97,7 @@ def _cycles(count: int) -> list[Cycle]:
         gc.enable()
 
 
+@fresh_interpreter
 def test_objects_made_at_a_steady_socket_count_are_frozen_once_a_full_pass_keeps_them(policies):
     hub = Hub(lambda hashes: hashes)
     policy = _policy(policies, hub, min_open=4, share=0.25)
@@ -114,6 +116,7 @@ def test_objects_made_at_a_steady_socket_count_are_frozen_once_a_full_pass_keeps
     assert not _frozen([Cycle()])  # new objects are walked until the next freeze
 
 
+@fresh_interpreter
 def test_full_passes_come_early_while_the_policy_is_on(policies):
     hub = Hub(lambda hashes: hashes)
     policy = _policy(policies, hub, min_open=4, share=0.25)
@@ -128,6 +131,7 @@ def test_full_passes_come_early_while_the_policy_is_on(policies):
     assert gc.get_threshold() == thresholds
 
 
+@fresh_interpreter
 def test_the_tick_freezes_when_no_automatic_full_pass_came(policies):
     hub = Hub(lambda hashes: hashes)
     policy = _policy(policies, hub, min_open=4, share=0.25, old_objects=1_000)
@@ -143,6 +147,7 @@ def test_the_tick_freezes_when_no_automatic_full_pass_came(policies):
     assert _frozen(kept)
 
 
+@fresh_interpreter
 def test_garbage_frozen_at_a_steady_count_is_measured_and_collected_by_the_thaw(policies):
     hub = Hub(lambda hashes: hashes)
     policy = _policy(policies, hub, min_open=4, share=0.25, old_objects=50)
@@ -170,6 +175,7 @@ def test_garbage_frozen_at_a_steady_count_is_measured_and_collected_by_the_thaw(
     assert policy.tick() != "thawed"  # the eight sockets, still open, stay frozen: no second thaw
 
 
+@fresh_interpreter
 def test_sockets_closed_while_frozen_are_collected_by_the_thaw(policies):
     hub = Hub(lambda hashes: hashes)
     policy = _policy(policies, hub, min_open=4, share=0.25, old_objects=50)
@@ -196,6 +202,7 @@ def test_sockets_closed_while_frozen_are_collected_by_the_thaw(policies):
     assert _frozen(connections)  # the 25 still open were alive at the thaw: frozen again
 
 
+@fresh_interpreter
 def test_below_the_threshold_the_policy_thaws_and_turns_off(policies):
     hub = Hub(lambda hashes: hashes)
     policy = _policy(policies, hub, min_open=4, share=0.25, old_objects=50)
@@ -226,6 +233,7 @@ class Plain(Connection):
         self.state = {"buffer": [{"n": i} for i in range(100)]}
 
 
+@fresh_interpreter
 def test_closed_sockets_whose_objects_went_by_reference_counting_need_no_thaw(policies):
     hub = Hub(lambda hashes: hashes)
     policy = _policy(policies, hub, min_open=4, share=0.25, old_objects=50)

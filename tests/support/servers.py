@@ -100,6 +100,9 @@ def make_settings(url: str, **overrides: Any) -> Settings:
     # Most tests count one message per notice; digests have their own tests, which set a window.
     overrides.setdefault("digest_window_wechat", 0)
     overrides.setdefault("digest_window_wecom", 0)
+    # The gc policy is process-wide (gc.freeze, thresholds, gc.callbacks) and a test process runs several
+    # stacks beside unit tests of that policy: its tests start their own policy, or a `leadpush serve`.
+    overrides.setdefault("gc_freeze_min_sockets", 0)
     return Settings(database_url=url, **overrides)
 
 
