@@ -7,7 +7,8 @@ what leadpush writes for one reassignment into leadpush's own migrated schema (s
 foreign keys): the lead's owner, version, times and cleared deadline; the history row; a
 `customer_assigned` notification to the new owner and a `customer_recycled` one to the previous owner, each
 with its `prev_id` (the recipient's latest id, read under the per-recipient advisory lock on PostgreSQL, as
-leadpush orders them); and their in-app delivery rows. No authentication, no rules, no ORM, no response
+leadpush orders them); and their in-app delivery rows (on PostgreSQL, after the lock, in one statement, as
+leadpush's ledger writes them). No authentication, no rules, no ORM, no response
 beyond the envelope. What leadpush spends above this is the price of its Python, not of its rows.
 
 With `--ordering none` (PostgreSQL) the advisory lock is left out: the same rows, but a recipient's ids
@@ -34,6 +35,27 @@ LOCK = (
     "SELECT count(pg_advisory_xact_lock(7301, r)) FROM"
     " (SELECT r FROM unnest(CAST(%s AS integer[])) AS r ORDER BY r) AS ordered"
 )
+
+
+# PostgreSQL: the notifications (each `prev_id` the recipient's latest id, read after the lock: a statement's
+# snapshot is taken when it starts) and their in-app deliveries in one statement, as leadpush's ledger does.
+PG_ROWS = """
+WITH src AS (
+  SELECT * FROM json_to_recordset(CAST(%s AS json)) AS r(o int, r int, k text, t text, b text, p text, d text)
+), numbered AS (
+  SELECT nextval(pg_get_serial_sequence('notifications', 'id')) AS id, s.* FROM (SELECT * FROM src ORDER BY o) AS s
+), chained AS (
+  SELECT m.*, coalesce(lag(m.id) OVER (PARTITION BY m.r ORDER BY m.id),
+                       (SELECT max(n.id) FROM notifications AS n WHERE n.recipient_id = m.r)) AS prev_id
+  FROM numbered AS m
+), notes AS (
+  INSERT INTO notifications (id, recipient_id, kind, title, body, payload, dedupe_key, prev_id, created_at)
+  SELECT id, r, k, t, b, CAST(p AS json), d, prev_id, %s FROM chained RETURNING id
+)
+INSERT INTO deliveries (notification_id, recipient_id, channel, status, attempts, policy, next_attempt_at,
+                        created_at, updated_at)
+SELECT id, r, 'inapp', 'pending', 0, '站内通知始终发送', %s, %s, %s FROM chained
+"""
 
 
 class AssignBody(BaseModel):
@@ -102,6 +124,15 @@ class Writer:
         recipients = sorted({r for r, _ in notes})
         if self.postgres and self.lock:
             cur.execute(LOCK, (recipients,))
+        if self.postgres:
+            # As leadpush writes them (notify/ledger.py): after the lock, one statement reads the latest ids
+            # and inserts the notifications and their deliveries, so the lock is held over two round trips.
+            rows = [
+                {"o": i, "r": rid, "k": kind, "t": title, "b": body, "p": payload, "d": key}
+                for i, (rid, (kind, title, body, payload, key)) in enumerate(notes)
+            ]
+            cur.execute(PG_ROWS, (json.dumps(rows, ensure_ascii=False), now, now, now, now))
+            return True
         marks = ", ".join([self.p] * len(recipients))
         cur.execute(
             f"SELECT recipient_id, max(id) FROM notifications WHERE recipient_id IN ({marks}) GROUP BY recipient_id",

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from anyio import to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -21,7 +20,7 @@ import leadpush.models  # noqa: F401  (every table mapped, whichever routers imp
 from leadpush import __version__
 from leadpush.config import Settings
 from leadpush.context import AppContext
-from leadpush.deps import SIGNED_IN_USER, user_from_headers
+from leadpush.deps import SIGNED_IN_USER, user_from_headers_async
 from leadpush.errors import ApiError
 from leadpush.logredact import install_log_redaction
 
@@ -268,7 +267,7 @@ class SignInBeforeBody:
         client = scope.get("client")
         address = client[0] if client else "unknown"
         try:
-            user = await to_thread.run_sync(user_from_headers, self.ctx, headers, address)
+            user = await user_from_headers_async(self.ctx, headers, address)
         except ApiError as exc:
             response = refuse_unread(exc.status, exc.code, exc.message)
             if exc.headers:

@@ -14,10 +14,13 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, func, insert, select, true, update
+from sqlalchemy import ColumnElement, Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.sql.dml import ReturningUpdate
 
 from leadpush.assignment.messaging import BatchMoves, Change, batch_notifications, notifications_for
 from leadpush.assignment.models import VIAS, Assignment
@@ -116,10 +119,6 @@ def lock_users(session: Session, user_ids: Iterable[int]) -> None:
         held.update(wanted)
 
 
-def _owner_is(owner_id: int | None) -> ColumnElement[bool]:
-    return Customer.owner_id.is_(None) if owner_id is None else Customer.owner_id == owner_id
-
-
 def _as_seen(customer: Customer, expected: int | None, owner_id: int | None, version: int) -> bool:
     return version == expected if expected is not None else owner_id == customer.owner_id
 
@@ -143,7 +142,10 @@ def _apply_moves(session: Session, planned: list[Move], now: datetime) -> dict[i
     if len(planned) == 1:
         move = planned[0]
         customer, expected = move.customer, move.expected_version
-        seen = Customer.version == expected if expected is not None else _owner_is(customer.owner_id)
+        if expected is not None:
+            seen: tuple[str, int | None] = ("version", expected)
+        else:
+            seen = ("owner", customer.owner_id) if customer.owner_id is not None else ("no_owner", None)
         return _move_to(session, [customer.id], seen, move.to_user, _pool_of(move), now)
     current = session.execute(
         select(Customer.id, Customer.owner_id, Customer.version)
@@ -161,37 +163,66 @@ def _apply_moves(session: Session, planned: list[Move], now: datetime) -> dict[i
         destinations.setdefault(key, (m.to_user, []))[1].append(m.customer.id)
     moved: dict[int, int] = {}
     for (_owner, pool), (target, ids) in destinations.items():
-        moved.update(_move_to(session, ids, true(), target, pool, now))
+        moved.update(_move_to(session, ids, ("any", None), target, pool, now))
     return moved
 
 
 _PLAN_CLEARED: dict[str, None] = {"next_follow_up_at": None, "next_follow_up_note": None, "follow_up_remind_at": None}
 
 
+@cache
+def _move_statement(condition: str, to_pool: bool) -> ReturningUpdate[tuple[int, int]]:
+    """The UPDATE of `_move_to`, built once per shape: a Core statement on the table (no ORM bulk-update pass,
+    no statement built and cache-keyed per request); the values are bound per call."""
+    table = cast(Table, Customer.__table__)
+    t = table.c
+    where: list[ColumnElement[bool]] = [t.id.in_(bindparam("ids", expanding=True))]
+    if condition == "version":
+        where.append(t.version == bindparam("seen"))
+    elif condition == "owner":
+        where.append(t.owner_id == bindparam("seen"))
+    elif condition == "no_owner":
+        where.append(t.owner_id.is_(None))
+    values: dict[str, Any] = {
+        "owner_id": bindparam("owner_id", type_=t.owner_id.type),
+        "version": t.version + 1,
+        "assigned_at": bindparam("assigned_at", type_=t.assigned_at.type),
+        "pool_id": bindparam("pool_id", type_=t.pool_id.type),
+        "pooled_at": bindparam("pooled_at", type_=t.pooled_at.type),
+        "updated_at": bindparam("updated_at", type_=t.updated_at.type),
+        "transfer_due_at": None,
+        "transfer_warn_at": None,
+        "transfer_rule_id": None,
+        "transfer_warned_for": None,
+    }
+    if to_pool:  # A lead in a pool has nobody to remind: its follow-up plan ends there (one to a person stays).
+        values.update(_PLAN_CLEARED)
+    return update(table).where(*where).values(values).returning(t.id, t.version)
+
+
 def _move_to(
-    session: Session, ids: list[int], seen: ColumnElement[bool], target: User | None, pool: int | None, now: datetime
+    session: Session,
+    ids: list[int],
+    seen: tuple[str, int | None],
+    target: User | None,
+    pool: int | None,
+    now: datetime,
 ) -> dict[int, int]:
-    """One UPDATE: these leads (still as `seen`) to `target`, or with None to `pool`; their new versions."""
-    rows_moved = session.execute(
-        update(Customer)
-        .where(Customer.id.in_(ids), seen)
-        .values(
-            owner_id=target.id if target is not None else None,
-            version=Customer.version + 1,
-            assigned_at=now if target is not None else None,
-            pool_id=pool if target is None else None,
-            pooled_at=None if target is not None else now,
-            updated_at=now,
-            transfer_due_at=None,
-            transfer_warn_at=None,
-            transfer_rule_id=None,
-            transfer_warned_for=None,
-            # A lead in a pool has nobody to remind: its follow-up plan ends there (one to a person stays).
-            **_PLAN_CLEARED if target is None else {},
-        )
-        .returning(Customer.id, Customer.version)
-        .execution_options(synchronize_session=False)
-    )
+    """One UPDATE: these leads (still as `seen`: ("version", v), ("owner", id), ("no_owner", None) or ("any",
+    None)) to `target`, or with None to `pool`; their new versions."""
+    condition, value = seen
+    params: dict[str, Any] = {
+        "ids": ids,
+        "owner_id": target.id if target is not None else None,
+        "assigned_at": now if target is not None else None,
+        "pool_id": pool if target is None else None,
+        "pooled_at": None if target is not None else now,
+        "updated_at": now,
+    }
+    if condition in ("version", "owner"):
+        params["seen"] = value
+    session.flush()  # what the ORM statement's autoflush did: pending changes go first (a Core statement skips it)
+    rows_moved = session.execute(_move_statement(condition, target is None), params)
     return {r.id: r.version for r in rows_moved}
 
 

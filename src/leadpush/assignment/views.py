@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from pydantic import TypeAdapter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -131,7 +132,8 @@ def get_customer(customer_id: int, ctx: Ctx, user: CurrentUser) -> Envelope:
 def single_out(session: Session, result: ChangeResult) -> AssignedCustomer:
     """The lead as the answer shows it; its `notificationData` is added by `with_notification_data`."""
     customer = (result.changed or result.unchanged)[0]
-    return AssignedCustomer(**customers_out(session, [customer])[0].model_dump())
+    # Validated once, as a CustomerOut: the same fields, not checked again.
+    return AssignedCustomer.model_construct(**dict(customers_out(session, [customer])[0]))
 
 
 def with_notification_data(ctx: AppContext, out: AssignedCustomer, result: ChangeResult) -> AssignedCustomer:
@@ -158,22 +160,34 @@ def with_batch_data(ctx: AppContext, out: BatchResult, result: ChangeResult) -> 
     return out
 
 
-def _assign(ctx: AppContext, user: CurrentUser, customer_id: int, body: AssignBody, via: str) -> Envelope:
+ASSIGNED = TypeAdapter(Envelope[AssignedCustomer])
+BATCH = TypeAdapter(Envelope[BatchResult])
+
+
+def answer(adapter: TypeAdapter[Any], envelope: Envelope) -> Response:
+    """The JSON FastAPI would send for the route's `response_model` (the same serializer, the same bytes),
+    without checking again what was built from checked values: for a sync route FastAPI revalidates the
+    returned object in another trip to a worker thread before serializing it."""
+    return Response(adapter.dump_json(envelope, by_alias=True), media_type="application/json")
+
+
+def _assign(ctx: AppContext, user: CurrentUser, customer_id: int, body: AssignBody, via: str) -> Response:
     with ctx.db.write() as session:
         result = actions.assign_one(ctx, session, user, customer_id, body.assigned_to, via, body.version)
         out = single_out(session, result)
     out = with_notification_data(ctx, out, result)
-    return Envelope(message="分配成功" if result.changed else "线索已属于该用户，无需分配", data=out)
+    message = "分配成功" if result.changed else "线索已属于该用户，无需分配"
+    return answer(ASSIGNED, Envelope[AssignedCustomer].model_construct(success=True, message=message, data=out))
 
 
 @router.patch("/{customer_id:int}/assign", response_model=Envelope[AssignedCustomer])
-def assign_web(customer_id: int, body: AssignBody, ctx: Ctx, user: CurrentUser) -> Envelope:
+def assign_web(customer_id: int, body: AssignBody, ctx: Ctx, user: CurrentUser) -> Response:
     """Assign one lead (web console)."""
     return _assign(ctx, user, customer_id, body, "web")
 
 
 @router.patch("/miniprogram/{customer_id:int}/assign", response_model=Envelope[AssignedCustomer])
-def assign_miniprogram(customer_id: int, body: AssignBody, ctx: Ctx, user: CurrentUser) -> Envelope:
+def assign_miniprogram(customer_id: int, body: AssignBody, ctx: Ctx, user: CurrentUser) -> Response:
     """Assign one lead (WeChat mini program)."""
     return _assign(ctx, user, customer_id, body, "miniprogram")
 
@@ -182,23 +196,23 @@ def _batch_message(result: ChangeResult) -> str:
     return f"已分配 {len(result.changed)} 条，未变化 {len(result.unchanged)} 条，失败 {len(result.failed)} 条"
 
 
-def _batch(ctx: AppContext, user: CurrentUser, body: BatchAssignBody, *, from_pool: bool) -> Envelope:
+def _batch(ctx: AppContext, user: CurrentUser, body: BatchAssignBody, *, from_pool: bool) -> Response:
     with ctx.db.write() as session:
         batch = actions.BatchInput(body.customer_ids, body.assigned_to)
         result = actions.assign_batch(ctx, session, user, batch, from_pool=from_pool)
         out = batch_out(session, result)
     out = with_batch_data(ctx, out, result)
-    return Envelope(message=_batch_message(result), data=out)
+    return answer(BATCH, Envelope[BatchResult](message=_batch_message(result), data=out))
 
 
 @router.post("/batch-assign", response_model=Envelope[BatchResult])
-def batch_assign(body: BatchAssignBody, ctx: Ctx, user: CurrentUser) -> Envelope:
+def batch_assign(body: BatchAssignBody, ctx: Ctx, user: CurrentUser) -> Response:
     """Assign many leads to one salesperson; one digest notification per recipient."""
     return _batch(ctx, user, body, from_pool=False)
 
 
 @router.post("/public-pool/assign", response_model=Envelope[BatchResult])
-def public_pool_assign(body: BatchAssignBody, ctx: Ctx, user: CurrentUser) -> Envelope:
+def public_pool_assign(body: BatchAssignBody, ctx: Ctx, user: CurrentUser) -> Response:
     """Hand leads out of the public pool (公海) to one salesperson."""
     return _batch(ctx, user, body, from_pool=True)
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import weakref
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Integer, String, cast, func, null, select, text, union_all
+from sqlalchemy import func, select, text
+from sqlalchemy.dialects.sqlite import DATETIME as SQLITE_DATETIME
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.orm import Session
 
 from leadpush.config import Settings
@@ -139,46 +142,39 @@ def write_prepared(session: Session) -> None:
 
     A caller that must read or change the rows inside the transaction may call it itself, earlier: the rows
     are written then, and the recipients stay locked from there to the commit (what the step avoids).
+
+    The rows go in with Core statements, not the ORM's flush (the objects stay out of the session; their ids,
+    `prev_id` and the deliveries' ids are set from what the statements return). On PostgreSQL, after the
+    lock: ONE statement drops the stored dedupe keys, reads the latest ids, draws the new ids and inserts the
+    notifications and their deliveries, so the lock is held over two round trips (it and the COMMIT). The
+    lock must be its own, earlier statement: a statement's snapshot is taken when it starts, and the latest
+    ids must be read after the lock is granted. On SQLite (writers serialised): one INSERT ... SELECT of the
+    notifications per round (a recipient's k-th notification of the transaction in round k), reading the
+    latest ids and stored keys in the same statement, and one INSERT of the deliveries.
     """
     pending: list[Prepared] = session.info.pop(PENDING, [])
     if not pending:
         return
-    lock_recipients(session, {p.note.recipient_id for p in pending})
-    taken, last_id = stored_keys_and_latest_ids(
-        session, {p.note.dedupe_key for p in pending}, {p.note.recipient_id for p in pending}
-    )
     fresh: list[Prepared] = []
-    for p in pending:
-        if p.note.dedupe_key in taken:
+    prepared_keys: set[str] = set()
+    for p in pending:  # a key prepared twice in this transaction: the first one stands
+        if p.note.dedupe_key in prepared_keys:
             p.returned.remove(p.note)
             continue
-        taken.add(p.note.dedupe_key)
+        prepared_keys.add(p.note.dedupe_key)
         fresh.append(p)
-    if not fresh:
-        return
-    # One INSERT per round: a recipient's k-th notification of this transaction goes in round k, so it can
-    # point back at the id its k-1-th got (an assignment's two notices, to two people, are one round).
-    rounds: list[list[Notification]] = []
-    nth: dict[int, int] = {}
+    lock_recipients(session, {p.note.recipient_id for p in fresh})
+    if session.get_bind().dialect.name == "postgresql":
+        written = _insert_postgres(session, fresh)
+    else:
+        written = _insert_sqlite(session, fresh)
     for p in fresh:
-        k = nth[p.note.recipient_id] = nth.get(p.note.recipient_id, -1) + 1
-        if k == len(rounds):
-            rounds.append([])
-        rounds[k].append(p.note)
-    for notes in rounds:
-        for note in notes:
-            note.prev_id = last_id.get(note.recipient_id)
-        session.add_all(notes)
-        session.flush()
-        last_id.update((note.recipient_id, note.id) for note in notes)
-    for p in fresh:
-        for delivery in p.deliveries:
-            delivery.notification_id = p.note.id
-        session.add_all(p.deliveries)
-        _PLANNED[p.note] = p.deliveries
-    session.flush()
+        if p.note.id is None:  # its key was already stored: not written
+            p.returned.remove(p.note)
+        else:
+            _PLANNED[p.note] = p.deliveries
     by_signals: dict[int, tuple[Signals, set[int], list[Notification]]] = {}
-    for p in fresh:
+    for p in written:
         _, recipients, notes = by_signals.setdefault(id(p.signals), (p.signals, set(), []))
         recipients.add(p.note.recipient_id)
         notes.append(p.note)
@@ -189,6 +185,174 @@ def write_prepared(session: Session) -> None:
 
 def _as_pushed(notes: list[Notification]) -> list[tuple[int, dict[str, Any]]]:
     return [(n.recipient_id, push_message(n)) for n in sorted(notes, key=lambda n: n.id)]
+
+
+_sqlite_stamp = SQLITE_DATETIME().bind_processor(sqlite_dialect())  # the text the ORM stores on SQLite
+assert _sqlite_stamp is not None
+_SQLITE_STAMP: Callable[[datetime], str] = _sqlite_stamp
+
+
+def _stamper(sqlite: bool) -> Callable[[datetime | None], str | None]:
+    """A UTC timestamp as the statements below take it: on SQLite the very text `UTCDateTime` stores (rows are
+    compared as text there), on PostgreSQL an ISO `timestamp` literal."""
+
+    def stamp(value: datetime | None) -> str | None:
+        if value is None:
+            return None
+        naive = value.astimezone(UTC).replace(tzinfo=None)
+        return _SQLITE_STAMP(naive) if sqlite else naive.isoformat()
+
+    return stamp
+
+
+def _note_row(i: int, note: Notification, stamp: Callable[[datetime | None], str | None]) -> dict[str, Any]:
+    return {
+        "o": i,
+        "r": note.recipient_id,
+        "k": note.kind,
+        "t": note.title,
+        "b": note.body,
+        "p": json.dumps(note.payload),  # as the JSON type stores it
+        "d": note.dedupe_key,
+        "c": stamp(note.created_at),
+        "ra": stamp(note.read_at),
+    }
+
+
+def _delivery_row(i: int, d: Delivery, stamp: Callable[[datetime | None], str | None]) -> dict[str, Any]:
+    return {
+        "o": i,
+        "ch": d.channel,
+        "s": d.status,
+        "po": d.policy,
+        "na": stamp(d.next_attempt_at),
+        "c": stamp(d.created_at),
+        "u": stamp(d.updated_at),
+    }
+
+
+# Careful: a statement naming the tables the per-process caches watch (`leadpush.db.on_writes_to`) would drop
+# those caches at every write. These name only notifications and deliveries.
+_PG_WRITE = text(
+    """
+WITH src AS (
+  SELECT r.* FROM json_to_recordset(CAST(:notes AS json)) AS r(
+    o int, r int, k text, t text, b text, p text, d text, c timestamp, ra timestamp)
+  WHERE NOT EXISTS (SELECT 1 FROM notifications AS n WHERE n.dedupe_key = r.d)
+), numbered AS (
+  SELECT nextval(pg_get_serial_sequence('notifications', 'id')) AS id, s.*
+  FROM (SELECT * FROM src ORDER BY o) AS s
+), chained AS (
+  SELECT m.*, coalesce(
+    lag(m.id) OVER (PARTITION BY m.r ORDER BY m.id),
+    (SELECT max(n.id) FROM notifications AS n WHERE n.recipient_id = m.r)
+  ) AS prev_id
+  FROM numbered AS m
+), notes AS (
+  INSERT INTO notifications (id, recipient_id, kind, title, body, payload, dedupe_key, prev_id, created_at, read_at)
+  SELECT id, r, k, t, b, CAST(p AS json), d, prev_id, c, ra FROM chained
+  RETURNING id, prev_id
+), dels AS (
+  INSERT INTO deliveries (notification_id, recipient_id, channel, status, attempts, policy, next_attempt_at,
+                          created_at, updated_at)
+  SELECT ch.id, ch.r, x.ch, x.s, 0, x.po, x.na, x.c, x.u
+  FROM json_to_recordset(CAST(:deliveries AS json)) AS x(
+    o int, ch text, s text, po text, na timestamp, c timestamp, u timestamp)
+  JOIN chained AS ch ON ch.o = x.o
+  RETURNING id, notification_id, channel
+)
+SELECT c.o, c.id, c.prev_id, NULL AS channel FROM chained AS c JOIN notes ON notes.id = c.id
+UNION ALL
+SELECT NULL, dels.notification_id, dels.id, dels.channel FROM dels
+"""
+)
+
+
+def _insert_postgres(session: Session, fresh: list[Prepared]) -> list[Prepared]:
+    """One statement (see `write_prepared`); the notifications whose key was stored keep `id` None."""
+    stamp = _stamper(sqlite=False)
+    notes = [_note_row(i, p.note, stamp) for i, p in enumerate(fresh)]
+    deliveries = [_delivery_row(i, d, stamp) for i, p in enumerate(fresh) for d in p.deliveries]
+    params = {"notes": json.dumps(notes), "deliveries": json.dumps(deliveries)}
+    written: list[Prepared] = []
+    delivery_ids: dict[tuple[int, str], int] = {}
+    for o, a, b, channel in session.execute(_PG_WRITE, params):
+        if channel is None:
+            p = fresh[o]
+            p.note.id, p.note.prev_id = a, b
+            written.append(p)
+        else:
+            delivery_ids[(a, channel)] = b
+    _delivery_ids(written, delivery_ids)
+    return written
+
+
+_SQLITE_NOTES = text(
+    """
+INSERT INTO notifications (recipient_id, kind, title, body, payload, dedupe_key, prev_id, created_at, read_at)
+SELECT r, k, t, b, p, d, (SELECT max(n.id) FROM notifications AS n WHERE n.recipient_id = src.r), c, ra
+FROM (
+  SELECT json_extract(value, '$.r') AS r, json_extract(value, '$.k') AS k, json_extract(value, '$.t') AS t,
+         json_extract(value, '$.b') AS b, json_extract(value, '$.p') AS p, json_extract(value, '$.d') AS d,
+         json_extract(value, '$.c') AS c, json_extract(value, '$.ra') AS ra
+  FROM json_each(:notes)
+) AS src
+WHERE NOT EXISTS (SELECT 1 FROM notifications AS n WHERE n.dedupe_key = src.d)
+RETURNING id, dedupe_key, prev_id
+"""
+)
+_SQLITE_DELIVERIES = text(
+    """
+INSERT INTO deliveries (notification_id, recipient_id, channel, status, attempts, policy, next_attempt_at,
+                        created_at, updated_at)
+SELECT json_extract(value, '$.n'), json_extract(value, '$.r'), json_extract(value, '$.ch'),
+       json_extract(value, '$.s'), 0, json_extract(value, '$.po'), json_extract(value, '$.na'),
+       json_extract(value, '$.c'), json_extract(value, '$.u')
+FROM json_each(:deliveries)
+RETURNING id, notification_id, channel
+"""
+)
+
+
+def _insert_sqlite(session: Session, fresh: list[Prepared]) -> list[Prepared]:
+    """One INSERT per round, one for the deliveries (see `write_prepared`)."""
+    stamp = _stamper(sqlite=True)
+    # A recipient's k-th notification of this transaction goes in round k, so the max(id) it reads is the
+    # id its k-1-th got (an assignment's two notices, to two people, are one round).
+    rounds: list[list[Prepared]] = []
+    nth: dict[int, int] = {}
+    for p in fresh:
+        k = nth[p.note.recipient_id] = nth.get(p.note.recipient_id, -1) + 1
+        if k == len(rounds):
+            rounds.append([])
+        rounds[k].append(p)
+    written: list[Prepared] = []
+    for batch in rounds:
+        by_key = {p.note.dedupe_key: p for p in batch}
+        rows = json.dumps([_note_row(i, p.note, stamp) for i, p in enumerate(batch)])
+        for note_id, key, prev_id in session.execute(_SQLITE_NOTES, {"notes": rows}):
+            p = by_key[key]
+            p.note.id, p.note.prev_id = note_id, prev_id
+            written.append(p)
+    if not written:
+        return written
+    deliveries = []
+    for p in written:
+        for d in p.deliveries:
+            row = _delivery_row(0, d, stamp)
+            row["n"], row["r"] = p.note.id, p.note.recipient_id
+            deliveries.append(row)
+    if deliveries:
+        result = session.execute(_SQLITE_DELIVERIES, {"deliveries": json.dumps(deliveries)})
+        _delivery_ids(written, {(nid, channel): did for did, nid, channel in result})
+    return written
+
+
+def _delivery_ids(written: list[Prepared], ids: dict[tuple[int, str], int]) -> None:
+    for p in written:
+        for d in p.deliveries:
+            d.notification_id = p.note.id
+            d.id = ids[(p.note.id, d.channel)]
 
 
 def channel_plans(
@@ -204,29 +368,6 @@ def channel_plans(
     if item.recipient.active:
         return plans
     return [ChannelPlan(p.channel, "skipped", INACTIVE) if p.status == "pending" else p for p in plans]
-
-
-def stored_keys_and_latest_ids(
-    session: Session, keys: Collection[str], recipient_ids: Collection[int]
-) -> tuple[set[str], dict[int, int]]:
-    """Which of these dedupe keys are stored, and each recipient's latest notification id: one statement
-    (it runs while the recipients are locked, so one round trip fewer there)."""
-    latest = (
-        select(Notification.recipient_id, func.max(Notification.id), cast(null(), String))
-        .where(Notification.recipient_id.in_(sorted(recipient_ids)))
-        .group_by(Notification.recipient_id)
-    )
-    stored = select(cast(null(), Integer), cast(null(), Integer), Notification.dedupe_key).where(
-        Notification.dedupe_key.in_(sorted(keys))
-    )
-    taken: set[str] = set()
-    last_id: dict[int, int] = {}
-    for rid, mid, key in session.execute(union_all(latest, stored)):
-        if key is None:
-            last_id[rid] = mid
-        else:
-            taken.add(key)
-    return taken, last_id
 
 
 def unread_count(session: Session, user_id: int) -> int:

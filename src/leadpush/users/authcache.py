@@ -112,18 +112,32 @@ def _detached(cls: type[Any], values: dict[str, Any]) -> Any:
     return obj
 
 
+def from_copy(db: Database, token: str, *, now: Any, settings: Settings) -> tuple[User, ApiToken] | None:
+    """What `token` signs in with from this process's recent copy, or None (no copy, or not alive any more):
+    no database, no blocking, so the event loop may ask it without a thread."""
+    if not token or len(token) > 200:
+        return None
+    cache = install(db.engine, settings.auth_cache_seconds)
+    if cache.ttl <= 0:
+        return None
+    snapshot = cache.get(hash_token(token))
+    if snapshot is None:
+        return None
+    user, row = _detached(User, snapshot[0]), _detached(ApiToken, snapshot[1])
+    if user.active and alive_at(row, now, settings):
+        return user, row
+    return None
+
+
 def signed_in(db: Database, token: str, *, now: Any, settings: Settings) -> tuple[User, ApiToken] | None:
     """`users.service.find_token` in a read transaction of its own, or from this process's recent copy."""
     if not token or len(token) > 200:
         return None
+    found = from_copy(db, token, now=now, settings=settings)
+    if found is not None:
+        return found
     cache = install(db.engine, settings.auth_cache_seconds)
     token_hash = hash_token(token)
-    if cache.ttl > 0:
-        snapshot = cache.get(token_hash)
-        if snapshot is not None:
-            user, row = _detached(User, snapshot[0]), _detached(ApiToken, snapshot[1])
-            if user.active and alive_at(row, now, settings):
-                return user, row
     generation = cache.generation
     with db.read() as session:
         found = find_token(session, token, now=now, settings=settings)
