@@ -280,6 +280,7 @@ def recompute_with_limit(ctx: Any, limit: float) -> dict[str, Any]:
 
 
 def measure(url: str, op: str, use_tracemalloc: bool, profile: str | None = None, limit: float = 0) -> dict[str, Any]:
+    import leadpush.models  # noqa: F401  (every table mapped, as in the app: the recompute's bulk UPDATE sorts them)
     from leadpush.config import Settings
     from leadpush.context import AppContext
     from leadpush.transfer.deadlines import earliest_pending

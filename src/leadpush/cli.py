@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+import leadpush.models  # noqa: F401  (every table mapped for the one-shot commands too, so foreign keys resolve)
 from leadpush.config import Settings
 from leadpush.startup import StartupError, bind_port, database_errors, load_settings, lock_sqlite
 
