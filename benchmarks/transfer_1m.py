@@ -139,11 +139,13 @@ def lead_rows(n: int, users: list[int], rule_id: int, now: datetime, due_share: 
 
 def load(url: str, n: int, n_users: int, due_share: float, pool_share: float, now: datetime) -> dict[str, Any]:
     from leadpush.db import Database
+    from leadpush.teams.models import Team
     from leadpush.transfer.models import TransferRule
 
     started = time.perf_counter()
     db = Database(url)
     with db.write() as session:
+        session.add_all(Team(name=f"T{t}") for t in range(TEAMS))  # users.team names one (a foreign key)
         rule = TransferRule(
             name="48 小时未跟进退回公海",
             team=None,
