@@ -356,6 +356,9 @@ def test_a_valid_token_always_works_while_bad_ones_from_the_same_address_are_thr
 
 def test_failures_are_counted_per_client_behind_a_trusted_proxy_only(api: Api, team, monkeypatch) -> None:
     monkeypatch.setattr(api.ctx.settings, "auth_failures_per_minute", 3)
+    # The limit counts per wall-clock minute: hold the limiters' clock so the test never straddles two.
+    moment = time.time()
+    monkeypatch.setattr(api.ctx.limiter, "_now", lambda: moment)
 
     def knock(url: str, forwarded_for: str) -> int:
         headers = {"Authorization": "Bearer lp_wrong", "X-Forwarded-For": forwarded_for}
@@ -367,6 +370,7 @@ def test_failures_are_counted_per_client_behind_a_trusted_proxy_only(api: Api, t
     assert knock(api.url, "198.51.100.9, 203.0.113.7") == 429  # the proxy's own entry is the last one
     # A peer that is not a trusted proxy cannot pick its bucket by sending the header.
     ctx = AppContext.from_settings(api.ctx.settings.model_copy(update={"trusted_proxies": "10.255.255.1"}))
+    monkeypatch.setattr(ctx.limiter, "_now", lambda: moment)
     server = ServerThread(create_app(ctx, roles=frozenset({"api"}))).start()
     try:
         codes = [knock(server.url, f"192.0.2.{i}") for i in range(4)]

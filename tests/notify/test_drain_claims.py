@@ -164,8 +164,9 @@ def test_a_backlog_is_claimed_in_batches_not_a_claim_per_finished_send(api, monk
     assert all(rows[i].status == "sent" and rows[i].attempts == 1 for i in channel.started[:finished])
     # The capacity freed one send at a time was refilled in batches (half the capacity a claim on SQLite, a
     # quarter on PostgreSQL), not by a claim per finished send (it was one each: CONCURRENCY claims here).
+    # On a loaded machine a claim the settle timer makes may fall between two answers: allow one more.
     batch = CONCURRENCY // (2 if api.ctx.db.is_sqlite else 4)
-    assert refills <= finished // batch + 1, f"{refills} claims to refill {finished} finished sends"
+    assert refills <= finished // batch + 2 and refills < finished, f"{refills} claims to refill {finished} sends"
 
 
 async def _at_least(count, n: int) -> bool:  # noqa: ANN001
