@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from leadpush.db import after_commit, rows_changed
 from leadpush.errors import ApiError, not_found
+from leadpush.notify.channels.base import utc_iso
 from leadpush.notify.history import attempts_of
 from leadpush.notify.models import Delivery, Notification
 from leadpush.notify.schemas import DeliveryAttemptOut, DeliveryDetail, DeliveryOut, NotificationOut
@@ -39,10 +40,6 @@ def message_of(n: Notification) -> dict[str, Any]:
     return {**to_out(n).model_dump(by_alias=True, mode="json"), "prevId": n.prev_id}
 
 
-def _utc(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
-
-
 def push_message(n: Notification) -> dict[str, Any]:
     """`message_of(n)` built by hand: what a commit hands to its recipients' sockets (no model per note)."""
     return {
@@ -51,9 +48,9 @@ def push_message(n: Notification) -> dict[str, Any]:
         "title": n.title,
         "body": n.body,
         "data": n.payload,
-        "createdAt": _utc(n.created_at),
-        "readAt": _utc(n.read_at),
-        "deliveredAt": _utc(n.delivered_at),
+        "createdAt": utc_iso(n.created_at),
+        "readAt": utc_iso(n.read_at),
+        "deliveredAt": utc_iso(n.delivered_at),
         "prevId": n.prev_id,
     }
 

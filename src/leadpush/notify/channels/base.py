@@ -130,8 +130,9 @@ def retry_after_seconds(header: str | None, now: datetime, cap: float) -> float 
     return min(seconds, cap)
 
 
-def _utc_iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
+def utc_iso(moment: datetime | None) -> str | None:
+    """A UTC moment as the API writes it ("...Z"); None stays None."""
+    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
 
 
 def ws_message(job: DeliveryJob) -> dict[str, Any]:
@@ -142,8 +143,8 @@ def ws_message(job: DeliveryJob) -> dict[str, Any]:
         "type": job.kind,
         "title": job.title,
         "body": job.body,
-        "createdAt": _utc_iso(job.created_at),
+        "createdAt": utc_iso(job.created_at),
         "data": job.payload,
-        "readAt": None if job.read_at is None else _utc_iso(job.read_at),
+        "readAt": utc_iso(job.read_at),
         "deliveredAt": None,
     }
