@@ -109,6 +109,7 @@ class GcFreeze:
         self.peak = 0  # the most sockets open since the floor
         self.frozen_since_floor = False
         self.freezes = 0
+        self.promoted_freezes = 0  # of them, after a generation-1 pass
         self.thaws = 0
         self.last_thaw: dict[str, float] = {}
         self._thawing = False
@@ -151,14 +152,34 @@ class GcFreeze:
         gc.collect()
 
     def _after_pass(self, phase: str, info: dict[str, Any]) -> None:
-        """After each full pass: freeze its survivors — all reachable just now — once there are enough."""
-        if phase == "stop" and info.get("generation") == 2 and self.active and not self._thawing:
+        """After each full pass: freeze its survivors — all reachable just now — once there are enough.
+        After each generation-1 pass: freeze generation 2 once that many wait there for a full pass."""
+        if phase != "stop" or not self.active or self._thawing:
+            return
+        generation = info.get("generation")
+        if generation == 2:
             self._freeze_survivors()
+        elif generation == 1:
+            self._freeze_promoted()
+
+    def _freeze_promoted(self) -> bool:
+        # Generations 0 and 1 were just merged into generation 2 (their garbage collected): what it holds
+        # now is everything a full pass would walk but the youngest objects.
+        waiting = len(gc.get_objects(generation=2))
+        if waiting < self.old_objects:
+            return False
+        self._freeze(waiting)
+        self.promoted_freezes += 1
+        return True
 
     def _freeze_survivors(self) -> bool:
         survivors = len(gc.get_objects())  # right after a full pass all are in generation 2
         if survivors < self.old_objects:
             return False
+        self._freeze(survivors)
+        return True
+
+    def _freeze(self, survivors: int) -> None:
         gc.freeze()
         self.frozen += survivors * self.kept_share
         self._added += survivors
@@ -169,7 +190,6 @@ class GcFreeze:
             each = (self.frozen - self.floor_frozen) / grown
             if self.per_listener is None or each < self.per_listener:
                 self.per_listener = each
-        return True
 
     def garbage(self) -> int:
         """The frozen objects no open socket accounts for: dead cycles waiting for a thaw (an estimate)."""
