@@ -113,9 +113,10 @@ def test_gcgrowth_full_passes_stay_small_while_thousands_of_sockets_open(gcgrowt
     # Generation 2 is frozen after the generation-1 collections that fill it, before a full pass comes:
     # no full pass walks more than LEADPUSH_GC_FREEZE_OLD_OBJECTS plus one generation-1 collection's
     # survivors (thresholds 700 × 10) and the youngest objects.
+    # (Each freeze also restarts CPython's count towards a full pass: while the count grows, few come.)
     young = gc.get_threshold()[0] * (gc.get_threshold()[1] + 1)
-    assert passes.walked, "the collector ran no full pass"
-    assert max(passes.walked) <= 5_000 + young + 1_000, passes.walked
+    assert max(passes.walked, default=0) <= 5_000 + young + 1_000, passes.walked
+    assert policy.freezes >= 400_000 / (5_000 + young)
     # Nearly all the sockets' objects are frozen; none was walked by a full pass to get there.
     walked_now = {id(o) for o in gc.get_objects()}
     assert sum(1 for listener in opened if id(listener) in walked_now) < 100
