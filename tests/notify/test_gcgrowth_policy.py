@@ -156,3 +156,27 @@ def test_gcgrowth_garbage_frozen_under_churn_stays_bounded_and_is_collected(gcgr
     del listener
     assert policy.tick() == "thawed"  # below the threshold: everything frozen dead is collected
     assert all(ref() is None for ref in closed)
+
+
+@fresh_interpreter
+def test_gcgrowth_turning_on_freezes_what_opened_below_the_threshold_without_a_full_pass(gcgrowth_policies):
+    hub = Hub(lambda hashes: hashes)
+    policy = GcFreeze(hub.count_long_lived, lambda: hub.closed, min_open=50, share=0.25, old_objects=1_000)
+    gcgrowth_policies.append(policy)
+    policy.start()
+    passes = FullPasses()
+    gc.callbacks.append(passes)
+    gcgrowth_policies.append(passes)
+    gc.disable()  # no automatic collection: what the tick does is all there is
+    try:
+        below = [_open(hub, user_id) for user_id in range(49)]
+        assert policy.tick() is None and not policy.active
+        opened = [*below, _open(hub, 49)]
+        # At the threshold the policy turns on and freezes the 50 sockets' ~10,000 objects — without a
+        # full pass over them (a full pass over 200 sockets' objects and the rest: 65,000 objects).
+        assert policy.tick() == "frozen"
+    finally:
+        gc.enable()
+    assert passes.walked == []
+    walked_now = {id(o) for o in gc.get_objects()}
+    assert not any(id(listener) in walked_now for listener in opened)
