@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     # (no full pass walks the objects of sockets opening), so no full pass walks many more; the policy checks
     # every gc_freeze_interval seconds. A thaw (unfreeze, full collection, freeze the survivors) follows below the threshold, or once
     # the frozen garbage (measured) reaches gc_unfreeze_share of what the most sockets open held frozen.
-    gc_freeze_min_sockets: int = Field(default=200, ge=0)
+    gc_freeze_min_sockets: int = Field(default=50, ge=0)
     gc_freeze_interval: float = Field(default=2.0, gt=0)
     gc_freeze_old_objects: int = Field(default=10_000, ge=1)
     gc_unfreeze_share: float = Field(default=0.25, gt=0, le=1)
