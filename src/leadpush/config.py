@@ -57,12 +57,13 @@ class Settings(BaseSettings):
     ws_heartbeat_seconds: float = Field(default=25.0, gt=0)
     # api role (src/leadpush/gcfreeze.py): while at least this many sockets are open (long polls do not count),
     # the survivors of a full collection are frozen (gc.freeze(), 0: off) once at least gc_freeze_old_objects
-    # of them are not frozen, so no full pass walks many more; the policy checks every gc_freeze_interval
-    # seconds. A thaw (unfreeze, full collection, freeze the survivors) follows below the threshold, or once
+    # of them are not frozen, and so is generation 2 after a generation-1 collection once that many wait there
+    # (no full pass walks the objects of sockets opening), so no full pass walks many more; the policy checks
+    # every gc_freeze_interval seconds. A thaw (unfreeze, full collection, freeze the survivors) follows below the threshold, or once
     # the frozen garbage (measured) reaches gc_unfreeze_share of what the most sockets open held frozen.
-    gc_freeze_min_sockets: int = Field(default=200, ge=0)
+    gc_freeze_min_sockets: int = Field(default=50, ge=0)
     gc_freeze_interval: float = Field(default=2.0, gt=0)
-    gc_freeze_old_objects: int = Field(default=20_000, ge=1)
+    gc_freeze_old_objects: int = Field(default=10_000, ge=1)
     gc_unfreeze_share: float = Field(default=0.25, gt=0, le=1)
     # api role: the threads sync routes run in (anyio's default thread limiter). 0 = as many as the database
     # pool keeps connections (`Database.pool_size`, 20): a request thread then never waits for a connection,

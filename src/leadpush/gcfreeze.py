@@ -5,21 +5,35 @@ them all: 0.5-1.0 s during which no push, heartbeat or HTTP answer leaves the pr
 (benchmarks/findings.md). `gc.freeze()` moves every tracked object into the permanent generation, which
 no collection visits; a full pass then walks only what is not frozen, and takes as long as that is big.
 
-The policy keeps the unfrozen old generation small while at least LEADPUSH_GC_FREEZE_MIN_SOCKETS sockets
-are open (only sockets count: long polls live for seconds):
+The policy keeps the unfrozen old generation small while at least LEADPUSH_GC_FREEZE_MIN_SOCKETS (50) sockets
+are open (only sockets count: long polls live for seconds). Below it the collector runs as CPython's does,
+walking everything made since the start: at 200 sockets (the default until issue 17's fourth round) a full
+pass walked 65,000 objects (36 ms of CPU) before the policy turned on:
 
-- **Freeze the survivors of a full pass** once they reach LEADPUSH_GC_FREEZE_OLD_OBJECTS (20,000): a
+- **Freeze the survivors of a full pass** once they reach LEADPUSH_GC_FREEZE_OLD_OBJECTS (10,000): a
   `gc.callbacks` hook runs right after each generation-2 pass, when every object left in generation 2 has
   just been proven reachable, so only live objects are frozen — at any socket count, whether they belong
-  to sockets opening, the dispatcher or a burst's caches. `GcFreeze.tick` (every
-  LEADPUSH_GC_FREEZE_INTERVAL seconds) does the same by itself (`gc.collect()` of the unfrozen objects)
-  should no automatic pass have come.
+  to sockets opening, the dispatcher or a burst's caches.
+- **Freeze what generation-1 collections promote** once LEADPUSH_GC_FREEZE_OLD_OBJECTS wait in generation 2:
+  the same hook runs after each generation-1 collection, which has just collected the young garbage and
+  moved the survivors to generation 2; `gc.freeze()` there costs no pass (it moves the generations' lists
+  into the permanent one). While sockets open, their objects thus reach the permanent generation without a
+  full pass walking them first (before, every pass walked the ~30,000 objects promoted since the last one:
+  20,000+ objects a pass, issue 17's last long passes); in a burst, its caches and in-flight objects the
+  same. A full pass then walks at most LEADPUSH_GC_FREEZE_OLD_OBJECTS plus one generation-1 collection's
+  survivors (at most ~7,700 objects with thresholds 700 × 10) and the youngest objects. These objects were
+  proven alive only by a generation-1 pass (reachable from older objects, which may be dead themselves),
+  or were in flight: what of them dies in a reference cycle is frozen garbage, counted like the rest below.
+  (In the benchmarks' api processes a full pass collected a few hundred of the 20,000 objects it walked.)
+  `GcFreeze.tick` (every LEADPUSH_GC_FREEZE_INTERVAL seconds) does the same by itself (`gc.collect(1)`)
+  should no automatic collection have frozen them — also when the policy turns on: the objects of the
+  sockets opened below the threshold are frozen then without a full pass over them.
 - **Full passes come early**: generation 2's threshold is 3 instead of 10 (a full pass may follow every
   fourth generation-1 collection instead of every eleventh), so at most ~30,000 objects are promoted
   between two chances of one (~77,000 with 10), on top of CPython's own rule (a quarter more than the last
   pass kept). Raising the threshold would make passes rarer, each walking more; 1 made them twice as many
-  and the longest no shorter (benchmarks: ≤ 50 ms CPU either way). A pass thus walks at most
-  about 1.25 × LEADPUSH_GC_FREEZE_OLD_OBJECTS plus ~30,000 objects, wherever the sockets are.
+  and the longest no shorter (benchmarks: ≤ 50 ms CPU either way). Early passes collect the cyclic garbage
+  promoted to generation 2 before a generation-1 freeze would freeze it.
 
 Frozen objects are never collected — a reference cycle that dies after its freeze (a closed socket's, a
 request that was in flight) stays until a **thaw**: `gc.unfreeze()`, one full `gc.collect()` over everything,
@@ -79,7 +93,7 @@ class GcFreeze:
         closed_count: Callable[[], int],
         min_open: int,
         share: float,
-        old_objects: int = 20_000,
+        old_objects: int = 10_000,
     ):
         self.open_count = open_count
         self.closed_count = closed_count  # kept for callers; the estimate needs only the open count
@@ -109,6 +123,7 @@ class GcFreeze:
         self.peak = 0  # the most sockets open since the floor
         self.frozen_since_floor = False
         self.freezes = 0
+        self.promoted_freezes = 0  # of them, after a generation-1 pass
         self.thaws = 0
         self.last_thaw: dict[str, float] = {}
         self._thawing = False
@@ -151,14 +166,34 @@ class GcFreeze:
         gc.collect()
 
     def _after_pass(self, phase: str, info: dict[str, Any]) -> None:
-        """After each full pass: freeze its survivors — all reachable just now — once there are enough."""
-        if phase == "stop" and info.get("generation") == 2 and self.active and not self._thawing:
+        """After each full pass: freeze its survivors — all reachable just now — once there are enough.
+        After each generation-1 pass: freeze generation 2 once that many wait there for a full pass."""
+        if phase != "stop" or not self.active or self._thawing:
+            return
+        generation = info.get("generation")
+        if generation == 2:
             self._freeze_survivors()
+        elif generation == 1:
+            self._freeze_promoted()
+
+    def _freeze_promoted(self) -> bool:
+        # Generations 0 and 1 were just merged into generation 2 (their garbage collected): what it holds
+        # now is everything a full pass would walk but the youngest objects.
+        waiting = len(gc.get_objects(generation=2))
+        if waiting < self.old_objects:
+            return False
+        self._freeze(waiting)
+        self.promoted_freezes += 1
+        return True
 
     def _freeze_survivors(self) -> bool:
         survivors = len(gc.get_objects())  # right after a full pass all are in generation 2
         if survivors < self.old_objects:
             return False
+        self._freeze(survivors)
+        return True
+
+    def _freeze(self, survivors: int) -> None:
         gc.freeze()
         self.frozen += survivors * self.kept_share
         self._added += survivors
@@ -169,7 +204,6 @@ class GcFreeze:
             each = (self.frozen - self.floor_frozen) / grown
             if self.per_listener is None or each < self.per_listener:
                 self.per_listener = each
-        return True
 
     def garbage(self) -> int:
         """The frozen objects no open socket accounts for: dead cycles waiting for a thaw (an estimate)."""
@@ -214,21 +248,25 @@ class GcFreeze:
                 self.thaw()
                 result = "thawed"
         active = open_now >= self.min_open
+        turned_on = active and not self.active
         if active != self.active:
-            self.active = active
-            if active:
-                gc.set_threshold(*self._thresholds[:2], ACTIVE_GEN2_THRESHOLD)
-            else:
+            self.active = active  # on: the hook freezes from now on
+            if not active:
                 gc.set_threshold(*self._thresholds)
         if active and result is None and len(gc.get_objects()) >= self.old_objects:
-            # No automatic pass came: one over the unfrozen objects, and freeze its survivors.
-            self._thawing = True  # the hook leaves this pass to us
-            try:
-                gc.collect()
-            finally:
-                self._thawing = False
-            if self._freeze_survivors():
+            # No automatic collection froze them (or the policy has just turned on, and what opened below the
+            # threshold was never frozen): a generation-1 pass over the young objects only, after which the
+            # hook freezes generation 2 — no full pass over it (turning on at 200 sockets, that was a pass
+            # over 60,000-80,000 objects).
+            freezes = self.freezes
+            gc.collect(1)
+            if self.freezes > freezes:
                 result = "frozen"
+        if turned_on:
+            # Only now: below the threshold up to ten generation-1 collections may have come since the last
+            # full pass, and with generation 2's threshold at 3 the next collection in any thread would be a
+            # full pass over what the freeze above takes (a benchmark caught one, 53,000 objects, 54 sockets).
+            gc.set_threshold(*self._thresholds[:2], ACTIVE_GEN2_THRESHOLD)
         return result
 
     def thaw(self) -> None:
