@@ -17,12 +17,15 @@ message. A burst of 1,000 commits no longer costs 1,000 reads in threads (issue 
 Heartbeats: one task per process (`beat_periodically`) asks every listener about once a second whether
 its heartbeat is due, instead of a sleeping task per socket; a socket queues `{"type":"heartbeat"}` for
 its writer every LEADPUSH_WS_HEARTBEAT_SECONDS after it connected, as before.
+
+A message's wire text is encoded once per loop tick however many sockets send it (`text_of`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -39,6 +42,11 @@ TokenCheck = Callable[[set[str]], set[str]]
 # Given {user id: the id after which to read}, each user's notifications after it, in id order, as pushed
 # (a database read: runs in a thread), and the users whose read was cut short (they re-read themselves).
 ReadAfter = Callable[[dict[int, int]], tuple[dict[int, list[dict[str, Any]]], set[int]]]
+
+
+def encode(message: dict[str, Any]) -> str:
+    """A message's text on the socket: compact JSON, as starlette's `send_json` writes it."""
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
 
 
 class Listener(Protocol):
@@ -75,6 +83,23 @@ class Hub:
         self.loop: asyncio.AbstractEventLoop | None = None
         # Long-lived listeners (sockets) unregistered since the process started (the gc policy's churn).
         self.closed = 0
+        # This loop tick's encoded messages: {id(message): (message, text)} (the message kept, so its id
+        # is not reused before the memo is cleared at the next tick).
+        self._texts: dict[int, tuple[dict[str, Any], str]] = {}
+
+    def text_of(self, message: dict[str, Any]) -> str:
+        """On the loop: the message's wire text, encoded once for every socket it is offered to in this tick."""
+        hit = self._texts.get(id(message))
+        if hit is not None and hit[0] is message:
+            return hit[1]
+        text = encode(message)
+        if not self._texts:
+            try:
+                asyncio.get_running_loop().call_soon(self._texts.clear)
+            except RuntimeError:  # not on a loop: nothing to share it with
+                return text
+        self._texts[id(message)] = (message, text)
+        return text
 
     def try_register(self, user_id: int, listener: Listener, cap: int) -> bool:
         """Register unless the user already has `cap` listeners of the same kind (sockets, long polls)."""
