@@ -79,7 +79,8 @@ def protocol_class(context_takeover: bool, window_bits: int) -> type[asyncio.Pro
         def handle_connect(self, event: Any) -> None:
             super().handle_connect(event)
             if self.handshake_initiated and not self.handshake_complete:  # accepted by the handshake so far
-                self.scope["extensions"][SEND_NOW] = self.send_now  # type: ignore[index]
+                extensions: dict[str, Any] = self.scope["extensions"]
+                extensions[SEND_NOW] = self.send_now
 
         def send_now(self, text: str) -> bool:
             if (
@@ -91,7 +92,11 @@ def protocol_class(context_takeover: bool, window_bits: int) -> type[asyncio.Pro
             ):
                 return False
             try:
-                self._send_text(text.encode())
+                data = text.encode()
+            except UnicodeEncodeError:  # the ordinary send fails on it too (and the socket is closed)
+                return False
+            try:
+                self._send_text(data)
             except InvalidState:
                 return False
             return True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -24,6 +25,7 @@ from websockets.sync.client import connect
 from leadpush.app import create_app
 from leadpush.context import AppContext
 from leadpush.notify import service
+from leadpush.notify.hub import Hub
 from leadpush.notify.models import Notification
 from leadpush.wsprotocol import protocol_class
 
@@ -185,8 +187,9 @@ def test_burstpath_an_idle_socket_writes_a_pushed_message_within_the_delivery(ap
         return _connection(node, user.id).last_sent, _connection(node, user.id).queue.qsize()
 
     assert node.on_loop(deliver_and_look) == (first["id"], 0)
-    assert node.on_loop(lambda: (node.runtime.hub.deliver(user.id, second), _connection(node, user.id).last_sent)[1]) == (
-        second["id"]
+    assert (
+        node.on_loop(lambda: (node.runtime.hub.deliver(user.id, second), _connection(node, user.id).last_sent)[1])
+        == (second["id"])
     )
     assert [m["id"] for m in tab.notifications(2)] == [first["id"], second["id"]]
     assert [m["id"] for m in tab.drain(0.3)] == [first["id"], second["id"]]
@@ -217,9 +220,63 @@ def test_burstpath_a_heartbeat_of_an_idle_socket_is_written_at_once(api, burstpa
     def beat() -> int:
         conn = _connection(node, user.id)
         conn.beat_due = 0.0
-        node.runtime.hub.heartbeat()
+        conn.heartbeat(time.monotonic())
         return conn.queue.qsize()
 
     assert node.on_loop(beat) == 0
     tab.next_of("heartbeat", timeout=10)
     tab.close()
+
+
+class _Beating:
+    """A listener with a heartbeat every `every` seconds, counting how often the hub asks it."""
+
+    long_lived = True
+    follows_ledger = False
+    token_hash = "h"
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self.due = time.monotonic() + every
+        self.asked = 0
+        self.beats = 0
+
+    def after(self) -> int | None:
+        return None
+
+    def offer(self, message: dict[str, Any] | None) -> None:
+        pass
+
+    def end_session(self) -> None:
+        pass
+
+    def heartbeat(self, now: float) -> float:
+        self.asked += 1
+        if now >= self.due:
+            self.due = now + self.every
+            self.beats += 1
+        return self.due
+
+
+def test_burstpath_a_heartbeat_tick_asks_only_the_listeners_that_are_due():
+    hub = Hub(lambda hashes: hashes)
+    idle = [_Beating(3600) for _ in range(2000)]
+    soon = [_Beating(0.05) for _ in range(10)]
+    for uid, listener in enumerate(idle + soon):
+        assert hub.try_register(uid, listener, 5)
+    hub.heartbeat()  # the first tick asks everyone once (each says when it is due)
+    for listener in idle + soon:
+        listener.asked = 0
+    deadline = time.monotonic() + 30
+    while min(listener.beats for listener in soon) < 3 and time.monotonic() < deadline:
+        hub.heartbeat()
+        time.sleep(0.01)
+    assert min(listener.beats for listener in soon) >= 3  # every due heartbeat was sent
+    assert sum(listener.asked for listener in idle) == 0  # ... without looking at the 2,000 not due
+    # A listener that is gone is not asked again.
+    gone = soon[0]
+    hub.unregister(len(idle), gone)
+    asked = gone.asked
+    time.sleep(0.1)
+    hub.heartbeat()
+    assert gone.asked == asked

@@ -80,12 +80,14 @@ class WsConnection:
         self.beat_every = ctx.settings.ws_heartbeat_seconds
         self.beat_due = time.monotonic() + self.beat_every
 
-    def heartbeat(self, now: float) -> None:
-        """Called by the hub's heartbeat task on the loop: queue a heartbeat when this socket's is due."""
+    def heartbeat(self, now: float) -> float:
+        """Called by the hub's heartbeat task on the loop: send (or queue) a heartbeat when this socket's is
+        due; when the next one is."""
         if now >= self.beat_due:
             self.beat_due = now + self.beat_every
             if not (self._can_send_now() and self._send_now(HEARTBEAT_TEXT)):  # type: ignore[misc]
                 self._enqueue(HEARTBEAT, HEARTBEAT_TEXT)
+        return self.beat_due
 
     def after(self) -> int | None:
         return self.last_sent if self.synced.is_set() else None
@@ -94,8 +96,11 @@ class WsConnection:
         if message is None:
             self._enqueue(None, None)
             return
-        text = self.hub.text_of(message) if self.hub is not None else encode(message)
-        if self._can_send_now():
+        try:
+            text: str | None = self.hub.text_of(message) if self.hub is not None else encode(message)
+        except (TypeError, ValueError):  # not JSON: the writer's send fails and closes the socket, as ever
+            text = None
+        if text is not None and self._can_send_now():
             # What the writer would do with it, without waking the writer (a task switch per message).
             if message["id"] <= self.last_sent:
                 return  # already sent (by a catch-up)
