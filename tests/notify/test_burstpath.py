@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from support import REDIS_URL, require_redis
 from support.servers import ServerThread, make_settings
 from support.wsclient import WsClient
 from websockets.extensions.base import Extension
@@ -25,6 +26,7 @@ from websockets.sync.client import connect
 from leadpush.app import create_app
 from leadpush.context import AppContext
 from leadpush.notify import service
+from leadpush.notify.bus import RedisBus
 from leadpush.notify.hub import Hub
 from leadpush.notify.models import Notification
 from leadpush.wsprotocol import protocol_class
@@ -280,3 +282,46 @@ def test_burstpath_a_heartbeat_tick_asks_only_the_listeners_that_are_due():
     time.sleep(0.1)
     hub.heartbeat()
     assert gone.asked == asked
+
+
+def test_burstpath_hints_and_wake_go_out_in_one_round_trip_hint_first():
+    require_redis(REDIS_URL)
+    message = {"id": 5, "prevId": None, "type": "customer_assigned", "title": "新线索", "body": "", "data": {}}
+
+    async def scenario() -> tuple[list[Any], list[Any], int]:
+        prefix = f"lp-test-{uuid.uuid4().hex[:8]}"
+        sender, receiver = RedisBus(REDIS_URL, prefix), RedisBus(REDIS_URL, prefix)
+        heard: list[Any] = []
+        own: list[Any] = []
+        receiver.on_inapp(lambda uid, m: heard.append((uid, m)))
+        receiver.on_wake(lambda: heard.append("wake"))
+        sender.on_wake(lambda: own.append("wake"))
+        await sender.start()
+        await receiver.start()
+        await asyncio.wait_for(sender.connected.wait(), 10)
+        await asyncio.wait_for(receiver.connected.wait(), 10)
+        await asyncio.sleep(0.1)
+        heard.clear()
+        own.clear()
+        commands = 0
+        real = sender._redis.connection_pool.get_connection
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal commands
+            commands += 1  # a connection taken from the pool: one round trip (a pipeline is one)
+            return await real(*args, **kwargs)
+
+        sender._redis.connection_pool.get_connection = counted  # type: ignore[method-assign]
+        await sender.publish_hints_and_wake({1, 2}, [(1, message)])
+        for _ in range(250):
+            if "wake" in heard:
+                break
+            await asyncio.sleep(0.02)
+        await sender.stop()
+        await receiver.stop()
+        return heard, own, commands
+
+    heard, own, commands = asyncio.run(scenario())
+    assert heard == [(1, message), (2, None), "wake"]  # the hint first, the wake-up after it
+    assert own == ["wake"]  # this process's own worker is woken directly
+    assert commands == 1
