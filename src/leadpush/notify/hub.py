@@ -17,8 +17,10 @@ message. A burst of 1,000 commits no longer costs 1,000 reads in threads (issue 
 Heartbeats: one task per process (`beat_periodically`) asks, about once a second, the listeners whose
 heartbeat is due, instead of a sleeping task per socket; a socket sends `{"type":"heartbeat"}` every
 LEADPUSH_WS_HEARTBEAT_SECONDS after it connected, as before. Each listener's answer says when to ask it
-next, and the hub keeps them in that order: a tick looks at the few that are due (5,000 sockets at 25 s:
+next, and the hub files it under that tick: a tick looks at the few that are due (5,000 sockets at 25 s:
 ~200 a second), not at every socket (issue 17: the whole scan was ~3% of the loop in a burst profile).
+The schedule holds no object per listener of its own (a dict and a set entry): what the gc policy counts
+per socket is unchanged, and a closed socket leaves nothing behind in it.
 
 A message's wire text is encoded once per loop tick however many sockets send it (`text_of`).
 """
@@ -27,13 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
-import itertools
 import json
 import logging
+import math
 import threading
 import time
-import weakref
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -52,6 +52,10 @@ ReadAfter = Callable[[dict[int, int]], tuple[dict[int, list[dict[str, Any]]], se
 def encode(message: dict[str, Any]) -> str:
     """A message's text on the socket: compact JSON, as starlette's `send_json` writes it."""
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+
+
+# A listener's place in the heartbeat schedule while the hub asks it.
+ASKING = -1
 
 
 class Listener(Protocol):
@@ -92,9 +96,10 @@ class Hub:
         # This loop tick's encoded messages: {id(message): (message, text)} (the message kept, so its id
         # is not reused before the memo is cleared at the next tick).
         self._texts: dict[int, tuple[dict[str, Any], str]] = {}
-        # (when to ask, tie-breaker, user id, the listener): a heap; a listener gone is dropped when due.
-        self._beats: list[tuple[float, int, int, weakref.ref[Listener]]] = []
-        self._beat_seq = itertools.count()
+        # Heartbeats: {tick number: the listeners to ask at it}, and each listener's tick number.
+        self._beat_tick = 1.0
+        self._beats: dict[int, set[Listener]] = {}
+        self._beat_of: dict[Listener, int] = {}
 
     def text_of(self, message: dict[str, Any]) -> str:
         """On the loop: the message's wire text, encoded once for every socket it is offered to in this tick."""
@@ -117,8 +122,13 @@ class Hub:
             if same >= cap:
                 return False
             self._listeners[user_id].add(listener)
-            heapq.heappush(self._beats, (0.0, next(self._beat_seq), user_id, weakref.ref(listener)))
+            self._schedule_beat(listener, 0)  # asked at the next tick: it says when it is due
             return True
+
+    def _schedule_beat(self, listener: Listener, tick: int) -> None:
+        """(Under the lock.) Ask `listener` at tick number `tick`."""
+        self._beats.setdefault(tick, set()).add(listener)
+        self._beat_of[listener] = tick
 
     def unregister(self, user_id: int, listener: Listener) -> None:
         with self._lock:
@@ -127,6 +137,12 @@ class Hub:
                 if listener in listeners:
                     listeners.discard(listener)
                     self.closed += listener.long_lived
+                    tick = self._beat_of.pop(listener, None)
+                    if tick is not None and tick != ASKING:
+                        due = self._beats[tick]
+                        due.discard(listener)
+                        if not due:
+                            del self._beats[tick]
                 if not listeners:
                     del self._listeners[user_id]
 
@@ -228,27 +244,28 @@ class Hub:
     def heartbeat(self) -> None:
         """Give each listener whose time has come its chance to send a heartbeat (on the loop)."""
         now = time.monotonic()
-        due: list[tuple[int, Listener]] = []
+        current = math.floor(now / self._beat_tick)
         with self._lock:
-            beats = self._beats
-            while beats and beats[0][0] <= now:
-                _, _, uid, ref = heapq.heappop(beats)
-                listener = ref()
-                if listener is not None and listener in self._listeners.get(uid, ()):
-                    due.append((uid, listener))
-        again = []
-        for uid, listener in due:
+            due = [listener for tick in [t for t in self._beats if t <= current] for listener in self._beats.pop(tick)]
+            for listener in due:
+                self._beat_of[listener] = ASKING
+        again: list[tuple[Listener, int | None]] = []
+        for listener in due:
             when = listener.heartbeat(now)
-            if when is not None:
-                again.append((when, next(self._beat_seq), uid, weakref.ref(listener)))
-        if again:
-            with self._lock:
-                for entry in again:
-                    heapq.heappush(self._beats, entry)
+            # The first tick at or after `when` (never this one: it has been asked); None: not again.
+            again.append((listener, None if when is None else max(current + 1, math.ceil(when / self._beat_tick))))
+        with self._lock:
+            for listener, tick in again:
+                if self._beat_of.get(listener) != ASKING:
+                    continue  # unregistered meanwhile
+                if tick is None:
+                    del self._beat_of[listener]
+                else:
+                    self._schedule_beat(listener, tick)
 
     async def beat_periodically(self, every: float) -> None:
         """The one heartbeat task of this process: looks `every` seconds (at most 1 s) at each listener."""
-        tick = min(1.0, every / 5)
+        tick = self._beat_tick = min(1.0, every / 5)
         while True:
             await asyncio.sleep(tick)
             self.heartbeat()
