@@ -37,6 +37,10 @@ class Bus(Protocol):
 
     async def publish_hints(self, user_ids: set[int], pushed: Sequence[tuple[int, dict[str, Any]]] = ()) -> None: ...
 
+    async def publish_hints_and_wake(
+        self, user_ids: set[int], pushed: Sequence[tuple[int, dict[str, Any]]] = ()
+    ) -> None: ...
+
     async def publish_auth(self, user_ids: set[int]) -> None: ...
 
     def on_inapp(self, handler: InappHandler) -> None: ...
@@ -104,6 +108,11 @@ class LocalBus(_Handlers):
     async def publish_hints(self, user_ids: set[int], pushed: Sequence[tuple[int, dict[str, Any]]] = ()) -> None:
         return None  # this process's hub was told directly
 
+    async def publish_hints_and_wake(
+        self, user_ids: set[int], pushed: Sequence[tuple[int, dict[str, Any]]] = ()
+    ) -> None:
+        self.fire_wake()
+
     async def publish_auth(self, user_ids: set[int]) -> None:
         return None  # this process's hub was told directly
 
@@ -161,6 +170,12 @@ class RedisBus(_Handlers):
         at once). `userIds` names every user, so a process of an older version still re-reads."""
         if not user_ids:
             return
+        try:
+            await self._publish(self.hints_channel, self._hints_payload(user_ids, pushed))
+        except Exception as exc:  # noqa: BLE001 - a lost hint only delays until the worker's push
+            log.warning("Redis 提示消息发送失败：%s", type(exc).__name__)
+
+    def _hints_payload(self, user_ids: set[int], pushed: Sequence[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
         payload: dict[str, Any] = {"userIds": sorted(user_ids), "from": self.node_id}
         if pushed:
             # A burst (a 10,000-lead intake) would make one message of megabytes, and Redis drops a
@@ -168,10 +183,23 @@ class RedisBus(_Handlers):
             # A user whose notifications do not all fit gets none of them: a hint reads them all, in order.
             left_out = {uid for uid, _ in pushed[MAX_PUSHED_PER_HINT:]}
             payload["messages"] = [[uid, m] for uid, m in pushed[:MAX_PUSHED_PER_HINT] if uid not in left_out]
+        return payload
+
+    async def publish_hints_and_wake(
+        self, user_ids: set[int], pushed: Sequence[tuple[int, dict[str, Any]]] = ()
+    ) -> None:
+        """A loop tick's commits, announced in one round trip to Redis: first the hint message (what the
+        other api processes' sockets wait for), then the workers' wake-up. `publish_wake` then
+        `publish_hints` was two round trips, the hint behind the wake-up's, on a loop that is busy in a burst."""
         try:
-            await self._publish(self.hints_channel, payload)
-        except Exception as exc:  # noqa: BLE001 - a lost hint only delays until the worker's push
-            log.warning("Redis 提示消息发送失败：%s", type(exc).__name__)
+            pipe = self._redis.pipeline(transaction=False)
+            if user_ids:
+                pipe.publish(self.hints_channel, json.dumps(self._hints_payload(user_ids, pushed), ensure_ascii=False))
+            pipe.publish(self.wake_channel, json.dumps({"from": self.node_id}, ensure_ascii=False))
+            await pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - a lost hint or wake-up only delays until the next poll
+            log.warning("Redis 提示/唤醒消息发送失败：%s", type(exc).__name__)
+        self.fire_wake()  # this process's own worker (if any) needs no round trip through Redis
 
     async def publish_auth(self, user_ids: set[int]) -> None:
         """Tell every other api process to re-check these users' sockets (this one was told directly)."""

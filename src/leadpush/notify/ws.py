@@ -12,6 +12,13 @@ sign-ins from the client's address, with 4429 (retry later). When the token is r
 or the user deactivated, the socket is closed with 4401 (signed out; do not reconnect with that token).
 More than LEADPUSH_WS_MAX_PER_USER sockets of one user on a process: the new one is closed with 1013 (try
 again later). A message larger than LEADPUSH_WS_MAX_MESSAGE_BYTES closes the socket with 1009 (uvicorn).
+
+Sending (issue 17): a message's JSON text is encoded once however many of the user's sockets send it
+(`Hub.text_of`; the same compact text starlette's `send_json` wrote). A socket whose writer task is idle
+(synced, nothing queued, no send in progress) writes a pushed notification that follows its last one, and
+its heartbeat, at once from the event loop (`SendNow` under `leadpush serve`, src/leadpush/wsprotocol.py)
+instead of queueing it for the writer; anything else (a gap, a paused transport, a busy writer) is queued
+and sent by the writer as before, in order.
 """
 
 from __future__ import annotations
@@ -31,10 +38,11 @@ from leadpush.db import Database
 from leadpush.deps import authenticate_or_refuse
 from leadpush.errors import ApiError
 from leadpush.notify import service
-from leadpush.notify.hub import Hub
+from leadpush.notify.hub import Hub, encode
 from leadpush.notify.ledger import unread_count
 from leadpush.notify.models import Notification
 from leadpush.users.service import hash_token
+from leadpush.wsprotocol import SEND_NOW, SendNow
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -42,6 +50,7 @@ router = APIRouter()
 RESUME_GRACE = 0.5
 # Queued by the hub's heartbeat task and sent by the writer like any message (identity marks it).
 HEARTBEAT: dict[str, Any] = {"type": "heartbeat"}
+HEARTBEAT_TEXT = encode(HEARTBEAT)
 CATCH_UP_PAGE = 500
 SIGNED_OUT = 4401
 TOO_MANY_SOCKETS = 1013
@@ -51,36 +60,66 @@ class WsConnection:
     long_lived = True
     follows_ledger = True
 
-    def __init__(self, ws: WebSocket, ctx: AppContext, user_id: int, token_hash: str) -> None:
+    def __init__(self, ws: WebSocket, ctx: AppContext, user_id: int, token_hash: str, hub: Hub | None = None) -> None:
         self.ws = ws
+        self.hub = hub
         self.ctx = ctx
         self.user_id = user_id
         self.token_hash = token_hash
         self.ended = False
         self._closing: asyncio.Task[None] | None = None  # referenced: the loop keeps tasks only weakly
         self.last_sent = 0
-        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        # (message or None for "re-read", its text if encoded already)
+        self.queue: asyncio.Queue[tuple[dict[str, Any] | None, str | None]] = asyncio.Queue()
+        # The writer waits for the queue with nothing queued or in flight: `offer` may write itself.
+        self._idle = False
+        # Write a frame at once (leadpush serve's protocol, wsprotocol.py); None: always through the writer.
+        self._send_now: SendNow | None = (ws.scope.get("extensions") or {}).get(SEND_NOW)
         self.synced = asyncio.Event()
         self.send_lock = asyncio.Lock()
         self.beat_every = ctx.settings.ws_heartbeat_seconds
         self.beat_due = time.monotonic() + self.beat_every
 
-    def heartbeat(self, now: float) -> None:
-        """Called by the hub's heartbeat task on the loop: queue a heartbeat when this socket's is due."""
+    def heartbeat(self, now: float) -> float:
+        """Called by the hub's heartbeat task on the loop: send (or queue) a heartbeat when this socket's is
+        due; when the next one is."""
         if now >= self.beat_due:
             self.beat_due = now + self.beat_every
-            self.queue.put_nowait(HEARTBEAT)
+            if not (self._can_send_now() and self._send_now(HEARTBEAT_TEXT)):  # type: ignore[misc]
+                self._enqueue(HEARTBEAT, HEARTBEAT_TEXT)
+        return self.beat_due
 
     def after(self) -> int | None:
         return self.last_sent if self.synced.is_set() else None
 
     def offer(self, message: dict[str, Any] | None) -> None:
-        self.queue.put_nowait(message)
+        if message is None:
+            self._enqueue(None, None)
+            return
+        try:
+            text: str | None = self.hub.text_of(message) if self.hub is not None else encode(message)
+        except (TypeError, ValueError):  # not JSON: the writer's send fails and closes the socket, as ever
+            text = None
+        if text is not None and self._can_send_now():
+            # What the writer would do with it, without waking the writer (a task switch per message).
+            if message["id"] <= self.last_sent:
+                return  # already sent (by a catch-up)
+            if (message.get("prevId") or 0) <= self.last_sent and self._send_now(text):  # type: ignore[misc]
+                self.last_sent = message["id"]
+                return
+        self._enqueue(message, text)
 
-    async def send(self, payload: dict[str, Any]) -> None:
+    def _can_send_now(self) -> bool:
+        return self._idle and self._send_now is not None and not self.ended and not self.send_lock.locked()
+
+    def _enqueue(self, message: dict[str, Any] | None, text: str | None) -> None:
+        self._idle = False  # the writer owns the order until it has sent what is queued
+        self.queue.put_nowait((message, text))
+
+    async def send(self, payload: dict[str, Any], text: str | None = None) -> None:
         async with self.send_lock:
             if not self.ended:  # nothing more reaches a signed-out socket, not even what was queued
-                await self.ws.send_json(payload)
+                await self.ws.send_text(encode(payload) if text is None else text)
 
     def end_session(self) -> None:
         if self.ended:
@@ -122,14 +161,17 @@ class WsConnection:
         await self.catch_up()
         await self.send_unread()
         while True:
-            message = await self.queue.get()
+            if self.queue.empty():
+                self._idle = True
+            message, text = await self.queue.get()
+            self._idle = False
             if message is HEARTBEAT:
-                await self.send(HEARTBEAT)
+                await self.send(HEARTBEAT, HEARTBEAT_TEXT)
                 continue
             if message is not None and message["id"] <= self.last_sent:
                 continue  # already sent (by a catch-up)
             if message is not None and (message.get("prevId") or 0) <= self.last_sent:
-                await self.send(message)
+                await self.send(message, text)
                 self.last_sent = message["id"]
             else:
                 await self.catch_up()
@@ -226,7 +268,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         await ws.close(code=WS_INVALID_TOKEN, reason="invalid token")
         return
     user_id, latest = found
-    conn = WsConnection(ws, ctx, user_id, hash_token(token))
+    conn = WsConnection(ws, ctx, user_id, hash_token(token), hub)
     if not hub.try_register(user_id, conn, ctx.settings.ws_max_per_user):
         await ws.close(code=TOO_MANY_SOCKETS, reason="连接数过多，请稍后再试")
         return
