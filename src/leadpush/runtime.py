@@ -126,23 +126,29 @@ class Runtime:
             self.bus.on_wake(self.scheduler.wake)
             self._tasks.append(asyncio.create_task(self.scheduler.run(), name="leadpush-scheduler"))
         await self.bus.start()
-        self.ctx.signals.subscribe_commits(self._on_commit)
+        # This listener pushes what a commit here writes to every api process's sockets: it is the in-app
+        # delivery, so those rows are written sent (ledger.py); the worker publishes the rest (other processes'
+        # commits: `leadpush transfer run`, scripts).
+        self.ctx.signals.subscribe_commits(self._on_commit, pushes_inapp=True)
         self.ctx.signals.subscribe_auth(self._on_auth_changed)
         log.info("leadpush 已启动，角色：%s", ", ".join(sorted(self.roles)))
         if "api" in self.roles:
             log.info("接口线程数：%d", to_thread.current_default_thread_limiter().total_tokens)
 
-    def _on_commit(self, recipient_ids: set[int], pushed: Pushed) -> None:
+    def _on_commit(self, recipient_ids: set[int], pushed: Pushed, inapp_sent: int = 0) -> None:
         """Called in the thread that committed: wake this process's listeners and every worker.
 
         What the commit wrote (`pushed`) is handed to the recipients' sockets as it is — a socket that is up
         to date sends it with no ledger read; one that missed something re-reads (prevId) — and travels to
         the other api processes in the tick's one hint message. A recipient with nothing in `pushed` (a
-        commit that only changed state, e.g. marked read) gets a hint: "re-read".
+        commit that only changed state, e.g. marked read) gets a hint: "re-read". `inapp_sent`: the in-app
+        deliveries the commit wrote as sent, counted here as the worker counts the ones it sends.
         """
         loop = self._loop
         if loop is None or loop.is_closed():
             return
+        if inapp_sent:
+            self.metrics.observe_sends("inapp", "sent", inapp_sent)
 
         def on_loop() -> None:
             with_message = {uid for uid, _ in pushed}
