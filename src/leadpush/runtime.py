@@ -36,6 +36,8 @@ from leadpush.wecom import channel as wecom_channel
 
 log = logging.getLogger(__name__)
 
+HINT_RETRY_FIRST, HINT_RETRY_MAX = 0.2, 5.0  # seconds between tries of a hint Redis did not take
+
 # The outside platforms: each vendor folder builds its channel, or None when it is not configured.
 VENDOR_CHANNELS: tuple[Callable[[AppContext], Channel | None], ...] = (
     wechat_channel.build_channel,
@@ -171,7 +173,19 @@ class Runtime:
         hinted, self._hinted = self._hinted, set()
         pushed, self._pushed = self._pushed, []
         await self.bus.publish_wake()
-        await self.bus.publish_hints(hinted, pushed)
+        if not await self.bus.publish_hints(hinted, pushed):
+            self._spawn(self._hint_again(hinted))
+
+    async def _hint_again(self, user_ids: set[int]) -> None:
+        """A hint Redis did not take is sent again (as "re-read": newer ones may have gone meanwhile) until it
+        goes: the commit's push is these users' in-app delivery on the other api processes (ledger.py).
+        (Their own Redis connections, if they broke too, resync every socket when they come back.)"""
+        delay = HINT_RETRY_FIRST
+        while True:
+            await asyncio.sleep(delay)
+            if await self.bus.publish_hints(user_ids):
+                return
+            delay = min(delay * 2, HINT_RETRY_MAX)
 
     def _on_auth_changed(self, user_ids: set[int]) -> None:
         """Called in the thread that committed a revoke or deactivation: end sessions here and everywhere."""

@@ -9,12 +9,18 @@ in-app rows pending, for the worker to publish as before: the worker stays the i
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import uuid
+
 import httpx
 import pytest
-from support import DATABASES, Api, ok, running_stack, wait_for
+import redis
+from support import DATABASES, REDIS_URL, Api, ok, require_redis, running_stack, wait_for
 from support.wsclient import WsClient
 
 from leadpush.context import AppContext
+from leadpush.notify.bus import RedisBus
 from leadpush.assignment.actions import assign_one
 from leadpush.users.models import User
 
@@ -87,3 +93,54 @@ def test_inappcommit_a_notification_written_by_a_process_that_does_not_push_wait
         assert rows == [("sent", 1)]
     finally:
         other.db.dispose()
+
+
+class _Listener:
+    """Another api process's bus, in a thread of its own: what it is offered, per user."""
+
+    def __init__(self, prefix: str) -> None:
+        self.heard: list[int] = []
+        self.bus = RedisBus(REDIS_URL, prefix)
+        self.bus.on_inapp(lambda uid, _message: self.heard.append(uid))
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(15)
+
+    async def _start(self) -> None:
+        await self.bus.start()
+        await asyncio.wait_for(self.bus.connected.wait(), 10)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.bus.stop(), self.loop).result(15)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def test_inappcommit_a_hint_redis_refused_is_sent_again_until_it_goes(tmp_path):
+    """The committing process's Redis refuses its PUBLISH (an ACL here; a broken connection in life) while the
+    other process stays connected: the commit's push is the in-app delivery, so the hint is sent again."""
+    require_redis(REDIS_URL)
+    admin = redis.Redis.from_url(REDIS_URL)
+    name, password = f"lp-nopub-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    admin.acl_setuser(
+        name, enabled=True, passwords=[f"+{password}"], keys=["*"], channels=["*"], commands=["+@all", "-publish"]
+    )
+    prefix = f"lp-test-{uuid.uuid4().hex[:8]}"
+    refused_url = REDIS_URL.replace("redis://", f"redis://{name}:{password}@", 1)
+    listener = _Listener(prefix)
+    try:
+        with running_stack("sqlite", str(tmp_path), redis_url=refused_url, redis_prefix=prefix) as (ctx, server):
+            api = Api(url=server.url, ctx=ctx)
+            manager = api.user("王经理", "manager", "A")
+            alice = api.user("李丽", "sales", "A")
+            lead = api.lead(manager, name="张三")
+            ok(api.client(manager).patch(f"/api/customers/{lead['id']}/assign", json={"assignedTo": alice.id}))
+            assert alice.id not in listener.heard
+            admin.acl_setuser(name, enabled=True, commands=["+publish"])  # Redis takes it again
+            wait_for(lambda: alice.id in listener.heard, timeout=20)
+            api.close()
+    finally:
+        listener.close()
+        admin.acl_deluser(name)
+        admin.close()

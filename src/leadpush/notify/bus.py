@@ -35,7 +35,9 @@ class Bus(Protocol):
 
     async def publish_wake(self) -> None: ...
 
-    async def publish_hints(self, user_ids: set[int], pushed: Sequence[tuple[int, dict[str, Any]]] = ()) -> None: ...
+    async def publish_hints(self, user_ids: set[int], pushed: Sequence[tuple[int, dict[str, Any]]] = ()) -> bool:
+        """Whether the hint went (or there was nobody else to tell): False when it must be sent again."""
+        ...
 
     async def publish_auth(self, user_ids: set[int]) -> None: ...
 
@@ -101,8 +103,8 @@ class LocalBus(_Handlers):
     async def publish_wake(self) -> None:
         self.fire_wake()
 
-    async def publish_hints(self, user_ids: set[int], pushed: Sequence[tuple[int, dict[str, Any]]] = ()) -> None:
-        return None  # this process's hub was told directly
+    async def publish_hints(self, user_ids: set[int], pushed: Sequence[tuple[int, dict[str, Any]]] = ()) -> bool:
+        return True  # this process's hub was told directly
 
     async def publish_auth(self, user_ids: set[int]) -> None:
         return None  # this process's hub was told directly
@@ -154,13 +156,13 @@ class RedisBus(_Handlers):
         """`message` None is a hint: "this user has something new, re-read the ledger"."""
         await self._publish(self.inapp_channel, {"userId": user_id, "message": message, "from": self.node_id})
 
-    async def publish_hints(self, user_ids: set[int], pushed: Sequence[tuple[int, dict[str, Any]]] = ()) -> None:
+    async def publish_hints(self, user_ids: set[int], pushed: Sequence[tuple[int, dict[str, Any]]] = ()) -> bool:
         """Tell every API process right after a commit, without waiting for the worker's push: one
         message for all these users, with what the commits wrote for them as pushed (`pushed`: a process's
         sockets that are up to date send it as it is; for the other users, the hub reads for all of them
         at once). `userIds` names every user, so a process of an older version still re-reads."""
         if not user_ids:
-            return
+            return True
         payload: dict[str, Any] = {"userIds": sorted(user_ids), "from": self.node_id}
         if pushed:
             # A burst (a 10,000-lead intake) would make one message of megabytes, and Redis drops a
@@ -170,8 +172,10 @@ class RedisBus(_Handlers):
             payload["messages"] = [[uid, m] for uid, m in pushed[:MAX_PUSHED_PER_HINT] if uid not in left_out]
         try:
             await self._publish(self.hints_channel, payload)
-        except Exception as exc:  # noqa: BLE001 - a lost hint only delays until the worker's push
+        except Exception as exc:  # noqa: BLE001 - the caller sends it again (runtime.py)
             log.warning("Redis 提示消息发送失败：%s", type(exc).__name__)
+            return False
+        return True
 
     async def publish_auth(self, user_ids: set[int]) -> None:
         """Tell every other api process to re-check these users' sockets (this one was told directly)."""
