@@ -51,7 +51,6 @@ WITH src AS (
 ), notes AS (
   INSERT INTO notifications (id, recipient_id, kind, title, body, payload, dedupe_key, prev_id, created_at)
   SELECT id, r, k, t, b, CAST(p AS json), d, prev_id, %s FROM chained RETURNING id
-)
 ), dels AS (
   INSERT INTO deliveries (notification_id, recipient_id, channel, status, attempts, policy, next_attempt_at,
                           created_at, updated_at, sent_at)
