@@ -7,8 +7,8 @@ what leadpush writes for one reassignment into leadpush's own migrated schema (s
 foreign keys): the lead's owner, version, times and cleared deadline; the history row; a
 `customer_assigned` notification to the new owner and a `customer_recycled` one to the previous owner, each
 with its `prev_id` (the recipient's latest id, read under the per-recipient advisory lock on PostgreSQL, as
-leadpush orders them); and their in-app delivery rows (on PostgreSQL, after the lock, in one statement, as
-leadpush's ledger writes them). No authentication, no rules, no ORM, no response
+leadpush orders them); and their in-app delivery rows, written sent with their one try as leadpush writes
+them since its commit pushes them (on PostgreSQL, after the lock, in one statement, as leadpush's ledger does). No authentication, no rules, no ORM, no response
 beyond the envelope. What leadpush spends above this is the price of its Python, not of its rows.
 
 With `--ordering none` (PostgreSQL) the advisory lock is left out: the same rows, but a recipient's ids
@@ -51,10 +51,13 @@ WITH src AS (
 ), notes AS (
   INSERT INTO notifications (id, recipient_id, kind, title, body, payload, dedupe_key, prev_id, created_at)
   SELECT id, r, k, t, b, CAST(p AS json), d, prev_id, %s FROM chained RETURNING id
+), dels AS (
+  INSERT INTO deliveries (notification_id, recipient_id, channel, status, attempts, policy, next_attempt_at,
+                          created_at, updated_at, sent_at)
+  SELECT id, r, 'inapp', 'sent', 1, '站内通知始终发送', NULL, %s, %s, %s FROM chained RETURNING id
 )
-INSERT INTO deliveries (notification_id, recipient_id, channel, status, attempts, policy, next_attempt_at,
-                        created_at, updated_at)
-SELECT id, r, 'inapp', 'pending', 0, '站内通知始终发送', %s, %s, %s FROM chained
+INSERT INTO delivery_attempts (delivery_id, attempt, started_at, finished_at, outcome, status, detail)
+SELECT id, 1, %s, %s, 'sent', 'sent', '提交时已推送到站内连接' FROM dels
 """
 
 
@@ -131,7 +134,7 @@ class Writer:
                 {"o": i, "r": rid, "k": kind, "t": title, "b": body, "p": payload, "d": key}
                 for i, (rid, (kind, title, body, payload, key)) in enumerate(notes)
             ]
-            cur.execute(PG_ROWS, (json.dumps(rows, ensure_ascii=False), now, now, now, now))
+            cur.execute(PG_ROWS, (json.dumps(rows, ensure_ascii=False), now, now, now, now, now, now))
             return True
         marks = ", ".join([self.p] * len(recipients))
         cur.execute(
@@ -153,9 +156,19 @@ class Writer:
         cur.executemany(
             self.sql(
                 "INSERT INTO deliveries (notification_id, recipient_id, channel, status, attempts, policy,"
-                " next_attempt_at, created_at, updated_at) VALUES (?, ?, 'inapp', 'pending', 0, '站内通知始终发送', ?, ?, ?)"
+                " next_attempt_at, created_at, updated_at, sent_at)"
+                " VALUES (?, ?, 'inapp', 'sent', 1, '站内通知始终发送', NULL, ?, ?, ?)"
             ),
             [(nid, rid, now, now, now) for nid, rid in ids],
+        )
+        marks = ", ".join([self.p] * len(ids))
+        cur.execute(
+            self.sql(
+                "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, finished_at, outcome, status, detail)"
+                " SELECT id, 1, ?, ?, 'sent', 'sent', '提交时已推送到站内连接' FROM deliveries"
+                f" WHERE notification_id IN ({marks})"
+            ),
+            (now, now, *[nid for nid, _ in ids]),
         )
         return True
 

@@ -422,7 +422,7 @@ def render_ws_latency(r: dict[str, Any]) -> list[str]:
             ("WebSocket, after the assign response", x["ws"]["after_response"]),
             ("WebSocket, after the assign request was sent", x["ws"]["after_request"]),
             ("… socket on the api process that assigned", x["ws"].get("same_process")),
-            ("… socket on the other api process (Redis + worker)", x["ws"].get("cross_process")),
+            ("… socket on the other api process (over Redis)", x["ws"].get("cross_process")),
             ("long-poll, after the assign response", x["longpoll"]["after_response"]),
         ):
             if s:
@@ -552,7 +552,7 @@ def render_ws_5000(r: dict[str, Any]) -> list[str]:
             lines += [
                 f"{x['backend']}: burst messages assigned through the api process holding the sockets arrived p50"
                 f" {fmt(same['p50'])} ms / p99 {fmt(same['p99'])} ms after their response; through the other api"
-                f" process (Redis + worker) p50 {fmt(cross['p50'])} ms / p99 {fmt(cross['p99'])} ms.",
+                f" process (over Redis) p50 {fmt(cross['p50'])} ms / p99 {fmt(cross['p99'])} ms.",
                 "",
             ]
     return lines
@@ -680,7 +680,7 @@ def render_intake_routing(r: dict[str, Any]) -> list[str]:
             ("intake request sent → owner's socket", lat["after_request"]),
             ("… intake response → owner's socket", lat["after_response"]),
             ("… of which: socket on the api process that took the lead", lat.get("same_process")),
-            ("… of which: socket on the other api process (Redis + worker)", lat.get("cross_process")),
+            ("… of which: socket on the other api process (over Redis)", lat.get("cross_process")),
             ("intake request → response", lat["request"]),
         ):
             if s:

@@ -36,6 +36,8 @@ from leadpush.wecom import channel as wecom_channel
 
 log = logging.getLogger(__name__)
 
+HINT_RETRY_FIRST, HINT_RETRY_MAX = 0.2, 5.0  # seconds between tries of a hint Redis did not take
+
 # The outside platforms: each vendor folder builds its channel, or None when it is not configured.
 VENDOR_CHANNELS: tuple[Callable[[AppContext], Channel | None], ...] = (
     wechat_channel.build_channel,
@@ -126,23 +128,29 @@ class Runtime:
             self.bus.on_wake(self.scheduler.wake)
             self._tasks.append(asyncio.create_task(self.scheduler.run(), name="leadpush-scheduler"))
         await self.bus.start()
-        self.ctx.signals.subscribe_commits(self._on_commit)
+        # This listener pushes what a commit here writes to every api process's sockets: it is the in-app
+        # delivery, so those rows are written sent (ledger.py); the worker publishes the rest (other processes'
+        # commits: `leadpush transfer run`, scripts).
+        self.ctx.signals.subscribe_commits(self._on_commit, pushes_inapp=True)
         self.ctx.signals.subscribe_auth(self._on_auth_changed)
         log.info("leadpush 已启动，角色：%s", ", ".join(sorted(self.roles)))
         if "api" in self.roles:
             log.info("接口线程数：%d", to_thread.current_default_thread_limiter().total_tokens)
 
-    def _on_commit(self, recipient_ids: set[int], pushed: Pushed) -> None:
+    def _on_commit(self, recipient_ids: set[int], pushed: Pushed, inapp_sent: int = 0) -> None:
         """Called in the thread that committed: wake this process's listeners and every worker.
 
         What the commit wrote (`pushed`) is handed to the recipients' sockets as it is — a socket that is up
         to date sends it with no ledger read; one that missed something re-reads (prevId) — and travels to
         the other api processes in the tick's one hint message. A recipient with nothing in `pushed` (a
-        commit that only changed state, e.g. marked read) gets a hint: "re-read".
+        commit that only changed state, e.g. marked read) gets a hint: "re-read". `inapp_sent`: the in-app
+        deliveries the commit wrote as sent, counted here as the worker counts the ones it sends.
         """
         loop = self._loop
         if loop is None or loop.is_closed():
             return
+        if inapp_sent:
+            self.metrics.observe_sends("inapp", "sent", inapp_sent)
 
         def on_loop() -> None:
             with_message = {uid for uid, _ in pushed}
@@ -164,8 +172,20 @@ class Runtime:
         await asyncio.sleep(0)  # the rest of this tick's commits join
         hinted, self._hinted = self._hinted, set()
         pushed, self._pushed = self._pushed, []
-        await self.bus.publish_wake()
-        await self.bus.publish_hints(hinted, pushed)
+        # One round trip: the hint first (what the other api processes' sockets wait for), then the wake-up.
+        if not await self.bus.publish_hints_and_wake(hinted, pushed):
+            self._spawn(self._hint_again(hinted))
+
+    async def _hint_again(self, user_ids: set[int]) -> None:
+        """A hint Redis did not take is sent again (as "re-read": newer ones may have gone meanwhile) until it
+        goes: the commit's push is these users' in-app delivery on the other api processes (ledger.py).
+        (Their own Redis connections, if they broke too, resync every socket when they come back.)"""
+        delay = HINT_RETRY_FIRST
+        while True:
+            await asyncio.sleep(delay)
+            if await self.bus.publish_hints(user_ids):
+                return
+            delay = min(delay * 2, HINT_RETRY_MAX)
 
     def _on_auth_changed(self, user_ids: set[int]) -> None:
         """Called in the thread that committed a revoke or deactivation: end sessions here and everywhere."""

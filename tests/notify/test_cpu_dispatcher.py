@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import event, select, update
-from support import DATABASES, Api, running_stack, wipe
+from support import DATABASES, Api, inapp_left_to_the_worker, running_stack, wipe
 from support.api import ok
 
 import leadpush.notify.dispatcher as dispatcher_module
@@ -27,7 +27,8 @@ def api(request, tmp_path) -> Iterator[Api]:
         wipe(ctx)
         client = Api(url=server.url, ctx=ctx)
         try:
-            yield client
+            with inapp_left_to_the_worker(ctx):  # the test's own dispatcher sends them
+                yield client
         finally:
             client.close()
 

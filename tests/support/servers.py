@@ -133,3 +133,16 @@ def running_stack(kind: str, tmp_dir: str, **kw: Any) -> Iterator[tuple[AppConte
         server.stop()
         ctx.db.dispose()
         gen.close()
+
+
+@contextmanager
+def inapp_left_to_the_worker(ctx: AppContext) -> Iterator[None]:
+    """While in the block, what `ctx`'s process commits keeps its in-app deliveries pending for a worker, as
+    a process that does not push its commits (`leadpush transfer run`, a script) leaves them: for tests of
+    the worker's in-app channel. (The running api process pushes its commits and writes those rows sent.)"""
+    pushers = ctx.signals._pushers
+    ctx.signals._pushers = []
+    try:
+        yield
+    finally:
+        ctx.signals._pushers = pushers

@@ -35,11 +35,15 @@ class Bus(Protocol):
 
     async def publish_wake(self) -> None: ...
 
-    async def publish_hints(self, user_ids: set[int], pushed: Sequence[tuple[int, dict[str, Any]]] = ()) -> None: ...
+    async def publish_hints(self, user_ids: set[int], pushed: Sequence[tuple[int, dict[str, Any]]] = ()) -> bool:
+        """Whether the hint went (or there was nobody else to tell): False when it must be sent again."""
+        ...
 
     async def publish_hints_and_wake(
         self, user_ids: set[int], pushed: Sequence[tuple[int, dict[str, Any]]] = ()
-    ) -> None: ...
+    ) -> bool:
+        """`publish_hints` and `publish_wake` in one go; whether the hint went (False: send it again)."""
+        ...
 
     async def publish_auth(self, user_ids: set[int]) -> None: ...
 
@@ -105,13 +109,14 @@ class LocalBus(_Handlers):
     async def publish_wake(self) -> None:
         self.fire_wake()
 
-    async def publish_hints(self, user_ids: set[int], pushed: Sequence[tuple[int, dict[str, Any]]] = ()) -> None:
-        return None  # this process's hub was told directly
+    async def publish_hints(self, user_ids: set[int], pushed: Sequence[tuple[int, dict[str, Any]]] = ()) -> bool:
+        return True  # this process's hub was told directly
 
     async def publish_hints_and_wake(
         self, user_ids: set[int], pushed: Sequence[tuple[int, dict[str, Any]]] = ()
-    ) -> None:
+    ) -> bool:
         self.fire_wake()
+        return True  # this process's hub was told directly
 
     async def publish_auth(self, user_ids: set[int]) -> None:
         return None  # this process's hub was told directly
@@ -163,17 +168,19 @@ class RedisBus(_Handlers):
         """`message` None is a hint: "this user has something new, re-read the ledger"."""
         await self._publish(self.inapp_channel, {"userId": user_id, "message": message, "from": self.node_id})
 
-    async def publish_hints(self, user_ids: set[int], pushed: Sequence[tuple[int, dict[str, Any]]] = ()) -> None:
+    async def publish_hints(self, user_ids: set[int], pushed: Sequence[tuple[int, dict[str, Any]]] = ()) -> bool:
         """Tell every API process right after a commit, without waiting for the worker's push: one
         message for all these users, with what the commits wrote for them as pushed (`pushed`: a process's
         sockets that are up to date send it as it is; for the other users, the hub reads for all of them
         at once). `userIds` names every user, so a process of an older version still re-reads."""
         if not user_ids:
-            return
+            return True
         try:
             await self._publish(self.hints_channel, self._hints_payload(user_ids, pushed))
-        except Exception as exc:  # noqa: BLE001 - a lost hint only delays until the worker's push
+        except Exception as exc:  # noqa: BLE001 - the caller sends it again (runtime.py)
             log.warning("Redis 提示消息发送失败：%s", type(exc).__name__)
+            return False
+        return True
 
     def _hints_payload(self, user_ids: set[int], pushed: Sequence[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
         payload: dict[str, Any] = {"userIds": sorted(user_ids), "from": self.node_id}
@@ -187,7 +194,7 @@ class RedisBus(_Handlers):
 
     async def publish_hints_and_wake(
         self, user_ids: set[int], pushed: Sequence[tuple[int, dict[str, Any]]] = ()
-    ) -> None:
+    ) -> bool:
         """A loop tick's commits, announced in one round trip to Redis: first the hint message (what the
         other api processes' sockets wait for), then the workers' wake-up. `publish_wake` then
         `publish_hints` was two round trips, the hint behind the wake-up's, on a loop that is busy in a burst."""
@@ -197,9 +204,12 @@ class RedisBus(_Handlers):
                 pipe.publish(self.hints_channel, json.dumps(self._hints_payload(user_ids, pushed), ensure_ascii=False))
             pipe.publish(self.wake_channel, json.dumps({"from": self.node_id}, ensure_ascii=False))
             await pipe.execute()
-        except Exception as exc:  # noqa: BLE001 - a lost hint or wake-up only delays until the next poll
+        except Exception as exc:  # noqa: BLE001 - the caller sends the hint again; a lost wake-up waits for a poll
             log.warning("Redis 提示/唤醒消息发送失败：%s", type(exc).__name__)
-        self.fire_wake()  # this process's own worker (if any) needs no round trip through Redis
+            return not user_ids
+        finally:
+            self.fire_wake()  # this process's own worker (if any) needs no round trip through Redis
+        return True
 
     async def publish_auth(self, user_ids: set[int]) -> None:
         """Tell every other api process to re-check these users' sockets (this one was told directly)."""

@@ -99,6 +99,9 @@ def write_notifications(
         pending = session.info[PENDING] = []
         before_commit(session, lambda: write_prepared(session))
     choices = choices_of(session, {i.recipient.id for i in items})  # one query for every recipient's choices
+    # While this process pushes what it commits to the recipients' sockets (the runtime's commit listener: here
+    # and, through the bus, on every api process), that push is the in-app delivery: the row is written sent.
+    pushed = signals.pushes_inapp
     created: list[Notification] = []
     for item in items:
         note = Notification(
@@ -115,20 +118,42 @@ def write_notifications(
             read_at=now if item.about_own_action else None,
         )
         deliveries = [
-            Delivery(
-                recipient_id=item.recipient.id,
-                channel=plan.channel,
-                status=plan.status,
-                policy=plan.reason,
-                next_attempt_at=now if plan.status == "pending" else None,
-                created_at=now,
-                updated_at=now,
-            )
+            _planned(plan, item.recipient.id, now, pushed)
             for plan in channel_plans(settings, item, chosen_for(settings, choices.get(item.recipient.id), item.kind))
         ]
         pending.append(Prepared(note, deliveries, created, signals))
         created.append(note)
     return created
+
+
+PUSHED_AT_COMMIT = "提交时已推送到站内连接"  # the history's detail of an in-app delivery written as sent
+
+
+def _planned(plan: ChannelPlan, recipient_id: int, now: datetime, pushed: bool) -> Delivery:
+    """The delivery row of one plan; in-app written as sent (one try, at `now`) when the commit pushes it."""
+    if pushed and plan.channel == "inapp" and plan.status == "pending":
+        return Delivery(
+            recipient_id=recipient_id,
+            channel=plan.channel,
+            status="sent",
+            attempts=1,
+            policy=plan.reason,
+            next_attempt_at=None,
+            created_at=now,
+            updated_at=now,
+            sent_at=now,
+        )
+    return Delivery(
+        recipient_id=recipient_id,
+        channel=plan.channel,
+        status=plan.status,
+        attempts=0,
+        policy=plan.reason,
+        next_attempt_at=now if plan.status == "pending" else None,
+        created_at=now,
+        updated_at=now,
+        sent_at=None,
+    )
 
 
 def planned_deliveries(note: Notification) -> list[Delivery] | None:
@@ -173,14 +198,15 @@ def write_prepared(session: Session) -> None:
             p.returned.remove(p.note)
         else:
             _PLANNED[p.note] = p.deliveries
-    by_signals: dict[int, tuple[Signals, set[int], list[Notification]]] = {}
+    by_signals: dict[int, tuple[Signals, set[int], list[Notification], list[int]]] = {}
     for p in written:
-        _, recipients, notes = by_signals.setdefault(id(p.signals), (p.signals, set(), []))
+        _, recipients, notes, sent = by_signals.setdefault(id(p.signals), (p.signals, set(), [], [0]))
         recipients.add(p.note.recipient_id)
         notes.append(p.note)
-    for signals, recipients, notes in by_signals.values():
+        sent[0] += sum(d.channel == "inapp" and d.status == "sent" for d in p.deliveries)
+    for signals, recipients, notes, sent in by_signals.values():
         # After the commit, the notifications as pushed go with the hint: sockets need no ledger read.
-        after_commit(session, partial(signals.notifications_committed, recipients, partial(_as_pushed, notes)))
+        after_commit(session, partial(signals.notifications_committed, recipients, partial(_as_pushed, notes), sent[0]))
 
 
 def _as_pushed(notes: list[Notification]) -> list[tuple[int, dict[str, Any]]]:
@@ -225,6 +251,8 @@ def _delivery_row(i: int, d: Delivery, stamp: Callable[[datetime | None], str | 
         "ch": d.channel,
         "s": d.status,
         "po": d.policy,
+        "a": d.attempts,
+        "sa": stamp(d.sent_at),
         "na": stamp(d.next_attempt_at),
         "c": stamp(d.created_at),
         "u": stamp(d.updated_at),
@@ -254,12 +282,15 @@ WITH src AS (
   RETURNING id, prev_id
 ), dels AS (
   INSERT INTO deliveries (notification_id, recipient_id, channel, status, attempts, policy, next_attempt_at,
-                          created_at, updated_at)
-  SELECT ch.id, ch.r, x.ch, x.s, 0, x.po, x.na, x.c, x.u
+                          created_at, updated_at, sent_at)
+  SELECT ch.id, ch.r, x.ch, x.s, x.a, x.po, x.na, x.c, x.u, x.sa
   FROM json_to_recordset(CAST(:deliveries AS json)) AS x(
-    o int, ch text, s text, po text, na timestamp, c timestamp, u timestamp)
+    o int, ch text, s text, a int, po text, na timestamp, c timestamp, u timestamp, sa timestamp)
   JOIN chained AS ch ON ch.o = x.o
-  RETURNING id, notification_id, channel
+  RETURNING id, notification_id, channel, attempts, sent_at
+), tries AS (
+  INSERT INTO delivery_attempts (delivery_id, attempt, started_at, finished_at, outcome, status, detail)
+  SELECT id, attempts, sent_at, sent_at, 'sent', 'sent', :pushed FROM dels WHERE sent_at IS NOT NULL
 )
 SELECT c.o, c.id, c.prev_id, NULL AS channel FROM chained AS c JOIN notes ON notes.id = c.id
 UNION ALL
@@ -273,7 +304,7 @@ def _insert_postgres(session: Session, fresh: list[Prepared]) -> list[Prepared]:
     stamp = _stamper(sqlite=False)
     notes = [_note_row(i, p.note, stamp) for i, p in enumerate(fresh)]
     deliveries = [_delivery_row(i, d, stamp) for i, p in enumerate(fresh) for d in p.deliveries]
-    params = {"notes": json.dumps(notes), "deliveries": json.dumps(deliveries)}
+    params = {"notes": json.dumps(notes), "deliveries": json.dumps(deliveries), "pushed": PUSHED_AT_COMMIT}
     written: list[Prepared] = []
     delivery_ids: dict[tuple[int, str], int] = {}
     for o, a, b, channel in session.execute(_PG_WRITE, params):
@@ -304,12 +335,20 @@ RETURNING id, dedupe_key, prev_id
 _SQLITE_DELIVERIES = text(
     """
 INSERT INTO deliveries (notification_id, recipient_id, channel, status, attempts, policy, next_attempt_at,
-                        created_at, updated_at)
+                        created_at, updated_at, sent_at)
 SELECT json_extract(value, '$.n'), json_extract(value, '$.r'), json_extract(value, '$.ch'),
-       json_extract(value, '$.s'), 0, json_extract(value, '$.po'), json_extract(value, '$.na'),
-       json_extract(value, '$.c'), json_extract(value, '$.u')
+       json_extract(value, '$.s'), json_extract(value, '$.a'), json_extract(value, '$.po'),
+       json_extract(value, '$.na'), json_extract(value, '$.c'), json_extract(value, '$.u'), json_extract(value, '$.sa')
 FROM json_each(:deliveries)
 RETURNING id, notification_id, channel
+"""
+)
+# The one try of each in-app delivery written as sent (ids and time as JSON: [[id, at], ...]).
+_SQLITE_TRIES = text(
+    """
+INSERT INTO delivery_attempts (delivery_id, attempt, started_at, finished_at, outcome, status, detail)
+SELECT json_extract(value, '$[0]'), 1, json_extract(value, '$[1]'), json_extract(value, '$[1]'), 'sent', 'sent', :pushed
+FROM json_each(:tries)
 """
 )
 
@@ -345,6 +384,9 @@ def _insert_sqlite(session: Session, fresh: list[Prepared]) -> list[Prepared]:
     if deliveries:
         result = session.execute(_SQLITE_DELIVERIES, {"deliveries": json.dumps(deliveries)})
         _delivery_ids(written, {(nid, channel): did for did, nid, channel in result})
+        tries = [[d.id, stamp(d.sent_at)] for p in written for d in p.deliveries if d.sent_at is not None]
+        if tries:
+            session.execute(_SQLITE_TRIES, {"tries": json.dumps(tries), "pushed": PUSHED_AT_COMMIT})
     return written
 
 

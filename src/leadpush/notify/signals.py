@@ -21,8 +21,9 @@ log = logging.getLogger(__name__)
 Listener = Callable[[set[int]], None]
 # (recipient id, the notification as pushed) for what a commit wrote; built only if someone listens.
 Pushed = Sequence[tuple[int, dict[str, Any]]]
-# (recipient ids, what the commit wrote for them as pushed — empty when the commit only changed state).
-CommitListener = Callable[[set[int], Pushed], None]
+# (recipient ids, what the commit wrote for them as pushed — empty when the commit only changed state, and how
+# many in-app deliveries it wrote as sent: see `Signals.pushes_inapp`).
+CommitListener = Callable[[set[int], Pushed, int], None]
 # (session, user id, the notification ids acked — None = all of theirs —, now), in the acking transaction.
 AckListener = Callable[[Session, int, Sequence[int] | None, datetime], None]
 
@@ -38,6 +39,7 @@ class Signals:
         self._commit_listeners: list[CommitListener] = []
         self._auth_listeners: list[Listener] = []
         self._ack_listeners: list[AckListener] = []
+        self._pushers: list[CommitListener] = []
         self._lock = threading.Lock()
 
     def subscribe(self, listener: Listener) -> None:
@@ -49,15 +51,29 @@ class Signals:
             if listener in self._listeners:
                 self._listeners.remove(listener)
 
-    def subscribe_commits(self, listener: CommitListener) -> None:
-        """Like `subscribe`, and also given the notifications the commit wrote, as pushed."""
+    def subscribe_commits(self, listener: CommitListener, *, pushes_inapp: bool = False) -> None:
+        """Like `subscribe`, and also given the notifications the commit wrote, as pushed.
+
+        `pushes_inapp`: the listener hands them to their recipients' in-app listeners (this process's sockets,
+        and the other api processes' through the bus) — what the in-app channel would do. While such a listener
+        is subscribed, the in-app deliveries of what this process commits are written as sent (ledger.py).
+        """
         with self._lock:
             self._commit_listeners.append(listener)
+            if pushes_inapp:
+                self._pushers.append(listener)
 
     def unsubscribe_commits(self, listener: CommitListener) -> None:
         with self._lock:
             if listener in self._commit_listeners:
                 self._commit_listeners.remove(listener)
+            if listener in self._pushers:
+                self._pushers.remove(listener)
+
+    @property
+    def pushes_inapp(self) -> bool:
+        """Whether a commit here is pushed to its recipients' in-app listeners by a subscribed listener."""
+        return bool(self._pushers)
 
     def subscribe_auth(self, listener: Listener) -> None:
         with self._lock:
@@ -85,8 +101,11 @@ class Signals:
         for listener in listeners:
             listener(session, user_id, ids, now)
 
-    def notifications_committed(self, recipient_ids: set[int], pushed: Callable[[], Pushed] | None = None) -> None:
-        """`pushed`: builds what the commit wrote as pushed (called once, only if a listener wants it)."""
+    def notifications_committed(
+        self, recipient_ids: set[int], pushed: Callable[[], Pushed] | None = None, inapp_sent: int = 0
+    ) -> None:
+        """`pushed`: builds what the commit wrote as pushed (called once, only if a listener wants it);
+        `inapp_sent`: how many in-app deliveries the commit wrote as sent (for the pushers to count)."""
         with self._lock:
             listeners = list(self._listeners)
             commit_listeners = list(self._commit_listeners)
@@ -100,7 +119,7 @@ class Signals:
             messages = ()
         for listener in commit_listeners:
             try:
-                listener(recipient_ids, messages)
+                listener(recipient_ids, messages, inapp_sent)
             except Exception:  # a broken listener must not break the request that committed
                 log.exception("wake-up listener failed")
 
