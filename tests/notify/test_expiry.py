@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 from leadpush_fakes.wechat import WECOM_SEND_PATH
 from sqlalchemy import select, update
-from support import DATABASES, Api, ok, wait_for
+from support import DATABASES, Api, inapp_left_to_the_worker, ok, wait_for
 from support.channels import FakeWeChatServer, leadpush_against
 from support.servers import ServerThread
 
@@ -274,7 +274,9 @@ def test_a_held_in_app_warning_for_a_lead_that_moved_does_not_pop_up_later(pushi
     lead = assigned(api, people, people.alice)
     api.ctx.clock.advance(hours=22, minutes=30)
     now = api.ctx.clock.now()
-    with api.ctx.db.write() as session:  # the warning as a run writes it, its deliveries held in the same commit
+    # The warning as a run in a process that does not push writes it (`leadpush transfer run`: its in-app row
+    # pending for the worker), its deliveries held in the same commit.
+    with inapp_left_to_the_worker(api.ctx), api.ctx.db.write() as session:
         customer = session.get_one(Customer, lead["id"])
         rule = session.get_one(TransferRule, customer.transfer_rule_id)
         owner = session.get_one(User, people.alice.id)
