@@ -178,7 +178,7 @@ def write_prepared(session: Session, *, commit: bool = False) -> None:
         fresh.append(p)
     if session.get_bind().dialect.name != "postgresql":
         written = _insert_sqlite(session, fresh)
-    elif commit:
+    elif commit and _can_pipeline(session):
         written = _write_postgres_and_commit(session, fresh)
     else:
         lock_recipients(session, {p.note.recipient_id for p in fresh})
@@ -293,6 +293,19 @@ def _pg_params(fresh: list[Prepared]) -> dict[str, Any]:
 def _insert_postgres(session: Session, fresh: list[Prepared]) -> list[Prepared]:
     """One statement (see `write_prepared`); the notifications whose key was stored keep `id` None."""
     return _pg_written(fresh, session.execute(_PG_WRITE, _pg_params(fresh)))
+
+
+def _can_pipeline(session: Session) -> bool:
+    """The session's driver is psycopg 3 and its libpq has pipeline mode (libpq 14 or later); else today's path."""
+    dialect = session.get_bind().dialect
+    return dialect.driver == "psycopg" and _libpq_pipelines()
+
+
+@cache
+def _libpq_pipelines() -> bool:
+    import psycopg  # the PostgreSQL driver: imported only when PostgreSQL is used
+
+    return psycopg.Pipeline.is_supported()
 
 
 @cache
