@@ -150,8 +150,8 @@ class Database:
 def before_commit(session: Session, fn: Callable[[], None]) -> None:
     """Run fn as this transaction's last step, just before `Database.write` commits it (in registration order).
 
-    For work that must come after everything else the transaction does: the notification ledger takes its
-    per-recipient locks here, so they are held only for the few statements between them and the commit.
+    For work that must come after everything else the transaction does. (The notification ledger's step,
+    which takes per-recipient locks, comes after these: see `last_step`.)
     """
     session.info.setdefault("before_commit", []).append(fn)
 
