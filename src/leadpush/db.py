@@ -110,8 +110,9 @@ class Database:
         """A write transaction; committed on success, rolled back on any exception.
 
         Callbacks registered with `before_commit(session, fn)` run in registration order as the block's last
-        step, just before the commit (inside the transaction: one that raises rolls everything back); those
-        registered with `after_commit(session, fn)` run only once the commit succeeded.
+        step, just before the commit (inside the transaction: one that raises rolls everything back), then the
+        ones registered with `last_step` (the very last of them may send the COMMIT itself, with its own
+        statements); those registered with `after_commit(session, fn)` run only once the commit succeeded.
         """
         lock = self._write_lock
         if lock is not None:
@@ -120,8 +121,8 @@ class Database:
             with self._write() as session:
                 try:
                     yield session
-                    run_before_commit(session)
-                    session.commit()
+                    run_before_commit(session, commit_follows=True)
+                    session.commit()  # after a last step that committed itself: nothing left to do
                 except BaseException:
                     session.rollback()
                     raise
@@ -149,17 +150,36 @@ class Database:
 def before_commit(session: Session, fn: Callable[[], None]) -> None:
     """Run fn as this transaction's last step, just before `Database.write` commits it (in registration order).
 
-    For work that must come after everything else the transaction does: the notification ledger takes its
-    per-recipient locks here, so they are held only for the few statements between them and the commit.
+    For work that must come after everything else the transaction does. (The notification ledger's step,
+    which takes per-recipient locks, comes after these: see `last_step`.)
     """
     session.info.setdefault("before_commit", []).append(fn)
 
 
-def run_before_commit(session: Session) -> None:
-    """Run the callbacks registered with `before_commit`, and any they register, in order."""
-    while callbacks := session.info.pop("before_commit", None):
-        for fn in callbacks:
-            fn()
+def last_step(session: Session, fn: Callable[[bool], None]) -> None:
+    """Run fn after every `before_commit` callback (those registered later too), just before the commit.
+
+    fn is called with True only when it is the very last thing before `Database.write` commits: it may then
+    commit the transaction itself, sending the COMMIT together with its own statements (the notification
+    ledger's step does, on PostgreSQL: its lock, write and COMMIT are one round trip); the commit that follows
+    finds nothing left to do. fn(False): something else comes after it, it must not commit.
+    """
+    session.info.setdefault("last_step", []).append(fn)
+
+
+def run_before_commit(session: Session, *, commit_follows: bool = False) -> None:
+    """Run the callbacks registered with `before_commit`, and any they register, in order; then those
+    registered with `last_step` (the very last one told whether the commit follows: `commit_follows`)."""
+    while True:
+        while callbacks := session.info.pop("before_commit", None):
+            for fn in callbacks:
+                fn()
+        steps: list[Callable[[bool], None]] = session.info.pop("last_step", [])
+        if not steps:
+            return
+        for i, step in enumerate(steps):
+            final = i == len(steps) - 1 and not session.info.get("before_commit") and not session.info.get("last_step")
+            step(commit_follows and final)
 
 
 def after_commit(session: Session, fn: Callable[[], None]) -> None:

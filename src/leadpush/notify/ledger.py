@@ -7,16 +7,17 @@ import weakref
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import Connection, TextClause, func, select, text
 from sqlalchemy.dialects.sqlite import DATETIME as SQLITE_DATETIME
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from leadpush.config import Settings
-from leadpush.db import after_commit, before_commit
+from leadpush.db import after_commit, last_step
 from leadpush.notify.models import Delivery, Notification
 from leadpush.notify.policy import ChannelPlan, plan_deliveries
 from leadpush.notify.preferences import choices_of, chosen_for
@@ -48,6 +49,7 @@ LOCK_RECIPIENTS = text(
     " (SELECT r FROM unnest(CAST(:ids AS integer[])) AS r ORDER BY r) AS ordered"
 )
 PENDING = "ledger_pending"  # session.info key: what `write_notifications` prepared, written before commit
+_STEP = "ledger_step"  # session.info key: the last step that writes it is registered
 # The deliveries written with each notification object still in hand (see `planned_deliveries`).
 _PLANNED: weakref.WeakKeyDictionary[Notification, list[Delivery]] = weakref.WeakKeyDictionary()
 
@@ -83,10 +85,10 @@ def write_notifications(
 
     Here they are only prepared, in memory (the recipients' channel choices are read now): nothing is
     locked and no row exists yet, so the rest of the transaction holds up nobody else's notifications.
-    The before-commit step then, with nothing in between, locks the recipients (PostgreSQL, in id order),
-    drops the dedupe keys already stored or prepared earlier in this transaction, reads the recipients'
-    latest ids, inserts the notifications (each pointing back at its recipient's previous one) and their
-    deliveries, and has the commit signalled.
+    The before-commit step then (the last one, after every other `before_commit` callback), with nothing in
+    between, locks the recipients (PostgreSQL, in id order), drops the dedupe keys already stored or prepared
+    earlier in this transaction, reads the recipients' latest ids, inserts the notifications (each pointing
+    back at its recipient's previous one) and their deliveries, and has the commit signalled.
 
     The returned Notification objects get their ids at that step: until the block commits their `id` and
     `prev_id` are None, and none of their rows can be read in the transaction. After it, the returned
@@ -97,7 +99,9 @@ def write_notifications(
     pending: list[Prepared] | None = session.info.get(PENDING)
     if pending is None:
         pending = session.info[PENDING] = []
-        before_commit(session, lambda: write_prepared(session))
+        if not session.info.get(_STEP):  # (a caller's own `write_prepared` leaves the step registered)
+            session.info[_STEP] = True
+            last_step(session, partial(_last_step, session))
     choices = choices_of(session, {i.recipient.id for i in items})  # one query for every recipient's choices
     # While this process pushes what it commits to the recipients' sockets (the runtime's commit listener: here
     # and, through the bus, on every api process), that push is the in-app delivery: the row is written sent.
@@ -162,7 +166,12 @@ def planned_deliveries(note: Notification) -> list[Delivery] | None:
     return _PLANNED.get(note)
 
 
-def write_prepared(session: Session) -> None:
+def _last_step(session: Session, commit_follows: bool) -> None:
+    session.info.pop(_STEP, None)
+    write_prepared(session, commit=commit_follows)
+
+
+def write_prepared(session: Session, *, commit: bool = False) -> None:
     """The before-commit step: write what `write_notifications` prepared in this transaction (see there).
 
     A caller that must read or change the rows inside the transaction may call it itself, earlier: the rows
@@ -171,11 +180,15 @@ def write_prepared(session: Session) -> None:
     The rows go in with Core statements, not the ORM's flush (the objects stay out of the session; their ids,
     `prev_id` and the deliveries' ids are set from what the statements return). On PostgreSQL, after the
     lock: ONE statement drops the stored dedupe keys, reads the latest ids, draws the new ids and inserts the
-    notifications and their deliveries, so the lock is held over two round trips (it and the COMMIT). The
-    lock must be its own, earlier statement: a statement's snapshot is taken when it starts, and the latest
-    ids must be read after the lock is granted. On SQLite (writers serialised): one INSERT ... SELECT of the
-    notifications per round (a recipient's k-th notification of the transaction in round k), reading the
-    latest ids and stored keys in the same statement, and one INSERT of the deliveries.
+    notifications and their deliveries. The lock must be its own, earlier statement: a statement's snapshot
+    is taken when it starts, and the latest ids must be read after the lock is granted. With `commit` (only
+    `Database.write`'s last step: nothing else follows but the commit) the lock, the write and the COMMIT go
+    to the server together, one pipeline and one round trip (`_write_postgres_and_commit`), so no client
+    round trip and no turn at the interpreter is taken while the recipients are locked; the transaction has
+    committed when this returns. Otherwise the lock is held over two round trips: the write and the COMMIT.
+    On SQLite (writers serialised; `commit` changes nothing): one INSERT ... SELECT of the notifications per
+    round (a recipient's k-th notification of the transaction in round k), reading the latest ids and stored
+    keys in the same statement, and one INSERT of the deliveries.
     """
     pending: list[Prepared] = session.info.pop(PENDING, [])
     if not pending:
@@ -188,11 +201,13 @@ def write_prepared(session: Session) -> None:
             continue
         prepared_keys.add(p.note.dedupe_key)
         fresh.append(p)
-    lock_recipients(session, {p.note.recipient_id for p in fresh})
-    if session.get_bind().dialect.name == "postgresql":
-        written = _insert_postgres(session, fresh)
-    else:
+    if session.get_bind().dialect.name != "postgresql":
         written = _insert_sqlite(session, fresh)
+    elif commit and _can_pipeline(session):
+        written = _write_postgres_and_commit(session, fresh)
+    else:
+        lock_recipients(session, {p.note.recipient_id for p in fresh})
+        written = _insert_postgres(session, fresh)
     for p in fresh:
         if p.note.id is None:  # its key was already stored: not written
             p.returned.remove(p.note)
@@ -299,15 +314,93 @@ SELECT NULL, dels.notification_id, dels.id, dels.channel FROM dels
 )
 
 
-def _insert_postgres(session: Session, fresh: list[Prepared]) -> list[Prepared]:
-    """One statement (see `write_prepared`); the notifications whose key was stored keep `id` None."""
+def _pg_params(fresh: list[Prepared]) -> dict[str, Any]:
     stamp = _stamper(sqlite=False)
     notes = [_note_row(i, p.note, stamp) for i, p in enumerate(fresh)]
     deliveries = [_delivery_row(i, d, stamp) for i, p in enumerate(fresh) for d in p.deliveries]
-    params = {"notes": json.dumps(notes), "deliveries": json.dumps(deliveries), "pushed": PUSHED_AT_COMMIT}
+    return {"notes": json.dumps(notes), "deliveries": json.dumps(deliveries), "pushed": PUSHED_AT_COMMIT}
+
+
+def _insert_postgres(session: Session, fresh: list[Prepared]) -> list[Prepared]:
+    """One statement (see `write_prepared`); the notifications whose key was stored keep `id` None."""
+    return _pg_written(fresh, session.execute(_PG_WRITE, _pg_params(fresh)))
+
+
+def _can_pipeline(session: Session) -> bool:
+    """The session's driver is psycopg 3 and its libpq has pipeline mode (libpq 14 or later); else today's path."""
+    dialect = session.get_bind().dialect
+    return dialect.driver == "psycopg" and _libpq_pipelines()
+
+
+@cache
+def _libpq_pipelines() -> bool:
+    import psycopg  # the PostgreSQL driver: imported only when PostgreSQL is used
+
+    return psycopg.Pipeline.is_supported()
+
+
+@cache
+def _driver_sql(statement: TextClause, dialect: Dialect) -> str:
+    """The statement as SQLAlchemy hands it to the driver (psycopg's `%(name)s` placeholders)."""
+    return str(statement.compile(dialect=dialect))
+
+
+def _write_postgres_and_commit(session: Session, fresh: list[Prepared]) -> list[Prepared]:
+    """The lock, the write (`_PG_WRITE`) and the COMMIT, sent as one psycopg pipeline: one round trip.
+
+    The server runs them in order, each statement with its own snapshot (the write sees what the lock's
+    previous holder committed); the first that fails aborts the rest, the COMMIT included, and leaves the
+    transaction failed, for `Database.write` to roll back. They go on the session's psycopg connection itself
+    (SQLAlchemy has no pipeline), so what SQLAlchemy does around a statement is done here: the session is
+    flushed first (the autoflush of a `session.execute`), the engine's `before_cursor_execute` and
+    `after_cursor_execute` listeners are told of the lock and the write (their return values are not used), and
+    an error goes through the connection's own handling: it surfaces as the same SQLAlchemy exception, and a
+    lost connection is invalidated. SQLAlchemy's commit then finds the connection idle, a no-op for psycopg.
+    """
+    session.flush()
+    conn = session.connection()
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    statements: list[tuple[str, dict[str, Any] | None]] = [
+        (_driver_sql(LOCK_RECIPIENTS, conn.dialect), {"ids": sorted({p.note.recipient_id for p in fresh})}),
+        (_driver_sql(_PG_WRITE, conn.dialect), _pg_params(fresh)),
+        ("COMMIT", None),
+    ]
+    cursors = [raw.cursor() for _ in statements]
+    events = conn._has_events or conn.engine._has_events
+    try:
+        if events:
+            _tell(conn, "before_cursor_execute", cursors, statements)
+        try:
+            with raw.pipeline():
+                for cursor, (sql, params) in zip(cursors, statements, strict=True):
+                    cursor.execute(sql, params)
+            rows = cursors[1].fetchall()
+        except BaseException as e:  # as SQLAlchemy's own execution does: wrapped, or the connection invalidated
+            failed = next((i for i, c in enumerate(cursors) if c.pgresult is None), len(cursors) - 1)
+            sql, params = statements[failed]
+            conn._handle_dbapi_exception(e, sql, params, cursors[failed], None)
+        if events:
+            _tell(conn, "after_cursor_execute", cursors, statements)
+    finally:
+        for cursor in cursors:
+            cursor.close()
+    return _pg_written(fresh, rows)
+
+
+def _tell(conn: Connection, what: str, cursors: list[Any], statements: list[tuple[str, dict[str, Any] | None]]) -> None:
+    """Hand the lock and the write (not the COMMIT: SQLAlchemy reports its commit itself) to the engine's
+    cursor listeners, as SQLAlchemy does for the statements it runs."""
+    listeners = getattr(conn.dispatch, what)
+    for cursor, (sql, params) in zip(cursors[:2], statements[:2], strict=True):
+        listeners(conn, cursor, sql, params, None, False)
+
+
+def _pg_written(fresh: list[Prepared], result: Any) -> list[Prepared]:
+    """Ids from `_PG_WRITE`'s rows, set on the objects in hand; the notifications written."""
     written: list[Prepared] = []
     delivery_ids: dict[tuple[int, str], int] = {}
-    for o, a, b, channel in session.execute(_PG_WRITE, params):
+    for o, a, b, channel in result:
         if channel is None:
             p = fresh[o]
             p.note.id, p.note.prev_id = a, b
