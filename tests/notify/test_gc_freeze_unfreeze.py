@@ -8,12 +8,12 @@ from __future__ import annotations
 import gc
 import re
 import weakref
-from typing import Any
 
 import httpx
 import pytest
 from support import wait_for
 from support.fresh import fresh_interpreter
+from support.gclisteners import Connection as Listening
 from support.procs import LeadpushProcess
 from support.wsclient import WsClient
 
@@ -21,25 +21,11 @@ from leadpush.gcfreeze import GcFreeze
 from leadpush.notify.hub import Hub
 
 
-class Connection:
-    """A listener holding a reference cycle, as a WsConnection does (its queue, lock and tasks)."""
-
-    long_lived = True
+class Connection(Listening):
+    """A listener holding a reference cycle, as a WsConnection does (its queue, lock and tasks): 10 objects."""
 
     def __init__(self, user_id: int) -> None:
-        self.user_id = user_id
-        self.token_hash = "h"
-        self.itself = self
-        self.state: dict[str, Any] = {"owner": self, "buffer": [object() for _ in range(10)]}
-
-    def offer(self, message: dict[str, Any] | None) -> None:
-        pass
-
-    def end_session(self) -> None:
-        pass
-
-    def heartbeat(self, now: float) -> None:
-        pass
+        super().__init__(user_id, parts=10, part=object)
 
 
 @pytest.fixture

@@ -13,36 +13,12 @@ from typing import Any
 
 import pytest
 from support.fresh import fresh_interpreter
+from support.gclisteners import Connection, Cycle
 
 from leadpush.gcfreeze import GcFreeze
 from leadpush.notify.hub import Hub
 
-
-class Listener:
-    """A socket's objects: ~200 tracked objects in reference cycles, as a WsConnection holds."""
-
-    long_lived = True
-
-    def __init__(self, user_id: int) -> None:
-        self.user_id = user_id
-        self.token_hash = "h"
-        self.itself = self
-        self.state: dict[str, Any] = {"owner": self, "buffer": [Part() for _ in range(100)]}
-
-    def offer(self, message: dict[str, Any] | None) -> None:
-        pass
-
-    def end_session(self) -> None:
-        pass
-
-    def heartbeat(self, now: float) -> None:
-        pass
-
-
-class Part:
-    def __init__(self) -> None:
-        self.me = self
-        self.payload: dict[str, Any] = {"of": self}
+Listener, Part = Connection, Cycle  # a socket's objects: ~200 tracked objects in reference cycles
 
 
 def _request_garbage() -> None:

@@ -12,40 +12,11 @@ from typing import Any
 
 import pytest
 from support.fresh import fresh_interpreter
+from support.gclisteners import Connection, Cycle
 
 from leadpush import gcfreeze
 from leadpush.gcfreeze import GcFreeze
 from leadpush.notify.hub import Hub
-
-
-class Connection:
-    """A listener holding reference cycles, as a WsConnection does (its queue, lock and tasks)."""
-
-    long_lived = True
-
-    def __init__(self, user_id: int) -> None:
-        self.user_id = user_id
-        self.token_hash = "h"
-        self.itself = self
-        # ~200 objects, as a socket holds: what the process makes besides is little beside them.
-        self.state: dict[str, Any] = {"owner": self, "buffer": [Cycle() for _ in range(100)]}
-
-    def offer(self, message: dict[str, Any] | None) -> None:
-        pass
-
-    def end_session(self) -> None:
-        pass
-
-    def heartbeat(self, now: float) -> None:
-        pass
-
-
-class Cycle:
-    """A reference cycle: only a full collection (or a thaw, once frozen) frees it."""
-
-    def __init__(self) -> None:
-        self.me = self
-        self.payload: dict[str, Any] = {"of": self}
 
 
 @pytest.fixture

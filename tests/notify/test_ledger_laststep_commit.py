@@ -18,11 +18,10 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
-from support import DATABASES, FakeClock, database_url, wipe
-from support.servers import make_settings
+from support import DATABASES, wipe
+from support.servers import bare_context
 
 from leadpush.context import AppContext
-from leadpush.migrate import upgrade
 from leadpush.notify.ledger import NewNotification, write_notifications
 from leadpush.notify.models import Delivery, Notification
 from leadpush.users.models import User
@@ -32,15 +31,8 @@ WAIT = 10.0  # seconds: the bound on every wait (the machine is shared and may b
 
 @pytest.fixture(scope="module", params=DATABASES)
 def ctx(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppContext]:
-    gen = database_url(request.param, str(tmp_path_factory.mktemp(f"ledger-{request.param}")))
-    url = next(gen)
-    upgrade(url)
-    context = AppContext.from_settings(make_settings(url), clock=FakeClock())
-    try:
+    with bare_context(request.param, str(tmp_path_factory.mktemp(f"ledger-{request.param}"))) as context:
         yield context
-    finally:
-        context.db.dispose()
-        gen.close()
 
 
 @pytest.fixture

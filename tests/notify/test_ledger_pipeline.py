@@ -21,12 +21,11 @@ import psycopg
 import pytest
 from sqlalchemy import event, exc, select, text, update
 from sqlalchemy.orm import Session
-from support import DATABASES, FakeClock, database_url, wipe
-from support.servers import make_settings
+from support import DATABASES, wipe
+from support.servers import bare_context
 
 from leadpush.context import AppContext
 from leadpush.db import after_commit, before_commit
-from leadpush.migrate import upgrade
 from leadpush.notify.ledger import NewNotification, write_notifications, write_prepared
 from leadpush.notify.models import Delivery, Notification
 from leadpush.notify.signals import Signals
@@ -38,15 +37,8 @@ BOOM = "触发器拒绝"  # a title the test trigger refuses
 
 @pytest.fixture(scope="module", params=DATABASES)
 def ctx(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppContext]:
-    gen = database_url(request.param, str(tmp_path_factory.mktemp(f"ledgerpipe-{request.param}")))
-    url = next(gen)
-    upgrade(url)
-    context = AppContext.from_settings(make_settings(url), clock=FakeClock())
-    try:
+    with bare_context(request.param, str(tmp_path_factory.mktemp(f"ledgerpipe-{request.param}"))) as context:
         yield context
-    finally:
-        context.db.dispose()
-        gen.close()
 
 
 @pytest.fixture

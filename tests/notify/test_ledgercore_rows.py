@@ -16,11 +16,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, select, text
-from support import DATABASES, FakeClock, database_url, wipe
-from support.servers import make_settings
+from support import DATABASES, wipe
+from support.servers import bare_context
 
 from leadpush.context import AppContext
-from leadpush.migrate import upgrade
 from leadpush.notify.ledger import NewNotification, planned_deliveries, write_notifications, write_prepared
 from leadpush.notify.models import Delivery, Notification
 from leadpush.users.models import User
@@ -28,15 +27,8 @@ from leadpush.users.models import User
 
 @pytest.fixture(scope="module", params=DATABASES)
 def ctx(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppContext]:
-    gen = database_url(request.param, str(tmp_path_factory.mktemp(f"ledgercore-{request.param}")))
-    url = next(gen)
-    upgrade(url)
-    context = AppContext.from_settings(make_settings(url), clock=FakeClock())
-    try:
+    with bare_context(request.param, str(tmp_path_factory.mktemp(f"ledgercore-{request.param}"))) as context:
         yield context
-    finally:
-        context.db.dispose()
-        gen.close()
 
 
 @pytest.fixture

@@ -146,3 +146,18 @@ def inapp_left_to_the_worker(ctx: AppContext) -> Iterator[None]:
         yield
     finally:
         ctx.signals._pushers = pushers
+
+
+@contextmanager
+def bare_context(kind: str, tmp_dir: str) -> Iterator[AppContext]:
+    """A migrated `kind` (sqlite | postgres) database and an AppContext on it (a fake clock), no server: for
+    tests that call leadpush's functions directly."""
+    gen = database_url(kind, tmp_dir)
+    url = next(gen)
+    upgrade(url)
+    context = AppContext.from_settings(make_settings(url), clock=FakeClock())
+    try:
+        yield context
+    finally:
+        context.db.dispose()
+        gen.close()
