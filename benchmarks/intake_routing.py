@@ -9,7 +9,7 @@ Latency: a few clients post one lead each at a time, on a fixed schedule that gi
 rate (a client that falls behind sends at once and the lateness is counted). For each lead, arrival
 of `customer_assigned` (matched by the lead's unique name) on whichever salesperson's socket got it −
 the time its request was sent; also − the time its response came back. With several processes the
-requests alternate between the api processes, so about half the pushes cross Redis and the worker.
+requests alternate between the api processes, so about half the pushes cross Redis.
 
 Burst: 10,000 leads (unique phones and external ids) in as few requests as the endpoint takes, sent
 one after the other to one api process (the sockets are on both). Reported: wall time from the first

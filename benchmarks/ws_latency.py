@@ -5,7 +5,7 @@ over HTTP. For each assignment we record when the manager's response came back a
 `customer_assigned` message reached the salesperson's socket, both on this process's clock:
 "after response" is arrival − response (negative: the push beat the response), "after request" is
 arrival − request sent. With several processes the socket is on api process 1 and the assignments
-alternate between api 1 (same process) and api 2 (the push crosses Redis and the worker).
+alternate between api 1 (same process) and api 2 (the push crosses Redis: the committing process publishes it).
 
 Long-poll: `GET /api/notifications?after=<last>&wait=20` is parked first, then the lead is assigned;
 arrival is the time the poll answered with the new notification − the assignment's response time.
