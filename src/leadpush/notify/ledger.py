@@ -135,28 +135,17 @@ PUSHED_AT_COMMIT = "提交时已推送到站内连接"  # the history's detail o
 
 def _planned(plan: ChannelPlan, recipient_id: int, now: datetime, pushed: bool) -> Delivery:
     """The delivery row of one plan; in-app written as sent (one try, at `now`) when the commit pushes it."""
-    if pushed and plan.channel == "inapp" and plan.status == "pending":
-        return Delivery(
-            recipient_id=recipient_id,
-            channel=plan.channel,
-            status="sent",
-            attempts=1,
-            policy=plan.reason,
-            next_attempt_at=None,
-            created_at=now,
-            updated_at=now,
-            sent_at=now,
-        )
+    sent = pushed and plan.channel == "inapp" and plan.status == "pending"
     return Delivery(
         recipient_id=recipient_id,
         channel=plan.channel,
-        status=plan.status,
-        attempts=0,
+        status="sent" if sent else plan.status,
+        attempts=1 if sent else 0,
         policy=plan.reason,
-        next_attempt_at=now if plan.status == "pending" else None,
+        next_attempt_at=now if plan.status == "pending" and not sent else None,
         created_at=now,
         updated_at=now,
-        sent_at=None,
+        sent_at=now if sent else None,
     )
 
 
