@@ -82,12 +82,16 @@ class TransferScheduler:
         self._event = asyncio.Event()
         self._stopping = False
         self.runs: list[str] = []  # triggers of runs this scheduler started (for logs and tests)
+        self.reads = 0  # looks at the stored deadlines (for tests)
+        # When it next wakes by itself (cron hour or earliest stored moment), while it waits; None otherwise.
+        self.planned: datetime | None = None
 
     def wake(self) -> None:
         self._event.set()
 
     def _earliest(self) -> tuple[datetime | None, datetime | None, datetime | None]:
         """The earliest transfer deadline or warning, the earliest first-contact step and follow-up reminder."""
+        self.reads += 1
         with self.ctx.db.read() as session:
             return earliest_moments(session)
 
@@ -168,10 +172,12 @@ class TransferScheduler:
                 continue
             target = min(t for t in (next_cron, earliest, step_at, remind_at) if t is not None)
             delay = min(MAX_SLEEP, max(MIN_SLEEP, (target - now).total_seconds()))
+            self.planned = target
             try:
                 await asyncio.wait_for(self._event.wait(), timeout=delay)
             except TimeoutError:
                 pass
+            self.planned = None
 
     async def stop(self) -> None:
         self._stopping = True
