@@ -24,7 +24,7 @@ from leadpush.notify.dispatcher import Dispatcher
 from leadpush.notify.fallback import FallbackChannel
 from leadpush.notify.hub import Hub
 from leadpush.notify.metrics import LedgerCollector, Metrics
-from leadpush.notify.signals import Pushed
+from leadpush.notify.signals import EVERYONE, NOBODY, Pushed, Wake
 from leadpush.notify.workers import Heartbeat
 from leadpush.notify.ws import read_after_many
 from leadpush.sla.acks import opened_by_ack
@@ -79,6 +79,8 @@ class Runtime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._hinted: set[int] = set()  # recipients of this tick's commits, not yet announced
         self._pushed: list[tuple[int, dict[str, Any]]] = []  # what those commits wrote, as pushed
+        self._wake: Wake = NOBODY  # whom those commits gave work
+        self._announcing = False  # a `_publish_hinted` is spawned for this tick
         # An ack of a notice about a lead by its owner opens the lead (first-contact SLA).
         self._on_ack = opened_by_ack(ctx)
         s = ctx.settings
@@ -125,7 +127,7 @@ class Runtime:
             self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="leadpush-dispatcher"))
         if "scheduler" in self.roles:
             self.scheduler = TransferScheduler(self.ctx)
-            self.bus.on_wake(self.scheduler.wake)
+            self.bus.on_deadlines(self.scheduler.wake)
             self._tasks.append(asyncio.create_task(self.scheduler.run(), name="leadpush-scheduler"))
         await self.bus.start()
         # This listener pushes what a commit here writes to every api process's sockets: it is the in-app
@@ -137,14 +139,19 @@ class Runtime:
         if "api" in self.roles:
             log.info("接口线程数：%d", to_thread.current_default_thread_limiter().total_tokens)
 
-    def _on_commit(self, recipient_ids: set[int], pushed: Pushed, inapp_sent: int = 0) -> None:
-        """Called in the thread that committed: wake this process's listeners and every worker.
+    def _on_commit(self, recipient_ids: set[int], pushed: Pushed, inapp_sent: int = 0, wake: Wake = EVERYONE) -> None:
+        """Called in the thread that committed: wake this process's listeners, and the workers and schedulers
+        the commit gave work (`wake`).
 
         What the commit wrote (`pushed`) is handed to the recipients' sockets as it is — a socket that is up
         to date sends it with no ledger read; one that missed something re-reads (prevId) — and travels to
         the other api processes in the tick's one hint message. A recipient with nothing in `pushed` (a
         commit that only changed state, e.g. marked read) gets a hint: "re-read". `inapp_sent`: the in-app
         deliveries the commit wrote as sent, counted here as the worker counts the ones it sends.
+
+        A commit whose deliveries were all written sent (in-app only: its push is the delivery) wakes no worker,
+        and one that wrote no deadline before a scheduler's next wake-up makes no scheduler re-read (issue 17:
+        a claim transaction that found nothing was most of a worker's CPU per assignment).
         """
         loop = self._loop
         if loop is None or loop.is_closed():
@@ -160,10 +167,11 @@ class Runtime:
                 self.hub.deliver(uid, None)
             # The commits of one loop tick share one wake-up and one hint message (a burst of 1,000
             # assignments was 2,000 Redis messages to every process).
-            first = not self._hinted
             self._hinted |= recipient_ids
             self._pushed.extend(pushed)
-            if first:
+            self._wake |= wake
+            if not self._announcing and (self._hinted or self._wake.anyone):
+                self._announcing = True
                 self._spawn(self._publish_hinted())
 
         loop.call_soon_threadsafe(on_loop)
@@ -172,8 +180,10 @@ class Runtime:
         await asyncio.sleep(0)  # the rest of this tick's commits join
         hinted, self._hinted = self._hinted, set()
         pushed, self._pushed = self._pushed, []
+        wake, self._wake = self._wake, NOBODY
+        self._announcing = False
         # One round trip: the hint first (what the other api processes' sockets wait for), then the wake-up.
-        if not await self.bus.publish_hints_and_wake(hinted, pushed):
+        if not await self.bus.publish_hints_and_wake(hinted, pushed, wake):
             self._spawn(self._hint_again(hinted))
 
     async def _hint_again(self, user_ids: set[int]) -> None:

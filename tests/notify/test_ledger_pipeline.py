@@ -121,7 +121,7 @@ def test_pipeline_lock_write_and_commit_are_one_round_trip(db: AppContext) -> No
     alice, bob = people(db, "李丽", "赵强")
     signals = Signals()
     woken: list[set[int]] = []
-    signals.subscribe_commits(lambda users, _pushed, _sent: woken.append(users))
+    signals.subscribe_commits(lambda users, _pushed, _sent, _wake: woken.append(users))
     ran_after: list[str] = []
     with db.db.write() as session:
         session.execute(update(User).where(User.id == alice.id).values(name="李丽丽"))
@@ -265,7 +265,7 @@ def failing_write(ctx: AppContext, alice: User, bob: User, *, write_early: bool)
     """A transaction that renames alice and notifies both, one notice refused by the trigger; what it raised."""
     signals = Signals()
     woken: list[str] = []
-    signals.subscribe_commits(lambda _users, _pushed, _sent: woken.append("signal"))
+    signals.subscribe_commits(lambda _users, _pushed, _sent, _wake: woken.append("signal"))
     with pytest.raises(exc.SQLAlchemyError) as raised, ctx.db.write() as session:
         session.execute(update(User).where(User.id == alice.id).values(name="改名"))
         now = ctx.clock.now()

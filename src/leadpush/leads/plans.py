@@ -25,6 +25,7 @@ from leadpush.db import after_commit
 from leadpush.errors import ApiError, forbidden
 from leadpush.leads.models import Customer
 from leadpush.leads.schemas import FollowUpPlanItem, FollowUpPlanList
+from leadpush.notify.signals import Wake, deadlines_written
 from leadpush.permissions import team_members
 from leadpush.users.models import User
 from leadpush.users.service import users_by_id
@@ -71,8 +72,11 @@ def write_plan(
     )
     for key, value in values.items():
         set_committed_value(customer, key, value)
+    deadlines_written(session, [at])
     signals = ctx.signals
-    after_commit(session, lambda: signals.notifications_committed(set()))
+    # Nothing for a worker; the schedulers re-read only if the reminder comes before their next wake-up.
+    wake = Wake(deliveries=False, deadlines=at is not None, earliest=at)
+    after_commit(session, lambda: signals.notifications_committed(set(), wake=wake))
 
 
 def plan_fulfilled(ctx: AppContext, customer: Customer, now: datetime) -> bool:

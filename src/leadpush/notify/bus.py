@@ -12,7 +12,10 @@ import json
 import logging
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, Protocol
+
+from leadpush.notify.signals import EVERYONE, Wake
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +24,9 @@ log = logging.getLogger(__name__)
 MAX_PUSHED_PER_HINT = 500
 
 InappHandler = Callable[[int, dict[str, Any] | None], None]
-WakeHandler = Callable[[], None]
+WakeHandler = Callable[[], None]  # a worker: deliveries may be due
+# A scheduler: a stored moment it wakes for may have been written earlier than it waits (None: not known, re-read).
+DeadlineHandler = Callable[[datetime | None], None]
 ResyncHandler = Callable[[], None]
 AuthHandler = Callable[[set[int]], None]
 
@@ -33,16 +38,16 @@ class Bus(Protocol):
 
     async def publish_inapp(self, user_id: int, message: dict[str, Any]) -> None: ...
 
-    async def publish_wake(self) -> None: ...
+    async def publish_wake(self, wake: Wake = EVERYONE) -> None: ...
 
     async def publish_hints(self, user_ids: set[int], pushed: Sequence[tuple[int, dict[str, Any]]] = ()) -> bool:
         """Whether the hint went (or there was nobody else to tell): False when it must be sent again."""
         ...
 
     async def publish_hints_and_wake(
-        self, user_ids: set[int], pushed: Sequence[tuple[int, dict[str, Any]]] = ()
+        self, user_ids: set[int], pushed: Sequence[tuple[int, dict[str, Any]]] = (), wake: Wake = EVERYONE
     ) -> bool:
-        """`publish_hints` and `publish_wake` in one go; whether the hint went (False: send it again)."""
+        """`publish_hints` and `publish_wake(wake)` in one go; whether the hint went (False: send it again)."""
         ...
 
     async def publish_auth(self, user_ids: set[int]) -> None: ...
@@ -50,6 +55,8 @@ class Bus(Protocol):
     def on_inapp(self, handler: InappHandler) -> None: ...
 
     def on_wake(self, handler: WakeHandler) -> None: ...
+
+    def on_deadlines(self, handler: DeadlineHandler) -> None: ...
 
     def on_resync(self, handler: ResyncHandler) -> None: ...
 
@@ -62,6 +69,7 @@ class _Handlers:
     def __init__(self) -> None:
         self.inapp: list[InappHandler] = []
         self.wake: list[WakeHandler] = []
+        self.deadlines: list[DeadlineHandler] = []
         self.resync: list[ResyncHandler] = []
         self.auth: list[AuthHandler] = []
 
@@ -70,6 +78,9 @@ class _Handlers:
 
     def on_wake(self, handler: WakeHandler) -> None:
         self.wake.append(handler)
+
+    def on_deadlines(self, handler: DeadlineHandler) -> None:
+        self.deadlines.append(handler)
 
     def on_resync(self, handler: ResyncHandler) -> None:
         self.resync.append(handler)
@@ -81,9 +92,14 @@ class _Handlers:
         for handler in self.inapp:
             handler(user_id, message)
 
-    def fire_wake(self) -> None:
-        for handler in self.wake:
-            handler()
+    def fire_wake(self, wake: Wake = EVERYONE) -> None:
+        """The workers if `wake.deliveries`, then the schedulers if `wake.deadlines`."""
+        if wake.deliveries:
+            for handler in self.wake:
+                handler()
+        if wake.deadlines:
+            for deadline_handler in self.deadlines:
+                deadline_handler(wake.earliest)
 
     def fire_resync(self) -> None:
         for handler in self.resync:
@@ -106,16 +122,16 @@ class LocalBus(_Handlers):
     async def publish_inapp(self, user_id: int, message: dict[str, Any]) -> None:
         self.fire_inapp(user_id, message)
 
-    async def publish_wake(self) -> None:
-        self.fire_wake()
+    async def publish_wake(self, wake: Wake = EVERYONE) -> None:
+        self.fire_wake(wake)
 
     async def publish_hints(self, user_ids: set[int], pushed: Sequence[tuple[int, dict[str, Any]]] = ()) -> bool:
         return True  # this process's hub was told directly
 
     async def publish_hints_and_wake(
-        self, user_ids: set[int], pushed: Sequence[tuple[int, dict[str, Any]]] = ()
+        self, user_ids: set[int], pushed: Sequence[tuple[int, dict[str, Any]]] = (), wake: Wake = EVERYONE
     ) -> bool:
-        self.fire_wake()
+        self.fire_wake(wake)
         return True  # this process's hub was told directly
 
     async def publish_auth(self, user_ids: set[int]) -> None:
@@ -193,23 +209,32 @@ class RedisBus(_Handlers):
         return payload
 
     async def publish_hints_and_wake(
-        self, user_ids: set[int], pushed: Sequence[tuple[int, dict[str, Any]]] = ()
+        self, user_ids: set[int], pushed: Sequence[tuple[int, dict[str, Any]]] = (), wake: Wake = EVERYONE
     ) -> bool:
         """A loop tick's commits, announced in one round trip to Redis: first the hint message (what the
-        other api processes' sockets wait for), then the workers' wake-up. `publish_wake` then
-        `publish_hints` was two round trips, the hint behind the wake-up's, on a loop that is busy in a burst."""
+        other api processes' sockets wait for), then the wake-up of whom the commits gave work (`wake`; none:
+        no wake-up message). `publish_wake` then `publish_hints` was two round trips, the hint behind the
+        wake-up's, on a loop that is busy in a burst."""
+        if not user_ids and not wake.anyone:
+            return True
         try:
             pipe = self._redis.pipeline(transaction=False)
             if user_ids:
                 pipe.publish(self.hints_channel, json.dumps(self._hints_payload(user_ids, pushed), ensure_ascii=False))
-            pipe.publish(self.wake_channel, json.dumps({"from": self.node_id}, ensure_ascii=False))
+            if wake.anyone:
+                pipe.publish(self.wake_channel, json.dumps(self._wake_payload(wake), ensure_ascii=False))
             await pipe.execute()
         except Exception as exc:  # noqa: BLE001 - the caller sends the hint again; a lost wake-up waits for a poll
             log.warning("Redis 提示/唤醒消息发送失败：%s", type(exc).__name__)
             return not user_ids
         finally:
-            self.fire_wake()  # this process's own worker (if any) needs no round trip through Redis
+            self.fire_wake(wake)  # this process's own worker / scheduler (if any) need no round trip through Redis
         return True
+
+    def _wake_payload(self, wake: Wake) -> dict[str, Any]:
+        """Whom the wake-up is for. A process of an older version reads none of the fields and wakes both."""
+        earliest = wake.earliest.isoformat() if wake.deadlines and wake.earliest is not None else None
+        return {"from": self.node_id, "deliveries": wake.deliveries, "deadlines": wake.deadlines, "earliest": earliest}
 
     async def publish_auth(self, user_ids: set[int]) -> None:
         """Tell every other api process to re-check these users' sockets (this one was told directly)."""
@@ -218,13 +243,15 @@ class RedisBus(_Handlers):
         except Exception as exc:  # noqa: BLE001 - the periodic re-check closes them a little later
             log.warning("Redis 登录状态变更消息发送失败：%s", type(exc).__name__)
 
-    async def publish_wake(self) -> None:
+    async def publish_wake(self, wake: Wake = EVERYONE) -> None:
+        if not wake.anyone:
+            return
         try:
-            await self._publish(self.wake_channel, {"from": self.node_id})
+            await self._publish(self.wake_channel, self._wake_payload(wake))
         except Exception as exc:  # noqa: BLE001 - a lost wake-up only delays until the next poll
             log.warning("Redis 唤醒消息发送失败：%s", type(exc).__name__)
-        # This process's own worker (if any) needs no round trip through Redis.
-        self.fire_wake()
+        # This process's own worker / scheduler (if any) need no round trip through Redis.
+        self.fire_wake(wake)
 
     async def ping(self) -> bool:
         try:
@@ -239,7 +266,7 @@ class RedisBus(_Handlers):
             pubsub = self._redis.pubsub()
             try:
                 channels = [self.inapp_channel, self.hints_channel, self.auth_channel]
-                if self.wake:  # an api-only process has nobody to wake: it does not hear every commit's wake-up
+                if self.wake or self.deadlines:  # an api-only process has nobody to wake: it hears no wake-ups
                     channels.append(self.wake_channel)
                 await pubsub.subscribe(*channels)
                 self.connected.set()
@@ -285,9 +312,20 @@ class RedisBus(_Handlers):
                 if int(uid) not in with_message:
                     self.fire_inapp(int(uid), None)
         elif channel == self.wake_channel and payload.get("from") != self.node_id:
-            self.fire_wake()
+            self.fire_wake(_wake_of(payload))
         elif channel == self.auth_channel and payload.get("from") != self.node_id:
             self.fire_auth({int(uid) for uid in payload["userIds"]})
+
+
+def _wake_of(payload: dict[str, Any]) -> Wake:
+    """A wake-up message's `Wake`; a field it lacks (a process of an older version) wakes, re-reading."""
+    earliest: datetime | None = None
+    if isinstance(at := payload.get("earliest"), str):
+        try:
+            earliest = datetime.fromisoformat(at)
+        except ValueError:
+            earliest = None
+    return Wake(bool(payload.get("deliveries", True)), bool(payload.get("deadlines", True)), earliest)
 
 
 def make_bus(redis_url: str | None, prefix: str = "leadpush") -> Bus:

@@ -373,6 +373,7 @@ class Dispatcher:
                 self._settle_timer = None
             if free > 0:
                 self._claiming = min(free, s.delivery_batch_size)
+                self.metrics.claims.inc()
                 try:
                     claim = await to_thread.run_sync(
                         partial(

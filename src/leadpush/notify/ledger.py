@@ -22,7 +22,7 @@ from leadpush.notify.models import Delivery, Notification
 from leadpush.notify.policy import ChannelPlan, plan_deliveries
 from leadpush.notify.preferences import choices_of, chosen_for
 from leadpush.notify.service import push_message
-from leadpush.notify.signals import Signals
+from leadpush.notify.signals import Signals, deadline_wake
 from leadpush.users.models import User
 
 INACTIVE = "收件人已停用，不推送"
@@ -204,13 +204,23 @@ def write_prepared(session: Session, *, commit: bool = False) -> None:
             _PLANNED[p.note] = p.deliveries
     by_signals: dict[int, tuple[Signals, set[int], list[Notification], list[int]]] = {}
     for p in written:
-        _, recipients, notes, sent = by_signals.setdefault(id(p.signals), (p.signals, set(), [], [0]))
+        # [in-app rows written sent, rows left pending for a worker]
+        _, recipients, notes, counts = by_signals.setdefault(id(p.signals), (p.signals, set(), [], [0, 0]))
         recipients.add(p.note.recipient_id)
         notes.append(p.note)
-        sent[0] += sum(d.channel == "inapp" and d.status == "sent" for d in p.deliveries)
-    for signals, recipients, notes, sent in by_signals.values():
-        # After the commit, the notifications as pushed go with the hint: sockets need no ledger read.
-        after_commit(session, partial(signals.notifications_committed, recipients, partial(_as_pushed, notes), sent[0]))
+        counts[0] += sum(d.channel == "inapp" and d.status == "sent" for d in p.deliveries)
+        counts[1] += sum(d.status == "pending" for d in p.deliveries)
+    for signals, recipients, notes, counts in by_signals.values():
+        # After the commit, the notifications as pushed go with the hint: sockets need no ledger read. The workers
+        # are woken only if it left them rows to send (what the commit pushed is delivered), the schedulers only
+        # for deadlines the transaction noted (read then: the caller may write them after an early `write_prepared`).
+        after_commit(session, partial(_committed, session, signals, recipients, notes, counts[0], counts[1] > 0))
+
+
+def _committed(
+    session: Session, signals: Signals, recipients: set[int], notes: list[Notification], sent: int, pending: bool
+) -> None:
+    signals.notifications_committed(recipients, partial(_as_pushed, notes), sent, deadline_wake(session, pending))
 
 
 def _as_pushed(notes: list[Notification]) -> list[tuple[int, dict[str, Any]]]:

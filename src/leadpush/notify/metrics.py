@@ -70,6 +70,11 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        # A worker's claim transactions (each one a write transaction, found due rows or not): what waking
+        # it costs. It is woken only by commits that leave it deliveries to send (runtime.py).
+        self.claims = Counter(
+            "leadpush_delivery_claims", "Claim transactions run by this worker", registry=self.registry
+        )
 
     def observe_send(self, channel: str, status: str, seconds: float) -> None:
         self.deliveries.labels(channel, status).inc()

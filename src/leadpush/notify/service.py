@@ -16,7 +16,7 @@ from leadpush.notify.channels.base import utc_iso
 from leadpush.notify.history import attempts_of
 from leadpush.notify.models import Delivery, Notification
 from leadpush.notify.schemas import DeliveryAttemptOut, DeliveryDetail, DeliveryOut, NotificationOut
-from leadpush.notify.signals import Signals
+from leadpush.notify.signals import Signals, Wake
 from leadpush.permissions import team_members
 from leadpush.users.models import User
 from leadpush.users.service import is_db_id
@@ -223,7 +223,7 @@ def retry_delivery(session: Session, signals: Signals, delivery_id: int, now: da
     recipient = session.get_one(User, delivery.recipient_id)
     out = delivery_out(delivery, notification, recipient)
     recipient_id = delivery.recipient_id
-    after_commit(session, lambda: signals.notifications_committed({recipient_id}))
+    after_commit(session, lambda: signals.notifications_committed({recipient_id}, wake=Wake(deadlines=False)))
     return out
 
 

@@ -10,20 +10,76 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
 
+
+@dataclass(frozen=True)
+class Wake:
+    """Whom a commit gives something to do: the workers (`deliveries`: it wrote deliveries a worker must send
+    — other channels, or in-app rows not written sent), the schedulers (`deadlines`: it wrote a stored moment
+    they wake for — a transfer deadline or warning, a first-contact step, a follow-up reminder —, the earliest
+    of them `earliest`; None: not known, re-read). The default wakes both, re-reading: when in doubt, wake."""
+
+    deliveries: bool = True
+    deadlines: bool = True
+    earliest: datetime | None = None
+
+    def __or__(self, other: Wake) -> Wake:
+        """Both commits' needs (one loop tick's commits share one wake-up)."""
+        if not self.deadlines:
+            earliest = other.earliest
+        elif not other.deadlines:
+            earliest = self.earliest
+        elif self.earliest is None or other.earliest is None:
+            earliest = None
+        else:
+            earliest = min(self.earliest, other.earliest)
+        return Wake(self.deliveries or other.deliveries, self.deadlines or other.deadlines, earliest)
+
+    @property
+    def anyone(self) -> bool:
+        return self.deliveries or self.deadlines
+
+
+EVERYONE = Wake()
+NOBODY = Wake(deliveries=False, deadlines=False)
+_DEADLINES = "signals_earliest_deadline"  # session.info key: the earliest stored moment the transaction wrote
+
+
+def deadlines_written(session: Session, moments: Iterable[datetime | None]) -> None:
+    """Note, in the writing transaction, stored moments the scheduler wakes for (None: none): its commit's
+    wake-up carries the earliest, and a scheduler re-reads only if that is before its own next wake-up.
+    Every writer of such a moment in a transaction that writes notifications calls it (transfer deadlines,
+    first-contact steps, follow-up reminders); a transaction that changes them otherwise wakes the scheduler
+    with `Wake(deadlines=True)` (not known: re-read)."""
+    known = [m if m.tzinfo is not None else m.replace(tzinfo=UTC) for m in moments if m is not None]
+    if not known:
+        return
+    held: datetime | None = session.info.get(_DEADLINES)
+    first = min(known)
+    session.info[_DEADLINES] = first if held is None else min(held, first)
+
+
+def deadline_wake(session: Session, deliveries: bool) -> Wake:
+    """The wake-up of a commit of `session`'s transaction: workers if `deliveries`, schedulers if it noted
+    deadlines (`deadlines_written`)."""
+    earliest: datetime | None = session.info.get(_DEADLINES)
+    return Wake(deliveries=deliveries, deadlines=earliest is not None, earliest=earliest)
+
+
 Listener = Callable[[set[int]], None]
 # (recipient id, the notification as pushed) for what a commit wrote; built only if someone listens.
 Pushed = Sequence[tuple[int, dict[str, Any]]]
-# (recipient ids, what the commit wrote for them as pushed — empty when the commit only changed state, and how
-# many in-app deliveries it wrote as sent: see `Signals.pushes_inapp`).
-CommitListener = Callable[[set[int], Pushed, int], None]
+# (recipient ids, what the commit wrote for them as pushed — empty when the commit only changed state, how
+# many in-app deliveries it wrote as sent: see `Signals.pushes_inapp` —, and whom it gives work: `Wake`).
+CommitListener = Callable[[set[int], Pushed, int, Wake], None]
 # (session, user id, the notification ids acked — None = all of theirs —, now), in the acking transaction.
 AckListener = Callable[[Session, int, Sequence[int] | None, datetime], None]
 
@@ -102,10 +158,15 @@ class Signals:
             listener(session, user_id, ids, now)
 
     def notifications_committed(
-        self, recipient_ids: set[int], pushed: Callable[[], Pushed] | None = None, inapp_sent: int = 0
+        self,
+        recipient_ids: set[int],
+        pushed: Callable[[], Pushed] | None = None,
+        inapp_sent: int = 0,
+        wake: Wake = EVERYONE,
     ) -> None:
         """`pushed`: builds what the commit wrote as pushed (called once, only if a listener wants it);
-        `inapp_sent`: how many in-app deliveries the commit wrote as sent (for the pushers to count)."""
+        `inapp_sent`: how many in-app deliveries the commit wrote as sent (for the pushers to count); `wake`:
+        which background roles the commit gives work (the default: all, re-reading everything)."""
         with self._lock:
             listeners = list(self._listeners)
             commit_listeners = list(self._commit_listeners)
@@ -119,7 +180,7 @@ class Signals:
             messages = ()
         for listener in commit_listeners:
             try:
-                listener(recipient_ids, messages, inapp_sent)
+                listener(recipient_ids, messages, inapp_sent, wake)
             except Exception:  # a broken listener must not break the request that committed
                 log.exception("wake-up listener failed")
 

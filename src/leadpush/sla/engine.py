@@ -24,6 +24,7 @@ from leadpush.context import AppContext
 from leadpush.db import after_commit, rows_changed
 from leadpush.leads.models import Customer
 from leadpush.notify.ledger import NewNotification, write_notifications
+from leadpush.notify.signals import deadlines_written
 from leadpush.perlead import run_due_per_lead
 from leadpush.pools.service import pool_for_owner
 from leadpush.routing.hooks import next_in_rotation, route_returned_leads
@@ -135,6 +136,7 @@ def run_step(ctx: AppContext, session: Session, customer_id: int, now: datetime)
         return None
     set_committed_value(customer, "sla_stage", stage)
     set_committed_value(customer, "sla_next_at", next_at)
+    deadlines_written(session, [next_at])
     if not due or rule is None:
         return None  # the rule was switched off or changed: only the next step's time moved
     owner = session.get_one(User, customer.owner_id)

@@ -21,6 +21,7 @@ from leadpush import rulecache
 from leadpush.context import AppContext
 from leadpush.db import UTCDateTime, after_commit
 from leadpush.leads.models import Customer
+from leadpush.notify.signals import deadlines_written
 from leadpush.sla.models import SlaRule
 from leadpush.users.models import User
 from leadpush.users.service import users_in_hand
@@ -103,6 +104,7 @@ def start_ladders(
     changes: list[dict[str, object]] = []
     due: list[dict[str, object]] = []
     taken: list[dict[str, object]] = []
+    steps: list[datetime | None] = []
     for customer in customers:
         self_taken = customer.owner_id is not None and customer.owner_id == actor_id
         if self_taken:
@@ -114,10 +116,12 @@ def start_ladders(
         )
         step = next_step(rule, 0) if rule else None
         base = customer.assigned_at or now
+        next_at = base + timedelta(minutes=step[1]) if step else None
+        steps.append(next_at)
         values: dict[str, object] = {
             "sla_rule_id": rule.id if rule and step else None,
             "sla_stage": 0,
-            "sla_next_at": base + timedelta(minutes=step[1]) if step else None,
+            "sla_next_at": next_at,
             "opened_at": now if self_taken else None,
         }
         if rule is not None and step is not None:
@@ -127,6 +131,7 @@ def start_ladders(
         changes.append({"id": customer.id, **values})
         for key, value in values.items():
             set_committed_value(customer, key, value)
+    deadlines_written(session, steps)  # the commit's wake-up carries the earliest to the scheduler
     if updates is not None:
         updates.extend(changes)
     elif changes:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 
 from leadpush.deps import Ctx, CurrentUser, StaffUser
 from leadpush.errors import ApiError
+from leadpush.notify.signals import Wake
 from leadpush.schemas import Envelope
 from leadpush.sla import service
 from leadpush.sla.models import SlaRule
@@ -40,7 +41,7 @@ def create_rule(body: SlaRuleCreate, ctx: Ctx, user: StaffUser) -> Envelope:
 def update_rule(rule_id: int, body: SlaRuleFields, ctx: Ctx, user: StaffUser) -> Envelope:
     with ctx.db.write() as session:
         out = rule_out(service.update_rule(session, user, rule_id, body))
-    ctx.signals.notifications_committed(set())  # the scheduler re-reads the earliest step
+    ctx.signals.notifications_committed(set(), wake=Wake(deliveries=False))  # the scheduler re-reads the earliest step
     return Envelope(message="首次联系规则已更新", data=out)
 
 

@@ -23,6 +23,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from leadpush import rulecache
 from leadpush.db import Database
 from leadpush.leads.models import Customer
+from leadpush.notify.signals import deadlines_written
 from leadpush.transfer.models import TransferBackoff, TransferRule
 from leadpush.users.service import users_in_hand
 
@@ -158,9 +159,12 @@ def refresh_deadlines(
         # The lead changed hands since its move failed: the new tenure starts without a backoff.
         session.execute(delete(TransferBackoff).where(TransferBackoff.customer_id.in_(stale)))
     changes: list[dict[str, object]] = []
+    written: list[datetime | None] = []
     for customer in customers:
         owner_team = teams.get(customer.owner_id)
         deadline = deadline_for(rules, customer, owner_team, backoffs.get(customer.id)) if rules else None
+        if deadline is not None:
+            written += (deadline.due_at, deadline.warn_at)
         values = {
             "transfer_due_at": deadline.due_at if deadline else None,
             "transfer_warn_at": deadline.warn_at if deadline else None,
@@ -171,6 +175,7 @@ def refresh_deadlines(
         changes.append({"id": customer.id, **values})
         for key, value in values.items():
             set_committed_value(customer, key, value)
+    deadlines_written(session, written)  # the commit's wake-up carries the earliest to the scheduler
     if updates is not None:
         updates.extend(changes)
     elif changes:

@@ -40,6 +40,7 @@ from leadpush.context import AppContext
 from leadpush.db import rows_changed
 from leadpush.leads.models import Customer
 from leadpush.notify.ledger import write_notifications
+from leadpush.notify.signals import deadlines_written
 from leadpush.pools.cooldown import lost_since
 from leadpush.pools.service import pool_for_owner
 from leadpush.routing import hooks as routing
@@ -459,6 +460,7 @@ def back_off(
         .values(transfer_due_at=retry_at, transfer_warn_at=None)
         .execution_options(synchronize_session=False)
     )
+    deadlines_written(session, [retry_at])
     return retry_at
 
 

@@ -2,8 +2,9 @@
 
 Cron times come from APScheduler's CronTrigger; the waiting is ours, against the injectable clock, so
 tests move time instead of sleeping to the hour. Between cron runs the scheduler sleeps until the
-earliest stored warning or deadline (re-reading it whenever a commit wakes it, and at least every
-`MAX_SLEEP` seconds for changes made by other processes without a wake-up).
+earliest stored warning or deadline (re-reading it whenever a commit wakes it with a moment earlier than
+that, or one it does not know, and at least every `MAX_SLEEP` seconds for changes made by other processes
+without a wake-up).
 
 The first-contact ladder's steps (leadpush.sla) ride on the same wait: the earliest `sla_next_at` is one
 more stored deadline, and due steps run (each lead in its own transaction, claimed by a conditional
@@ -82,12 +83,25 @@ class TransferScheduler:
         self._event = asyncio.Event()
         self._stopping = False
         self.runs: list[str] = []  # triggers of runs this scheduler started (for logs and tests)
+        self.reads = 0  # looks at the stored deadlines (for tests)
+        # When it next wakes by itself (cron hour or earliest stored moment), while it waits; None otherwise.
+        self.planned: datetime | None = None
 
-    def wake(self) -> None:
-        self._event.set()
+    def wake(self, earliest: datetime | None = None) -> None:
+        """A commit wrote stored moments, the earliest `earliest` (None: not known). Re-read them only if that
+        may be before the next wake-up planned: a deadline hours away (every assignment writes one) is read
+        when its turn comes, and the MAX_SLEEP re-read covers whatever no wake-up announced."""
+        planned = self.planned
+        try:
+            later = earliest is not None and planned is not None and earliest >= planned
+        except TypeError:  # a naive moment beside an aware one: do not guess
+            later = False
+        if not later:
+            self._event.set()
 
     def _earliest(self) -> tuple[datetime | None, datetime | None, datetime | None]:
         """The earliest transfer deadline or warning, the earliest first-contact step and follow-up reminder."""
+        self.reads += 1
         with self.ctx.db.read() as session:
             return earliest_moments(session)
 
@@ -131,7 +145,7 @@ class TransferScheduler:
             if time.monotonic() >= next_untold_check:
                 next_untold_check = time.monotonic() + UNTOLD_CHECK_SECONDS
                 await self._tell_untold()
-            # Every commit wakes us; under load, look at the ledger at most every READ_INTERVAL.
+            # Commits that wrote an earlier moment wake us; under load, look at most every READ_INTERVAL.
             pause = READ_INTERVAL - (time.monotonic() - last_look)
             if pause > 0:
                 await asyncio.sleep(pause)
@@ -168,10 +182,12 @@ class TransferScheduler:
                 continue
             target = min(t for t in (next_cron, earliest, step_at, remind_at) if t is not None)
             delay = min(MAX_SLEEP, max(MIN_SLEEP, (target - now).total_seconds()))
+            self.planned = target
             try:
                 await asyncio.wait_for(self._event.wait(), timeout=delay)
             except TimeoutError:
                 pass
+            self.planned = None
 
     async def stop(self) -> None:
         self._stopping = True

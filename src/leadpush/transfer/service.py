@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from leadpush.context import AppContext
 from leadpush.errors import ApiError, forbidden, not_found
+from leadpush.notify.signals import Wake
 from leadpush.permissions import check_can_assign, check_team_rule_scope, team_rules_visible
 from leadpush.teams.service import require_team
 from leadpush.transfer import engine
@@ -67,7 +68,7 @@ def after_rules_changed(ctx: AppContext) -> None:
     their own deadlines with the new rules.
     """
     recompute_all(ctx.db, ctx.clock.now())
-    ctx.signals.notifications_committed(set())
+    ctx.signals.notifications_committed(set(), wake=Wake(deliveries=False))  # the schedulers re-read
 
 
 def list_rules(session: Session, user: User) -> list[TransferRule]:
