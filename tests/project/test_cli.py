@@ -11,7 +11,8 @@ import pytest
 from support.api import CJK
 from support.procs import clean_env, cli_create_user, leadpush, serving
 
-pytestmark = pytest.mark.slow  # each test runs the `leadpush` console script (and `leadpush serve`) as subprocesses
+# Each test runs the `leadpush` console script (and `leadpush serve`) as subprocesses: slow on a busy machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ from support import free_port
 from support.api import CJK
 from support.procs import LEADPUSH, clean_env, leadpush, serving
 
-pytestmark = pytest.mark.slow  # each test runs the `leadpush` console script as a subprocess
+# Each test runs the `leadpush` console script as a subprocess, some `leadpush serve` twice: ~55 s on a busy machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 # A PostgreSQL address where nothing listens (a port just released by free_port).
 UNREACHABLE_PG = "postgresql://postgres:pw-not-shown@127.0.0.1:{port}/leadpush"

@@ -12,7 +12,7 @@ from support.leads import create_leads
 from support.procs import Cluster, PrivateRedis
 from support.wsclient import WsClient
 
-pytestmark = pytest.mark.slow  # clusters of `leadpush serve` processes
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # clusters of `leadpush serve` processes
 
 
 def assign(base_url: str, token: str, lead_id: int, to: int) -> None:

@@ -33,6 +33,11 @@ ROOT = Path(__file__).resolve().parents[2]
 LEADPUSH = str(Path(sys.executable).with_name("leadpush"))
 
 
+# A start is ~3 s of CPU (imports, migrations): on a busy 2-core machine (load 13, seen) it took over 30 s. This is
+# a wait for a condition (/healthz answers), so a generous bound costs nothing when the process is quick.
+START_TIMEOUT = 90.0
+
+
 class LeadpushProcess:
     """`python -m leadpush.cli serve` with the given roles and LEADPUSH_* environment."""
 
@@ -44,7 +49,7 @@ class LeadpushProcess:
         self.log_path = (log_dir or Path("/tmp")) / f"{name}-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 30) -> LeadpushProcess:
+    def start(self, timeout: float = START_TIMEOUT) -> LeadpushProcess:
         args = [sys.executable, "-m", "leadpush.cli", "serve", "--port", str(self.port)]
         for role in self.roles:
             args += ["--role", role]
@@ -191,7 +196,7 @@ def serving(env: dict[str, str], cwd: Path, *args: str, name: str = "serve") -> 
     proc = subprocess.Popen([LEADPUSH, "serve", "--port", str(port), *args], env=env, cwd=cwd, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + START_TIMEOUT
         while True:
             assert proc.poll() is None, log_path.read_text()
             try:

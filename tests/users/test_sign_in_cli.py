@@ -18,7 +18,8 @@ from leadpush.clock import utcnow
 from leadpush.db import Database
 from leadpush.users.models import User
 
-pytestmark = pytest.mark.slow  # runs the `leadpush` console script and `leadpush serve` as subprocesses
+# Subprocesses: a dozen console-script runs and a `leadpush serve` take ~95 s on a busy machine (load 13, seen).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 @pytest.fixture
