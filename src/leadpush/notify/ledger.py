@@ -130,7 +130,9 @@ def write_notifications(
     return created
 
 
-PUSHED_AT_COMMIT = "提交时已推送到站内连接"  # the history's detail of an in-app delivery written as sent
+# The history's detail of an in-app delivery written as sent. On SQLite the trigger of migration 0012 writes it
+# (the same text: tests/notify/test_sqlfold_tries.py).
+PUSHED_AT_COMMIT = "提交时已推送到站内连接"
 
 
 def _planned(plan: ChannelPlan, recipient_id: int, now: datetime, pushed: bool) -> Delivery:
@@ -177,7 +179,9 @@ def write_prepared(session: Session, *, commit: bool = False) -> None:
     committed when this returns. Otherwise the lock is held over two round trips: the write and the COMMIT.
     On SQLite (writers serialised; `commit` changes nothing): one INSERT ... SELECT of the notifications per
     round (a recipient's k-th notification of the transaction in round k), reading the latest ids and stored
-    keys in the same statement, and one INSERT of the deliveries.
+    keys in the same statement, and one INSERT of the deliveries; the one try of each in-app delivery written
+    sent is inserted with it by the schema's trigger (SQLite inserts into one table per statement and has no
+    data-modifying CTE: migration 0012), not by a statement of its own under the write lock.
     """
     pending: list[Prepared] = session.info.pop(PENDING, [])
     if not pending:
@@ -425,14 +429,6 @@ FROM json_each(:deliveries)
 RETURNING id, notification_id, channel
 """
 )
-# The one try of each in-app delivery written as sent (ids and time as JSON: [[id, at], ...]).
-_SQLITE_TRIES = text(
-    """
-INSERT INTO delivery_attempts (delivery_id, attempt, started_at, finished_at, outcome, status, detail)
-SELECT json_extract(value, '$[0]'), 1, json_extract(value, '$[1]'), json_extract(value, '$[1]'), 'sent', 'sent', :pushed
-FROM json_each(:tries)
-"""
-)
 
 
 def _insert_sqlite(session: Session, fresh: list[Prepared]) -> list[Prepared]:
@@ -464,11 +460,9 @@ def _insert_sqlite(session: Session, fresh: list[Prepared]) -> list[Prepared]:
             row["n"], row["r"] = p.note.id, p.note.recipient_id
             deliveries.append(row)
     if deliveries:
+        # The one try of each in-app row written sent goes in with it: the schema's trigger (migration 0012).
         result = session.execute(_SQLITE_DELIVERIES, {"deliveries": json.dumps(deliveries)})
         _delivery_ids(written, {(nid, channel): did for did, nid, channel in result})
-        tries = [[d.id, stamp(d.sent_at)] for p in written for d in p.deliveries if d.sent_at is not None]
-        if tries:
-            session.execute(_SQLITE_TRIES, {"tries": json.dumps(tries), "pushed": PUSHED_AT_COMMIT})
     return written
 
 
