@@ -167,6 +167,8 @@ def _apply_moves(session: Session, planned: list[Move], now: datetime) -> dict[i
     return moved
 
 
+_HISTORY_INSERT = insert(cast(Table, Assignment.__table__))
+
 _PLAN_CLEARED: dict[str, None] = {"next_follow_up_at": None, "next_follow_up_note": None, "follow_up_remind_at": None}
 
 
@@ -335,7 +337,10 @@ def change_owner(
         )
         result.changed.append(customer)
     if history:
-        session.execute(insert(Assignment), history)
+        # A Core INSERT on the table, built once: the ORM's bulk-insert pass did the same work per call (the
+        # statement built and cache-keyed, the rows grouped by their keys). Nothing is pending here: `_move_to`
+        # flushed before its UPDATE, and nothing has been added since.
+        session.execute(_HISTORY_INSERT, history)
 
     if result.changed:
         updates: list[dict[str, object]] = []
