@@ -8,7 +8,8 @@ foreign keys): the lead's owner, version, times and cleared deadline; the histor
 `customer_assigned` notification to the new owner and a `customer_recycled` one to the previous owner, each
 with its `prev_id` (the recipient's latest id, read under the per-recipient advisory lock on PostgreSQL, as
 leadpush orders them); and their in-app delivery rows, written sent with their one try as leadpush writes
-them since its commit pushes them (on PostgreSQL, after the lock, in one statement, as leadpush's ledger does). No authentication, no rules, no ORM, no response
+them since its commit pushes them (on PostgreSQL, after the lock, in one statement, as leadpush's ledger does;
+on SQLite the schema's trigger writes each try with its delivery, as for leadpush). No authentication, no rules, no ORM, no response
 beyond the envelope. What leadpush spends above this is the price of its Python, not of its rows.
 
 With `--ordering none` (PostgreSQL) the advisory lock is left out: the same rows, but a recipient's ids
@@ -161,15 +162,7 @@ class Writer:
             ),
             [(nid, rid, now, now, now) for nid, rid in ids],
         )
-        marks = ", ".join([self.p] * len(ids))
-        cur.execute(
-            self.sql(
-                "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, finished_at, outcome, status, detail)"
-                " SELECT id, 1, ?, ?, 'sent', 'sent', '提交时已推送到站内连接' FROM deliveries"
-                f" WHERE notification_id IN ({marks})"
-            ),
-            (now, now, *[nid for nid, _ in ids]),
-        )
+        # Their one try each: the schema's trigger writes it with the delivery (migration 0012), as for leadpush.
         return True
 
 

@@ -192,16 +192,32 @@ def rows_changed(result: Result[Any]) -> int:
     return cast(CursorResult[Any], result).rowcount
 
 
+_VERDICTS_KEPT = 1024  # statement texts `on_writes_to` keeps its verdict for, per cache
+
+
 def on_writes_to(engine: Engine, watched: re.Pattern[str], invalidate: Callable[[], None], key: str) -> None:
     """Call `invalidate` whenever a statement on `engine` writes a table `watched` names: at once, and again when
     its connection goes back to the pool (after the commit, so a copy read meanwhile from the old rows goes
     too). `key` marks such a connection in its info (one key per cache). For per-process caches of rows."""
 
+    # The verdict per statement text: most statements are the same few strings (SQLAlchemy's compiled cache),
+    # so the regular expression runs once per text, not once per execution. Bounded: texts that vary (an IN
+    # list expanded to its length) cannot make it grow without end.
+    verdicts: dict[str, bool] = {}
+
+    def writes_watched(statement: str) -> bool:
+        verdict = verdicts.get(statement)
+        if verdict is None:
+            head = statement.lstrip()[:8].upper()
+            reads = head.startswith(("SELECT", "BEGIN", "PRAGMA", "SAVEPOIN", "RELEASE", "ROLLBACK", "COMMIT"))
+            verdict = not reads and watched.search(statement) is not None
+            if len(verdicts) >= _VERDICTS_KEPT:
+                verdicts.clear()
+            verdicts[statement] = verdict
+        return verdict
+
     def watch(conn: Any, _cursor: Any, statement: str, _params: Any, _context: Any, _many: bool) -> None:
-        head = statement.lstrip()[:8].upper()
-        if head.startswith(("SELECT", "BEGIN", "PRAGMA", "SAVEPOIN", "RELEASE", "ROLLBACK", "COMMIT")):
-            return
-        if watched.search(statement):
+        if writes_watched(statement):
             invalidate()
             conn.info[key] = True
 

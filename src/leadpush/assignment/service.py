@@ -167,6 +167,8 @@ def _apply_moves(session: Session, planned: list[Move], now: datetime) -> dict[i
     return moved
 
 
+_HISTORY_INSERT = insert(cast(Table, Assignment.__table__))
+
 _PLAN_CLEARED: dict[str, None] = {"next_follow_up_at": None, "next_follow_up_note": None, "follow_up_remind_at": None}
 
 
@@ -331,16 +333,23 @@ def change_owner(
                 "batch_id": batch_id,
                 "reason": reason,
                 "created_at": now,
+                "opened_at": None,  # set by `start_ladders` below, before the row is inserted
+                "open_due_at": None,
             }
         )
         result.changed.append(customer)
-    if history:
-        session.execute(insert(Assignment), history)
-
+    updates: list[dict[str, object]] = []
     if result.changed:
-        updates: list[dict[str, object]] = []
         refresh_deadlines(session, result.changed, now, rules, updates)
-        start_ladders(session, result.changed, now, actor.id if actor else None, updates)
+        # The ladder's times go in with the history rows (no UPDATE of the rows once inserted).
+        rows = {cast(int, row["customer_id"]): row for row in history}
+        start_ladders(session, result.changed, now, actor.id if actor else None, updates, history=rows)
+    if history:
+        # A Core INSERT on the table, built once: the ORM's bulk-insert pass did the same work per call (the
+        # statement built and cache-keyed, the rows grouped by their keys). Nothing is pending here: `_move_to`
+        # flushed before its UPDATE, and nothing has been added since.
+        session.execute(_HISTORY_INSERT, history)
+    if result.changed:
         write_lead_updates(session, result.changed, updates)
     if result.changed and notify:
         change = Change(ctx, actor, via, batch_id, now)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
 from sqlalchemy import Integer, bindparam, column, func, select, table, update
 from sqlalchemy.orm import Session
@@ -86,6 +87,7 @@ def start_ladders(
     now: datetime,
     actor_id: int | None = None,
     updates: list[dict[str, object]] | None = None,
+    history: dict[int, dict[str, object]] | None = None,
 ) -> None:
     """After an ownership change: each lead's ladder starts afresh for its new owner (or ends in a pool).
 
@@ -95,6 +97,8 @@ def start_ladders(
     looked at it, and no ladder runs (the report leaves such moves out).
 
     With `updates`, the leads' changed columns are added there for the caller to write (as `refresh_deadlines`).
+    With `history` (each lead's history row of this change, not inserted yet, by lead id), its `open_due_at`
+    and `opened_at` are set there, to go in with the row, instead of an UPDATE of the row once inserted.
     """
     if not customers:
         return
@@ -136,6 +140,12 @@ def start_ladders(
         updates.extend(changes)
     elif changes:
         session.execute(update(Customer), changes)
+    if history is not None:
+        for row in due:
+            history[cast(int, row["cid"])]["open_due_at"] = row["due"]
+        for row in taken:
+            history[cast(int, row["cid"])]["opened_at"] = now
+        return
     if due:
         session.execute(
             update(ASSIGNMENTS)

@@ -33,12 +33,9 @@ def value_type(key: str) -> str:
     return key.rstrip("0123456789")
 
 
-def _units(ch: str) -> int:
-    return 2 if ord(ch) > 0xFFFF else 1
-
-
 def utf16_len(text: str) -> int:
-    return sum(_units(c) for c in text)
+    """UTF-16 code units (what WeChat counts): two for a character beyond the BMP, one for any other."""
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
 def _extends(ch: str, prev: str | None) -> bool:
@@ -69,6 +66,8 @@ def clusters(text: str) -> list[str]:
 
 def clean_text(text: str) -> str:
     """One line: control and invisible format characters out (the emoji joiner stays), spaces collapsed."""
+    if text.isprintable():  # no control (Cc) and no format (Cf) character: nothing to take out (the usual case)
+        return " ".join(text.split())
     kept = "".join(
         " " if unicodedata.category(c) == "Cc" else c
         for c in text
