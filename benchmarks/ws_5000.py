@@ -157,6 +157,120 @@ def gc_between(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class RemoteListener:
+    """One socket held by the listener process: `expect` as benchmarks.wsclient.Listener's."""
+
+    def __init__(self, user_id: int, owner: ProcessListeners) -> None:
+        self.hello = {"data": {"userId": user_id}}
+        self.user_id = user_id
+        self.owner = owner
+        self.closed_with: int | None = None
+
+    def expect(self, key: Any) -> asyncio.Future[float]:
+        return self.owner.expect(self.user_id, key)
+
+    async def close(self) -> None:
+        return None
+
+
+class ProcessListeners:
+    """The sockets in a process of their own (benchmarks.wsclient_proc): arrival times are stamped there."""
+
+    def __init__(self) -> None:
+        self.proc: asyncio.subprocess.Process | None = None
+        self.waiting: dict[Any, asyncio.Future[float]] = {}
+        self.arrived: dict[Any, float] = {}
+        self.answers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> ProcessListeners:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "benchmarks.wsclient_proc",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+            limit=1 << 26,
+        )
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            item = json.loads(line)
+            if "a" in item:
+                uid, kind, cid, now = item["a"]
+                key = (uid, (kind, cid))
+                fut = self.waiting.pop(key, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(now)
+                else:
+                    self.arrived[key] = now
+            else:
+                self.answers.put_nowait(item["r"])
+
+    async def ask(self, **cmd: Any) -> dict[str, Any]:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
+        await self.proc.stdin.drain()
+        return await self.answers.get()
+
+    def expect(self, user_id: int, key: Any) -> asyncio.Future[float]:
+        fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        if (user_id, key) in self.arrived:
+            fut.set_result(self.arrived.pop((user_id, key)))
+        else:
+            self.waiting[(user_id, key)] = fut
+        return fut
+
+    async def open(self, url: str, tokens: list[str]) -> tuple[list[RemoteListener], float, int]:
+        got = await self.ask(op="open", url=url, tokens=tokens)
+        return [RemoteListener(uid, self) for uid in got["users"]], got["seconds"], got["failed"]
+
+    async def close(self) -> list[int]:
+        got = await self.ask(op="close")
+        assert self.proc is not None
+        await self.proc.wait()
+        return got["closed_with"]
+
+
+async def loop_lag(samples: list[float], every: float = 0.001) -> None:
+    """Append how late each `every`-second sleep of this event loop wakes up, until cancelled."""
+    while True:
+        asked = time.perf_counter()
+        await asyncio.sleep(every)
+        samples.append(time.perf_counter() - asked - every)
+
+
+async def hint_tap(dep) -> asyncio.subprocess.Process | None:  # noqa: ANN001
+    """benchmarks.hinttap subscribed to the deployment's hint channel (None: no Redis)."""
+    prefix = dep.env.get("LEADPUSH_REDIS_PREFIX")
+    if not prefix:
+        return None
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "benchmarks.hinttap",
+        dep.env["LEADPUSH_REDIS_URL"],
+        f"{prefix}:hints",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    assert proc.stdout is not None
+    await proc.stdout.readline()  # "ready": subscribed
+    return proc
+
+
+async def tap_stamps(proc: asyncio.subprocess.Process | None) -> dict[str, Any]:
+    if proc is None:
+        return {"stamps": {}, "sizes": []}
+    out, _ = await proc.communicate(b"")
+    return json.loads(out or b'{"stamps": {}, "sizes": []}')
+
+
 async def after_phases(server, listeners: list[Any], hold: float, close_share: float) -> dict[str, Any]:  # noqa: ANN001
     """Sockets open and idle for `hold` s; then `close_share` of them closed and the rest idle `hold` s."""
     out: dict[str, Any] = {}
@@ -184,12 +298,19 @@ async def leadpush_phase(
     idle: int,
     hold: float = 0.0,
     close_share: float = 0.0,
+    listener_process: bool = False,
 ) -> dict[str, Any]:
     server = dep.api[0]
     await asyncio.sleep(1.0)
     gc_before = await asyncio.to_thread(gc_figures, server.url)
     rss_before = server.memory().get("VmRSS", 0)
-    listeners, connect_s, failed = await open_all([lambda u=u: Listener(server.ws_url, u.token).open() for u in sales])
+    remote = await ProcessListeners().start() if listener_process else None
+    if remote is not None:
+        listeners, connect_s, failed = await remote.open(server.ws_url, [u.token for u in sales])
+    else:
+        listeners, connect_s, failed = await open_all(
+            [lambda u=u: Listener(server.ws_url, u.token).open() for u in sales]
+        )
     await asyncio.sleep(2.0)
     rss_after = server.memory().get("VmRSS", 0)
     gc_connected = await asyncio.to_thread(gc_figures, server.url)
@@ -233,6 +354,8 @@ async def leadpush_phase(
     by_route: dict[bool, list[float]] = {True: [], False: []}
     waits: list[asyncio.Future[float]] = []
     refused: Counter[str] = Counter()  # assign requests answered other than 200, by status and code
+    responded: dict[int, tuple[float, bool]] = {}  # lead → (response time, same process)
+    arrivals: dict[int, float] = {}
 
     async def client(index: int, conn: HttpConnection) -> None:
         same = index % len(dep.api) == 0  # the sockets are all on api process 1
@@ -247,18 +370,29 @@ async def leadpush_phase(
                 refused[f"{status} {(body or {}).get('code', '')}".strip()] += 1
                 continue
             waits.append(fut)
+            responded[lead] = (t1, same)
 
-            def arrived(f: asyncio.Future[float], t1: float = t1, same: bool = same) -> None:
+            def arrived(f: asyncio.Future[float], t1: float = t1, same: bool = same, lead: int = lead) -> None:
+                arrivals[lead] = f.result()
                 after_response.append(f.result() - t1)
                 by_route[same].append(f.result() - t1)
 
             fut.add_done_callback(arrived)
 
+    tap = await hint_tap(dep)
+    lags: list[float] = []
+    lag_task = asyncio.create_task(loop_lag(lags))
+    if remote is not None:
+        await remote.ask(op="lag", on=True)
     cpu_before = [service.cpu() for service in dep.api]
     started = time.perf_counter()
     await asyncio.gather(*(client(i, c) for i, c in enumerate(conns)))
     requests_done = time.perf_counter()
     done, pending = await asyncio.wait(waits, timeout=30)
+    lag_task.cancel()
+    listener_lags = (await remote.ask(op="lag", on=False))["lags"] if remote is not None else None
+    tapped = await tap_stamps(tap)
+    hinted: dict[str, float] = tapped["stamps"]
     last = max((f.result() for f in done), default=requests_done)
     # CPU seconds each api process spent from the first request to the last arrival (less load-sensitive
     # than the latencies on a shared machine; api process 1 holds the sockets).
@@ -280,6 +414,23 @@ async def leadpush_phase(
     if by_route[False]:
         out["burst"]["same_process"] = ms_stats(by_route[True])
         out["burst"]["cross_process"] = ms_stats(by_route[False])
+    # This (client) process's event-loop lag during the burst: how late a 1 ms sleep wakes up. Every
+    # arrival and response time-stamp here is late by the lag at that moment.
+    out["burst"]["client_loop_lag"] = ms_stats(lags)
+    out["burst"]["listener_process"] = listener_process
+    if listener_lags is not None:
+        # ... and with --listener-process, the lag of the process that reads the sockets and stamps arrivals.
+        out["burst"]["listener_loop_lag"] = ms_stats(listener_lags)
+    if hinted:
+        # A cross-process push split at Redis (a tap in its own process time-stamps the hint message):
+        # the response (this process) → the hint on Redis, and the hint → arrival on the socket.
+        sizes = [n for n in tapped["sizes"] if n]
+        out["burst"]["hint_messages"] = {"count": len(sizes), "notifications_max": max(sizes, default=0)}
+        cross = [(lead, t1) for lead, (t1, same) in responded.items() if not same and str(lead) in hinted]
+        out["burst"]["cross_response_to_hint"] = ms_stats([hinted[str(lead)] - t1 for lead, t1 in cross])
+        out["burst"]["cross_hint_to_arrival"] = ms_stats(
+            [arrivals[lead] - hinted[str(lead)] for lead, _ in cross if lead in arrivals]
+        )
     out["rss_end_mb"] = round(server.memory().get("VmRSS", 0) / 1024, 1)
     gc_after = await asyncio.to_thread(gc_figures, server.url)
     out["gc"] = {
@@ -304,6 +455,10 @@ async def leadpush_phase(
         out["after"] = await after_phases(server, listeners, hold, close_share)
     for c in conns:
         c.close()
+    if remote is not None:
+        closed_with = await remote.close()
+        out["burst"]["sockets_closed"] = len(closed_with)
+        out["burst"]["close_codes"] = sorted(set(closed_with))
     await asyncio.gather(*(listener.close() for listener in listeners), return_exceptions=True)
     return out
 
@@ -316,6 +471,7 @@ def bench_leadpush(
     env: dict[str, str] | None = None,
     hold: float = 0.0,
     close_share: float = 0.0,
+    listener_process: bool = False,
 ) -> dict[str, Any]:
     burst, idle = (200, 20) if quick else (1000, 50)
     # "off": the gc.freeze() policy turned off, to compare (LEADPUSH_GC_FREEZE_MIN_SOCKETS=0).
@@ -323,7 +479,9 @@ def bench_leadpush(
     with deployment(kind, extra) as dep:
         manager, sales = make_team(dep.db_url, sockets)
         leads = make_leads(dep.db_url, burst + idle)
-        result = asyncio.run(leadpush_phase(dep, manager, sales, leads, burst, idle, hold, close_share))
+        result = asyncio.run(
+            leadpush_phase(dep, manager, sales, leads, burst, idle, hold, close_share, listener_process)
+        )
         log(
             f"{kind}: idle push p99 {result['idle_push']['p99']} ms; burst of {burst}: span {result['burst']['span_seconds']} s,"
             f" p99 {result['burst']['after_response']['p99']} ms"
@@ -479,7 +637,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--close-share", type=float, default=0.0, help="then close this share of them (with --hold)")
     parser.add_argument("--server-src", type=Path, help="run the leadpush processes from this checkout's src")
     parser.add_argument("--env", action="append", default=[], help="LEADPUSH_X=V for the leadpush processes")
+    parser.add_argument(
+        "--listener-process",
+        action="store_true",
+        help="hold the sockets in a process of their own (arrivals stamped there, not behind the HTTP clients)",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.listener_process and args.hold:
+        parser.error("--hold closes sockets itself: not with --listener-process")
     sockets = args.sockets or (1000 if args.quick else 5000)
     limit = raise_nofile(2 * sockets + 1000)
     if limit < sockets + 200:
@@ -489,7 +654,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         env["PYTHONPATH"] = os.pathsep.join((str(args.server_src.resolve()), str(Path(__file__).resolve().parents[1])))
     results = [] if args.no_floor else [bench_floor(sockets, args.quick)]
     results += [
-        bench_leadpush(kind, sockets, args.quick, args.gc_freeze == "on", env, args.hold, args.close_share)
+        bench_leadpush(
+            kind, sockets, args.quick, args.gc_freeze == "on", env, args.hold, args.close_share, args.listener_process
+        )
         for kind in backends(args.backend)
     ]
     report(results)
