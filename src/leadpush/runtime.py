@@ -244,8 +244,8 @@ class Runtime:
         """Called by the hint thread after each message: this process's own wake-up, and (when Redis did not
         take the hint) the loop's retries."""
         loop = self._loop
-        if loop is None or loop.is_closed():
-            return
+        if loop is None or loop.is_closed() or (went and not self.roles & {"worker", "scheduler"}):
+            return  # (an api-only process has nobody to wake: no turn of its loop for it)
 
         def on_loop() -> None:
             self.bus.fire_wake()  # this process's own worker (if any) needs no round trip through Redis
