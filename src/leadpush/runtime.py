@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import queue
-import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -66,67 +64,6 @@ def api_threads(ctx: AppContext) -> int:
     return ctx.settings.api_threads or ctx.db.pool_size
 
 
-class HintThread:
-    """Publishes this process's commits' hint messages (and the workers' wake-up) from a thread of its own.
-
-    Issue 17, the cross-process burst: the hint used to wait for the committing process's event loop — a
-    callback, then a task, then its round trip, three turns of a loop that in a burst also parses requests,
-    answers them and shares the interpreter lock with 20 request threads (measured: response → hint on
-    Redis p99 ~400 ms with 2,000 sockets). Here the committing thread only queues what it wrote; this thread
-    takes everything queued meanwhile (commits coalesce while a publish is in flight, as a loop tick's did),
-    publishes it in one message with the wake-up, in commit order, and tells the loop whether it went
-    (`done(hinted, went)`: the loop's own wake-up, and its retries when Redis refused).
-    """
-
-    def __init__(self, bus: Bus, done: Callable[[set[int], bool], None]) -> None:
-        self.bus = bus
-        self.done = done
-        self._queue: queue.SimpleQueue[tuple[set[int], Pushed] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="leadpush-hints", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def put(self, recipient_ids: set[int], pushed: Pushed) -> None:
-        """Called in the committing thread: queue a commit's hint (never blocks)."""
-        self._queue.put((set(recipient_ids), pushed))
-
-    def stop(self) -> None:
-        """Publish what is queued, then end the thread."""
-        self._queue.put(None)
-        self._thread.join(timeout=15)
-
-    def _run(self) -> None:
-        try:
-            stopping = False
-            while not stopping:
-                item = self._queue.get()
-                commits = 0
-                hinted: set[int] = set()
-                pushed: list[tuple[int, dict[str, Any]]] = []
-                while True:
-                    if item is None:
-                        stopping = True
-                    else:
-                        commits += 1
-                        hinted |= item[0]
-                        pushed.extend(item[1])
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                if not commits:
-                    continue  # (a commit with no recipients still wakes the workers)
-                try:
-                    went = self.bus.publish_hints_and_wake_blocking(hinted, pushed)
-                except Exception:  # noqa: BLE001 - never lose a hint: the loop sends it again
-                    log.exception("发布提示消息失败")
-                    went = False
-                self.done(hinted, went)
-        finally:
-            self.bus.close_blocking()
-
-
 class Runtime:
     def __init__(self, ctx: AppContext, roles: frozenset[str]) -> None:
         self.ctx = ctx
@@ -142,8 +79,6 @@ class Runtime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._hinted: set[int] = set()  # recipients of this tick's commits, not yet announced
         self._pushed: list[tuple[int, dict[str, Any]]] = []  # what those commits wrote, as pushed
-        # With Redis: the thread that publishes the commits' hints (None: the loop does, per tick).
-        self._hint_thread: HintThread | None = None
         # An ack of a notice about a lead by its owner opens the lead (first-contact SLA).
         self._on_ack = opened_by_ack(ctx)
         s = ctx.settings
@@ -193,9 +128,6 @@ class Runtime:
             self.bus.on_wake(self.scheduler.wake)
             self._tasks.append(asyncio.create_task(self.scheduler.run(), name="leadpush-scheduler"))
         await self.bus.start()
-        if self.bus.threaded_hints:
-            self._hint_thread = HintThread(self.bus, self._hints_went_or_not)
-            self._hint_thread.start()
         # This listener pushes what a commit here writes to every api process's sockets: it is the in-app
         # delivery, so those rows are written sent (ledger.py); the worker publishes the rest (other processes'
         # commits: `leadpush transfer run`, scripts).
@@ -226,8 +158,6 @@ class Runtime:
                 self.hub.deliver(uid, message)
             for uid in recipient_ids - with_message:
                 self.hub.deliver(uid, None)
-            if self._hint_thread is not None:
-                return  # the hint thread announces it (and wakes the workers)
             # The commits of one loop tick share one wake-up and one hint message (a burst of 1,000
             # assignments was 2,000 Redis messages to every process).
             first = not self._hinted
@@ -237,23 +167,6 @@ class Runtime:
                 self._spawn(self._publish_hinted())
 
         loop.call_soon_threadsafe(on_loop)
-        if self._hint_thread is not None:
-            self._hint_thread.put(recipient_ids, pushed)
-
-    def _hints_went_or_not(self, hinted: set[int], went: bool) -> None:
-        """Called by the hint thread after each message: this process's own wake-up, and (when Redis did not
-        take the hint) the loop's retries."""
-        loop = self._loop
-        if loop is None or loop.is_closed() or (went and not self.roles & {"worker", "scheduler"}):
-            return  # (an api-only process has nobody to wake: no turn of its loop for it)
-
-        def on_loop() -> None:
-            self.bus.fire_wake()  # this process's own worker (if any) needs no round trip through Redis
-            if not went:
-                self._spawn(self._hint_again(hinted))
-
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-            loop.call_soon_threadsafe(on_loop)
 
     async def _publish_hinted(self) -> None:
         await asyncio.sleep(0)  # the rest of this tick's commits join
@@ -345,9 +258,6 @@ class Runtime:
             await to_thread.run_sync(self.heartbeat.stop)
         if self.scheduler is not None:
             await self.scheduler.stop()
-        if self._hint_thread is not None:
-            await to_thread.run_sync(self._hint_thread.stop)
-            self._hint_thread = None
         await self.hub.stop()
         for task in list(self._tasks):
             task.cancel()

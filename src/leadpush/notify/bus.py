@@ -8,7 +8,6 @@ catches up from the ledger: the dispatcher polls, and WebSocket connections re-r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import uuid
@@ -46,21 +45,7 @@ class Bus(Protocol):
         """`publish_hints` and `publish_wake` in one go; whether the hint went (False: send it again)."""
         ...
 
-    def publish_hints_and_wake_blocking(
-        self, user_ids: set[int], pushed: Sequence[tuple[int, dict[str, Any]]] = ()
-    ) -> bool:
-        """`publish_hints_and_wake` from a thread of its own, blocking it (not the event loop) until Redis
-        answers, and without this process's own wake-up (the caller hands `fire_wake` to the loop)."""
-        ...
-
-    # Whether hints go through `publish_hints_and_wake_blocking` (a thread of their own: runtime.py).
-    threaded_hints: bool
-
-    def close_blocking(self) -> None: ...
-
     async def publish_auth(self, user_ids: set[int]) -> None: ...
-
-    def fire_wake(self) -> None: ...
 
     def on_inapp(self, handler: InappHandler) -> None: ...
 
@@ -112,8 +97,6 @@ class _Handlers:
 class LocalBus(_Handlers):
     """One process: handlers are called directly."""
 
-    threaded_hints = False
-
     async def start(self) -> None:
         return None
 
@@ -135,14 +118,6 @@ class LocalBus(_Handlers):
         self.fire_wake()
         return True  # this process's hub was told directly
 
-    def publish_hints_and_wake_blocking(
-        self, user_ids: set[int], pushed: Sequence[tuple[int, dict[str, Any]]] = ()
-    ) -> bool:
-        return True  # nobody else to tell (not used: threaded_hints is False)
-
-    def close_blocking(self) -> None:
-        return None
-
     async def publish_auth(self, user_ids: set[int]) -> None:
         return None  # this process's hub was told directly
 
@@ -155,12 +130,7 @@ class RedisBus(_Handlers):
 
     The listener reconnects with backoff after any Redis error, and on every (re)connect asks the
     local hub to resync its connections from the database, so the gap is replayed, not lost.
-
-    Hints can also be published from a thread (`publish_hints_and_wake_blocking`, with a connection of its
-    own): the runtime's hint thread sends a commit's hint without waiting for a turn of the event loop.
     """
-
-    threaded_hints = True
 
     def __init__(self, url: str, prefix: str = "leadpush", node_id: str | None = None) -> None:
         super().__init__()
@@ -174,7 +144,6 @@ class RedisBus(_Handlers):
         self.url = url
         self.node_id = node_id or uuid.uuid4().hex
         self._redis = aioredis.from_url(url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10)
-        self._blocking: Any = None  # redis.Redis, made by the first blocking publish (in the hint thread)
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.connected = asyncio.Event()
@@ -241,36 +210,6 @@ class RedisBus(_Handlers):
         finally:
             self.fire_wake()  # this process's own worker (if any) needs no round trip through Redis
         return True
-
-    def publish_hints_and_wake_blocking(
-        self, user_ids: set[int], pushed: Sequence[tuple[int, dict[str, Any]]] = ()
-    ) -> bool:
-        """What `publish_hints_and_wake` sends, in one round trip, from the calling thread (runtime.py's hint
-        thread: never the event loop's), without this process's own wake-up (the caller hands that to the
-        loop). Whether the hint went (False: send it again)."""
-        try:
-            if self._blocking is None:
-                import redis
-
-                self._blocking = redis.Redis.from_url(
-                    self.url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10
-                )
-            pipe = self._blocking.pipeline(transaction=False)
-            if user_ids:
-                pipe.publish(self.hints_channel, json.dumps(self._hints_payload(user_ids, pushed), ensure_ascii=False))
-            pipe.publish(self.wake_channel, json.dumps({"from": self.node_id}, ensure_ascii=False))
-            pipe.execute()
-        except Exception as exc:  # noqa: BLE001 - the caller sends the hint again; a lost wake-up waits for a poll
-            log.warning("Redis 提示/唤醒消息发送失败：%s", type(exc).__name__)
-            return not user_ids
-        return True
-
-    def close_blocking(self) -> None:
-        """Close the hint thread's connection (from that thread, when it ends)."""
-        if self._blocking is not None:
-            with contextlib.suppress(Exception):
-                self._blocking.close()
-            self._blocking = None
 
     async def publish_auth(self, user_ids: set[int]) -> None:
         """Tell every other api process to re-check these users' sockets (this one was told directly)."""
