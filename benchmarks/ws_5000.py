@@ -409,6 +409,10 @@ async def leadpush_phase(
         "requests_seconds": round(requests_done - started, 2),
         "api_cpu_seconds": cpu_burst,
         "span_seconds": round(last - started, 2),
+        # time.perf_counter() (CLOCK_MONOTONIC) at the first request and when the last was answered: to
+        # line the burst up with other processes' time-stamps.
+        "clock_started": started,
+        "clock_requests_done": requests_done,
         "after_response": ms_stats(after_response),
     }
     if by_route[False]:
