@@ -32,6 +32,7 @@ import os
 import random
 import re
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -43,6 +44,7 @@ from websockets.asyncio.client import connect
 from benchmarks.common import (
     HttpConnection,
     backends,
+    base_env,
     base_parser,
     deployment,
     floor_ws_service,
@@ -244,6 +246,14 @@ async def loop_lag(samples: list[float], every: float = 0.001) -> None:
         samples.append(time.perf_counter() - asked - every)
 
 
+def server_lags(path: Path, start: float, end: float) -> list[float]:
+    """The loop-lag samples (benchmarks/looplag) a server process wrote, between two perf_counter() times."""
+    if not path.exists():
+        return []
+    samples = (line.split() for line in path.read_text().splitlines())
+    return [float(lag) for when, lag in samples if start <= float(when) <= end]
+
+
 async def hint_tap(dep) -> asyncio.subprocess.Process | None:  # noqa: ANN001
     """benchmarks.hinttap subscribed to the deployment's hint channel (None: no Redis)."""
     prefix = dep.env.get("LEADPUSH_REDIS_PREFIX")
@@ -425,6 +435,14 @@ async def leadpush_phase(
     if listener_lags is not None:
         # ... and with --listener-process, the lag of the process that reads the sockets and stamps arrivals.
         out["burst"]["listener_loop_lag"] = ms_stats(listener_lags)
+    lag_dir = dep.env.get("BENCH_LOOP_LAG_DIR")
+    if lag_dir:
+        # Each api process's event-loop lag from the first request to the last answer (--server-loop-lag).
+        await asyncio.sleep(1.5)  # the probe writes its samples once a second
+        out["burst"]["api_loop_lag"] = [
+            ms_stats(server_lags(Path(lag_dir) / f"lag-{service.pid}.txt", started, requests_done))
+            for service in dep.api
+        ]
     if hinted:
         # A cross-process push split at Redis (a tap in its own process time-stamps the hint message):
         # the response (this process) → the hint on Redis, and the hint → arrival on the socket.
@@ -642,6 +660,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--server-src", type=Path, help="run the leadpush processes from this checkout's src")
     parser.add_argument("--env", action="append", default=[], help="LEADPUSH_X=V for the leadpush processes")
     parser.add_argument(
+        "--server-loop-lag",
+        action="store_true",
+        help="also measure the leadpush processes' event-loop lag in the burst (benchmarks/looplag)",
+    )
+    parser.add_argument(
         "--listener-process",
         action="store_true",
         help="hold the sockets in a process of their own (arrivals stamped there, not behind the HTTP clients)",
@@ -656,6 +679,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     env = dict(item.split("=", 1) for item in args.env)
     if args.server_src:
         env["PYTHONPATH"] = os.pathsep.join((str(args.server_src.resolve()), str(Path(__file__).resolve().parents[1])))
+    if args.server_loop_lag:
+        lag_dir = tempfile.mkdtemp(prefix="leadpush-looplag-")
+        probe = str(Path(__file__).resolve().parent / "looplag")
+        env["PYTHONPATH"] = os.pathsep.join((probe, env.get("PYTHONPATH") or base_env()["PYTHONPATH"]))
+        env["BENCH_LOOP_LAG_DIR"] = lag_dir
     results = [] if args.no_floor else [bench_floor(sockets, args.quick)]
     results += [
         bench_leadpush(
