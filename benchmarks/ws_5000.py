@@ -246,12 +246,17 @@ async def loop_lag(samples: list[float], every: float = 0.001) -> None:
         samples.append(time.perf_counter() - asked - every)
 
 
-def server_lags(path: Path, start: float, end: float) -> list[float]:
-    """The loop-lag samples (benchmarks/looplag) a server process wrote, between two perf_counter() times."""
-    if not path.exists():
-        return []
-    samples = (line.split() for line in path.read_text().splitlines())
-    return [float(lag) for when, lag in samples if start <= float(when) <= end]
+def server_lags(path: Path, start: float, end: float) -> dict[str, Any]:
+    """What the loop-lag probe (benchmarks/looplag) of a server process wrote between two perf_counter()
+    times: the lag statistics, and the share of that time its loop thread spent on a CPU (its own work; the
+    rest of the lag is waiting for the interpreter lock or for a core)."""
+    rows = [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+    inside = [(float(t), float(lag), float(cpu)) for t, lag, cpu in rows if start <= float(t) <= end]
+    out: dict[str, Any] = ms_stats([lag for _, lag, _ in inside])
+    if len(inside) > 1:
+        (t0, _, cpu0), (t1, _, cpu1) = inside[0], inside[-1]
+        out["loop_thread_cpu_share"] = round((cpu1 - cpu0) / (t1 - t0), 3)
+    return out
 
 
 async def hint_tap(dep) -> asyncio.subprocess.Process | None:  # noqa: ANN001
@@ -440,8 +445,11 @@ async def leadpush_phase(
         # Each api process's event-loop lag from the first request to the last answer (--server-loop-lag).
         await asyncio.sleep(1.5)  # the probe writes its samples once a second
         out["burst"]["api_loop_lag"] = [
-            ms_stats(server_lags(Path(lag_dir) / f"lag-{service.pid}.txt", started, requests_done))
-            for service in dep.api
+            server_lags(Path(lag_dir) / f"lag-{service.pid}.txt", started, requests_done) for service in dep.api
+        ]
+        # The worker's and the scheduler's: loops with little to do in the burst (waiting for a core).
+        out["burst"]["other_loop_lag"] = [
+            server_lags(Path(lag_dir) / f"lag-{service.pid}.txt", started, requests_done) for service in dep.others
         ]
     if hinted:
         # A cross-process push split at Redis (a tap in its own process time-stamps the hint message):
