@@ -314,6 +314,7 @@ async def leadpush_phase(
     hold: float = 0.0,
     close_share: float = 0.0,
     listener_process: bool = False,
+    requests_elsewhere: bool = False,
 ) -> dict[str, Any]:
     server = dep.api[0]
     await asyncio.sleep(1.0)
@@ -341,7 +342,10 @@ async def leadpush_phase(
         "rss_after_mb": round(rss_after / 1024, 1),
         "kb_per_connection": round((rss_after - rss_before) / max(1, len(listeners)), 1),
     }
-    conns = [HttpConnection(*host_port(dep.api[i % len(dep.api)].url)) for i in range(HTTP_CLIENTS)]
+    # --requests-elsewhere: every request to the api processes that hold no socket (api process 1 then only
+    # pushes: a WebSocket-only process, as a deployment could route /ws apart from the API).
+    serving = dep.api[1:] if requests_elsewhere and len(dep.api) > 1 else dep.api
+    conns = [HttpConnection(*host_port(serving[i % len(serving)].url)) for i in range(HTTP_CLIENTS)]
     users = list(by_user)
     random.shuffle(users)
 
@@ -373,7 +377,7 @@ async def leadpush_phase(
     arrivals: dict[int, float] = {}
 
     async def client(index: int, conn: HttpConnection) -> None:
-        same = index % len(dep.api) == 0  # the sockets are all on api process 1
+        same = serving[index % len(serving)] is server  # the sockets are all on api process 1
         while not queue.empty():
             uid, lead = queue.get_nowait()
             fut = by_user[uid].expect(("customer_assigned", lead))
@@ -437,6 +441,7 @@ async def leadpush_phase(
     # arrival and response time-stamp here is late by the lag at that moment.
     out["burst"]["client_loop_lag"] = ms_stats(lags)
     out["burst"]["listener_process"] = listener_process
+    out["burst"]["requests_elsewhere"] = requests_elsewhere
     if listener_lags is not None:
         # ... and with --listener-process, the lag of the process that reads the sockets and stamps arrivals.
         out["burst"]["listener_loop_lag"] = ms_stats(listener_lags)
@@ -502,6 +507,7 @@ def bench_leadpush(
     hold: float = 0.0,
     close_share: float = 0.0,
     listener_process: bool = False,
+    requests_elsewhere: bool = False,
 ) -> dict[str, Any]:
     burst, idle = (200, 20) if quick else (1000, 50)
     # "off": the gc.freeze() policy turned off, to compare (LEADPUSH_GC_FREEZE_MIN_SOCKETS=0).
@@ -510,7 +516,9 @@ def bench_leadpush(
         manager, sales = make_team(dep.db_url, sockets)
         leads = make_leads(dep.db_url, burst + idle)
         result = asyncio.run(
-            leadpush_phase(dep, manager, sales, leads, burst, idle, hold, close_share, listener_process)
+            leadpush_phase(
+                dep, manager, sales, leads, burst, idle, hold, close_share, listener_process, requests_elsewhere
+            )
         )
         log(
             f"{kind}: idle push p99 {result['idle_push']['p99']} ms; burst of {burst}: span {result['burst']['span_seconds']} s,"
@@ -668,6 +676,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--server-src", type=Path, help="run the leadpush processes from this checkout's src")
     parser.add_argument("--env", action="append", default=[], help="LEADPUSH_X=V for the leadpush processes")
     parser.add_argument(
+        "--requests-elsewhere",
+        action="store_true",
+        help="send every HTTP request to the api processes that hold no socket (postgres)",
+    )
+    parser.add_argument(
         "--server-loop-lag",
         action="store_true",
         help="also measure the leadpush processes' event-loop lag in the burst (benchmarks/looplag)",
@@ -695,7 +708,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results = [] if args.no_floor else [bench_floor(sockets, args.quick)]
     results += [
         bench_leadpush(
-            kind, sockets, args.quick, args.gc_freeze == "on", env, args.hold, args.close_share, args.listener_process
+            kind,
+            sockets,
+            args.quick,
+            args.gc_freeze == "on",
+            env,
+            args.hold,
+            args.close_share,
+            args.listener_process,
+            args.requests_elsewhere,
         )
         for kind in backends(args.backend)
     ]
