@@ -20,8 +20,16 @@ apart (the policy's thaws: what the collector does with thousands of sockets ope
 and when many close). --server-src runs the leadpush processes from another checkout's src (an A/B with
 the same client), --env passes settings to them.
 
+Where a cross-process push's time goes (PostgreSQL): each is split at Redis by a tap in its own process
+(benchmarks/hinttap.py: response → hint on Redis, hint → arrival), the client's own loop lag is reported,
+--server-loop-lag measures every leadpush process's loop lag and its loop thread's CPU share
+(benchmarks/looplag), --listener-process reads the sockets in a process of their own
+(benchmarks/wsclient_proc.py), and --requests-elsewhere sends every request to the api process that holds no
+socket.
+
     python -m benchmarks.ws_5000 [--quick] [--sockets N] [--backend sqlite|postgres|both] [--gc-freeze off]
         [--no-floor] [--hold S] [--close-share X] [--server-src DIR] [--env LEADPUSH_X=V ...]
+        [--server-loop-lag] [--listener-process] [--requests-elsewhere]
 """
 
 from __future__ import annotations
