@@ -20,8 +20,16 @@ apart (the policy's thaws: what the collector does with thousands of sockets ope
 and when many close). --server-src runs the leadpush processes from another checkout's src (an A/B with
 the same client), --env passes settings to them.
 
+Where a cross-process push's time goes (PostgreSQL): each is split at Redis by a tap in its own process
+(benchmarks/hinttap.py: response → hint on Redis, hint → arrival), the client's own loop lag is reported,
+--server-loop-lag measures every leadpush process's loop lag and its loop thread's CPU share
+(benchmarks/looplag), --listener-process reads the sockets in a process of their own
+(benchmarks/wsclient_proc.py), and --requests-elsewhere sends every request to the api process that holds no
+socket.
+
     python -m benchmarks.ws_5000 [--quick] [--sockets N] [--backend sqlite|postgres|both] [--gc-freeze off]
         [--no-floor] [--hold S] [--close-share X] [--server-src DIR] [--env LEADPUSH_X=V ...]
+        [--server-loop-lag] [--listener-process] [--requests-elsewhere]
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import os
 import random
 import re
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -43,6 +52,7 @@ from websockets.asyncio.client import connect
 from benchmarks.common import (
     HttpConnection,
     backends,
+    base_env,
     base_parser,
     deployment,
     floor_ws_service,
@@ -157,6 +167,133 @@ def gc_between(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class RemoteListener:
+    """One socket held by the listener process: `expect` as benchmarks.wsclient.Listener's."""
+
+    def __init__(self, user_id: int, owner: ProcessListeners) -> None:
+        self.hello = {"data": {"userId": user_id}}
+        self.user_id = user_id
+        self.owner = owner
+        self.closed_with: int | None = None
+
+    def expect(self, key: Any) -> asyncio.Future[float]:
+        return self.owner.expect(self.user_id, key)
+
+    async def close(self) -> None:
+        return None
+
+
+class ProcessListeners:
+    """The sockets in a process of their own (benchmarks.wsclient_proc): arrival times are stamped there."""
+
+    def __init__(self) -> None:
+        self.proc: asyncio.subprocess.Process | None = None
+        self.waiting: dict[Any, asyncio.Future[float]] = {}
+        self.arrived: dict[Any, float] = {}
+        self.answers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> ProcessListeners:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "benchmarks.wsclient_proc",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+            limit=1 << 26,
+        )
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            item = json.loads(line)
+            if "a" in item:
+                uid, kind, cid, now = item["a"]
+                key = (uid, (kind, cid))
+                fut = self.waiting.pop(key, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(now)
+                else:
+                    self.arrived[key] = now
+            else:
+                self.answers.put_nowait(item["r"])
+
+    async def ask(self, **cmd: Any) -> dict[str, Any]:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
+        await self.proc.stdin.drain()
+        return await self.answers.get()
+
+    def expect(self, user_id: int, key: Any) -> asyncio.Future[float]:
+        fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        if (user_id, key) in self.arrived:
+            fut.set_result(self.arrived.pop((user_id, key)))
+        else:
+            self.waiting[(user_id, key)] = fut
+        return fut
+
+    async def open(self, url: str, tokens: list[str]) -> tuple[list[RemoteListener], float, int]:
+        got = await self.ask(op="open", url=url, tokens=tokens)
+        return [RemoteListener(uid, self) for uid in got["users"]], got["seconds"], got["failed"]
+
+    async def close(self) -> list[int]:
+        got = await self.ask(op="close")
+        assert self.proc is not None
+        await self.proc.wait()
+        return got["closed_with"]
+
+
+async def loop_lag(samples: list[float], every: float = 0.001) -> None:
+    """Append how late each `every`-second sleep of this event loop wakes up, until cancelled."""
+    while True:
+        asked = time.perf_counter()
+        await asyncio.sleep(every)
+        samples.append(time.perf_counter() - asked - every)
+
+
+def server_lags(path: Path, start: float, end: float) -> dict[str, Any]:
+    """What the loop-lag probe (benchmarks/looplag) of a server process wrote between two perf_counter()
+    times: the lag statistics, and the share of that time its loop thread spent on a CPU (its own work; the
+    rest of the lag is waiting for the interpreter lock or for a core)."""
+    rows = [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+    inside = [(float(t), float(lag), float(cpu)) for t, lag, cpu in rows if start <= float(t) <= end]
+    out: dict[str, Any] = ms_stats([lag for _, lag, _ in inside])
+    if len(inside) > 1:
+        (t0, _, cpu0), (t1, _, cpu1) = inside[0], inside[-1]
+        out["loop_thread_cpu_share"] = round((cpu1 - cpu0) / (t1 - t0), 3)
+    return out
+
+
+async def hint_tap(dep) -> asyncio.subprocess.Process | None:  # noqa: ANN001
+    """benchmarks.hinttap subscribed to the deployment's hint channel (None: no Redis)."""
+    prefix = dep.env.get("LEADPUSH_REDIS_PREFIX")
+    if not prefix:
+        return None
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "benchmarks.hinttap",
+        dep.env["LEADPUSH_REDIS_URL"],
+        f"{prefix}:hints",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    assert proc.stdout is not None
+    await proc.stdout.readline()  # "ready": subscribed
+    return proc
+
+
+async def tap_stamps(proc: asyncio.subprocess.Process | None) -> dict[str, Any]:
+    if proc is None:
+        return {"stamps": {}, "sizes": []}
+    out, _ = await proc.communicate(b"")
+    return json.loads(out or b'{"stamps": {}, "sizes": []}')
+
+
 async def after_phases(server, listeners: list[Any], hold: float, close_share: float) -> dict[str, Any]:  # noqa: ANN001
     """Sockets open and idle for `hold` s; then `close_share` of them closed and the rest idle `hold` s."""
     out: dict[str, Any] = {}
@@ -184,12 +321,20 @@ async def leadpush_phase(
     idle: int,
     hold: float = 0.0,
     close_share: float = 0.0,
+    listener_process: bool = False,
+    requests_elsewhere: bool = False,
 ) -> dict[str, Any]:
     server = dep.api[0]
     await asyncio.sleep(1.0)
     gc_before = await asyncio.to_thread(gc_figures, server.url)
     rss_before = server.memory().get("VmRSS", 0)
-    listeners, connect_s, failed = await open_all([lambda u=u: Listener(server.ws_url, u.token).open() for u in sales])
+    remote = await ProcessListeners().start() if listener_process else None
+    if remote is not None:
+        listeners, connect_s, failed = await remote.open(server.ws_url, [u.token for u in sales])
+    else:
+        listeners, connect_s, failed = await open_all(
+            [lambda u=u: Listener(server.ws_url, u.token).open() for u in sales]
+        )
     await asyncio.sleep(2.0)
     rss_after = server.memory().get("VmRSS", 0)
     gc_connected = await asyncio.to_thread(gc_figures, server.url)
@@ -205,7 +350,10 @@ async def leadpush_phase(
         "rss_after_mb": round(rss_after / 1024, 1),
         "kb_per_connection": round((rss_after - rss_before) / max(1, len(listeners)), 1),
     }
-    conns = [HttpConnection(*host_port(dep.api[i % len(dep.api)].url)) for i in range(HTTP_CLIENTS)]
+    # --requests-elsewhere: every request to the api processes that hold no socket (api process 1 then only
+    # pushes: a WebSocket-only process, as a deployment could route /ws apart from the API).
+    serving = dep.api[1:] if requests_elsewhere and len(dep.api) > 1 else dep.api
+    conns = [HttpConnection(*host_port(serving[i % len(serving)].url)) for i in range(HTTP_CLIENTS)]
     users = list(by_user)
     random.shuffle(users)
 
@@ -233,9 +381,11 @@ async def leadpush_phase(
     by_route: dict[bool, list[float]] = {True: [], False: []}
     waits: list[asyncio.Future[float]] = []
     refused: Counter[str] = Counter()  # assign requests answered other than 200, by status and code
+    responded: dict[int, tuple[float, bool]] = {}  # lead → (response time, same process)
+    arrivals: dict[int, float] = {}
 
     async def client(index: int, conn: HttpConnection) -> None:
-        same = index % len(dep.api) == 0  # the sockets are all on api process 1
+        same = serving[index % len(serving)] is server  # the sockets are all on api process 1
         while not queue.empty():
             uid, lead = queue.get_nowait()
             fut = by_user[uid].expect(("customer_assigned", lead))
@@ -247,18 +397,29 @@ async def leadpush_phase(
                 refused[f"{status} {(body or {}).get('code', '')}".strip()] += 1
                 continue
             waits.append(fut)
+            responded[lead] = (t1, same)
 
-            def arrived(f: asyncio.Future[float], t1: float = t1, same: bool = same) -> None:
+            def arrived(f: asyncio.Future[float], t1: float = t1, same: bool = same, lead: int = lead) -> None:
+                arrivals[lead] = f.result()
                 after_response.append(f.result() - t1)
                 by_route[same].append(f.result() - t1)
 
             fut.add_done_callback(arrived)
 
+    tap = await hint_tap(dep)
+    lags: list[float] = []
+    lag_task = asyncio.create_task(loop_lag(lags))
+    if remote is not None:
+        await remote.ask(op="lag", on=True)
     cpu_before = [service.cpu() for service in dep.api]
     started = time.perf_counter()
     await asyncio.gather(*(client(i, c) for i, c in enumerate(conns)))
     requests_done = time.perf_counter()
     done, pending = await asyncio.wait(waits, timeout=30)
+    lag_task.cancel()
+    listener_lags = (await remote.ask(op="lag", on=False))["lags"] if remote is not None else None
+    tapped = await tap_stamps(tap)
+    hinted: dict[str, float] = tapped["stamps"]
     last = max((f.result() for f in done), default=requests_done)
     # CPU seconds each api process spent from the first request to the last arrival (less load-sensitive
     # than the latencies on a shared machine; api process 1 holds the sockets).
@@ -275,11 +436,44 @@ async def leadpush_phase(
         "requests_seconds": round(requests_done - started, 2),
         "api_cpu_seconds": cpu_burst,
         "span_seconds": round(last - started, 2),
+        # time.perf_counter() (CLOCK_MONOTONIC) at the first request and when the last was answered: to
+        # line the burst up with other processes' time-stamps.
+        "clock_started": started,
+        "clock_requests_done": requests_done,
         "after_response": ms_stats(after_response),
     }
     if by_route[False]:
         out["burst"]["same_process"] = ms_stats(by_route[True])
         out["burst"]["cross_process"] = ms_stats(by_route[False])
+    # This (client) process's event-loop lag during the burst: how late a 1 ms sleep wakes up. Every
+    # arrival and response time-stamp here is late by the lag at that moment.
+    out["burst"]["client_loop_lag"] = ms_stats(lags)
+    out["burst"]["listener_process"] = listener_process
+    out["burst"]["requests_elsewhere"] = requests_elsewhere
+    if listener_lags is not None:
+        # ... and with --listener-process, the lag of the process that reads the sockets and stamps arrivals.
+        out["burst"]["listener_loop_lag"] = ms_stats(listener_lags)
+    lag_dir = dep.env.get("BENCH_LOOP_LAG_DIR")
+    if lag_dir:
+        # Each api process's event-loop lag from the first request to the last answer (--server-loop-lag).
+        await asyncio.sleep(1.5)  # the probe writes its samples once a second
+        out["burst"]["api_loop_lag"] = [
+            server_lags(Path(lag_dir) / f"lag-{service.pid}.txt", started, requests_done) for service in dep.api
+        ]
+        # The worker's and the scheduler's: loops with little to do in the burst (waiting for a core).
+        out["burst"]["other_loop_lag"] = [
+            server_lags(Path(lag_dir) / f"lag-{service.pid}.txt", started, requests_done) for service in dep.others
+        ]
+    if hinted:
+        # A cross-process push split at Redis (a tap in its own process time-stamps the hint message):
+        # the response (this process) → the hint on Redis, and the hint → arrival on the socket.
+        sizes = [n for n in tapped["sizes"] if n]
+        out["burst"]["hint_messages"] = {"count": len(sizes), "notifications_max": max(sizes, default=0)}
+        cross = [(lead, t1) for lead, (t1, same) in responded.items() if not same and str(lead) in hinted]
+        out["burst"]["cross_response_to_hint"] = ms_stats([hinted[str(lead)] - t1 for lead, t1 in cross])
+        out["burst"]["cross_hint_to_arrival"] = ms_stats(
+            [arrivals[lead] - hinted[str(lead)] for lead, _ in cross if lead in arrivals]
+        )
     out["rss_end_mb"] = round(server.memory().get("VmRSS", 0) / 1024, 1)
     gc_after = await asyncio.to_thread(gc_figures, server.url)
     out["gc"] = {
@@ -304,6 +498,10 @@ async def leadpush_phase(
         out["after"] = await after_phases(server, listeners, hold, close_share)
     for c in conns:
         c.close()
+    if remote is not None:
+        closed_with = await remote.close()
+        out["burst"]["sockets_closed"] = len(closed_with)
+        out["burst"]["close_codes"] = sorted(set(closed_with))
     await asyncio.gather(*(listener.close() for listener in listeners), return_exceptions=True)
     return out
 
@@ -316,6 +514,8 @@ def bench_leadpush(
     env: dict[str, str] | None = None,
     hold: float = 0.0,
     close_share: float = 0.0,
+    listener_process: bool = False,
+    requests_elsewhere: bool = False,
 ) -> dict[str, Any]:
     burst, idle = (200, 20) if quick else (1000, 50)
     # "off": the gc.freeze() policy turned off, to compare (LEADPUSH_GC_FREEZE_MIN_SOCKETS=0).
@@ -323,7 +523,11 @@ def bench_leadpush(
     with deployment(kind, extra) as dep:
         manager, sales = make_team(dep.db_url, sockets)
         leads = make_leads(dep.db_url, burst + idle)
-        result = asyncio.run(leadpush_phase(dep, manager, sales, leads, burst, idle, hold, close_share))
+        result = asyncio.run(
+            leadpush_phase(
+                dep, manager, sales, leads, burst, idle, hold, close_share, listener_process, requests_elsewhere
+            )
+        )
         log(
             f"{kind}: idle push p99 {result['idle_push']['p99']} ms; burst of {burst}: span {result['burst']['span_seconds']} s,"
             f" p99 {result['burst']['after_response']['p99']} ms"
@@ -479,7 +683,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--close-share", type=float, default=0.0, help="then close this share of them (with --hold)")
     parser.add_argument("--server-src", type=Path, help="run the leadpush processes from this checkout's src")
     parser.add_argument("--env", action="append", default=[], help="LEADPUSH_X=V for the leadpush processes")
+    parser.add_argument(
+        "--requests-elsewhere",
+        action="store_true",
+        help="send every HTTP request to the api processes that hold no socket (postgres)",
+    )
+    parser.add_argument(
+        "--server-loop-lag",
+        action="store_true",
+        help="also measure the leadpush processes' event-loop lag in the burst (benchmarks/looplag)",
+    )
+    parser.add_argument(
+        "--listener-process",
+        action="store_true",
+        help="hold the sockets in a process of their own (arrivals stamped there, not behind the HTTP clients)",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.listener_process and args.hold:
+        parser.error("--hold closes sockets itself: not with --listener-process")
     sockets = args.sockets or (1000 if args.quick else 5000)
     limit = raise_nofile(2 * sockets + 1000)
     if limit < sockets + 200:
@@ -487,9 +708,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     env = dict(item.split("=", 1) for item in args.env)
     if args.server_src:
         env["PYTHONPATH"] = os.pathsep.join((str(args.server_src.resolve()), str(Path(__file__).resolve().parents[1])))
+    if args.server_loop_lag:
+        lag_dir = tempfile.mkdtemp(prefix="leadpush-looplag-")
+        probe = str(Path(__file__).resolve().parent / "looplag")
+        env["PYTHONPATH"] = os.pathsep.join((probe, env.get("PYTHONPATH") or base_env()["PYTHONPATH"]))
+        env["BENCH_LOOP_LAG_DIR"] = lag_dir
     results = [] if args.no_floor else [bench_floor(sockets, args.quick)]
     results += [
-        bench_leadpush(kind, sockets, args.quick, args.gc_freeze == "on", env, args.hold, args.close_share)
+        bench_leadpush(
+            kind,
+            sockets,
+            args.quick,
+            args.gc_freeze == "on",
+            env,
+            args.hold,
+            args.close_share,
+            args.listener_process,
+            args.requests_elsewhere,
+        )
         for kind in backends(args.backend)
     ]
     report(results)
