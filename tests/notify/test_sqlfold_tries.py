@@ -48,7 +48,7 @@ def pushing(db: AppContext) -> Iterator[list[int]]:
     """A pushing commit listener, as the api runtime subscribes one: what each commit says it pushed."""
     sent: list[int] = []
 
-    def listener(_recipients: set[int], _pushed: Any, inapp_sent: int) -> None:
+    def listener(_recipients: set[int], _pushed: Any, inapp_sent: int, _wake: Any) -> None:
         sent.append(inapp_sent)
 
     db.signals.subscribe_commits(listener, pushes_inapp=True)
