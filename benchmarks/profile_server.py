@@ -13,6 +13,11 @@ stops the child, which merges the per-thread profiles and writes them. Prints th
     python -m benchmarks.profile_server batch [--leads 5000]
     python -m benchmarks.profile_server ws [--sockets 1000]
     python -m benchmarks.profile_server intake [--leads 5000] [--per-request 1]   # inbound, routed round robin
+    python -m benchmarks.profile_server assign --backend postgres   # the api role only, a worker beside it
+
+With --backend postgres the database is a fresh PostgreSQL one and Redis is configured, as
+benchmarks.common.deployment("postgres") builds them; the profiled child runs the api role only and
+a separate (unprofiled) worker process runs beside it.
 """
 
 from __future__ import annotations
@@ -30,11 +35,15 @@ from pathlib import Path
 
 from benchmarks.common import (
     PYTHON,
+    REDIS_URL,
     HttpConnection,
     Service,
     base_env,
+    database,
+    forget_redis_keys,
     free_port,
     host_port,
+    leadpush_service,
     log,
     make_leads,
     make_team,
@@ -43,7 +52,7 @@ from benchmarks.common import (
 )
 
 
-def serve(port: int, out: str, cpu: bool) -> None:
+def serve(port: int, out: str, cpu: bool, roles: frozenset[str]) -> None:
     """The child: leadpush with a profiler per thread; on SIGTERM, write the merged profile."""
     import uvicorn
 
@@ -63,7 +72,7 @@ def serve(port: int, out: str, cpu: bool) -> None:
 
     threading.setprofile(start_thread_profiler)
     settings = Settings()
-    app = create_app(AppContext.from_settings(settings), roles=frozenset({"api", "worker", "scheduler"}))
+    app = create_app(AppContext.from_settings(settings), roles=roles)
     main = cProfile.Profile(time.thread_time) if cpu else cProfile.Profile()
     profilers.append(main)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -140,7 +149,7 @@ async def drive_intake(url: str, intake, count: int) -> int:  # noqa: ANN001 - i
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_serve":
-        serve(int(sys.argv[2]), sys.argv[3], sys.argv[4] == "cpu")
+        serve(int(sys.argv[2]), sys.argv[3], sys.argv[4] == "cpu", frozenset(sys.argv[5].split(",")))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("scenario", choices=("assign", "batch", "ws", "intake"))
@@ -149,16 +158,20 @@ def main() -> None:
     parser.add_argument("--leads", type=int, default=5000)
     parser.add_argument("--sockets", type=int, default=1000)
     parser.add_argument("--per-request", type=int, help="intake: leads per request (default: all in one)")
+    parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--out", type=Path, default=Path("/tmp/leadpush-profile.prof"))
     parser.add_argument(
         "--wall", action="store_true", help="time by the wall clock (lock waits included) instead of each thread's CPU"
     )
     args = parser.parse_args()
-    with scratch_dir() as workdir:
-        url = f"sqlite:///{workdir}/leadpush.db"
+    postgres = args.backend == "postgres"
+    with scratch_dir() as workdir, database(args.backend, workdir) as url:
         migrate(url)
         env = {**base_env(), "LEADPUSH_DATABASE_URL": url}
+        if postgres:
+            env["LEADPUSH_REDIS_URL"] = REDIS_URL
+            env["LEADPUSH_REDIS_PREFIX"] = f"lp-profile-{os.urandom(4).hex()}"
         port = free_port()
         service = Service(
             "profiled",
@@ -170,13 +183,18 @@ def main() -> None:
                 str(port),
                 str(args.out),
                 "wall" if args.wall else "cpu",
+                "api" if postgres else "api,worker,scheduler",
             ],
             env,
             port,
             workdir,
         )
+        # PostgreSQL: the worker delivers what the api process's requests queue, in its own process.
+        others = [leadpush_service(env, workdir, ("worker",), "leadpush-worker")] if postgres else []
         manager, sales = make_team(url, args.sockets if args.scenario == "ws" else 20)
         leads = make_leads(url, args.leads if args.scenario == "batch" else 2000)
+        for other in others:
+            other.start()
         service.start()
         try:
             if args.scenario == "assign":
@@ -198,6 +216,10 @@ def main() -> None:
                 asyncio.run(drive_ws(service.ws_url, service.url, manager, sales, leads[: len(sales)]))
         finally:
             service.stop()
+            for other in others:
+                other.stop()
+            if postgres:
+                forget_redis_keys(env["LEADPUSH_REDIS_PREFIX"])
     stats = pstats.Stats(str(args.out))
     stats.sort_stats("tottime").print_stats(args.top)
     stats.sort_stats("cumulative").print_stats(args.top)
