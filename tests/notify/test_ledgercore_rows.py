@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
 
 import pytest
-from sqlalchemy import event, select, text
+from sqlalchemy import select, text
 from support import DATABASES, wipe
 from support.servers import bare_context
+from support.statements import Statements
 
 from leadpush.context import AppContext
 from leadpush.notify.ledger import NewNotification, planned_deliveries, write_notifications, write_prepared
@@ -55,26 +55,6 @@ def item(recipient: User, key: str, actor_id: int | None = None) -> NewNotificat
         dedupe_key=key,
         actor_id=actor_id,
     )
-
-
-class Statements:
-    """Every statement the engine runs while `on` is set."""
-
-    def __init__(self, ctx: AppContext) -> None:
-        self.ctx = ctx
-        self.on = False
-        self.seen: list[str] = []
-
-    def __call__(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if self.on:
-            self.seen.append(" ".join(statement.split())[:120])
-
-    def __enter__(self) -> Statements:
-        event.listen(self.ctx.db.engine, "before_cursor_execute", self)
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        event.remove(self.ctx.db.engine, "before_cursor_execute", self)
 
 
 def test_the_last_step_is_the_lock_and_one_statement_on_postgres_two_on_sqlite(db: AppContext) -> None:

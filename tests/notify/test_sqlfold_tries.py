@@ -15,9 +15,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select, text
+from sqlalchemy import select, text
 from support import DATABASES, wipe
 from support.servers import bare_context
+from support.statements import Statements
 
 from leadpush.context import AppContext
 from leadpush.notify.ledger import (
@@ -75,26 +76,6 @@ def item(recipient: User, key: str) -> NewNotification:
         payload={"customerId": 7, "customerName": "张三"},
         dedupe_key=key,
     )
-
-
-class Statements:
-    """Every statement the engine runs while `on` is set."""
-
-    def __init__(self, ctx: AppContext) -> None:
-        self.ctx = ctx
-        self.on = False
-        self.seen: list[str] = []
-
-    def __call__(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if self.on:
-            self.seen.append(" ".join(statement.split())[:120])
-
-    def __enter__(self) -> Statements:
-        event.listen(self.ctx.db.engine, "before_cursor_execute", self)
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        event.remove(self.ctx.db.engine, "before_cursor_execute", self)
 
 
 def test_sqlfold_pushed_in_app_rows_and_their_tries_take_no_statement_of_their_own(
