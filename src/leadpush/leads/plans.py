@@ -25,7 +25,7 @@ from leadpush.db import after_commit
 from leadpush.errors import ApiError, forbidden
 from leadpush.leads.models import Customer
 from leadpush.leads.schemas import FollowUpPlanItem, FollowUpPlanList
-from leadpush.notify.signals import Wake, deadlines_written
+from leadpush.notify.signals import deadline_wake, deadlines_written
 from leadpush.permissions import team_members
 from leadpush.users.models import User
 from leadpush.users.service import users_by_id
@@ -74,9 +74,9 @@ def write_plan(
         set_committed_value(customer, key, value)
     deadlines_written(session, [at])
     signals = ctx.signals
-    # Nothing for a worker; the schedulers re-read only if the reminder comes before their next wake-up.
-    wake = Wake(deliveries=False, deadlines=at is not None, earliest=at)
-    after_commit(session, lambda: signals.notifications_committed(set(), wake=wake))
+    # Nothing for a worker; the schedulers re-read only if the reminder (or another moment the transaction noted)
+    # comes before their next wake-up.
+    after_commit(session, lambda: signals.notifications_committed(set(), wake=deadline_wake(session, False)))
 
 
 def plan_fulfilled(ctx: AppContext, customer: Customer, now: datetime) -> bool:
