@@ -90,10 +90,15 @@ def require_redis(url: str) -> None:
         service_unavailable("Redis", exc)
 
 
-def wipe(ctx: AppContext) -> None:
-    """Empty every table between tests (the schema stays, built once by the real migrations)."""
+def reset_limits(ctx: AppContext) -> None:
+    """Forget what earlier calls counted towards the rate limits and the token-use records."""
     ctx.limiter = RateLimiter(ctx.settings.redis_url, ctx.settings.redis_prefix)
     ctx.token_uses = TokenUses()
+
+
+def wipe(ctx: AppContext) -> None:
+    """Empty every table between tests (the schema stays, built once by the real migrations)."""
+    reset_limits(ctx)
     tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
     for attempt in range(5):
         try:

@@ -51,17 +51,13 @@ def world(stack, request) -> World:
     share one, built again after any call that changed it (building one is ~20 requests: most of the matrix's
     time when every write call had its own)."""
     from support import Api, FakeClock, wipe
-
-    from leadpush.ratelimit import RateLimiter
-    from leadpush.users.sessions import TokenUses
+    from support.databases import reset_limits
 
     ctx, server = stack
     params = request.node.callspec.params
     keeps = changes_nothing(params.get("endpoint"), params.get("caller"))
     if keeps and _shared.get("world") is not None and _shared["world"].api.ctx is ctx:
-        # What `wipe` resets besides the tables: the rate limits the earlier calls counted towards.
-        ctx.limiter = RateLimiter(ctx.settings.redis_url, ctx.settings.redis_prefix)
-        ctx.token_uses = TokenUses()
+        reset_limits(ctx)  # what `wipe` resets besides the tables
         return _shared["world"]
     ctx.clock = FakeClock()
     wipe(ctx)
