@@ -4,7 +4,9 @@ Cron times come from APScheduler's CronTrigger; the waiting is ours, against the
 tests move time instead of sleeping to the hour. Between cron runs the scheduler sleeps until the
 earliest stored warning or deadline (re-reading it whenever a commit wakes it with a moment earlier than
 that, or one it does not know, and at least every `MAX_SLEEP` seconds for changes made by other processes
-without a wake-up).
+without a wake-up). A cron hour is kept until a full run has started at or after it: one that finds the
+lease held or fails is tried again (backing off to MAX_SLEEP), unless another process's scheduler (or a
+deadline or manual run of every team) started one meanwhile — then that run served the hour.
 
 The first-contact ladder's steps (leadpush.sla) ride on the same wait: the earliest `sla_next_at` is one
 more stored deadline, and due steps run (each lead in its own transaction, claimed by a conditional
@@ -30,6 +32,7 @@ from leadpush.leads.reminders import earliest_reminder_query, run_due_reminders
 from leadpush.sla.engine import earliest_step_query, run_due_steps
 from leadpush.transfer.deadlines import earliest_pending_queries
 from leadpush.transfer.engine import RunReport, TransferBusy, run_transfer, tell_untold_runs
+from leadpush.transfer.models import TransferRun
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +108,19 @@ class TransferScheduler:
         with self.ctx.db.read() as session:
             return earliest_moments(session)
 
+    def _served(self, fire: datetime) -> bool:
+        """Whether a full run (every team, not a dry run) started at or after the cron time `fire`: another
+        process's scheduler, which took the lease first, or a deadline or manual run that began meanwhile."""
+        try:
+            with self.ctx.db.read() as session:
+                details = session.scalars(
+                    select(TransferRun.details).where(TransferRun.started_at >= fire, TransferRun.dry_run.is_(False))
+                ).all()
+        except Exception:
+            log.exception("读取自动流转运行记录失败")
+            return False
+        return any(not (d or {}).get("team") for d in details)
+
     async def _run_reminders(self) -> None:
         try:
             await to_thread.run_sync(lambda: run_due_reminders(self.ctx))
@@ -123,7 +139,7 @@ class TransferScheduler:
         try:
             report = await to_thread.run_sync(lambda: run_transfer(self.ctx, trigger))
         except TransferBusy:
-            log.info("另一个自动流转正在运行，跳过本次（%s）", trigger)
+            log.info("另一个自动流转正在运行，本次（%s）稍后再看", trigger)
             return None
         except Exception:
             log.exception("自动流转（%s）失败", trigger)
@@ -141,6 +157,7 @@ class TransferScheduler:
         next_cron = next_cron_after(self.trigger, self.ctx.clock.now())
         last_look = 0.0
         next_untold_check = 0.0
+        cron_retry = BUSY_BACKOFF
         while not self._stopping:
             if time.monotonic() >= next_untold_check:
                 next_untold_check = time.monotonic() + UNTOLD_CHECK_SECONDS
@@ -157,11 +174,18 @@ class TransferScheduler:
                 next_cron = earlier  # the clock was set back: do not wait for a fire time that moved away
             if now >= next_cron:
                 ran = await self._run("cron")
-                # The next hour after the run's start (a fire time it already covered is not served again), not
-                # after its end: an hour that struck during a long run is caught up once.
-                next_cron = next_cron_after(self.trigger, max(now, ran.started_at) if ran else now)
-                if ran is None:
-                    await asyncio.sleep(BUSY_BACKOFF)
+                if ran is not None:
+                    # The next hour after the run's start (a fire time it already covered is not served again),
+                    # not after its end: an hour that struck during a long run is caught up once.
+                    next_cron = next_cron_after(self.trigger, max(now, ran.started_at))
+                    cron_retry = BUSY_BACKOFF
+                elif await to_thread.run_sync(self._served, next_cron):
+                    next_cron = next_cron_after(self.trigger, now)  # another scheduler's run served the hour
+                    cron_retry = BUSY_BACKOFF
+                else:
+                    # Busy (a manual or deadline run) or failed: the hour is kept and tried again, never skipped.
+                    await asyncio.sleep(cron_retry)
+                    cron_retry = min(MAX_SLEEP, cron_retry * 2)
                 continue
             try:
                 earliest, step_at, remind_at = await to_thread.run_sync(self._earliest)
