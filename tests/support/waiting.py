@@ -9,10 +9,16 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.05) -> T:
+def wait_for(
+    predicate: Callable[[], T],
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    explain: Callable[[], str] | None = None,
+) -> T:
     """Poll until `predicate()` is truthy and return its value; fail the test at the deadline.
 
     The deadline is generous (the CI machine is loaded); the condition usually holds in milliseconds.
+    `explain`: what the failure message should also say (the state the test waited on), read at the deadline.
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -20,5 +26,6 @@ def wait_for(predicate: Callable[[], T], timeout: float = 30.0, interval: float 
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
+            said = f": {explain()}" if explain is not None else ""
+            raise AssertionError(f"condition not met within {timeout} s{said}")
         time.sleep(interval)

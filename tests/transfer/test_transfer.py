@@ -16,7 +16,7 @@ from leadpush.clock import SystemClock
 from leadpush.transfer import engine
 from leadpush.transfer.engine import RunReport, TransferBusy, _move_one, run_transfer
 from leadpush.transfer.models import TransferRun
-from leadpush.transfer.scheduler import cron_trigger, next_cron_after
+from leadpush.transfer.scheduler import MAX_SLEEP, TransferScheduler, cron_trigger, next_cron_after
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -331,14 +331,16 @@ def test_manual_run_reports_and_history(api, team):
 
 
 @pytest.mark.slow  # waits for the scheduler to fire
-def test_cron_fires_on_the_hour_in_shanghai(api, team):
+def test_cron_fires_on_the_hour_in_shanghai(api, stack, team):
     trigger = cron_trigger(api.ctx)
     fire = next_cron_after(trigger, datetime(2026, 11, 24, 10, 59, 30, tzinfo=SHANGHAI))
     assert fire == datetime(2026, 11, 24, 11, 0, tzinfo=SHANGHAI)
     assert next_cron_after(trigger, datetime(2026, 11, 24, 23, 0, 1, tzinfo=SHANGHAI)).hour == 0
 
+    scheduler: TransferScheduler = stack[1].server.config.app.state.runtime.scheduler
     tomorrow = datetime.now(SHANGHAI).date() + timedelta(days=1)
-    api.ctx.clock.set(datetime(tomorrow.year, tomorrow.month, tomorrow.day, 10, 59, 58, tzinfo=SHANGHAI))
+    eleven = datetime(tomorrow.year, tomorrow.month, tomorrow.day, 11, 0, tzinfo=SHANGHAI)
+    api.ctx.clock.set(eleven - timedelta(seconds=2))
     nudge(api)  # a catch-up run for the jump forward may happen (now or a little later); it is not on 11:00
 
     def cron_starts() -> list[str]:
@@ -346,9 +348,20 @@ def test_cron_fires_on_the_hour_in_shanghai(api, team):
             started = s.scalars(select(TransferRun.started_at).where(TransferRun.trigger == "cron")).all()
         return [t.astimezone(SHANGHAI).strftime("%H:%M:%S") for t in started]
 
+    def state() -> str:
+        task = next((t for t in stack[1].server.config.app.state.runtime._tasks if "scheduler" in t.get_name()), None)
+        ended = task is not None and task.done()
+        return (
+            f"clock {api.ctx.clock.now().astimezone(SHANGHAI)}, planned {scheduler.planned}, runs {scheduler.runs}, "
+            f"reads {scheduler.reads}, cron starts {cron_starts()}, task ended {ended}"
+            + (f" ({task.exception()!r})" if ended and task is not None and not task.cancelled() else "")
+        )
+
+    # The scheduler has seen the new clock (and served the hour before it, if it was due): it waits for 11:00.
+    wait_for(lambda: scheduler.planned == eleven, timeout=MAX_SLEEP * 2, explain=state)
     assert "11:00:00" not in cron_starts()
     nudge(api, seconds=2)
-    wait_for(lambda: "11:00:00" in cron_starts())
+    wait_for(lambda: "11:00:00" in cron_starts(), timeout=MAX_SLEEP * 2, explain=state)
     # The hour is served once, not again at every look while the clock still reads 11:00:00.
     holds_for(lambda: cron_starts().count("11:00:00") == 1)
 
