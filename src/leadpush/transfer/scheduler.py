@@ -89,6 +89,7 @@ class TransferScheduler:
         self.reads = 0  # looks at the stored deadlines (for tests)
         # When it next wakes by itself (cron hour or earliest stored moment), while it waits; None otherwise.
         self.planned: datetime | None = None
+        self.pause = 0.0  # how long (seconds) the current or last wait was to last at most (for tests)
 
     def wake(self, earliest: datetime | None = None) -> None:
         """A commit wrote stored moments, the earliest `earliest` (None: not known). Re-read them only if that
@@ -205,8 +206,11 @@ class TransferScheduler:
             if steps_due or reminders_due:
                 continue
             target = min(t for t in (next_cron, earliest, step_at, remind_at) if t is not None)
-            delay = min(MAX_SLEEP, max(MIN_SLEEP, (target - now).total_seconds()))
+            # Not past the next look for runs that died untold: their people hear within UNTOLD_CHECK_SECONDS.
+            until_untold = next_untold_check - time.monotonic()
+            delay = max(MIN_SLEEP, min(MAX_SLEEP, until_untold, (target - now).total_seconds()))
             self.planned = target
+            self.pause = delay
             try:
                 await asyncio.wait_for(self._event.wait(), timeout=delay)
             except TimeoutError:
