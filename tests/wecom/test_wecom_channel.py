@@ -189,7 +189,7 @@ def test_transient_failures_retry(env: Env, fault: dict) -> None:
 
 @pytest.mark.parametrize("how", ["expire", "revoke"])
 def test_gettoken_is_refreshed_once_on_a_token_error(env: Env, how: str) -> None:
-    channel = env.channel()
+    channel = env.channel(send_timeout=30.0)  # twenty sends at once: not the 1 s timeout of the timeout tests
 
     async def run() -> list[SendResult]:
         first = await channel.send(env.job(i=1))
