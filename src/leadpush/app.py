@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -330,6 +331,44 @@ def include_flat(app: FastAPI, router: APIRouter, responses: dict[int | str, dic
         )
 
 
+# The requests most made (issue 17: a console or the mini program assigning leads all day): their routes are
+# tried first. No other route takes these paths, whatever the method (tests/api/test_route_flat_routes.py
+# compares every method and path with the order the routers are declared in).
+SERVED_FIRST = frozenset(
+    {"/api/customers/{customer_id:int}/assign", "/api/customers/miniprogram/{customer_id:int}/assign"}
+)
+
+
+def serve_first(app: FastAPI, paths: frozenset[str]) -> None:
+    """Try the routes of `paths` before the others (a route not tried costs each request ~1.5 µs of the event
+    loop; the assignment routes came after some 50). /openapi.json keeps the order the routes were declared
+    in, through FastAPI's documented way of providing the schema (`app.openapi`)."""
+    documented = list(app.router.routes)
+    app.router.routes.sort(key=lambda route: getattr(route, "path", None) not in paths)  # stable: the rest in order
+
+    def openapi() -> dict[str, Any]:
+        if not app.openapi_schema:
+            app.openapi_schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                openapi_version=app.openapi_version,
+                summary=app.summary,
+                description=app.description,
+                terms_of_service=app.terms_of_service,
+                contact=app.contact,
+                license_info=app.license_info,
+                routes=documented,
+                webhooks=app.webhooks.routes,
+                tags=app.openapi_tags,
+                servers=app.servers,
+                separate_input_output_schemas=app.separate_input_output_schemas,
+                external_docs=app.openapi_external_docs,
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozenset({"api"})) -> FastAPI:
     ctx = ctx or AppContext.from_settings(Settings())
     install_log_redaction()
@@ -422,4 +461,5 @@ def create_app(ctx: AppContext | None = None, *, roles: frozenset[str] = frozens
     include_flat(app, wechat_sign_in_router, errors)
     include_flat(app, wecom_router)
     include_flat(app, web_router)
+    serve_first(app, SERVED_FIRST)
     return app
