@@ -98,10 +98,13 @@ async def user_from_headers_async(ctx: AppContext, headers: Headers, address: st
     return user
 
 
-async def current_user(request: Request, ctx: Annotated[AppContext, Depends(get_ctx)]) -> User:
+async def current_user(request: Request) -> User:
+    # The context straight from the app, not `Depends(get_ctx)`: FastAPI solves a sub-dependency (its own
+    # walk over path, query, header and cookie parameters) on every request even when its value is cached.
     signed_in = request.scope.get("state", {}).get(SIGNED_IN_USER)
     if signed_in is not None:
         return signed_in
+    ctx: AppContext = request.app.state.ctx
     return await user_from_headers_async(ctx, request.headers, client_address(request))
 
 

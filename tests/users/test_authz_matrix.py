@@ -474,6 +474,27 @@ def test_matrix(world: World, endpoint: str, caller: str):
         assert payload["success"] is False and payload["code"] and payload["message"]
 
 
+# Routes the matrix has no row for yet. Until the app's routes were its own (`include_flat`), `app.routes` held
+# FastAPI's included routers, not `APIRoute`s, and the test below compared nothing: these slipped in unseen.
+# Give each a row (and remove it here); the test keeps any other route from joining them.
+NOT_IN_MATRIX_YET = [
+    "GET /api/pools",
+    "GET /api/pools/{pool_id:int}",
+    "GET /api/pools/{pool_id:int}/assignees",
+    "POST /api/pools",
+    "PATCH /api/pools/{pool_id:int}",
+    "DELETE /api/pools/{pool_id:int}",
+    "POST /api/pools/{pool_id:int}/members",
+    "DELETE /api/pools/{pool_id:int}/members/{user_id:int}",
+    "GET /api/deliveries/{delivery_id:int}",
+    "GET /api/sla-rules",
+    "POST /api/sla-rules",
+    "PATCH /api/sla-rules/{rule_id:int}",
+    "DELETE /api/sla-rules/{rule_id:int}",
+    "GET /api/reports/speed-to-lead",
+]
+
+
 @pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
 def test_every_api_route_is_in_the_matrix(world: World):
     """A new endpoint cannot ship without deciding who may call it."""
@@ -502,13 +523,14 @@ def test_every_api_route_is_in_the_matrix(world: World):
                 .replace("{source}", "{source_id:int}"),
             )
         )
+    api_routes = [r for r in app.routes if isinstance(r, APIRoute) and r.path.startswith("/api/")]
+    assert len(api_routes) > 50  # the routes are seen at all (see NOT_IN_MATRIX_YET)
     missing = []
-    for route in app.routes:
-        if isinstance(route, APIRoute) and route.path.startswith("/api/"):
-            for method in route.methods:
-                if (method, route.path) not in normalized:
-                    missing.append(f"{method} {route.path}")
-    assert missing == []
+    for route in api_routes:
+        for method in route.methods:
+            if (method, route.path) not in normalized:
+                missing.append(f"{method} {route.path}")
+    assert sorted(missing) == sorted(NOT_IN_MATRIX_YET)
 
 
 @pytest.mark.parametrize("stack", ["sqlite"], indirect=True)

