@@ -7,11 +7,14 @@ the work to `change_owner`, the one path, in the caller's transaction.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
+from typing import Any
 
-from sqlalchemy import Select, bindparam, exists, select
+from sqlalchemy import Select, bindparam, case, exists, func, select
 from sqlalchemy.orm import Session, aliased
 
+from leadpush.assignment.models import Assignment
 from leadpush.assignment.service import ChangeResult, ItemFailure, Move, change_owner, lock_users, raise_failure
 from leadpush.context import AppContext
 from leadpush.errors import ApiError, forbidden, not_found
@@ -54,21 +57,32 @@ def check_can_give(session: Session, actor: User, customer: Customer, owner: Use
 
 
 @cache
-def _preload_statement() -> Select[Customer, User, User]:
+def _preload_statement() -> Select[Customer, User, User, datetime | None]:
     """Built once: comparing columns of an `aliased` entity adapts them, which cost more CPU than running the
-    statement (issue 17); the ids are bound per call."""
+    statement (issue 17); the ids are bound per call.
+
+    Its last column is when the assignee last lost the lead (the pool cooldown's question: `lost_since` for
+    this one lead and person), asked only of a lead in a pool (the CASE skips the subquery for an owned one):
+    no statement of its own."""
     owner, target = aliased(User), aliased(User)
+    lost = (
+        select(func.max(Assignment.created_at))
+        .where(Assignment.customer_id == Customer.id, Assignment.from_user_id == bindparam("assignee_id"))
+        .correlate(Customer)
+        .scalar_subquery()
+    )
     return (
-        select(Customer, owner, target)
+        select(Customer, owner, target, case((Customer.owner_id.is_(None), lost)))
         .outerjoin(owner, owner.id == Customer.owner_id)
         .outerjoin(target, target.id == bindparam("assignee_id"))
         .where(Customer.id == bindparam("customer_id"))
     )
 
 
-def preload(session: Session, customer_id: int, assignee_id: int) -> object:
-    """The lead, its owner and the assignee in one statement, into the session: `get_visible` and `get_assignee`
-    then find them in hand. Keep the row while they are used (the session holds its objects weakly)."""
+def preload(session: Session, customer_id: int, assignee_id: int) -> Any:
+    """The lead, its owner, the assignee and when the assignee last lost the lead (None: never, or the lead
+    is owned) in one statement, into the session: `get_visible` and `get_assignee` then find them in hand.
+    Keep the row while they are used (the session holds its objects weakly)."""
     if not (is_db_id(customer_id) and is_db_id(assignee_id)):
         return None
     return session.execute(_preload_statement(), {"customer_id": customer_id, "assignee_id": assignee_id}).first()
@@ -84,14 +98,17 @@ def assign_one(
     expected_version: int | None = None,
 ) -> ChangeResult:
     check_may_hand_out_at_all(session, actor)
-    in_hand = preload(session, customer_id, assignee_id)  # noqa: F841 - held: the checks below find them in hand
+    in_hand = preload(session, customer_id, assignee_id)  # held: the checks below find them in hand
     customer, owner = get_visible(session, actor, customer_id)
     target = get_assignee(session, assignee_id)
     check_can_give(session, actor, customer, owner, target)
     if expected_version is not None and expected_version != customer.version:
         raise ApiError(409, "version_conflict", "线索已被他人修改，请刷新后重试")
+    # When the assignee last lost this lead came with the preload (the row is this lead and this assignee).
+    last_lost = in_hand[3] if in_hand is not None else None
+    lost = {customer.id: {target.id: last_lost}} if last_lost is not None else {}
     blocked = hand_out_cooldowns(
-        session, ctx.settings, [customer], pools_by_id(session, [customer.pool_id]), target, ctx.clock.now()
+        session, ctx.settings, [customer], pools_by_id(session, [customer.pool_id]), target, ctx.clock.now(), lost
     )
     if customer.id in blocked:
         raise ApiError(409, "previous_owner_cooldown", blocked[customer.id])
