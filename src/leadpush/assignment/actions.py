@@ -28,6 +28,7 @@ from leadpush.pools.access import may_hand_out, may_use
 from leadpush.pools.models import Pool, PoolMember
 from leadpush.pools.service import pool_for_owner, pools_by_id, record_claim, rules_of
 from leadpush.routing import hooks as routing
+from leadpush.transfer.models import TransferBackoff
 from leadpush.transfer.pool_rules import check_claim_allowed, hand_out_cooldowns
 from leadpush.users.models import User
 from leadpush.users.service import get_assignee, is_db_id, users_by_id
@@ -57,13 +58,14 @@ def check_can_give(session: Session, actor: User, customer: Customer, owner: Use
 
 
 @cache
-def _preload_statement() -> Select[Customer, User, User, datetime | None]:
+def _preload_statement() -> Select[Customer, User, User, datetime | None, bool]:
     """Built once: comparing columns of an `aliased` entity adapts them, which cost more CPU than running the
     statement (issue 17); the ids are bound per call.
 
-    Its last column is when the assignee last lost the lead (the pool cooldown's question: `lost_since` for
-    this one lead and person), asked only of a lead in a pool (the CASE skips the subquery for an owned one):
-    no statement of its own."""
+    Two questions ride along, each saving a statement of its own: `last_lost`, when the assignee last lost the
+    lead (the pool cooldown's question: `lost_since` for this one lead and person), asked only of a lead in a
+    pool (the CASE skips the subquery for an owned one); and `has_backoff`, whether the automatic transfer
+    holds a backoff for the lead (almost never: then `refresh_deadlines` need not look for one to drop)."""
     owner, target = aliased(User), aliased(User)
     lost = (
         select(func.max(Assignment.created_at))
@@ -72,7 +74,13 @@ def _preload_statement() -> Select[Customer, User, User, datetime | None]:
         .scalar_subquery()
     )
     return (
-        select(Customer, owner, target, case((Customer.owner_id.is_(None), lost)))
+        select(
+            Customer,
+            owner,
+            target,
+            case((Customer.owner_id.is_(None), lost)).label("last_lost"),
+            exists().where(TransferBackoff.customer_id == Customer.id).label("has_backoff"),
+        )
         .outerjoin(owner, owner.id == Customer.owner_id)
         .outerjoin(target, target.id == bindparam("assignee_id"))
         .where(Customer.id == bindparam("customer_id"))
@@ -80,9 +88,9 @@ def _preload_statement() -> Select[Customer, User, User, datetime | None]:
 
 
 def preload(session: Session, customer_id: int, assignee_id: int) -> Any:
-    """The lead, its owner, the assignee and when the assignee last lost the lead (None: never, or the lead
-    is owned) in one statement, into the session: `get_visible` and `get_assignee` then find them in hand.
-    Keep the row while they are used (the session holds its objects weakly)."""
+    """The lead, its owner and the assignee in one statement, into the session: `get_visible` and `get_assignee`
+    then find them in hand; and `last_lost` (None: never, or the lead is owned) and `has_backoff` (see
+    `_preload_statement`). Keep the row while they are used (the session holds its objects weakly)."""
     if not (is_db_id(customer_id) and is_db_id(assignee_id)):
         return None
     return session.execute(_preload_statement(), {"customer_id": customer_id, "assignee_id": assignee_id}).first()
@@ -105,14 +113,17 @@ def assign_one(
     if expected_version is not None and expected_version != customer.version:
         raise ApiError(409, "version_conflict", "线索已被他人修改，请刷新后重试")
     # When the assignee last lost this lead came with the preload (the row is this lead and this assignee).
-    last_lost = in_hand[3] if in_hand is not None else None
+    last_lost = in_hand.last_lost if in_hand is not None else None
     lost = {customer.id: {target.id: last_lost}} if last_lost is not None else {}
     blocked = hand_out_cooldowns(
         session, ctx.settings, [customer], pools_by_id(session, [customer.pool_id]), target, ctx.clock.now(), lost
     )
     if customer.id in blocked:
         raise ApiError(409, "previous_owner_cooldown", blocked[customer.id])
-    result = change_owner(ctx, session, actor=actor, moves=[Move(customer, target, expected_version)], via=via)
+    # No backoff to drop (the preload saw none): the deadline's refresh reads none.
+    backoffs: dict[int, TransferBackoff] | None = None if in_hand is None or in_hand.has_backoff else {}
+    move = Move(customer, target, expected_version)
+    result = change_owner(ctx, session, actor=actor, moves=[move], via=via, backoffs=backoffs)
     if result.failed:
         raise_failure(result.failed[0])
     return result
