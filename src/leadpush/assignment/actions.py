@@ -7,11 +7,14 @@ the work to `change_owner`, the one path, in the caller's transaction.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
+from typing import Any
 
-from sqlalchemy import Select, bindparam, exists, select
+from sqlalchemy import Select, bindparam, case, exists, func, select
 from sqlalchemy.orm import Session, aliased
 
+from leadpush.assignment.models import Assignment
 from leadpush.assignment.service import ChangeResult, ItemFailure, Move, change_owner, lock_users, raise_failure
 from leadpush.context import AppContext
 from leadpush.errors import ApiError, forbidden, not_found
@@ -25,6 +28,7 @@ from leadpush.pools.access import may_hand_out, may_use
 from leadpush.pools.models import Pool, PoolMember
 from leadpush.pools.service import pool_for_owner, pools_by_id, record_claim, rules_of
 from leadpush.routing import hooks as routing
+from leadpush.transfer.models import TransferBackoff
 from leadpush.transfer.pool_rules import check_claim_allowed, hand_out_cooldowns
 from leadpush.users.models import User
 from leadpush.users.service import get_assignee, is_db_id, users_by_id
@@ -54,21 +58,39 @@ def check_can_give(session: Session, actor: User, customer: Customer, owner: Use
 
 
 @cache
-def _preload_statement() -> Select[Customer, User, User]:
+def _preload_statement() -> Select[Customer, User, User, datetime | None, bool]:
     """Built once: comparing columns of an `aliased` entity adapts them, which cost more CPU than running the
-    statement (issue 17); the ids are bound per call."""
+    statement (issue 17); the ids are bound per call.
+
+    Two questions ride along, each saving a statement of its own: `last_lost`, when the assignee last lost the
+    lead (the pool cooldown's question: `lost_since` for this one lead and person), asked only of a lead in a
+    pool (the CASE skips the subquery for an owned one); and `has_backoff`, whether the automatic transfer
+    holds a backoff for the lead (almost never: then `refresh_deadlines` need not look for one to drop)."""
     owner, target = aliased(User), aliased(User)
+    lost = (
+        select(func.max(Assignment.created_at))
+        .where(Assignment.customer_id == Customer.id, Assignment.from_user_id == bindparam("assignee_id"))
+        .correlate(Customer)
+        .scalar_subquery()
+    )
     return (
-        select(Customer, owner, target)
+        select(
+            Customer,
+            owner,
+            target,
+            case((Customer.owner_id.is_(None), lost)).label("last_lost"),
+            exists().where(TransferBackoff.customer_id == Customer.id).label("has_backoff"),
+        )
         .outerjoin(owner, owner.id == Customer.owner_id)
         .outerjoin(target, target.id == bindparam("assignee_id"))
         .where(Customer.id == bindparam("customer_id"))
     )
 
 
-def preload(session: Session, customer_id: int, assignee_id: int) -> object:
+def preload(session: Session, customer_id: int, assignee_id: int) -> Any:
     """The lead, its owner and the assignee in one statement, into the session: `get_visible` and `get_assignee`
-    then find them in hand. Keep the row while they are used (the session holds its objects weakly)."""
+    then find them in hand; and `last_lost` (None: never, or the lead is owned) and `has_backoff` (see
+    `_preload_statement`). Keep the row while they are used (the session holds its objects weakly)."""
     if not (is_db_id(customer_id) and is_db_id(assignee_id)):
         return None
     return session.execute(_preload_statement(), {"customer_id": customer_id, "assignee_id": assignee_id}).first()
@@ -84,18 +106,24 @@ def assign_one(
     expected_version: int | None = None,
 ) -> ChangeResult:
     check_may_hand_out_at_all(session, actor)
-    in_hand = preload(session, customer_id, assignee_id)  # noqa: F841 - held: the checks below find them in hand
+    in_hand = preload(session, customer_id, assignee_id)  # held: the checks below find them in hand
     customer, owner = get_visible(session, actor, customer_id)
     target = get_assignee(session, assignee_id)
     check_can_give(session, actor, customer, owner, target)
     if expected_version is not None and expected_version != customer.version:
         raise ApiError(409, "version_conflict", "线索已被他人修改，请刷新后重试")
+    # When the assignee last lost this lead came with the preload (the row is this lead and this assignee).
+    last_lost = in_hand.last_lost if in_hand is not None else None
+    lost = {customer.id: {target.id: last_lost}} if last_lost is not None else {}
     blocked = hand_out_cooldowns(
-        session, ctx.settings, [customer], pools_by_id(session, [customer.pool_id]), target, ctx.clock.now()
+        session, ctx.settings, [customer], pools_by_id(session, [customer.pool_id]), target, ctx.clock.now(), lost
     )
     if customer.id in blocked:
         raise ApiError(409, "previous_owner_cooldown", blocked[customer.id])
-    result = change_owner(ctx, session, actor=actor, moves=[Move(customer, target, expected_version)], via=via)
+    # No backoff to drop (the preload saw none): the deadline's refresh reads none.
+    backoffs: dict[int, TransferBackoff] | None = None if in_hand is None or in_hand.has_backoff else {}
+    move = Move(customer, target, expected_version)
+    result = change_owner(ctx, session, actor=actor, moves=[move], via=via, backoffs=backoffs)
     if result.failed:
         raise_failure(result.failed[0])
     return result

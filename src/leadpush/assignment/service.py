@@ -34,7 +34,7 @@ from leadpush.notify.models import Notification
 from leadpush.sla.progress import start_ladders
 from leadpush.transfer.deadlines import refresh_deadlines
 from leadpush.transfer.messaging import rule_name_in
-from leadpush.transfer.models import TransferRule
+from leadpush.transfer.models import TransferBackoff, TransferRule
 from leadpush.users.models import User
 from leadpush.users.service import is_db_id, users_by_id
 
@@ -252,6 +252,7 @@ def change_owner(
     now: datetime | None = None,
     rules: list[TransferRule] | None = None,
     notify: bool = True,
+    backoffs: dict[int, TransferBackoff] | None = None,
 ) -> ChangeResult:
     """Move each lead to its new owner (None = the public pool) and notify who must hear of it.
 
@@ -260,7 +261,8 @@ def change_owner(
     A target with a capacity is locked before its leads are counted (`lock_users`), so concurrent requests
     cannot all fill its last place. With `digest`, each recipient gets one notification for the whole batch.
     With `notify=False` nobody is told yet: the caller tells everyone of the whole batch at once, later, with
-    `notify_batch` (a transfer run, whose leads move in transactions of their own).
+    `notify_batch` (a transfer run, whose leads move in transactions of their own). `backoffs`: the automatic
+    transfer's backoffs of these leads, when the caller already knows them (see `refresh_deadlines`).
     """
     assert via in VIAS, via
     now = now or ctx.clock.now()
@@ -340,7 +342,7 @@ def change_owner(
         result.changed.append(customer)
     updates: list[dict[str, object]] = []
     if result.changed:
-        refresh_deadlines(session, result.changed, now, rules, updates)
+        refresh_deadlines(session, result.changed, now, rules, updates, backoffs)
         # The ladder's times go in with the history rows (no UPDATE of the rows once inserted).
         rows = {cast(int, row["customer_id"]): row for row in history}
         start_ladders(session, result.changed, now, actor.id if actor else None, updates, history=rows)

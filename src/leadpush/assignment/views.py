@@ -27,7 +27,7 @@ from leadpush.deps import Ctx, CurrentUser
 from leadpush.errors import ApiError, forbidden
 from leadpush.leads.models import Customer
 from leadpush.leads.schemas import CustomerCreate, CustomerList, CustomerOut, ImportResult
-from leadpush.leads.service import customers_out, get_visible
+from leadpush.leads.service import customer_values, customers_out, get_visible
 from leadpush.leads.sheets import XLSX_TYPE, read_sheet
 from leadpush.schemas import Envelope
 from leadpush.sla.progress import first_follow_up_of, open_leads
@@ -132,8 +132,7 @@ def get_customer(customer_id: int, ctx: Ctx, user: CurrentUser) -> Envelope:
 def single_out(session: Session, result: ChangeResult) -> AssignedCustomer:
     """The lead as the answer shows it; its `notificationData` is added by `with_notification_data`."""
     customer = (result.changed or result.unchanged)[0]
-    # Validated once, as a CustomerOut: the same fields, not checked again.
-    return AssignedCustomer.model_construct(**dict(customers_out(session, [customer])[0]))
+    return AssignedCustomer.model_validate(customer_values(session, [customer])[0])
 
 
 def with_notification_data(ctx: AppContext, out: AssignedCustomer, result: ChangeResult) -> AssignedCustomer:

@@ -31,6 +31,12 @@ from leadpush.users.service import clean_text, is_db_id, users_by_id, users_in_h
 def customers_out(session: Session, customers: Sequence[Customer]) -> list[CustomerOut]:
     """Leads as the API answers them; the phone of a lead in a pool that hides phones is masked for everyone
     (nobody owns it yet): it shows once someone has claimed or been given the lead."""
+    return [CustomerOut.model_validate(values) for values in customer_values(session, customers)]
+
+
+def customer_values(session: Session, customers: Sequence[Customer]) -> list[dict[str, object]]:
+    """What `customers_out` validates, lead by lead: for an answer whose model extends `CustomerOut`, validated
+    once as that model (not as a CustomerOut first, then copied)."""
     owners = users_in_hand(session, {c.owner_id for c in customers})
     pool_ids = {c.pool_id for c in customers if c.owner_id is None and c.pool_id is not None}
     pools = {p.id: p for p in session.scalars(select(Pool).where(Pool.id.in_(pool_ids)))} if pool_ids else {}
@@ -48,7 +54,7 @@ def customers_out(session: Session, customers: Sequence[Customer]) -> list[Custo
             phone_hidden=hidden,
             embargo_until=embargo,
         )
-        out.append(CustomerOut.model_validate(values))
+        out.append(values)
     return out
 
 

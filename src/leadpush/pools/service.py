@@ -87,8 +87,12 @@ def cooldown_until(
     pools: dict[int, Pool],
     user_id: int,
     now: datetime,
+    lost: dict[int, dict[int, datetime]] | None = None,
 ) -> dict[int, tuple[datetime, datetime]]:
-    """For the pooled leads `user_id` lost within their pool's cooldown: (when they lost it, when it ends)."""
+    """For the pooled leads `user_id` lost within their pool's cooldown: (when they lost it, when it ends).
+
+    `lost`: when `user_id` last lost each of these leads, already read by the caller (for every lead given, as
+    `lost_since` answers, any time back: the cooldown is applied here); None = read it here."""
     hours: dict[int, float] = {}
     for c in customers:
         h = rules_of(settings, pools.get(c.pool_id) if c.pool_id else None).cooldown_hours
@@ -96,7 +100,8 @@ def cooldown_until(
             hours[c.id] = h
     if not hours:
         return {}
-    lost = lost_since(session, hours, now - timedelta(hours=max(hours.values())))
+    if lost is None:
+        lost = lost_since(session, hours, now - timedelta(hours=max(hours.values())))
     found: dict[int, tuple[datetime, datetime]] = {}
     for cid, h in hours.items():
         when = lost.get(cid, {}).get(user_id)

@@ -142,17 +142,22 @@ def refresh_deadlines(
     now: datetime,
     rules: list[TransferRule] | None = None,
     updates: list[dict[str, object]] | None = None,
+    backoffs: dict[int, TransferBackoff] | None = None,
 ) -> None:
     """Recompute and store the deadline of each given lead (in the caller's transaction).
 
     With `updates`, the leads' changed columns are added there for the caller to write with its own (see
-    `leadpush.assignment.service.write_lead_updates`) instead of with an UPDATE here."""
+    `leadpush.assignment.service.write_lead_updates`) instead of with an UPDATE here. `backoffs`: the leads'
+    stored backoffs when the caller already read them (`{}`: it knows there are none); None = read them here."""
     if not customers:
         return
     rules = rules_in_force(session) if rules is None else rules
     owner_ids = {c.owner_id for c in customers if c.owner_id is not None}
     teams: dict[int | None, str | None] = {uid: u.team for uid, u in users_in_hand(session, owner_ids).items()}
-    backoffs = backoffs_for(session, (c.id for c in customers)) if rules else {}
+    if not rules:
+        backoffs = {}
+    elif backoffs is None:
+        backoffs = backoffs_for(session, (c.id for c in customers))
     by_id = {c.id: c for c in customers}
     stale = [cid for cid, b in backoffs.items() if not backoff_applies(b, by_id[cid])]
     if stale:

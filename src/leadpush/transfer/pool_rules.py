@@ -66,11 +66,12 @@ def hand_out_cooldowns(
     pools: dict[int, Pool],
     target: User,
     now: datetime,
+    lost: dict[int, dict[int, datetime]] | None = None,
 ) -> dict[int, str]:
     """The pooled leads that may not be given to `target` yet (they lost them within the pool's cooldown),
-    each with the Chinese reason (code `previous_owner_cooldown`)."""
+    each with the Chinese reason (code `previous_owner_cooldown`). `lost`: see `cooldown_until`."""
     pooled = [c for c in customers if c.owner_id is None]
-    blocked = cooldown_until(session, settings, pooled, pools, target.id, now)
+    blocked = cooldown_until(session, settings, pooled, pools, target.id, now, lost)
     return {
         cid: (
             f"{target.name} 于 {lost.astimezone(settings.tz):%m-%d %H:%M} 刚失去该线索，冷却期内不能再分配给 TA，"
