@@ -9,71 +9,28 @@ collected through a context variable by a `before_cursor_execute` listener on th
 
 from __future__ import annotations
 
-import contextvars
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 from support.api import Api, ok
-from support.databases import DATABASES, database_url
-from support.servers import FakeClock, ServerThread, make_settings
+from support.databases import DATABASES
+from support.statements import PerRequest, statements_per_request
 
-from leadpush.app import create_app
-from leadpush.context import AppContext
 from leadpush.leads.models import Customer
-from leadpush.migrate import upgrade
 from leadpush.transfer.models import TransferBackoff
 
 # With a transfer rule and an SLA rule in force, a lead of the pool given to a salesperson, or one salesperson's
 # lead given to another. Before these folds: 10 and 9 from the pool, 8 and 7 from a person (sqlite, postgres).
 BOUND = {"sqlite": 7, "postgres": 6}
 
-_statements: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("assign_pooled_sql", default=None)
-
-
-class _Counting:
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.requests: list[tuple[str, list[str]]] = []
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        seen: list[str] = []
-        self.requests.append((f"{scope['method']} {scope['path']}", seen))
-        token = _statements.set(seen)
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            _statements.reset(token)
-
-
-def _record(_conn: Any, _cursor: Any, statement: str, _params: Any, _context: Any, _executemany: bool) -> None:
-    seen = _statements.get()
-    if seen is not None:
-        seen.append(" ".join(statement.split()))
-
 
 @pytest.fixture(scope="module", params=DATABASES)
 def counted(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
     kind = request.param
-    gen = database_url(kind, str(tmp_path_factory.mktemp(f"assign-pooled-{kind}")))
-    url = next(gen)
-    upgrade(url)
-    ctx = AppContext.from_settings(make_settings(url, auth_cache_seconds=60, rule_cache_seconds=60), clock=FakeClock())
-    app = _Counting(create_app(ctx, roles=frozenset({"api", "worker"})))
-    event.listen(ctx.db.engine, "before_cursor_execute", _record)
-    server = ServerThread(app, ws_max_size=ctx.settings.ws_max_message_bytes).start()
-    try:
+    with statements_per_request(kind, str(tmp_path_factory.mktemp(f"assign-pooled-{kind}"))) as (ctx, server, app):
         yield kind, ctx, server, app
-    finally:
-        server.stop()
-        event.remove(ctx.db.engine, "before_cursor_execute", _record)
-        ctx.db.dispose()
-        gen.close()
 
 
 def _rules(api: Api, admin: Any) -> None:
@@ -86,11 +43,10 @@ def _listing(seen: list[str]) -> str:
     return "\n".join(f"{i + 1:2}. {s[:300]}" for i, s in enumerate(seen))
 
 
-def _assign(api: Api, app: _Counting, who: Any, lead: int, to: int) -> tuple[Any, list[str]]:
+def _assign(api: Api, app: PerRequest, who: Any, lead: int, to: int) -> tuple[Any, list[str]]:
     before = len(app.requests)
     r = api.client(who).patch(f"/api/customers/{lead}/assign", json={"assignedTo": to})
-    [(_what, seen)] = [x for x in app.requests[before:] if x[0] == f"PATCH /api/customers/{lead}/assign"]
-    return r, seen
+    return r, app.of(f"PATCH /api/customers/{lead}/assign", before)
 
 
 def test_assign_pooled_lead_runs_no_statement_for_the_cooldown(counted: tuple) -> None:

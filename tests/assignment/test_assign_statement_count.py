@@ -9,19 +9,13 @@ needs more statements fails here with the list of what it ran.
 
 from __future__ import annotations
 
-import contextvars
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 from support.api import Api, ok
-from support.databases import DATABASES, database_url
-from support.servers import FakeClock, ServerThread, make_settings
-
-from leadpush.app import create_app
-from leadpush.context import AppContext
-from leadpush.migrate import upgrade
+from support.databases import DATABASES
+from support.statements import PerRequest, statements_per_request
 
 # A manager reassigns a lead of one salesperson to another (the benchmark's request): the owner, the history
 # row, two notifications and their deliveries, with an enabled transfer rule and SLA rule in force.
@@ -32,61 +26,18 @@ from leadpush.migrate import upgrade
 # statement, on SQLite the deliveries' INSERT writes it (the schema's trigger, migration 0012).
 BOUND = {"sqlite": 7, "postgres": 6}
 
-_statements: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("leadpush_test_sql", default=None)
-
-
-class CountingApp:
-    """The app with a fresh statement list per HTTP request, visible to every thread the request runs in."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.requests: list[tuple[str, list[str]]] = []
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        seen: list[str] = []
-        self.requests.append((f"{scope['method']} {scope['path']}", seen))
-        token = _statements.set(seen)
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            _statements.reset(token)
-
-
-def _record(_conn: Any, _cursor: Any, statement: str, _params: Any, _context: Any, _executemany: bool) -> None:
-    seen = _statements.get()
-    if seen is not None:
-        seen.append(" ".join(statement.split()))
-
 
 @pytest.fixture(scope="module", params=DATABASES)
 def counted(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
     kind = request.param
-    gen = database_url(kind, str(tmp_path_factory.mktemp(f"stmts-{kind}")))
-    url = next(gen)
-    upgrade(url)
-    # Copies held for the whole test: on a loaded machine two requests may be more than the 2 s default apart.
-    ctx = AppContext.from_settings(make_settings(url, auth_cache_seconds=60, rule_cache_seconds=60), clock=FakeClock())
-    app = CountingApp(create_app(ctx, roles=frozenset({"api", "worker"})))
-    event.listen(ctx.db.engine, "before_cursor_execute", _record)
-    server = ServerThread(app, ws_max_size=ctx.settings.ws_max_message_bytes).start()
-    try:
+    with statements_per_request(kind, str(tmp_path_factory.mktemp(f"stmts-{kind}"))) as (ctx, server, app):
         yield kind, ctx, server, app
-    finally:
-        server.stop()
-        event.remove(ctx.db.engine, "before_cursor_execute", _record)
-        ctx.db.dispose()
-        gen.close()
 
 
-def _assign_statements(api: Api, app: CountingApp, who: Any, lead: int, to: int) -> tuple[dict, list[str]]:
+def _assign_statements(api: Api, app: PerRequest, who: Any, lead: int, to: int) -> tuple[dict, list[str]]:
     before = len(app.requests)
     data = ok(api.client(who).patch(f"/api/customers/{lead}/assign", json={"assignedTo": to}))
-    [(what, seen)] = [r for r in app.requests[before:] if r[0].endswith("/assign")]
-    assert what == f"PATCH /api/customers/{lead}/assign"
-    return data, seen
+    return data, app.of(f"PATCH /api/customers/{lead}/assign", before)
 
 
 def test_one_assignment_runs_a_bounded_number_of_statements(counted: tuple) -> None:

@@ -18,6 +18,7 @@ import pytest
 from support.api import Api, ok
 from support.databases import DATABASES, database_url
 from support.servers import FakeClock, ServerThread, make_settings
+from support.statements import PerRequest
 
 from leadpush.app import create_app
 from leadpush.assignment.schemas import AssignedCustomer
@@ -28,26 +29,6 @@ from leadpush.schemas import Envelope
 _hops: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("leadpush_test_hops", default=None)
 
 
-class HopCountingApp:
-    """The app with a fresh list per HTTP request of the functions it ran in worker threads."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.requests: list[tuple[str, list[str]]] = []
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        seen: list[str] = []
-        self.requests.append((f"{scope['method']} {scope['path']}", seen))
-        token = _hops.set(seen)
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            _hops.reset(token)
-
-
 @pytest.fixture(scope="module", params=DATABASES)
 def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
     kind = request.param
@@ -55,7 +36,7 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     url = next(gen)
     upgrade(url)
     ctx = AppContext.from_settings(make_settings(url, auth_cache_seconds=60), clock=FakeClock())
-    app = HopCountingApp(create_app(ctx, roles=frozenset({"api"})))
+    app = PerRequest(create_app(ctx, roles=frozenset({"api"})), _hops)
     original = anyio.to_thread.run_sync
 
     async def counting(func: Any, *args: Any, **kwargs: Any) -> Any:

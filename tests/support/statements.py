@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import event
 
+from leadpush.app import create_app
 from leadpush.context import AppContext
+from leadpush.migrate import upgrade
+from support.databases import database_url
+from support.servers import FakeClock, ServerThread, make_settings
 
 
 class Statements:
@@ -27,3 +34,60 @@ class Statements:
 
     def __exit__(self, *_exc: object) -> None:
         event.remove(self.ctx.db.engine, "before_cursor_execute", self)
+
+
+class PerRequest:
+    """The app with a fresh list per HTTP request in `var`, seen by every thread the request runs in (anyio
+    runs a worker thread in a copy of the request's context): `requests` holds ("METHOD /path", list)."""
+
+    def __init__(self, app: Any, var: contextvars.ContextVar[list[str] | None]) -> None:
+        self.app = app
+        self.var = var
+        self.requests: list[tuple[str, list[str]]] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        seen: list[str] = []
+        self.requests.append((f"{scope['method']} {scope['path']}", seen))
+        token = self.var.set(seen)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.var.reset(token)
+
+    def of(self, what: str, since: int) -> list[str]:
+        """The list of the one request `what` ("METHOD /path") made after the first `since` requests."""
+        [seen] = [seen for made, seen in self.requests[since:] if made == what]
+        return seen
+
+
+_per_request: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("support_statements", default=None)
+
+
+def _record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+    seen = _per_request.get()
+    if seen is not None:
+        seen.append(" ".join(statement.split()))
+
+
+@contextmanager
+def statements_per_request(kind: str, directory: str) -> Iterator[tuple[AppContext, ServerThread, PerRequest]]:
+    """A served app (api and worker roles) on a fresh `kind` database whose `PerRequest` lists the statements
+    each HTTP request ran. The token and rule copies are kept a minute: on a loaded machine two requests may
+    be more than the default seconds apart, and a count is not a timing test."""
+    gen = database_url(kind, directory)
+    url = next(gen)
+    upgrade(url)
+    ctx = AppContext.from_settings(make_settings(url, auth_cache_seconds=60, rule_cache_seconds=60), clock=FakeClock())
+    app = PerRequest(create_app(ctx, roles=frozenset({"api", "worker"})), _per_request)
+    event.listen(ctx.db.engine, "before_cursor_execute", _record)
+    server = ServerThread(app, ws_max_size=ctx.settings.ws_max_message_bytes).start()
+    try:
+        yield ctx, server, app
+    finally:
+        server.stop()
+        event.remove(ctx.db.engine, "before_cursor_execute", _record)
+        ctx.db.dispose()
+        gen.close()
