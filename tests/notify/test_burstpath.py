@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from support import REDIS_URL, require_redis
+from support.buses import bus_pair, running, until
 from support.servers import ServerThread, make_settings
 from support.wsclient import WsClient
 from websockets.extensions.base import Extension
@@ -26,7 +27,6 @@ from websockets.sync.client import connect
 from leadpush.app import create_app
 from leadpush.context import AppContext
 from leadpush.notify import service
-from leadpush.notify.bus import RedisBus
 from leadpush.notify.hub import Hub
 from leadpush.notify.models import Notification
 from leadpush.wsprotocol import protocol_class
@@ -289,36 +289,26 @@ def test_burstpath_hints_and_wake_go_out_in_one_round_trip_hint_first():
     message = {"id": 5, "prevId": None, "type": "customer_assigned", "title": "新线索", "body": "", "data": {}}
 
     async def scenario() -> tuple[list[Any], list[Any], int]:
-        prefix = f"lp-test-{uuid.uuid4().hex[:8]}"
-        sender, receiver = RedisBus(REDIS_URL, prefix), RedisBus(REDIS_URL, prefix)
+        sender, receiver = bus_pair()
         heard: list[Any] = []
         own: list[Any] = []
         receiver.on_inapp(lambda uid, m: heard.append((uid, m)))
         receiver.on_wake(lambda: heard.append("wake"))
         sender.on_wake(lambda: own.append("wake"))
-        await sender.start()
-        await receiver.start()
-        await asyncio.wait_for(sender.connected.wait(), 10)
-        await asyncio.wait_for(receiver.connected.wait(), 10)
-        await asyncio.sleep(0.1)
-        heard.clear()
-        own.clear()
         commands = 0
-        real = sender._redis.connection_pool.get_connection
+        async with running(sender, receiver):
+            heard.clear()  # the wake-ups of the connects
+            own.clear()
+            real = sender._redis.connection_pool.get_connection
 
-        async def counted(*args: Any, **kwargs: Any) -> Any:
-            nonlocal commands
-            commands += 1  # a connection taken from the pool: one round trip (a pipeline is one)
-            return await real(*args, **kwargs)
+            async def counted(*args: Any, **kwargs: Any) -> Any:
+                nonlocal commands
+                commands += 1  # a connection taken from the pool: one round trip (a pipeline is one)
+                return await real(*args, **kwargs)
 
-        sender._redis.connection_pool.get_connection = counted  # type: ignore[method-assign]
-        await sender.publish_hints_and_wake({1, 2}, [(1, message)])
-        for _ in range(250):
-            if "wake" in heard:
-                break
-            await asyncio.sleep(0.02)
-        await sender.stop()
-        await receiver.stop()
+            sender._redis.connection_pool.get_connection = counted  # type: ignore[method-assign]
+            await sender.publish_hints_and_wake({1, 2}, [(1, message)])
+            await until(lambda: "wake" in heard)
         return heard, own, commands
 
     heard, own, commands = asyncio.run(scenario())

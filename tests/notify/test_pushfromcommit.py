@@ -6,16 +6,15 @@ socket that is up to date gets it with no ledger read at all; a socket that miss
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import pytest
 from support import REDIS_URL, require_redis
+from support.buses import bus_pair, running, until
 from support.wsclient import WsClient
 
 from leadpush.notify import bus as bus_module
 from leadpush.notify import service
 from leadpush.notify import ws as ws_module
-from leadpush.notify.bus import RedisBus
 from leadpush.notify.models import Notification
 
 
@@ -77,21 +76,12 @@ def _published(user_ids: set[int], pushed: list[tuple[int, dict]], expected: int
     """What another api process's hub is offered when this one publishes one hint message."""
 
     async def scenario() -> list[tuple[int, object]]:
-        prefix = f"lp-test-{uuid.uuid4().hex[:8]}"
-        sender, receiver = RedisBus(REDIS_URL, prefix), RedisBus(REDIS_URL, prefix)
+        sender, receiver = bus_pair()
         heard: list[tuple[int, object]] = []
         receiver.on_inapp(lambda uid, m: heard.append((uid, m)))
-        await sender.start()
-        await receiver.start()
-        await asyncio.wait_for(sender.connected.wait(), 10)
-        await asyncio.wait_for(receiver.connected.wait(), 10)
-        await sender.publish_hints(user_ids, pushed)
-        for _ in range(250):
-            if len(heard) >= expected:
-                break
-            await asyncio.sleep(0.02)
-        await sender.stop()
-        await receiver.stop()
+        async with running(sender, receiver):
+            await sender.publish_hints(user_ids, pushed)
+            await until(lambda: len(heard) >= expected)
         return heard
 
     return asyncio.run(scenario())

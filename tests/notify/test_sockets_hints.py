@@ -5,44 +5,33 @@ a process does not hear its own hints (issue 17)."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 from support import REDIS_URL, require_redis
-
-from leadpush.notify.bus import RedisBus
+from support.buses import bus_pair, running, until
 
 
 def test_hints_for_many_users_travel_in_one_message_and_not_back_to_the_sender():
     require_redis(REDIS_URL)
 
     async def scenario() -> tuple[list[tuple[int, object]], list[tuple[int, object]], int]:
-        prefix = f"lp-test-{uuid.uuid4().hex[:8]}"
-        sender, receiver = RedisBus(REDIS_URL, prefix), RedisBus(REDIS_URL, prefix)
+        sender, receiver = bus_pair()
         heard: list[tuple[int, object]] = []
         echoed: list[tuple[int, object]] = []
         receiver.on_inapp(lambda uid, message: heard.append((uid, message)))
         sender.on_inapp(lambda uid, message: echoed.append((uid, message)))
-        await sender.start()
-        await receiver.start()
-        await asyncio.wait_for(sender.connected.wait(), 10)
-        await asyncio.wait_for(receiver.connected.wait(), 10)
         published = 0
-        real = sender._publish
+        async with running(sender, receiver):
+            real = sender._publish
 
-        async def counted(channel: str, payload: dict) -> None:
-            nonlocal published
-            published += 1
-            await real(channel, payload)
+            async def counted(channel: str, payload: dict) -> None:
+                nonlocal published
+                published += 1
+                await real(channel, payload)
 
-        sender._publish = counted  # type: ignore[method-assign]
-        await sender.publish_hints({3, 1, 2})
-        for _ in range(200):
-            if len(heard) >= 3:
-                break
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(0.2)
-        await sender.stop()
-        await receiver.stop()
+            sender._publish = counted  # type: ignore[method-assign]
+            await sender.publish_hints({3, 1, 2})
+            await until(lambda: len(heard) >= 3)
+            await asyncio.sleep(0.2)  # nothing more comes: no echo to the sender, no second message
         return heard, echoed, published
 
     heard, echoed, published = asyncio.run(scenario())

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -20,9 +19,9 @@ import httpx
 import pytest
 from sqlalchemy import select
 from support import DATABASES, REDIS_URL, Api, Person, ok, require_redis, wait_for
+from support.buses import bus_pair, running, until
 from support.channels import FakeWeChatServer, leadpush_against, strict_state
 
-from leadpush.notify.bus import RedisBus
 from leadpush.notify.models import Delivery, Notification
 from leadpush.notify.signals import Wake
 
@@ -115,37 +114,23 @@ def test_wakeneed_the_wake_message_says_whom_it_is_for():
     soon = datetime(2026, 12, 2, 3, 0, tzinfo=UTC)
 
     async def scenario() -> tuple[list[Any], list[Any]]:
-        prefix = f"lp-test-{uuid.uuid4().hex[:8]}"
-        sender, receiver = RedisBus(REDIS_URL, prefix), RedisBus(REDIS_URL, prefix)
+        sender, receiver = bus_pair()
         heard: list[Any] = []
         own: list[Any] = []
         receiver.on_wake(lambda: heard.append("worker"))
         receiver.on_deadlines(lambda at: heard.append(("scheduler", at)))
         sender.on_wake(lambda: own.append("worker"))
         sender.on_deadlines(lambda at: own.append(("scheduler", at)))
-        await sender.start()
-        await receiver.start()
-        await asyncio.wait_for(sender.connected.wait(), 10)
-        await asyncio.wait_for(receiver.connected.wait(), 10)
-        await asyncio.sleep(0.1)
-        heard.clear()
-        own.clear()
-
-        async def until(n: int) -> None:
-            for _ in range(250):
-                if len(heard) >= n:
-                    return
-                await asyncio.sleep(0.02)
-
-        await sender.publish_hints_and_wake({1}, (), Wake(deliveries=False, deadlines=False))
-        await sender.publish_hints_and_wake({1}, (), Wake(deliveries=False, deadlines=True, earliest=soon))
-        await until(1)
-        await sender.publish_hints_and_wake({1}, (), Wake(deliveries=True, deadlines=False))
-        await until(2)
-        await sender._publish(sender.wake_channel, {"from": "an-older-process"})
-        await until(4)
-        await sender.stop()
-        await receiver.stop()
+        async with running(sender, receiver):
+            heard.clear()  # the wake-ups of the connects
+            own.clear()
+            await sender.publish_hints_and_wake({1}, (), Wake(deliveries=False, deadlines=False))
+            await sender.publish_hints_and_wake({1}, (), Wake(deliveries=False, deadlines=True, earliest=soon))
+            await until(lambda: len(heard) >= 1)
+            await sender.publish_hints_and_wake({1}, (), Wake(deliveries=True, deadlines=False))
+            await until(lambda: len(heard) >= 2)
+            await sender._publish(sender.wake_channel, {"from": "an-older-process"})
+            await until(lambda: len(heard) >= 4)
         return heard, own
 
     heard, own = asyncio.run(scenario())
