@@ -34,7 +34,7 @@ fi
 # plain `pytest` runs). Most tests wait on I/O (servers, databases, chromium), so more workers than cores pay.
 # `--dist loadgroup`: tests that share a module-scoped fixture (a browser, a fake server) stay on one worker
 # (tests/conftest.py marks them). Arguments that choose workers themselves (-n, -p no:xdist) win.
-WORKERS="${LEADPUSH_TEST_WORKERS:-2}"
+WORKERS="${LEADPUSH_TEST_WORKERS:-3}"
 PARALLEL=(-n "$WORKERS" --dist loadgroup)
 for arg in "$@"; do
   case "$arg" in -n | -n* | --numprocesses* | no:xdist | -pno:xdist) PARALLEL=() ;; esac
