@@ -21,13 +21,6 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 MORNING = datetime(2026, 3, 3, 1, 0, tzinfo=UTC)
 
 
-def nudge(api: Api, **delta: float) -> None:
-    """Move the clock and wake the scheduler, as any commit would."""
-    if delta:
-        api.ctx.clock.advance(**delta)
-    api.ctx.signals.notifications_committed(set())
-
-
 def holds_for(predicate, seconds: float = 1.0, interval: float = 0.05) -> None:
     """Something that must NOT happen: check it keeps not happening for a while (well past the scheduler's look)."""
     deadline = time.monotonic() + seconds
@@ -111,9 +104,9 @@ def test_the_owner_is_reminded_at_the_planned_time_once(api: Api, team) -> None:
     lead = owned_lead(api, team, team.alice)
     at = MORNING + timedelta(hours=2)
     ok(plan(api, team.alice, lead["id"], at, "问一下预算"))
-    nudge(api, hours=1, minutes=59)
+    api.nudge(hours=1, minutes=59)
     holds_for(lambda: reminders(api) == [])
-    nudge(api, minutes=1)
+    api.nudge(minutes=1)
     got = wait_for(lambda: reminders(api, team.alice))
     assert len(got) == 1
     items = ok(api.client(team.alice).get("/api/notifications"))["items"]
@@ -126,7 +119,7 @@ def test_the_owner_is_reminded_at_the_planned_time_once(api: Api, team) -> None:
     assert got[0].dedupe_key == f"followup_due:{lead['id']}:{at.isoformat()}"
     after = customer(api, lead["id"])
     assert after.follow_up_remind_at is None and after.next_follow_up_at == at  # the plan stays, reminded
-    nudge(api, hours=1)
+    api.nudge(hours=1)
     holds_for(lambda: len(reminders(api)) == 1)
 
 
@@ -140,7 +133,7 @@ def test_the_reminder_goes_to_whoever_owns_the_lead_then_and_a_pooled_lead_gets_
     ok(api.client(team.alice).post(f"/api/customers/{released['id']}/release", json={}))
     pooled = customer(api, released["id"])
     assert pooled.next_follow_up_at is None and pooled.follow_up_remind_at is None  # a pool has nobody to remind
-    nudge(api, hours=1)
+    api.nudge(hours=1)
     got = wait_for(lambda: reminders(api, team.bob))
     assert got[0].payload["customerId"] == moved["id"]
     holds_for(lambda: reminders(api, team.alice) == [] and len(reminders(api)) == 1)
@@ -227,7 +220,7 @@ def test_several_schedulers_send_a_due_reminder_once(api: Api, team) -> None:
         t.start()
     for t in threads:
         t.join(timeout=60)
-    nudge(api)
+    api.nudge()
     wait_for(lambda: len(reminders(api)) == 5)
     assert sum(counts) <= 5
     with api.ctx.db.read() as session:

@@ -53,12 +53,6 @@ def deliveries(api: Api, who, **params) -> list[dict]:
     return api.client(who).get("/api/deliveries", params=params).json()["data"]["items"]
 
 
-def nudge(api: Api, seconds: float) -> None:
-    """Move the clock past a backoff and wake the dispatcher, as a new commit would."""
-    api.ctx.clock.advance(seconds=seconds)
-    api.ctx.signals.notifications_committed(set())
-
-
 def setup_assignment(api: Api):
     admin = api.user("管理员", "admin", None)
     manager = api.user("王经理", "manager", "A")
@@ -112,9 +106,9 @@ def test_transient_failures_retry_with_backoff_then_succeed(hooked):
     wait_for(lambda: len(receiver.requests) == 1)
     [row] = wait_for(lambda: [d for d in deliveries(api, admin, channel="webhook") if d["status"] == "failed"])
     assert row["attempts"] == 1 and "503" in row["lastError"]
-    nudge(api, 3600)
+    api.nudge(seconds=3600)
     wait_for(lambda: len(receiver.requests) == 2)
-    nudge(api, 3600)
+    api.nudge(seconds=3600)
     [row] = wait_for(lambda: [d for d in deliveries(api, admin, channel="webhook") if d["status"] == "sent"])
     assert row["attempts"] == 3
     assert receiver.accepted() == 1
@@ -152,7 +146,7 @@ def test_exhausted_attempts_become_dead_with_the_reason(hooked):
             lambda expected=expected: any(d["attempts"] == expected for d in deliveries(api, admin, status="failed"))
         )
         assert len(receiver.requests) == expected
-        nudge(api, 3600)
+        api.nudge(seconds=3600)
     [dead] = wait_for(lambda: deliveries(api, admin, status="dead"))
     assert dead["attempts"] == 3 and "502" in dead["lastError"] and "3" in dead["lastError"]
 
@@ -171,10 +165,10 @@ def test_a_delivery_held_by_a_crashed_worker_is_taken_again_after_its_lease(hook
             .where(Delivery.channel == "webhook")
             .values(status="sending", lease_until=now + timedelta(seconds=60))
         )
-    nudge(api, 1)
+    api.nudge(seconds=1)
     time.sleep(0.3)
     assert receiver.accepted() == 0  # lease still held
-    nudge(api, 120)
+    api.nudge(seconds=120)
     wait_for(lambda: receiver.accepted() == 1)
 
 

@@ -47,12 +47,6 @@ def hooked(request, tmp_path) -> Iterator[tuple[Api, WebhookReceiver]]:
             api.close()
 
 
-def nudge(api: Api, seconds: float) -> None:
-    """Move the clock past a backoff and wake the dispatcher, as a new commit would."""
-    api.ctx.clock.advance(seconds=seconds)
-    api.ctx.signals.notifications_committed(set())
-
-
 def webhook_row(api: Api, who, status: str) -> dict | None:
     items = ok(api.client(who).get("/api/deliveries", params={"channel": "webhook", "status": status}))["items"]
     return items[0] if items else None
@@ -71,11 +65,11 @@ def test_every_try_is_kept_oldest_first_with_its_outcome_and_the_status_after_it
     lead = api.lead(manager, name="张三")
     ok(api.client(manager).patch(f"/api/customers/{lead['id']}/assign", json={"assignedTo": alice.id}))
     wait_for(lambda: webhook_row(api, admin, "failed"))
-    nudge(api, 3600)
+    api.nudge(seconds=3600)
     # Recorded before the clock moves on: an hour later its lease would have run out, and the answer of a
     # try whose claim was taken over is, rightly, not written (see the lost-claim test below).
     wait_for(lambda: (webhook_row(api, admin, "failed") or {}).get("attempts") == 2)
-    nudge(api, 3600)
+    api.nudge(seconds=3600)
     row = wait_for(lambda: webhook_row(api, admin, "sent"))
 
     detail = ok(api.client(admin).get(f"/api/deliveries/{row['id']}"))

@@ -37,13 +37,6 @@ def running(
         yield stack
 
 
-def nudge(api: Api, **delta: float) -> None:
-    """Move the clock and wake the dispatcher, as any commit would."""
-    if delta:
-        api.ctx.clock.advance(**delta)
-    api.ctx.signals.notifications_committed(set())
-
-
 def cards_to(fake: FakeWeChatServer, userid: str, kind_title: str) -> list[dict]:
     return [
         m
@@ -77,7 +70,7 @@ def failed_once(api: Api, fake: FakeWeChatServer, kind: str) -> Delivery:
 
 def retried(api: Api, kind: str) -> Delivery:
     """Move past the retry time and wait until the delivery has settled (sent or skipped)."""
-    nudge(api, hours=1)
+    api.nudge(hours=1)
     return wait_for(lambda: (d := delivery(api, kind)) is not None and d.status in ("sent", "skipped") and d)
 
 
@@ -293,7 +286,7 @@ def test_a_held_in_app_warning_for_a_lead_that_moved_does_not_pop_up_later(pushi
     _moved(api, people, lead)
     unread_before = ok(api.client(people.alice).get("/api/notifications"))
     assert [n["readAt"] for n in unread_before["items"] if n["id"] == note_id] == [None]
-    nudge(api, minutes=10)
+    api.nudge(minutes=10)
     for channel in ("inapp", "wecom"):
         settled = wait_for(
             lambda c=channel: (d := delivery(api, "transfer_warning", c)) and d.status == "skipped" and d

@@ -7,11 +7,6 @@ from support import Api, ok, wait_for
 from support.channels import FakeWeChatServer
 
 
-def nudge(api: Api, **delta: float) -> None:
-    api.ctx.clock.advance(**delta)
-    api.ctx.signals.notifications_committed(set())
-
-
 def test_the_reminder_goes_to_wecom_else_wechat(pushing: Api, fake: FakeWeChatServer) -> None:
     api = pushing
     admin = api.user("管理员", "admin", None)
@@ -37,7 +32,7 @@ def test_the_reminder_goes_to_wecom_else_wechat(pushing: Api, fake: FakeWeChatSe
         leads[person.id] = lead["id"]
     # The assignments themselves ("wechat|wecom"): erin's by WeChat, alice's (no credit) by WeCom.
     wait_for(lambda: len(fake.state.get_messages("subscribe")) == 1)
-    nudge(api, minutes=5)
+    api.nudge(minutes=5)
     cards = wait_for(lambda: [m for m in fake.state.get_messages("wecom") if "仍未查看" in str(m["body"])], 15)
     assert cards[0]["body"]["touser"] == "alice"
     assert cards[0]["body"]["textcard"]["title"] == "请尽快联系线索「周杰」"

@@ -17,12 +17,6 @@ from leadpush.leads.models import Customer
 from leadpush.sla.engine import run_due_steps
 
 
-def nudge(api: Api, **delta: float) -> None:
-    """Move the clock and wake the scheduler, as any commit would."""
-    api.ctx.clock.advance(**delta)
-    api.ctx.signals.notifications_committed(set())
-
-
 def holds_for(predicate, seconds: float = 1.0, interval: float = 0.05) -> None:
     """Something that must NOT happen: check it keeps not happening for a while (well past READ_INTERVAL)."""
     deadline = time.monotonic() + seconds
@@ -102,9 +96,9 @@ def test_an_unopened_lead_is_reminded_then_escalated_then_returned_to_the_pool(a
     assigned = datetime.fromisoformat(lead["assignedAt"])
     assert datetime.fromisoformat(lead["slaNextAt"]) == assigned + timedelta(minutes=5)
 
-    nudge(api, minutes=4, seconds=59)
+    api.nudge(minutes=4, seconds=59)
     holds_for(lambda: kinds(api, team.alice) == ["customer_assigned"], 0.6)
-    nudge(api, seconds=1)
+    api.nudge(seconds=1)
     wait_for(lambda: kinds(api, team.alice) == ["customer_assigned", "sla_reminder"], 10)
     reminder = notes(api, team.alice)[-1]
     assert reminder["body"] == "线索「周杰」已分配 5 分钟仍未查看，请尽快联系"
@@ -117,7 +111,7 @@ def test_an_unopened_lead_is_reminded_then_escalated_then_returned_to_the_pool(a
     assert planned["wecom"][0] == planned["wechat"][0] == "skipped"
     assert kinds(api, team.manager) == []
 
-    nudge(api, minutes=10)
+    api.nudge(minutes=10)
     wait_for(lambda: kinds(api, team.manager) == ["sla_escalated"], 10)
     escalated = notes(api, team.manager)[0]
     assert "李丽" in escalated["body"] and "15 分钟" in escalated["body"]
@@ -125,7 +119,7 @@ def test_an_unopened_lead_is_reminded_then_escalated_then_returned_to_the_pool(a
     assert kinds(api, team.manager_b) == []  # another team's manager hears nothing
     assert lead_as(api, team.admin, lead["id"])["ownerId"] == team.alice.id
 
-    nudge(api, minutes=15)
+    api.nudge(minutes=15)
     wait_for(lambda: lead_as(api, team.admin, lead["id"])["inPool"], 10)
     history = ok(api.client(team.admin).get(f"/api/customers/{lead['id']}/assignments"))
     assert (
@@ -133,7 +127,7 @@ def test_an_unopened_lead_is_reminded_then_escalated_then_returned_to_the_pool(a
     )
     wait_for(lambda: kinds(api, team.alice) == ["customer_assigned", "sla_reminder", "customer_recycled"])
     # Each step ran once: more looks change nothing.
-    nudge(api, minutes=30)
+    api.nudge(minutes=30)
     holds_for(lambda: kinds(api, team.alice) == ["customer_assigned", "sla_reminder", "customer_recycled"], 0.6)
     assert kinds(api, team.manager) == ["sla_escalated"]
 
@@ -149,7 +143,7 @@ def test_reassignment_goes_to_the_next_in_rotation_who_gets_their_own_ladder(api
     sla_rule(api, team.admin, remindAfterMinutes=None, managerAfterMinutes=None, reassignAfterMinutes=10)
     lead = api.lead(team.manager, name="王五")
     assert lead["ownerId"] == team.alice.id
-    nudge(api, minutes=10)
+    api.nudge(minutes=10)
     moved = wait_for(lambda: (c := lead_as(api, team.admin, lead["id"]))["ownerId"] == team.bob.id and c, 10)
     assert datetime.fromisoformat(moved["slaNextAt"]) == datetime.fromisoformat(moved["assignedAt"]) + timedelta(
         minutes=10
@@ -163,7 +157,7 @@ def test_reassignment_goes_to_the_next_in_rotation_who_gets_their_own_ladder(api
 def test_opening_by_ack_stops_the_ladder_and_a_digest_ack_does_not_open(api, team):
     sla_rule(api, team.admin)
     lead = assigned_lead(api, team, team.alice)
-    nudge(api, minutes=2)
+    api.nudge(minutes=2)
     [assigned_note] = notes(api, team.alice)
     # Someone else's ack of their own notices opens nothing of hers.
     ok(api.client(team.bob).post("/api/notifications/ack", json={"ids": [assigned_note["id"]]}))
@@ -172,7 +166,7 @@ def test_opening_by_ack_stops_the_ladder_and_a_digest_ack_does_not_open(api, tea
     seen = lead_as(api, team.manager, lead["id"])
     assert seen["openedAt"] is not None and seen["slaNextAt"] is None
     assert datetime.fromisoformat(seen["openedAt"]) - datetime.fromisoformat(seen["assignedAt"]) == timedelta(minutes=2)
-    nudge(api, minutes=40)
+    api.nudge(minutes=40)
     holds_for(lambda: kinds(api, team.alice) == ["customer_assigned"] and kinds(api, team.manager) == [], 0.8)
     assert lead_as(api, team.alice, lead["id"])["ownerId"] == team.alice.id
 
@@ -208,7 +202,7 @@ def test_a_lead_closed_before_its_step_is_left_alone(api, team):
     lead = assigned_lead(api, team, team.alice)
     with api.ctx.db.write() as session:  # closed by some path that is not a follow-up (an import, a script)
         session.execute(update(Customer).where(Customer.id == lead["id"]).values(status="invalid"))
-    nudge(api, minutes=40)
+    api.nudge(minutes=40)
     wait_for(lambda: lead_as(api, team.manager, lead["id"])["slaNextAt"] is None, 10)
     assert kinds(api, team.alice) == ["customer_assigned"]
     assert lead_as(api, team.manager, lead["id"])["ownerId"] == team.alice.id
@@ -217,13 +211,13 @@ def test_a_lead_closed_before_its_step_is_left_alone(api, team):
 def test_first_follow_up_is_stamped_and_shown_on_the_lead(api, team):
     sla_rule(api, team.admin)
     lead = assigned_lead(api, team, team.alice)
-    nudge(api, minutes=1)
+    api.nudge(minutes=1)
     ok(api.client(team.manager).post(f"/api/customers/{lead['id']}/follow-ups", json={"content": "经理备注"}), 201)
     after_manager = lead_as(api, team.manager, lead["id"])
     # The manager's call ends the ladder, but is not her first contact.
     assert after_manager["firstFollowUpAt"] is None and after_manager["openedAt"] is None
     assert after_manager["slaNextAt"] is None
-    nudge(api, minutes=2)
+    api.nudge(minutes=2)
     ok(api.client(team.alice).post(f"/api/customers/{lead['id']}/follow-ups", json={"content": "已电话联系"}), 201)
     seen = lead_as(api, team.manager, lead["id"])
     assigned = datetime.fromisoformat(seen["assignedAt"])
@@ -231,7 +225,7 @@ def test_first_follow_up_is_stamped_and_shown_on_the_lead(api, team):
     assert datetime.fromisoformat(seen["firstFollowUpAt"]) - assigned == timedelta(minutes=3)
     assert datetime.fromisoformat(seen["openedAt"]) - assigned == timedelta(minutes=3)
     assert seen["slaNextAt"] is None
-    nudge(api, minutes=5)
+    api.nudge(minutes=5)
     ok(api.client(team.alice).post(f"/api/customers/{lead['id']}/follow-ups", json={"content": "第二次"}), 201)
     assert lead_as(api, team.manager, lead["id"])["firstFollowUpAt"] == seen["firstFollowUpAt"]
 
@@ -242,9 +236,9 @@ def test_speed_to_lead_report_per_person_and_team_and_metrics(api, team):
     quick = assigned_lead(api, team, team.alice, name="快")
     slow = assigned_lead(api, team, team.alice, name="慢")
     assigned_lead(api, team, team.bob, name="没看")
-    nudge(api, minutes=2)
+    api.nudge(minutes=2)
     lead_as(api, team.alice, quick["id"])
-    nudge(api, minutes=8)
+    api.nudge(minutes=8)
     lead_as(api, team.alice, slow["id"])
     ok(api.client(team.alice).post(f"/api/customers/{slow['id']}/follow-ups", json={"content": "联系上了"}), 201)
     wait_for(lambda: "sla_reminder" in kinds(api, team.bob), 10)
@@ -298,7 +292,7 @@ def test_a_claimed_lead_is_opened_at_once_and_left_out_of_the_report(api, team):
     lead = api.lead(team.manager, name="自己领的")
     claimed = ok(api.client(team.alice).post(f"/api/customers/{lead['id']}/claim"))
     assert claimed["openedAt"] == claimed["assignedAt"] and claimed["slaNextAt"] is None
-    nudge(api, minutes=10)
+    api.nudge(minutes=10)
     holds_for(lambda: kinds(api, team.alice) == ["customer_assigned"], 0.6)
     params = {"from": start.isoformat(), "to": api.ctx.clock.now().isoformat()}
     assert ok(api.client(team.admin).get("/api/reports/speed-to-lead", params=params))["rows"] == []
@@ -318,7 +312,7 @@ def test_schedulers_racing_run_each_step_once(api, team):
     assert sum(ran) == 5
     reminders = [n for n in notes(api, team.alice) if n["type"] == "sla_reminder"]
     assert sorted(n["data"]["customerId"] for n in reminders) == sorted(lead["id"] for lead in leads)
-    nudge(api, minutes=1)
+    api.nudge(minutes=1)
     assert run_due_steps(api.ctx) == 0
 
 

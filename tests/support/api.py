@@ -50,6 +50,13 @@ class Api:
         assert r.status_code == 201, r.text
         return r.json()["data"]
 
+    def nudge(self, **delta: float) -> None:
+        """Move the clock (by `delta`, timedelta's keywords) and wake the worker and the scheduler, as any commit
+        would."""
+        if delta:
+            self.ctx.clock.advance(**delta)
+        self.ctx.signals.notifications_committed(set())
+
     def close(self) -> None:
         for c in self.clients:
             c.close()

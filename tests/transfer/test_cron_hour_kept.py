@@ -29,12 +29,6 @@ BUSY = "另一个自动流转正在运行"
 pytestmark = pytest.mark.slow  # waits for the scheduler
 
 
-def _nudge(api: Api, **delta: float) -> None:
-    if delta:
-        api.ctx.clock.advance(**delta)
-    api.ctx.signals.notifications_committed(set())
-
-
 def _cron_runs(api: Api) -> list[tuple[str, bool]]:
     """(start time in Shanghai, finished) of every cron run."""
     with api.ctx.db.read() as s:
@@ -48,7 +42,7 @@ def _just_before_eleven(api: Api, stack) -> TransferScheduler:  # noqa: ANN001
     tomorrow = datetime.now(SHANGHAI).date() + timedelta(days=1)
     eleven = datetime(tomorrow.year, tomorrow.month, tomorrow.day, 11, 0, tzinfo=SHANGHAI)
     api.ctx.clock.set(eleven - timedelta(seconds=2))
-    _nudge(api)
+    api.nudge()
     scheduler: TransferScheduler = stack[1].server.config.app.state.runtime.scheduler
     wait_for(lambda: scheduler.planned == eleven)
     return scheduler
@@ -62,7 +56,7 @@ def test_cronkept_an_hour_that_finds_the_lease_held_runs_when_it_is_free(api: Ap
     caplog.set_level(logging.INFO, logger=scheduler_module.__name__)
     _just_before_eleven(api, stack)
     assert acquire_lease(api.ctx, OTHER, api.ctx.clock.now())  # a manual run, say, that moves nothing new
-    _nudge(api, seconds=2)
+    api.nudge(seconds=2)
     wait_for(lambda: BUSY in caplog.text)
     assert _eleven_runs(api) == 0
     release_lease(api.ctx, OTHER)
@@ -77,7 +71,7 @@ def test_cronkept_an_hour_another_scheduler_served_is_not_run_again(api: Api, st
     assert acquire_lease(api.ctx, OTHER, eleven)
     with api.ctx.db.write() as s:
         s.add(TransferRun(trigger="cron", started_at=eleven, details={"team": None}))
-    _nudge(api, seconds=2)
+    api.nudge(seconds=2)
     wait_for(lambda: BUSY in caplog.text)
     release_lease(api.ctx, OTHER)
     # The scheduler has moved on to 12:00 (its next planned wake-up), without a second run for 11:00.
@@ -97,6 +91,6 @@ def test_cronkept_a_failed_hour_is_tried_again(api: Api, stack, monkeypatch) -> 
         return real(ctx, trigger, **kwargs)
 
     monkeypatch.setattr(scheduler_module, "run_transfer", flaky)
-    _nudge(api, seconds=2)
+    api.nudge(seconds=2)
     wait_for(lambda: failures)
     wait_for(lambda: _eleven_runs(api) == 1)

@@ -21,13 +21,6 @@ from leadpush.transfer.scheduler import MAX_SLEEP, TransferScheduler, cron_trigg
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
-def nudge(api: Api, **delta: float) -> None:
-    """Move the clock and wake the scheduler, as any commit would."""
-    if delta:
-        api.ctx.clock.advance(**delta)
-    api.ctx.signals.notifications_committed(set())
-
-
 def holds_for(predicate, seconds: float = 1.0, interval: float = 0.05) -> None:
     """Something that must NOT happen: check it keeps not happening for a while (well past READ_INTERVAL)."""
     deadline = time.monotonic() + seconds
@@ -149,7 +142,7 @@ def test_deadline_is_set_on_assignment_and_reset_by_follow_up(api, team):
     lead = assigned_lead(api, team, team.alice)
     assigned = datetime.fromisoformat(lead["assignedAt"])
     assert datetime.fromisoformat(lead["transferDueAt"]) == assigned + timedelta(hours=48)
-    nudge(api, hours=10)
+    api.nudge(hours=10)
     r = api.client(team.alice).post(f"/api/customers/{lead['id']}/follow-ups", json={"content": "电话沟通，有意向"})
     assert r.status_code == 201
     after = get_lead(api, team.alice, lead["id"])
@@ -165,10 +158,10 @@ def test_a_lead_moves_within_seconds_of_its_deadline_and_both_owners_hear(api, t
     api.ctx.clock.set((api.ctx.clock.now() - timedelta(days=1)).replace(minute=10, second=0, microsecond=0))
     rule(api, team.admin, thresholdHours=0.5, action="user", targetUserId=team.bob.id, name="30分钟未跟进转赵强")
     lead = assigned_lead(api, team, team.alice)
-    nudge(api, minutes=29)
+    api.nudge(minutes=29)
     time.sleep(0.3)  # a check that nothing happens (yet): the scheduler's look after a wake-up takes 0.25 s
     assert get_lead(api, team.admin, lead["id"])["ownerId"] == team.alice.id
-    nudge(api, minutes=1, seconds=1)
+    api.nudge(minutes=1, seconds=1)
     moved = wait_for(lambda: (c := get_lead(api, team.admin, lead["id"]))["ownerId"] == team.bob.id and c, 5)
     assert moved["ownerId"] == team.bob.id
     history = api.client(team.admin).get(f"/api/customers/{lead['id']}/assignments").json()["data"]
@@ -219,16 +212,16 @@ def test_a_runs_counts_are_committed_with_each_move_while_it_is_still_going(api,
 def test_the_owner_is_warned_once_before_the_deadline(api, team):
     rule(api, team.admin, thresholdHours=24, warnBeforeHours=2)
     lead = assigned_lead(api, team, team.alice)
-    nudge(api, hours=21)
+    api.nudge(hours=21)
     time.sleep(0.3)
     assert kinds(api, team.alice) == ["customer_assigned"]
-    nudge(api, hours=1, minutes=30)
+    api.nudge(hours=1, minutes=30)
     wait_for(lambda: kinds(api, team.alice) == ["customer_assigned", "transfer_warning"])
     warning = api.client(team.alice).get("/api/notifications").json()["data"]["items"][-1]
     assert warning["data"]["customerId"] == lead["id"] and "跟进" in warning["body"]
     for _ in range(3):  # more runs, no second warning for the same deadline
         run_now(api, team.admin)
-    nudge(api, minutes=10)
+    api.nudge(minutes=10)
     time.sleep(0.3)
     assert kinds(api, team.alice) == ["customer_assigned", "transfer_warning"]
     assert get_lead(api, team.alice, lead["id"])["ownerId"] == team.alice.id
@@ -241,7 +234,7 @@ def test_round_robin_skips_the_owner_inactive_users_and_anyone_full(api, team):
     api.client(team.admin).patch(f"/api/users/{frank.id}", json={"active": False})
     rule(api, team.admin, thresholdHours=1, action="round_robin", team="A")
     leads = [assigned_lead(api, team, team.alice, name=f"客户{i}") for i in range(4)]
-    nudge(api, hours=2)
+    api.nudge(hours=2)
     r = api.client(team.admin).post("/api/auto-transfer/run", json={})
     assert r.status_code in (200, 409)
     owners = [
@@ -341,7 +334,7 @@ def test_cron_fires_on_the_hour_in_shanghai(api, stack, team):
     tomorrow = datetime.now(SHANGHAI).date() + timedelta(days=1)
     eleven = datetime(tomorrow.year, tomorrow.month, tomorrow.day, 11, 0, tzinfo=SHANGHAI)
     api.ctx.clock.set(eleven - timedelta(seconds=2))
-    nudge(api)  # a catch-up run for the jump forward may happen (now or a little later); it is not on 11:00
+    api.nudge()  # a catch-up run for the jump forward may happen (now or a little later); it is not on 11:00
 
     def cron_starts() -> list[str]:
         with api.ctx.db.read() as s:
@@ -360,7 +353,7 @@ def test_cron_fires_on_the_hour_in_shanghai(api, stack, team):
     # The scheduler has seen the new clock (and served the hour before it, if it was due): it waits for 11:00.
     wait_for(lambda: scheduler.planned == eleven, timeout=MAX_SLEEP * 2, explain=state)
     assert "11:00:00" not in cron_starts()
-    nudge(api, seconds=2)
+    api.nudge(seconds=2)
     wait_for(lambda: "11:00:00" in cron_starts(), timeout=MAX_SLEEP * 2, explain=state)
     # The hour is served once, not again at every look while the clock still reads 11:00:00.
     holds_for(lambda: cron_starts().count("11:00:00") == 1)

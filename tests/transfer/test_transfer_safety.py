@@ -26,13 +26,6 @@ def team(team, api):  # noqa: F811 - the shared fixture, with its admin remember
     return team
 
 
-def nudge(api: Api, **delta: float) -> None:
-    """Move the clock and wake the scheduler, as any commit would."""
-    if delta:
-        api.ctx.clock.advance(**delta)
-    api.ctx.signals.notifications_committed(set())
-
-
 def make_rule(api: Api, who, **body) -> dict:
     return ok(api.client(who).post("/api/auto-transfer/rules", json={**RULE, **body}), 201)
 
@@ -136,7 +129,7 @@ def test_a_preview_counts_by_team_what_a_new_or_changed_rule_would_move_or_warn_
 
 def test_a_grace_period_gives_the_leads_a_rule_would_take_at_once_until_its_end_and_warns_their_owners(api, team):
     old = [assigned_lead(api, team, team.alice, name=f"老客户{i}") for i in range(2)]
-    nudge(api, hours=5)
+    api.nudge(hours=5)
     saved_at = api.ctx.clock.now()
     rule = make_rule(api, team.admin, graceHours=3)
     grace_end = saved_at + timedelta(hours=3)
@@ -149,10 +142,10 @@ def test_a_grace_period_gives_the_leads_a_rule_would_take_at_once_until_its_end_
     new = assigned_lead(api, team, team.bob, name="新客户")
     assert datetime.fromisoformat(new["transferDueAt"]) == saved_at + timedelta(hours=2)
 
-    nudge(api, hours=2, seconds=1)
+    api.nudge(hours=2, seconds=1)
     wait_for(lambda: owner_of(api, new["id"]) is None)
     assert all(owner_of(api, lead["id"]) == team.alice.id for lead in old)
-    nudge(api, hours=1)
+    api.nudge(hours=1)
     wait_for(lambda: all(owner_of(api, lead["id"]) is None for lead in old))
 
     # A grace period is hours, up to 30 days; a PATCH may give one (0 takes it away).
@@ -286,9 +279,9 @@ def test_a_rule_that_cannot_move_a_lead_backs_off_and_the_history_shows_it_once(
         team="B",
     )
     lead = assigned_lead(api, team, team.carol)
-    nudge(api, minutes=40)
+    api.nudge(minutes=40)
     wait_for(lambda: kinds(api, team.carol) == ["customer_assigned", "transfer_warning"])
-    nudge(api, minutes=80)
+    api.nudge(minutes=80)
 
     def failures() -> list[dict]:
         return [f for run in runs(api, team.admin) for f in run["failures"]]
@@ -302,7 +295,7 @@ def test_a_rule_that_cannot_move_a_lead_backs_off_and_the_history_shows_it_once(
     for _ in range(3):
         before = due_of(api, lead["id"])
         assert before is not None
-        nudge(api, seconds=(before - api.ctx.clock.now()).total_seconds() + 1)
+        api.nudge(seconds=(before - api.ctx.clock.now()).total_seconds() + 1)
         wait_for(lambda before=before: (due_of(api, lead["id"]) or before) > before)
         after = due_of(api, lead["id"])
         assert after is not None
@@ -315,7 +308,7 @@ def test_a_rule_that_cannot_move_a_lead_backs_off_and_the_history_shows_it_once(
     erin = api.user("吴敏", "sales", "B")
     due = due_of(api, lead["id"])
     assert due is not None
-    nudge(api, seconds=(due - api.ctx.clock.now()).total_seconds() + 1)
+    api.nudge(seconds=(due - api.ctx.clock.now()).total_seconds() + 1)
     wait_for(lambda: owner_of(api, lead["id"]) == erin.id)
     assert len(failures()) == 1
 
