@@ -44,9 +44,8 @@ def _listing(seen: list[str]) -> str:
 
 
 def _assign(api: Api, app: PerRequest, who: Any, lead: int, to: int) -> tuple[Any, list[str]]:
-    before = len(app.requests)
-    r = api.client(who).patch(f"/api/customers/{lead}/assign", json={"assignedTo": to})
-    return r, app.of(f"PATCH /api/customers/{lead}/assign", before)
+    path = f"/api/customers/{lead}/assign"
+    return app.during(f"PATCH {path}", lambda: api.client(who).patch(path, json={"assignedTo": to}))
 
 
 def test_assign_pooled_lead_runs_no_statement_for_the_cooldown(counted: tuple) -> None:

@@ -35,9 +35,9 @@ def counted(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 
 
 def _assign_statements(api: Api, app: PerRequest, who: Any, lead: int, to: int) -> tuple[dict, list[str]]:
-    before = len(app.requests)
-    data = ok(api.client(who).patch(f"/api/customers/{lead}/assign", json={"assignedTo": to}))
-    return data, app.of(f"PATCH /api/customers/{lead}/assign", before)
+    path = f"/api/customers/{lead}/assign"
+    r, seen = app.during(f"PATCH {path}", lambda: api.client(who).patch(path, json={"assignedTo": to}))
+    return ok(r), seen
 
 
 def test_one_assignment_runs_a_bounded_number_of_statements(counted: tuple) -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 
@@ -36,6 +36,9 @@ class Statements:
         event.remove(self.ctx.db.engine, "before_cursor_execute", self)
 
 
+T = TypeVar("T")
+
+
 class PerRequest:
     """The app with a fresh list per HTTP request in `var`, seen by every thread the request runs in (anyio
     runs a worker thread in a copy of the request's context): `requests` holds ("METHOD /path", list)."""
@@ -57,10 +60,12 @@ class PerRequest:
         finally:
             self.var.reset(token)
 
-    def of(self, what: str, since: int) -> list[str]:
-        """The list of the one request `what` ("METHOD /path") made after the first `since` requests."""
+    def during(self, what: str, call: Callable[[], T]) -> tuple[T, list[str]]:
+        """`call()`'s value and the list of the one request `what` ("METHOD /path") it made."""
+        since = len(self.requests)
+        value = call()
         [seen] = [seen for made, seen in self.requests[since:] if made == what]
-        return seen
+        return value, seen
 
 
 _per_request: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("support_statements", default=None)
