@@ -27,7 +27,7 @@ class AppContext:
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock | None = None) -> AppContext:
         db = Database(settings.database_url)
-        rulecache.install(db.engine, settings.rule_cache_seconds)
+        rulecache.install(db.engines, settings.rule_cache_seconds)
         return cls(
             settings=settings,
             db=db,

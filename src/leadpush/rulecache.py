@@ -26,7 +26,7 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, inspect
@@ -101,16 +101,17 @@ class RuleCache:
 _CACHES: weakref.WeakKeyDictionary[Pool, RuleCache] = weakref.WeakKeyDictionary()
 
 
-def install(engine: Engine, ttl: float) -> RuleCache:
-    """Keep rule copies for the sessions of `engine` (and of engines sharing its pool)."""
-    existing = _CACHES.get(engine.pool)
+def install(engines: Sequence[Engine], ttl: float) -> RuleCache:
+    """Keep rule copies for the sessions of these engines (a database's `engines`: one cache for all; and of
+    engines sharing their pools)."""
+    existing = _CACHES.get(engines[0].pool)
     if existing is not None:
         existing.ttl = ttl
         return existing
     cache = RuleCache(ttl)
-    _CACHES[engine.pool] = cache
-
-    on_writes_to(engine, WATCHED, cache.invalidate, _TOUCHED)
+    for engine in engines:
+        _CACHES[engine.pool] = cache
+        on_writes_to(engine, WATCHED, cache.invalidate, _TOUCHED)
     return cache
 
 

@@ -210,7 +210,7 @@ class Runtime:
         loop.call_soon_threadsafe(on_loop)
 
     def _drop_sign_in_copies(self) -> None:
-        authcache.install(self.ctx.db.engine, self.ctx.settings.auth_cache_seconds).invalidate()
+        authcache.install(self.ctx.db.engines, self.ctx.settings.auth_cache_seconds).invalidate()
 
     def _recheck(self, user_ids: set[int] | None) -> None:
         """On the loop: close these users' (None: everyone's) sockets and long polls whose token is gone."""

@@ -56,7 +56,7 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         gen.close()
 
 
-def test_an_assignment_takes_one_thread_and_answers_what_the_response_model_says(served: tuple) -> None:
+def test_an_assignment_takes_at_most_one_thread_and_answers_what_the_response_model_says(served: tuple) -> None:
     ctx, server, app = served
     api = Api(url=server.url, ctx=ctx)
     try:
@@ -68,7 +68,8 @@ def test_an_assignment_takes_one_thread_and_answers_what_the_response_model_says
         before = len(app.requests)
         response = api.client(manager).patch(f"/api/customers/{lead}/assign", json={"assignedTo": alice.id})
         [(what, hops)] = [r for r in app.requests[before:] if r[0].endswith("/assign")]
-        assert hops == ["_run_sync_endpoint"], hops
+        # SQLite: the route's work in one worker thread; PostgreSQL: none, it runs on the event loop (issue 17).
+        assert hops == (["_assign"] if ctx.db.is_sqlite else []), hops
         assert response.status_code == 200 and response.headers["content-type"] == "application/json"
         # The bytes are the response model's own serialization of what they say.
         model = Envelope[AssignedCustomer].model_validate_json(response.content)

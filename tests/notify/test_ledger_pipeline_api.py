@@ -13,10 +13,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import event
 from support.api import Api, ok
 from support.databases import database_url
 from support.servers import FakeClock, ServerThread, make_settings
+from support.statements import listening
 
 from leadpush.app import create_app
 from leadpush.context import AppContext
@@ -46,7 +46,7 @@ class HeldLocks:
     backend hold a recipient lock (the ledger's advisory locks, key 7301)? Read by a second connection."""
 
     def __init__(self, ctx: AppContext) -> None:
-        self.engine = ctx.db.engine
+        self.ctx = ctx
         self.observer = psycopg.connect(
             ctx.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False), autocommit=True
         )
@@ -73,15 +73,14 @@ class HeldLocks:
         self._check(conn, "COMMIT")
 
     def __enter__(self) -> HeldLocks:
-        event.listen(self.engine, "before_cursor_execute", self.before)
-        event.listen(self.engine, "after_cursor_execute", self.after)
-        event.listen(self.engine, "commit", self.commit)
+        self._listening = listening(
+            self.ctx, before_cursor_execute=self.before, after_cursor_execute=self.after, commit=self.commit
+        )
+        self._listening.__enter__()
         return self
 
-    def __exit__(self, *_exc: object) -> None:
-        event.remove(self.engine, "before_cursor_execute", self.before)
-        event.remove(self.engine, "after_cursor_execute", self.after)
-        event.remove(self.engine, "commit", self.commit)
+    def __exit__(self, *exc: Any) -> None:
+        self._listening.__exit__(*exc)
         self.observer.close()
 
 

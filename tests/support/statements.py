@@ -16,6 +16,20 @@ from support.databases import database_url
 from support.servers import FakeClock, ServerThread, make_settings
 
 
+@contextmanager
+def listening(ctx: AppContext, **listeners: Callable[..., Any]) -> Iterator[None]:
+    """`listeners` (event name → function) on every engine of the context's database: the sync one and, on
+    PostgreSQL, the asyncio one the assignment routes run on (`Database.on_loop`)."""
+    pairs = [(engine, name, fn) for engine in ctx.db.engines for name, fn in listeners.items()]
+    for engine, name, fn in pairs:
+        event.listen(engine, name, fn)
+    try:
+        yield
+    finally:
+        for engine, name, fn in pairs:
+            event.remove(engine, name, fn)
+
+
 class Statements:
     """Every statement the engine runs while `on` is set (whitespace folded, the first 120 characters)."""
 
@@ -29,11 +43,12 @@ class Statements:
             self.seen.append(" ".join(statement.split())[:120])
 
     def __enter__(self) -> Statements:
-        event.listen(self.ctx.db.engine, "before_cursor_execute", self)
+        self._listening = listening(self.ctx, before_cursor_execute=self)
+        self._listening.__enter__()
         return self
 
-    def __exit__(self, *_exc: object) -> None:
-        event.remove(self.ctx.db.engine, "before_cursor_execute", self)
+    def __exit__(self, *exc: Any) -> None:
+        self._listening.__exit__(*exc)
 
 
 T = TypeVar("T")
@@ -87,12 +102,11 @@ def statements_per_request(kind: str, directory: str) -> Iterator[tuple[AppConte
     upgrade(url)
     ctx = AppContext.from_settings(make_settings(url, auth_cache_seconds=60, rule_cache_seconds=60), clock=FakeClock())
     app = PerRequest(create_app(ctx, roles=frozenset({"api", "worker"})), _per_request)
-    event.listen(ctx.db.engine, "before_cursor_execute", _record)
     server = ServerThread(app, ws_max_size=ctx.settings.ws_max_message_bytes).start()
     try:
-        yield ctx, server, app
+        with listening(ctx, before_cursor_execute=_record):
+            yield ctx, server, app
     finally:
         server.stop()
-        event.remove(ctx.db.engine, "before_cursor_execute", _record)
         ctx.db.dispose()
         gen.close()

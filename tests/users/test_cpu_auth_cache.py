@@ -19,7 +19,7 @@ LONG = 60.0  # long enough that only an invalidation can explain a refusal
 
 
 def cache_of(api: Api):  # noqa: ANN201
-    return install(api.ctx.db.engine, api.ctx.settings.auth_cache_seconds)
+    return install(api.ctx.db.engines, api.ctx.settings.auth_cache_seconds)
 
 
 def stack(kind: str, tmp_path, seconds: float) -> Iterator[Api]:

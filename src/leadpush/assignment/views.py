@@ -179,16 +179,20 @@ def _assign(ctx: AppContext, user: CurrentUser, customer_id: int, body: AssignBo
     return answer(ASSIGNED, Envelope[AssignedCustomer].model_construct(success=True, message=message, data=out))
 
 
+# The two single-lead routes are the hot path (issue 17): on PostgreSQL they run on the event loop, their
+# statements awaited on psycopg's asyncio connection (`Database.on_loop`), not in a worker thread.
+
+
 @router.patch("/{customer_id:int}/assign", response_model=Envelope[AssignedCustomer])
-def assign_web(customer_id: int, body: AssignBody, ctx: Ctx, user: CurrentUser) -> Response:
+async def assign_web(customer_id: int, body: AssignBody, ctx: Ctx, user: CurrentUser) -> Response:
     """Assign one lead (web console)."""
-    return _assign(ctx, user, customer_id, body, "web")
+    return await ctx.db.on_loop(_assign, ctx, user, customer_id, body, "web")
 
 
 @router.patch("/miniprogram/{customer_id:int}/assign", response_model=Envelope[AssignedCustomer])
-def assign_miniprogram(customer_id: int, body: AssignBody, ctx: Ctx, user: CurrentUser) -> Response:
+async def assign_miniprogram(customer_id: int, body: AssignBody, ctx: Ctx, user: CurrentUser) -> Response:
     """Assign one lead (WeChat mini program)."""
-    return _assign(ctx, user, customer_id, body, "miniprogram")
+    return await ctx.db.on_loop(_assign, ctx, user, customer_id, body, "miniprogram")
 
 
 def _batch_message(result: ChangeResult) -> str:

@@ -15,6 +15,7 @@ from sqlalchemy.dialects.sqlite import DATETIME as SQLITE_DATETIME
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
+from sqlalchemy.util import await_only
 
 from leadpush.config import Settings
 from leadpush.db import after_commit, last_step
@@ -375,20 +376,46 @@ def _write_postgres_and_commit(session: Session, fresh: list[Prepared]) -> list[
         if events:
             _tell(conn, "before_cursor_execute", cursors, statements)
         try:
-            with raw.pipeline():
-                for cursor, (sql, params) in zip(cursors, statements, strict=True):
-                    cursor.execute(sql, params)
-            rows = cursors[1].fetchall()
+            if _is_async(raw):  # run on the event loop (`Database.on_loop`): awaited through SQLAlchemy's bridge
+                rows = await_only(_pipeline_async(raw, cursors, statements))
+            else:
+                with raw.pipeline():
+                    for cursor, (sql, params) in zip(cursors, statements, strict=True):
+                        cursor.execute(sql, params)
+                rows = cursors[1].fetchall()
         except BaseException as e:  # as SQLAlchemy's own execution does: wrapped, or the connection invalidated
             failed = next((i for i, c in enumerate(cursors) if c.pgresult is None), len(cursors) - 1)
             sql, params = statements[failed]
-            conn._handle_dbapi_exception(e, sql, params, cursors[failed], None)
+            # (the cursors are closed below; SQLAlchemy would close an asyncio one without awaiting it)
+            conn._handle_dbapi_exception(e, sql, params, None if _is_async(raw) else cursors[failed], None)
         if events:
             _tell(conn, "after_cursor_execute", cursors, statements)
     finally:
-        for cursor in cursors:
-            cursor.close()
+        if _is_async(raw):
+            await_only(_close_async(cursors))
+        else:
+            for cursor in cursors:
+                cursor.close()
     return _pg_written(fresh, rows)
+
+
+def _is_async(raw: Any) -> bool:
+    import psycopg
+
+    return isinstance(raw, psycopg.AsyncConnection)
+
+
+async def _pipeline_async(raw: Any, cursors: list[Any], statements: list[tuple[str, dict[str, Any] | None]]) -> Any:
+    """`_write_postgres_and_commit`'s pipeline on psycopg's asyncio connection."""
+    async with raw.pipeline():
+        for cursor, (sql, params) in zip(cursors, statements, strict=True):
+            await cursor.execute(sql, params)
+    return await cursors[1].fetchall()
+
+
+async def _close_async(cursors: list[Any]) -> None:
+    for cursor in cursors:
+        await cursor.close()
 
 
 def _tell(conn: Connection, what: str, cursors: list[Any], statements: list[tuple[str, dict[str, Any] | None]]) -> None:

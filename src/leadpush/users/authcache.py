@@ -24,6 +24,7 @@ import re
 import threading
 import time
 import weakref
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Engine, inspect
@@ -88,17 +89,19 @@ _CACHES: weakref.WeakKeyDictionary[Pool, TokenCache] = weakref.WeakKeyDictionary
 _INSTALL_LOCK = threading.Lock()
 
 
-def install(engine: Engine, ttl: float) -> TokenCache:
-    """The token cache of `engine`'s pool, watching its statements from the first call on."""
+def install(engines: Sequence[Engine], ttl: float) -> TokenCache:
+    """The token cache of these engines' pools (a database's `engines`: one cache for all), watching their
+    statements from the first call on."""
     with _INSTALL_LOCK:
-        existing = _CACHES.get(engine.pool)
+        existing = _CACHES.get(engines[0].pool)
         if existing is not None:
             existing.ttl = ttl
             return existing
         cache = TokenCache(ttl)
-        _CACHES[engine.pool] = cache
-
-    on_writes_to(engine, WATCHED, cache.invalidate, _TOUCHED)
+        for engine in engines:
+            _CACHES[engine.pool] = cache
+    for engine in engines:
+        on_writes_to(engine, WATCHED, cache.invalidate, _TOUCHED)
     return cache
 
 
@@ -121,7 +124,7 @@ def from_copy(db: Database, token: str, *, now: Any, settings: Settings) -> tupl
     no database, no blocking, so the event loop may ask it without a thread."""
     if not token or len(token) > 200:
         return None
-    cache = install(db.engine, settings.auth_cache_seconds)
+    cache = install(db.engines, settings.auth_cache_seconds)
     if cache.ttl <= 0:
         return None
     snapshot = cache.get(hash_token(token))
@@ -140,7 +143,7 @@ def signed_in(db: Database, token: str, *, now: Any, settings: Settings) -> tupl
     found = from_copy(db, token, now=now, settings=settings)
     if found is not None:
         return found
-    cache = install(db.engine, settings.auth_cache_seconds)
+    cache = install(db.engines, settings.auth_cache_seconds)
     token_hash = hash_token(token)
     generation = cache.generation
     with db.read() as session:
