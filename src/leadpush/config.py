@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     # for the GIL (issue 17's lock convoy). At most the pool's connections, overflow included
     # (`Database.max_connections`, 40): more threads would only wait for a connection.
     api_threads: int = Field(default=0, ge=0, le=40)
+    # api role on PostgreSQL: how many single-lead assignments one api process runs on its event loop at once
+    # (`Database.on_loop`); the rest wait their turn in arrival order without holding a connection. The loop
+    # also pushes to sockets and relays hints between processes: more at once lengthens every wait in its
+    # queue (issue 17: a burst of 1,000 with 64 at once, cross-process push p99 260-650 ms; with 4, 34-39 ms).
+    api_loop_slots: int = Field(default=4, ge=1, le=40)
     # Console links (WeCom textcards point here); no trailing slash.
     public_url: str = "http://127.0.0.1:8000"
 

@@ -26,7 +26,7 @@ class AppContext:
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock | None = None) -> AppContext:
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, loop_slots=settings.api_loop_slots)
         rulecache.install(db.engines, settings.rule_cache_seconds)
         return cls(
             settings=settings,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -103,7 +104,7 @@ class Database:
     Python lock instead of spinning in SQLite's busy handler.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, loop_slots: int = 4) -> None:
         self.url = url
         self.engine = make_engine(url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
@@ -114,6 +115,10 @@ class Database:
         self._write_lock = threading.RLock() if self.is_sqlite else None
         # PostgreSQL: the same engine over psycopg's asyncio connection, for work run on the event loop (`on_loop`).
         self.async_engine: AsyncEngine | None = None
+        self.loop_slots = loop_slots
+        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
         if self.is_postgres:
             self.async_engine = create_async_engine(
                 _psycopg_url(url), pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW, pool_pre_ping=True
@@ -129,14 +134,23 @@ class Database:
     async def on_loop(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(*args)` — sync code that uses `read()` and `write()` — on the event loop, its statements
         awaited on psycopg's asyncio connection (SQLAlchemy's greenlet bridge): no worker thread, no wait for the
-        interpreter between statements. PostgreSQL only; on SQLite it runs in a worker thread as before."""
+        interpreter between statements. PostgreSQL only; on SQLite it runs in a worker thread as before.
+
+        At most `loop_slots` calls run on one loop at once (LEADPUSH_API_LOOP_SLOTS); the others wait in arrival
+        order, holding no connection, so the loop's queue stays short for what else it serves (socket pushes,
+        hints from other processes): run by all callers at once, each step of each waited behind all the others'."""
         if self.async_engine is None:
             return await to_thread.run_sync(fn, *args)
-        token = _ON_LOOP.set(True)
-        try:
-            return await greenlet_spawn(fn, *args)
-        finally:
-            _ON_LOOP.reset(token)
+        loop = asyncio.get_running_loop()
+        slots = self._slots.get(loop)
+        if slots is None:
+            slots = self._slots[loop] = asyncio.Semaphore(self.loop_slots)
+        async with slots:
+            token = _ON_LOOP.set(True)
+            try:
+                return await greenlet_spawn(fn, *args)
+            finally:
+                _ON_LOOP.reset(token)
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -148,3 +148,47 @@ def test_a_rule_written_through_on_loop_drops_the_process_copy_of_the_rules(ctx:
             return [r.name for r in rules_in_force(session)]
 
     assert asyncio.run(ctx.db.on_loop(read_on_loop)) == []
+
+
+def test_at_most_loop_slots_run_on_the_loop_at_once_the_rest_in_arrival_order(pg: AppContext) -> None:
+    ctx = pg
+    ctx.db.loop_slots = 2
+    holder = psycopg.connect(_raw_url(ctx), autocommit=True)
+    holder.execute("SELECT pg_advisory_lock(%s)", [LOCK_KEY])
+    running: list[int] = []
+    started: list[int] = []
+    most = [0]
+
+    def one(n: int) -> int:
+        started.append(n)
+        running.append(n)
+        most[0] = max(most[0], len(running))
+        with ctx.db.write() as session:
+            session.execute(text("SET LOCAL lock_timeout = '20s'"))
+            session.execute(text("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": LOCK_KEY})
+        running.remove(n)
+        return n
+
+    async def main() -> list[int]:
+        jobs = [asyncio.create_task(ctx.db.on_loop(one, n)) for n in range(5)]
+        observer = psycopg.connect(_raw_url(ctx), autocommit=True)
+        try:
+            while (
+                observer.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s AND NOT granted",
+                    [LOCK_KEY],
+                ).fetchone()[0]
+                < 2
+            ):
+                await asyncio.sleep(0.01)
+        finally:
+            observer.close()
+        assert sorted(running) == [0, 1], running  # two wait for the lock; three wait for a slot, not started
+        holder.execute("SELECT pg_advisory_unlock(%s)", [LOCK_KEY])
+        return list(await asyncio.gather(*jobs))
+
+    try:
+        done = asyncio.run(asyncio.wait_for(main(), 60))
+    finally:
+        holder.close()
+    assert done == [0, 1, 2, 3, 4] and started == [0, 1, 2, 3, 4] and most[0] == 2
