@@ -61,6 +61,7 @@ async def assign_load(
 ) -> dict[str, Any]:
     """`concurrency` clients reassigning their own leads for warmup + duration seconds."""
     latencies: list[float] = []
+    by_target: dict[str, list[float]] = {t: [] for t in targets}
     statuses: dict[int, int] = {}
     start = time.perf_counter()
     measure_from = start + warmup
@@ -68,7 +69,8 @@ async def assign_load(
     cpu_before: list[float] = []
 
     async def client(index: int) -> None:
-        host, port = host_port(targets[index % len(targets)])
+        target = targets[index % len(targets)]
+        host, port = host_port(target)
         conn = HttpConnection(host, port)
         mine = lead_ids[index::concurrency] or lead_ids[:1]
         owners = itertools.cycle(sales_ids[index % len(sales_ids) :] + sales_ids[: index % len(sales_ids)])
@@ -84,6 +86,7 @@ async def assign_load(
                 t1 = time.perf_counter()
                 if t0 >= measure_from and t1 <= stop_at:
                     latencies.append(t1 - t0)
+                    by_target[target].append(t1 - t0)
                     statuses[status] = statuses.get(status, 0) + 1
         finally:
             conn.close()
@@ -104,6 +107,8 @@ async def assign_load(
         "statuses": {str(k): v for k, v in statuses.items()},
         "errors": len(latencies) - ok,
         "server_cpu_ms_per_request": round(cpu_used / len(latencies) * 1000, 2) if cpu_used and latencies else None,
+        # Several api processes: each one's own figures (its clients keep their connection to it).
+        "by_target": {t: ms_stats(v) for t, v in by_target.items()} if len(targets) > 1 else {},
     }
 
 
@@ -115,8 +120,10 @@ def run_levels(
     for c in LEVELS:
         row = asyncio.run(assign_load(targets, token, leads, sales, c, duration, warmup, services))
         row["target"] = label
+        apart = "".join(f"; {t}: p50 {v['p50']} p99 {v['p99']} ms" for t, v in row["by_target"].items())
         log(
             f"{label}: {c} clients: p50 {row['p50']} ms, p99 {row['p99']} ms, {row['throughput']}/s, errors {row['errors']}"
+            + apart
         )
         rows.append(row)
     return rows
