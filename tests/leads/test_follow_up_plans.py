@@ -5,12 +5,11 @@ the scheduler (the real one, in the running service) sends the reminders."""
 from __future__ import annotations
 
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
-from support import Api, ok, refused, wait_for
+from support import Api, holds_for, ok, refused, wait_for
 from support.leads import customer, notes
 
 from leadpush.leads.reminders import run_due_reminders
@@ -19,14 +18,6 @@ from leadpush.notify.models import Notification
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 # 09:00 in Shanghai on a Tuesday: "today" is 2026-03-03 there.
 MORNING = datetime(2026, 3, 3, 1, 0, tzinfo=UTC)
-
-
-def holds_for(predicate, seconds: float = 1.0, interval: float = 0.05) -> None:
-    """Something that must NOT happen: check it keeps not happening for a while (well past the scheduler's look)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert predicate()
-        time.sleep(interval)
 
 
 def owned_lead(api: Api, team, to, name: str = "张三") -> dict:

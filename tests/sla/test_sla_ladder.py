@@ -4,25 +4,16 @@ opening it (an ack, the detail) stops that; speed to lead is reported and measur
 from __future__ import annotations
 
 import threading
-import time
 from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import update
-from support import WITHOUT_SCHEDULER, Api, ok, refused, wait_for
+from support import WITHOUT_SCHEDULER, Api, holds_for, ok, refused, wait_for
 from support.wsclient import WsClient
 
 import leadpush.sla.engine as sla_engine
 from leadpush.leads.models import Customer
 from leadpush.sla.engine import run_due_steps
-
-
-def holds_for(predicate, seconds: float = 1.0, interval: float = 0.05) -> None:
-    """Something that must NOT happen: check it keeps not happening for a while (well past READ_INTERVAL)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert predicate()
-        time.sleep(interval)
 
 
 def sla_rule(api: Api, who, **body) -> dict:

@@ -2,7 +2,7 @@
 
 Submodules by job: `databases` (PostgreSQL, SQLite, Redis), `servers` (leadpush in a thread),
 `api` (acting as users, reading answers), `leads` (leads moved and what was recorded), `waiting`
-(`wait_for`), `channels` (the fake WeChat server and leadpush pointed at it), `procs` (`leadpush`
+(`wait_for`, `holds_for`), `channels` (the fake WeChat server and leadpush pointed at it), `procs` (`leadpush`
 subprocesses, a private Redis), `pgcluster` (a private PostgreSQL), `wsclient`, `receiver`
 (a webhook receiver) and `browser` (chromium). `channels`, `procs` and `browser` are also pytest
 plugins (registered in conftest.py) with the fixtures several test modules share. The names below are
@@ -34,7 +34,7 @@ from support.servers import (
     running_stack,
     start_stack,
 )
-from support.waiting import wait_for
+from support.waiting import holds_for, wait_for
 
 __all__ = [
     "CJK",
@@ -61,6 +61,7 @@ __all__ = [
     "start_stack",
     "try_start_postgres",
     "unavailable",
+    "holds_for",
     "wait_for",
     "wipe",
 ]

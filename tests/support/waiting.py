@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -28,4 +28,13 @@ def wait_for(
         if time.monotonic() > deadline:
             said = f": {explain()}" if explain is not None else ""
             raise AssertionError(f"condition not met within {timeout} s{said}")
+        time.sleep(interval)
+
+
+def holds_for(predicate: Callable[[], Any], seconds: float = 1.0, interval: float = 0.05) -> None:
+    """Something that must NOT happen: check it keeps not happening for a while (well past the scheduler's
+    look, READ_INTERVAL). The one place a test waits for a time, not a condition: an absence has no event."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert predicate()
         time.sleep(interval)

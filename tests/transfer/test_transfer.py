@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import func, select
-from support import WITHOUT_SCHEDULER, Api, FakeClock, wait_for
+from support import WITHOUT_SCHEDULER, Api, FakeClock, holds_for, wait_for
 
 from leadpush.assignment.models import Assignment
 from leadpush.clock import SystemClock
@@ -19,14 +19,6 @@ from leadpush.transfer.models import TransferRun
 from leadpush.transfer.scheduler import MAX_SLEEP, TransferScheduler, cron_trigger, next_cron_after
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
-
-
-def holds_for(predicate, seconds: float = 1.0, interval: float = 0.05) -> None:
-    """Something that must NOT happen: check it keeps not happening for a while (well past READ_INTERVAL)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert predicate()
-        time.sleep(interval)
 
 
 def run_now(api: Api, who) -> dict:
