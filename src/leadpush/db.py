@@ -119,17 +119,15 @@ class Database:
         self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
             weakref.WeakKeyDictionary()
         )
+        # Every engine whose sessions this database hands out (the asyncio one as its sync facade).
+        self.engines: tuple[Engine, ...] = (self.engine,)
         if self.is_postgres:
             self.async_engine = create_async_engine(
                 _psycopg_url(url), pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW, pool_pre_ping=True
             )
-            self._loop_read = sessionmaker(self.async_engine.sync_engine, expire_on_commit=False)
-            self._loop_write = self._loop_read
-
-    @property
-    def engines(self) -> list[Engine]:
-        """Every engine whose sessions this database hands out (the asyncio one as its sync facade)."""
-        return [self.engine] + ([self.async_engine.sync_engine] if self.async_engine is not None else [])
+            self.engines += (self.async_engine.sync_engine,)
+            # Reads and writes alike: no BEGIN IMMEDIATE or write lock to tell apart on PostgreSQL.
+            self._on_loop = sessionmaker(self.async_engine.sync_engine, expire_on_commit=False)
 
     async def on_loop(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(*args)` — sync code that uses `read()` and `write()` — on the event loop, its statements
@@ -154,7 +152,7 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        with (self._loop_read if _ON_LOOP.get() else self._read)() as session:
+        with (self._on_loop if _ON_LOOP.get() else self._read)() as session:
             yield session
 
     @contextmanager
@@ -170,7 +168,7 @@ class Database:
         if lock is not None:
             lock.acquire()
         try:
-            with (self._loop_write if _ON_LOOP.get() else self._write)() as session:
+            with (self._on_loop if _ON_LOOP.get() else self._write)() as session:
                 try:
                     yield session
                     run_before_commit(session, commit_follows=True)

@@ -371,12 +371,13 @@ def _write_postgres_and_commit(session: Session, fresh: list[Prepared]) -> list[
         ("COMMIT", None),
     ]
     cursors = [raw.cursor() for _ in statements]
+    on_loop = _is_async(raw)  # run on the event loop (`Database.on_loop`): awaited through SQLAlchemy's bridge
     events = conn._has_events or conn.engine._has_events
     try:
         if events:
             _tell(conn, "before_cursor_execute", cursors, statements)
         try:
-            if _is_async(raw):  # run on the event loop (`Database.on_loop`): awaited through SQLAlchemy's bridge
+            if on_loop:
                 rows = await_only(_pipeline_async(raw, cursors, statements))
             else:
                 with raw.pipeline():
@@ -387,11 +388,11 @@ def _write_postgres_and_commit(session: Session, fresh: list[Prepared]) -> list[
             failed = next((i for i, c in enumerate(cursors) if c.pgresult is None), len(cursors) - 1)
             sql, params = statements[failed]
             # (the cursors are closed below; SQLAlchemy would close an asyncio one without awaiting it)
-            conn._handle_dbapi_exception(e, sql, params, None if _is_async(raw) else cursors[failed], None)
+            conn._handle_dbapi_exception(e, sql, params, None if on_loop else cursors[failed], None)
         if events:
             _tell(conn, "after_cursor_execute", cursors, statements)
     finally:
-        if _is_async(raw):
+        if on_loop:
             await_only(_close_async(cursors))
         else:
             for cursor in cursors:
