@@ -59,6 +59,14 @@ def _raw_url(ctx: AppContext) -> str:
     return ctx.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+def waiting_for_the_lock(observer: psycopg.Connection) -> int:
+    """How many backends wait for LOCK_KEY (read by a connection of the test's own)."""
+    row = observer.execute(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s AND NOT granted", [LOCK_KEY]
+    ).fetchone()
+    return row[0] if row else 0
+
+
 def test_on_loop_runs_on_the_loop_and_the_loop_serves_while_a_statement_waits(pg: AppContext) -> None:
     ctx = pg
     holder = psycopg.connect(_raw_url(ctx), autocommit=True)
@@ -77,10 +85,7 @@ def test_on_loop_runs_on_the_loop_and_the_loop_serves_while_a_statement_waits(pg
         # The statement is waiting for the lock: if it blocked the loop, this coroutine could not run to free it.
         observer = psycopg.connect(_raw_url(ctx), autocommit=True)
         try:
-            while not observer.execute(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s AND NOT granted",
-                [LOCK_KEY],
-            ).fetchone()[0]:
+            while not waiting_for_the_lock(observer):
                 assert not job.done(), job
                 await asyncio.sleep(0.01)
         finally:
@@ -173,13 +178,7 @@ def test_at_most_loop_slots_run_on_the_loop_at_once_the_rest_in_arrival_order(pg
         jobs = [asyncio.create_task(ctx.db.on_loop(one, n)) for n in range(5)]
         observer = psycopg.connect(_raw_url(ctx), autocommit=True)
         try:
-            while (
-                observer.execute(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s AND NOT granted",
-                    [LOCK_KEY],
-                ).fetchone()[0]
-                < 2
-            ):
+            while waiting_for_the_lock(observer) < 2:
                 await asyncio.sleep(0.01)
         finally:
             observer.close()
