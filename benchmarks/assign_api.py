@@ -1,7 +1,8 @@
 """Assignment API latency and throughput: `PATCH /api/customers/{id}/assign` at 1, 16 and 64 clients.
 
 A manager reassigns leads among 20 salespeople of the team as fast as each client can: every
-request changes the owner, so each one writes the owner, the history row, two notifications
+request changes the owner (each client picks the next salesperson of its rotation who is not the lead's
+owner; the owners are remembered across levels), so each one writes the owner, the history row, two notifications
 (`customer_assigned` to the new owner, `customer_recycled` to the previous one) and their in-app
 deliveries, which the worker then publishes. Each client has its own keep-alive connection and its
 own leads (no two clients touch the same lead). Measured against two floors driven by the same client
@@ -22,6 +23,7 @@ import asyncio
 import itertools
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from benchmarks.common import (
@@ -34,6 +36,7 @@ from benchmarks.common import (
     floor_api_service,
     floor_rows_service,
     host_port,
+    ledger_counts,
     log,
     make_leads,
     make_team,
@@ -58,8 +61,15 @@ async def assign_load(
     duration: float,
     warmup: float,
     services: list[Service] | None = None,
+    owner_of: dict[int, int] | None = None,
 ) -> dict[str, Any]:
-    """`concurrency` clients reassigning their own leads for warmup + duration seconds."""
+    """`concurrency` clients reassigning their own leads for warmup + duration seconds.
+
+    `owner_of` (lead → owner, kept by the caller across levels) makes every request a change of owner: a
+    request naming the lead's owner is answered "unchanged" and writes nothing (until 2026-12-03 the rotation
+    named each lead's owner again from its second pass on, so most of a level measured those)."""
+    owner_of = {} if owner_of is None else owner_of
+    answered = 0  # every 200, warm-up included: what the ledger's count is compared with
     latencies: list[float] = []
     by_target: dict[str, list[float]] = {t: [] for t in targets}
     statuses: dict[int, int] = {}
@@ -69,6 +79,7 @@ async def assign_load(
     cpu_before: list[float] = []
 
     async def client(index: int) -> None:
+        nonlocal answered
         target = targets[index % len(targets)]
         host, port = host_port(target)
         conn = HttpConnection(host, port)
@@ -81,9 +92,14 @@ async def assign_load(
                 if now >= stop_at:
                     return
                 lead, owner = next(leads), next(owners)
+                if owner == owner_of.get(lead):
+                    owner = next(owners)
                 t0 = time.perf_counter()
                 status, _ = await conn.request("PATCH", f"/api/customers/{lead}/assign", {"assignedTo": owner}, token)
                 t1 = time.perf_counter()
+                if status == 200:
+                    owner_of[lead] = owner
+                    answered += 1
                 if t0 >= measure_from and t1 <= stop_at:
                     latencies.append(t1 - t0)
                     by_target[target].append(t1 - t0)
@@ -98,7 +114,8 @@ async def assign_load(
     tasks = [asyncio.create_task(client(i)) for i in range(concurrency)]
     marker = asyncio.create_task(cpu_mark())
     await asyncio.gather(*tasks, marker)
-    cpu_used = sum(s.cpu() for s in services or []) - sum(cpu_before) if services else None
+    cpu_each = [s.cpu() - before for s, before in zip(services or [], cpu_before, strict=True)]
+    cpu_used = sum(cpu_each) if services else None
     ok = statuses.get(200, 0)
     return {
         "concurrency": concurrency,
@@ -107,20 +124,43 @@ async def assign_load(
         "statuses": {str(k): v for k, v in statuses.items()},
         "errors": len(latencies) - ok,
         "server_cpu_ms_per_request": round(cpu_used / len(latencies) * 1000, 2) if cpu_used and latencies else None,
+        # Each process's share (api processes, then worker and scheduler): where the milliseconds go.
+        "cpu_ms_by_process": {
+            s.name: round(c / len(latencies) * 1000, 2) for s, c in zip(services or [], cpu_each, strict=True)
+        }
+        if latencies
+        else {},
         # Several api processes: each one's own figures (its clients keep their connection to it).
         "by_target": {t: ms_stats(v) for t, v in by_target.items()} if len(targets) > 1 else {},
+        "answered": answered,
     }
 
 
 def run_levels(
-    label: str, targets: list[str], token: str | None, leads: list[int], sales: list[int], quick: bool, services
+    label: str,
+    targets: list[str],
+    token: str | None,
+    leads: list[int],
+    sales: list[int],
+    quick: bool,
+    services,
+    notifications: Callable[[], int] | None = None,
 ) -> list[dict[str, Any]]:
+    """Each level in turn. `notifications` (leadpush): the ledger's count, to show each request wrote the
+    two notifications of a change (one for a lead's first owner)."""
     duration, warmup = (3.0, 1.0) if quick else (10.0, 2.0)
     rows = []
+    owner_of: dict[int, int] = {}
     for c in LEVELS:
-        row = asyncio.run(assign_load(targets, token, leads, sales, c, duration, warmup, services))
+        before = notifications() if notifications else 0
+        row = asyncio.run(assign_load(targets, token, leads, sales, c, duration, warmup, services, owner_of))
+        if notifications:
+            row["notifications_per_request"] = round((notifications() - before) / max(1, row["answered"]), 2)
         row["target"] = label
         apart = "".join(f"; {t}: p50 {v['p50']} p99 {v['p99']} ms" for t, v in row["by_target"].items())
+        if "notifications_per_request" in row:
+            apart += f"; notifications/request {row['notifications_per_request']}"
+        apart += "; CPU ms/req " + ", ".join(f"{k} {v}" for k, v in row["cpu_ms_by_process"].items())
         log(
             f"{label}: {c} clients: p50 {row['p50']} ms, p99 {row['p99']} ms, {row['throughput']}/s, errors {row['errors']}"
             + apart
@@ -136,7 +176,14 @@ def bench_leadpush(
         manager, sales = make_team(dep.db_url, n_sales)
         leads = make_leads(dep.db_url, max(LEVELS) * LEADS_PER_CLIENT)
         rows = run_levels(
-            kind, [s.url for s in dep.api], manager.token, leads, [u.id for u in sales], quick, dep.services
+            kind,
+            [s.url for s in dep.api],
+            manager.token,
+            leads,
+            [u.id for u in sales],
+            quick,
+            dep.services,
+            lambda: ledger_counts(dep.db_url)["notifications"],
         )
         described = dep.describe() + "".join(f", {k}={v}" for k, v in sorted((server_env or {}).items()))
         return {"backend": kind, "deployment": described, "salespeople": n_sales, "levels": rows}
