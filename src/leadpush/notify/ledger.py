@@ -278,6 +278,9 @@ def _delivery_row(i: int, d: Delivery, stamp: Callable[[datetime | None], str | 
     }
 
 
+# The dedupe check's `OFFSET 0` keeps it a probe of the key's unique index per new notification: as a join
+# (what the planner makes of a plain NOT EXISTS), a ledger it has not analysed yet is estimated at a few dozen
+# rows and read whole into a hash at every write (tests/notify/test_ledger_plan.py).
 # Careful: a statement naming the tables the per-process caches watch (`leadpush.db.on_writes_to`) would drop
 # those caches at every write. These name only notifications and deliveries.
 _PG_WRITE = text(
@@ -285,7 +288,7 @@ _PG_WRITE = text(
 WITH src AS (
   SELECT r.* FROM json_to_recordset(CAST(:notes AS json)) AS r(
     o int, r int, k text, t text, b text, p text, d text, c timestamp, ra timestamp)
-  WHERE NOT EXISTS (SELECT 1 FROM notifications AS n WHERE n.dedupe_key = r.d)
+  WHERE NOT EXISTS (SELECT 1 FROM notifications AS n WHERE n.dedupe_key = r.d OFFSET 0)
 ), numbered AS (
   SELECT nextval(pg_get_serial_sequence('notifications', 'id')) AS id, s.*
   FROM (SELECT * FROM src ORDER BY o) AS s
