@@ -265,9 +265,16 @@ class RedisBus(_Handlers):
         while not self._stopping:
             pubsub = self._redis.pubsub()
             try:
-                channels = [self.inapp_channel, self.hints_channel, self.auth_channel]
-                if self.wake or self.deadlines:  # an api-only process has nobody to wake: it hears no wake-ups
+                # Only what this process has handlers for: an api-only process has nobody to wake, a worker or a
+                # scheduler no sockets to feed (each hint cost every process a message to parse per commit).
+                channels = [self.inapp_channel, self.hints_channel] if self.inapp else []
+                if self.auth:
+                    channels.append(self.auth_channel)
+                if self.wake or self.deadlines:
                     channels.append(self.wake_channel)
+                if not channels:  # nothing to hear (a process that only publishes)
+                    self.connected.set()
+                    return
                 await pubsub.subscribe(*channels)
                 self.connected.set()
                 delay = 0.2
