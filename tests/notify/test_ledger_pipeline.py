@@ -15,18 +15,21 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any, cast
 
 import psycopg
 import pytest
-from sqlalchemy import event, exc, select, text, update
+from sqlalchemy import Table, event, exc, insert, select, text, update
 from sqlalchemy.orm import Session
 from support import DATABASES, wipe
 from support.servers import bare_context
 
+from leadpush.assignment.models import Assignment
 from leadpush.context import AppContext
 from leadpush.db import after_commit, before_commit
-from leadpush.notify.ledger import NewNotification, write_notifications, write_prepared
+from leadpush.leads.models import Customer
+from leadpush.notify.ledger import NewNotification, insert_at_last_step, write_notifications, write_prepared
 from leadpush.notify.models import Delivery, Notification
 from leadpush.notify.signals import Signals
 from leadpush.users.models import User
@@ -413,3 +416,77 @@ def test_pipeline_concurrent_writers_keep_each_persons_ids_in_commit_order(db: A
             )
         assert len(mine) == 40
         assert [prev for _, prev in mine] == [None, *ids[:-1]]
+
+
+# --- An insert left for the last step (`insert_at_last_step`: the single-lead assignment's history row) ---
+
+HISTORY = insert(cast(Table, Assignment.__table__))
+
+
+def a_lead(ctx: AppContext) -> int:
+    with ctx.db.write() as session:
+        lead = Customer(name="张三", phone="13800000000")
+        session.add(lead)
+    return lead.id
+
+
+def history_row(lead: int, to: User, actor: User, at: datetime) -> dict[str, Any]:
+    return {
+        "customer_id": lead,
+        "from_user_id": None,
+        "to_user_id": to.id,
+        "actor_id": actor.id,
+        "via": "web",
+        "batch_id": None,
+        "reason": None,
+        "created_at": at,
+        "opened_at": None,
+        "open_due_at": None,
+    }
+
+
+def histories(ctx: AppContext) -> list[tuple[int, int | None, datetime]]:
+    with ctx.db.read() as session:
+        return [
+            (a.customer_id, a.to_user_id, a.created_at)
+            for a in session.scalars(select(Assignment).order_by(Assignment.id))
+        ]
+
+
+def test_pipeline_an_insert_left_for_the_last_step_goes_in_its_one_round_trip(db: AppContext) -> None:
+    postgres_only(db)
+    alice, bob = people(db, "李丽", "赵强")
+    lead = a_lead(db)
+    at = datetime(2026, 12, 2, 22, 30, tzinfo=timezone(timedelta(hours=8)))  # not UTC: converted as the ORM does
+    with db.db.write() as session:
+        session.execute(update(User).where(User.id == alice.id).values(name="李丽丽"))
+        insert_at_last_step(session, HISTORY, [history_row(lead, alice, bob, at)])
+        write_notifications(session, db.settings, Signals(), [item(alice, "a1")], db.clock.now())
+        trace = Trace(driver(session)).__enter__()
+    messages = trace.stop()
+    listing = "\n".join(messages)
+    frontend = [m.split()[1] for m in messages if m.startswith("F ")]
+    # The history INSERT, the lock, the write and the COMMIT: one Sync, one ReadyForQuery.
+    assert frontend.count("Sync") == 1 and frontend.count("Execute") == 4 and "Query" not in frontend, listing
+    assert histories(db) == [(lead, alice.id, at.astimezone(UTC))]
+    assert stored(db)[0] == [(alice.id, "a1", None)]
+
+
+def test_pipeline_a_failing_insert_left_for_the_last_step_rolls_back_everything(db: AppContext) -> None:
+    alice, bob = people(db, "李丽", "赵强")
+    with pytest.raises(exc.IntegrityError), db.db.write() as session:
+        session.execute(update(User).where(User.id == alice.id).values(name="改名"))
+        insert_at_last_step(session, HISTORY, [history_row(987_654, alice, bob, db.clock.now())])  # no such lead
+        write_notifications(session, db.settings, Signals(), [item(alice, "a1")], db.clock.now())
+    assert histories(db) == []
+    assert stored(db) == ([], 0, {alice.id: "李丽", bob.id: "赵强"})
+
+
+def test_an_insert_left_for_the_last_step_is_written_with_no_notification_to_carry_it(db: AppContext) -> None:
+    alice, bob = people(db, "李丽", "赵强")
+    lead = a_lead(db)
+    at = db.clock.now()
+    with db.db.write() as session:
+        insert_at_last_step(session, HISTORY, [history_row(lead, alice, bob, at)])
+        assert histories(db) == []  # not yet: another session sees nothing before the commit
+    assert histories(db) == [(lead, alice.id, at)]

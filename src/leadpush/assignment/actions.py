@@ -123,7 +123,10 @@ def assign_one(
     # No backoff to drop (the preload saw none): the deadline's refresh reads none.
     backoffs: dict[int, TransferBackoff] | None = None if in_hand is None or in_hand.has_backoff else {}
     move = Move(customer, target, expected_version)
-    result = change_owner(ctx, session, actor=actor, moves=[move], via=via, backoffs=backoffs)
+    # Nothing reads the history row before the commit on this route: it goes in the ledger's last step.
+    result = change_owner(
+        ctx, session, actor=actor, moves=[move], via=via, backoffs=backoffs, history_at_last_step=True
+    )
     if result.failed:
         raise_failure(result.failed[0])
     return result

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from functools import cache, partial
 from typing import Any
 
-from sqlalchemy import Connection, TextClause, func, select, text
+from sqlalchemy import Connection, Insert, Table, TextClause, func, select, text
 from sqlalchemy.dialects.sqlite import DATETIME as SQLITE_DATETIME
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.engine import Dialect
@@ -51,6 +51,7 @@ LOCK_RECIPIENTS = text(
 )
 PENDING = "ledger_pending"  # session.info key: what `write_notifications` prepared, written before commit
 _STEP = "ledger_step"  # session.info key: the last step that writes it is registered
+_DEFERRED = "ledger_deferred"  # session.info key: inserts `insert_at_last_step` left for the last step
 # The deliveries written with each notification object still in hand (see `planned_deliveries`).
 _PLANNED: weakref.WeakKeyDictionary[Notification, list[Delivery]] = weakref.WeakKeyDictionary()
 
@@ -100,9 +101,7 @@ def write_notifications(
     pending: list[Prepared] | None = session.info.get(PENDING)
     if pending is None:
         pending = session.info[PENDING] = []
-        if not session.info.get(_STEP):  # (a caller's own `write_prepared` leaves the step registered)
-            session.info[_STEP] = True
-            last_step(session, partial(_last_step, session))
+        _register_step(session)
     choices = choices_of(session, {i.recipient.id for i in items})  # one query for every recipient's choices
     # While this process pushes what it commits to the recipients' sockets (the runtime's commit listener: here
     # and, through the bus, on every api process), that push is the in-app delivery: the row is written sent.
@@ -129,6 +128,58 @@ def write_notifications(
         pending.append(Prepared(note, deliveries, created, signals))
         created.append(note)
     return created
+
+
+def _register_step(session: Session) -> None:
+    if not session.info.get(_STEP):  # (a caller's own `write_prepared` leaves the step registered)
+        session.info[_STEP] = True
+        last_step(session, partial(_last_step, session))
+
+
+def insert_at_last_step(session: Session, statement: Insert, rows: list[dict[str, Any]]) -> None:
+    """Run `session.execute(statement, rows)` in the ledger's last step instead of now, before its own writes.
+
+    On PostgreSQL, when that step is the one that commits, the insert goes in its pipeline with the lock, the
+    write and the COMMIT: one round trip fewer (the single-lead assignment's history row: issue 17). Only for
+    rows nothing reads before the commit, and a plain INSERT of one table (no RETURNING). Elsewhere it runs at
+    the start of the step, as `session.execute` would have.
+    """
+    session.info.setdefault(_DEFERRED, []).append((statement, rows))
+    _register_step(session)
+
+
+def _run_deferred(session: Session, deferred: list[tuple[Insert, list[dict[str, Any]]]]) -> None:
+    for statement, rows in deferred:
+        session.execute(statement, rows)
+
+
+@cache
+def _insert_sql(statement: Insert, keys: tuple[str, ...], dialect: Dialect) -> str:
+    """A deferred INSERT of one row with these columns, as SQLAlchemy hands it to the driver."""
+    return str(statement.compile(dialect=dialect, column_keys=list(keys)))
+
+
+@cache
+def _bind_processor(table: Table, key: str, dialect: Dialect) -> Callable[[Any], Any] | None:
+    """What SQLAlchemy does to a value of this column before the driver gets it (UTCDateTime: aware → naive UTC)."""
+    return table.c[key].type.bind_processor(dialect)
+
+
+def _deferred_statements(
+    deferred: list[tuple[Insert, list[dict[str, Any]]]], dialect: Dialect
+) -> list[tuple[str, dict[str, Any] | None]]:
+    """The deferred inserts as (driver SQL, processed parameters), one per row, for the pipeline."""
+    out: list[tuple[str, dict[str, Any] | None]] = []
+    for statement, rows in deferred:
+        table = statement.table
+        assert isinstance(table, Table)
+        for row in rows:
+            params = {}
+            for key, value in row.items():
+                process = _bind_processor(table, key, dialect)
+                params[key] = process(value) if process is not None and value is not None else value
+            out.append((_insert_sql(statement, tuple(row), dialect), params))
+    return out
 
 
 # The history's detail of an in-app delivery written as sent. On SQLite the trigger of migration 0012 writes it
@@ -185,7 +236,9 @@ def write_prepared(session: Session, *, commit: bool = False) -> None:
     data-modifying CTE: migration 0012), not by a statement of its own under the write lock.
     """
     pending: list[Prepared] = session.info.pop(PENDING, [])
+    deferred = session.info.pop(_DEFERRED, [])
     if not pending:
+        _run_deferred(session, deferred)
         return
     fresh: list[Prepared] = []
     prepared_keys: set[str] = set()
@@ -196,10 +249,12 @@ def write_prepared(session: Session, *, commit: bool = False) -> None:
         prepared_keys.add(p.note.dedupe_key)
         fresh.append(p)
     if session.get_bind().dialect.name != "postgresql":
+        _run_deferred(session, deferred)
         written = _insert_sqlite(session, fresh)
     elif commit and _can_pipeline(session):
-        written = _write_postgres_and_commit(session, fresh)
+        written = _write_postgres_and_commit(session, fresh, deferred)
     else:
+        _run_deferred(session, deferred)
         lock_recipients(session, {p.note.recipient_id for p in fresh})
         written = _insert_postgres(session, fresh)
     for p in fresh:
@@ -352,8 +407,11 @@ def _driver_sql(statement: TextClause, dialect: Dialect) -> str:
     return str(statement.compile(dialect=dialect))
 
 
-def _write_postgres_and_commit(session: Session, fresh: list[Prepared]) -> list[Prepared]:
-    """The lock, the write (`_PG_WRITE`) and the COMMIT, sent as one psycopg pipeline: one round trip.
+def _write_postgres_and_commit(
+    session: Session, fresh: list[Prepared], deferred: list[tuple[Insert, list[dict[str, Any]]]]
+) -> list[Prepared]:
+    """The lock, the write (`_PG_WRITE`) and the COMMIT, sent as one psycopg pipeline: one round trip (the
+    `deferred` inserts of `insert_at_last_step` first, in the same pipeline).
 
     The server runs them in order, each statement with its own snapshot (the write sees what the lock's
     previous holder committed); the first that fails aborts the rest, the COMMIT included, and leaves the
@@ -369,10 +427,12 @@ def _write_postgres_and_commit(session: Session, fresh: list[Prepared]) -> list[
     raw = conn.connection.driver_connection
     assert raw is not None
     statements: list[tuple[str, dict[str, Any] | None]] = [
+        *_deferred_statements(deferred, conn.dialect),
         (_driver_sql(LOCK_RECIPIENTS, conn.dialect), {"ids": sorted({p.note.recipient_id for p in fresh})}),
         (_driver_sql(_PG_WRITE, conn.dialect), _pg_params(fresh)),
         ("COMMIT", None),
     ]
+    write_at = len(statements) - 2  # the ledger's write: the rows it returns
     cursors = [raw.cursor() for _ in statements]
     on_loop = _is_async(raw)  # run on the event loop (`Database.on_loop`): awaited through SQLAlchemy's bridge
     events = conn._has_events or conn.engine._has_events
@@ -381,12 +441,12 @@ def _write_postgres_and_commit(session: Session, fresh: list[Prepared]) -> list[
             _tell(conn, "before_cursor_execute", cursors, statements)
         try:
             if on_loop:
-                rows = await_only(_pipeline_async(raw, cursors, statements))
+                rows = await_only(_pipeline_async(raw, cursors, statements, write_at))
             else:
                 with raw.pipeline():
                     for cursor, (sql, params) in zip(cursors, statements, strict=True):
                         cursor.execute(sql, params)
-                rows = cursors[1].fetchall()
+                rows = cursors[write_at].fetchall()
         except BaseException as e:  # as SQLAlchemy's own execution does: wrapped, or the connection invalidated
             failed = next((i for i, c in enumerate(cursors) if c.pgresult is None), len(cursors) - 1)
             sql, params = statements[failed]
@@ -409,12 +469,14 @@ def _is_async(raw: Any) -> bool:
     return isinstance(raw, psycopg.AsyncConnection)
 
 
-async def _pipeline_async(raw: Any, cursors: list[Any], statements: list[tuple[str, dict[str, Any] | None]]) -> Any:
+async def _pipeline_async(
+    raw: Any, cursors: list[Any], statements: list[tuple[str, dict[str, Any] | None]], write_at: int
+) -> Any:
     """`_write_postgres_and_commit`'s pipeline on psycopg's asyncio connection."""
     async with raw.pipeline():
         for cursor, (sql, params) in zip(cursors, statements, strict=True):
             await cursor.execute(sql, params)
-    return await cursors[1].fetchall()
+    return await cursors[write_at].fetchall()
 
 
 async def _close_async(cursors: list[Any]) -> None:
@@ -423,10 +485,10 @@ async def _close_async(cursors: list[Any]) -> None:
 
 
 def _tell(conn: Connection, what: str, cursors: list[Any], statements: list[tuple[str, dict[str, Any] | None]]) -> None:
-    """Hand the lock and the write (not the COMMIT: SQLAlchemy reports its commit itself) to the engine's
-    cursor listeners, as SQLAlchemy does for the statements it runs."""
+    """Hand the deferred inserts, the lock and the write (not the COMMIT: SQLAlchemy reports its commit itself)
+    to the engine's cursor listeners, as SQLAlchemy does for the statements it runs."""
     listeners = getattr(conn.dispatch, what)
-    for cursor, (sql, params) in zip(cursors[:2], statements[:2], strict=True):
+    for cursor, (sql, params) in zip(cursors[:-1], statements[:-1], strict=True):
         listeners(conn, cursor, sql, params, None, False)
 
 
