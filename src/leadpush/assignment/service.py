@@ -173,12 +173,15 @@ _PLAN_CLEARED: dict[str, None] = {"next_follow_up_at": None, "next_follow_up_not
 
 
 @cache
-def _move_statement(condition: str, to_pool: bool) -> ReturningUpdate[tuple[int, int]]:
+def _move_statement(condition: str, to_pool: bool, one: bool = False) -> ReturningUpdate[tuple[int, int]]:
     """The UPDATE of `_move_to`, built once per shape: a Core statement on the table (no ORM bulk-update pass,
-    no statement built and cache-keyed per request); the values are bound per call."""
+    no statement built and cache-keyed per request); the values are bound per call. `one`: a single lead, by
+    `id = :lead_id` (an expanding `IN` list is rewritten into the SQL at every execution: ~0.1 ms per assignment)."""
     table = cast(Table, Customer.__table__)
     t = table.c
-    where: list[ColumnElement[bool]] = [t.id.in_(bindparam("ids", expanding=True))]
+    where: list[ColumnElement[bool]] = [
+        t.id == bindparam("lead_id") if one else t.id.in_(bindparam("ids", expanding=True))
+    ]
     if condition == "version":
         where.append(t.version == bindparam("seen"))
     elif condition == "owner":
@@ -213,8 +216,9 @@ def _move_to(
     """One UPDATE: these leads (still as `seen`: ("version", v), ("owner", id), ("no_owner", None) or ("any",
     None)) to `target`, or with None to `pool`; their new versions."""
     condition, value = seen
+    one = len(ids) == 1
     params: dict[str, Any] = {
-        "ids": ids,
+        **({"lead_id": ids[0]} if one else {"ids": ids}),
         "owner_id": target.id if target is not None else None,
         "assigned_at": now if target is not None else None,
         "pool_id": pool if target is None else None,
@@ -224,7 +228,7 @@ def _move_to(
     if condition in ("version", "owner"):
         params["seen"] = value
     session.flush()  # what the ORM statement's autoflush did: pending changes go first (a Core statement skips it)
-    rows_moved = session.execute(_move_statement(condition, target is None), params)
+    rows_moved = session.execute(_move_statement(condition, target is None, one), params)
     return {r.id: r.version for r in rows_moved}
 
 
