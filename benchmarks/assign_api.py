@@ -4,7 +4,7 @@ A manager reassigns leads among 20 salespeople of the team as fast as each clien
 request changes the owner (each client picks the next salesperson of its rotation who is not the lead's
 owner; the owners are remembered across levels), so each one writes the owner, the history row, two notifications
 (`customer_assigned` to the new owner, `customer_recycled` to the previous one) and their in-app
-deliveries, which the worker then publishes. Each client has its own keep-alive connection and its
+deliveries (written sent: the committing api process pushes them). Each client has its own keep-alive connection and its
 own leads (no two clients touch the same lead). Measured against two floors driven by the same client
 in the same run: the bare-update floor (benchmarks.floor_fastapi: FastAPI + SQLite, an owner column
 only) and, per database, the rows floor (benchmarks.floor_rows: the same FastAPI route writing the rows
