@@ -154,12 +154,6 @@ def _run_deferred(session: Session, deferred: list[tuple[Insert, list[dict[str, 
 
 
 @cache
-def _insert_sql(statement: Insert, keys: tuple[str, ...], dialect: Dialect) -> str:
-    """A deferred INSERT of one row with these columns, as SQLAlchemy hands it to the driver."""
-    return str(statement.compile(dialect=dialect, column_keys=list(keys)))
-
-
-@cache
 def _bind_processor(table: Table, key: str, dialect: Dialect) -> Callable[[Any], Any] | None:
     """What SQLAlchemy does to a value of this column before the driver gets it (UTCDateTime: aware → naive UTC)."""
     return table.c[key].type.bind_processor(dialect)
@@ -178,7 +172,7 @@ def _deferred_statements(
             for key, value in row.items():
                 process = _bind_processor(table, key, dialect)
                 params[key] = process(value) if process is not None and value is not None else value
-            out.append((_insert_sql(statement, tuple(row), dialect), params))
+            out.append((_driver_sql(statement, dialect, tuple(row)), params))
     return out
 
 
@@ -402,9 +396,10 @@ def _libpq_pipelines() -> bool:
 
 
 @cache
-def _driver_sql(statement: TextClause, dialect: Dialect) -> str:
-    """The statement as SQLAlchemy hands it to the driver (psycopg's `%(name)s` placeholders)."""
-    return str(statement.compile(dialect=dialect))
+def _driver_sql(statement: TextClause | Insert, dialect: Dialect, keys: tuple[str, ...] = ()) -> str:
+    """The statement as SQLAlchemy hands it to the driver (psycopg's `%(name)s` placeholders); an INSERT of one
+    row with the columns `keys`."""
+    return str(statement.compile(dialect=dialect, column_keys=list(keys) if keys else None))
 
 
 def _write_postgres_and_commit(
