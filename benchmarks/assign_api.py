@@ -66,7 +66,7 @@ async def assign_load(
     """`concurrency` clients reassigning their own leads for warmup + duration seconds.
 
     `owner_of` (lead → owner, kept by the caller across levels) makes every request a change of owner: a
-    request naming the lead's owner is answered "unchanged" and writes nothing (until 2026-12-03 the rotation
+    request naming the lead's owner is answered "unchanged" and writes nothing (until issue 17's seventh round the rotation
     named each lead's owner again from its second pass on, so most of a level measured those)."""
     owner_of = {} if owner_of is None else owner_of
     answered = 0  # every 200, warm-up included: what the ledger's count is compared with

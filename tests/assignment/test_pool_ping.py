@@ -14,25 +14,17 @@ from typing import Any
 import psycopg
 import pytest
 from sqlalchemy import text
-from support.databases import database_url
-from support.servers import make_settings
+from support.servers import bare_context
+from support.waiting import wait_for
 
 import leadpush.db
 from leadpush.context import AppContext
-from leadpush.migrate import upgrade
 
 
 @pytest.fixture(scope="module")
 def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppContext]:
-    gen = database_url("postgres", str(tmp_path_factory.mktemp("poolping")))
-    url = next(gen)
-    upgrade(url)
-    ctx = AppContext.from_settings(make_settings(url))
-    try:
+    with bare_context("postgres", str(tmp_path_factory.mktemp("poolping"))) as ctx:
         yield ctx
-    finally:
-        ctx.db.dispose()
-        gen.close()
 
 
 @pytest.fixture
@@ -67,11 +59,7 @@ def terminate(ctx: AppContext, pid: int) -> None:
     with psycopg.connect(url, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", [pid])
         # Gone once the server no longer lists it.
-        for _ in range(200):
-            if not admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone():
-                return
-            admin.execute("SELECT pg_sleep(0.05)")
-    raise AssertionError(f"backend {pid} did not end")
+        wait_for(lambda: not admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone())
 
 
 @pytest.mark.parametrize("run", [backend_pid, backend_pid_on_loop], ids=["thread", "loop"])

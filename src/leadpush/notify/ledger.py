@@ -231,8 +231,10 @@ def write_prepared(session: Session, *, commit: bool = False) -> None:
     """
     pending: list[Prepared] = session.info.pop(PENDING, [])
     deferred = session.info.pop(_DEFERRED, [])
-    if not pending:
+    pipelined = bool(pending) and commit and session.get_bind().dialect.name == "postgresql" and _can_pipeline(session)
+    if not pipelined:  # the deferred inserts now, before the ledger's writes (pipelined: in the same round trip)
         _run_deferred(session, deferred)
+    if not pending:
         return
     fresh: list[Prepared] = []
     prepared_keys: set[str] = set()
@@ -242,13 +244,11 @@ def write_prepared(session: Session, *, commit: bool = False) -> None:
             continue
         prepared_keys.add(p.note.dedupe_key)
         fresh.append(p)
-    if session.get_bind().dialect.name != "postgresql":
-        _run_deferred(session, deferred)
-        written = _insert_sqlite(session, fresh)
-    elif commit and _can_pipeline(session):
+    if pipelined:
         written = _write_postgres_and_commit(session, fresh, deferred)
+    elif session.get_bind().dialect.name != "postgresql":
+        written = _insert_sqlite(session, fresh)
     else:
-        _run_deferred(session, deferred)
         lock_recipients(session, {p.note.recipient_id for p in fresh})
         written = _insert_postgres(session, fresh)
     for p in fresh:
